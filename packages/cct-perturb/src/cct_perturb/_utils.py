@@ -1,0 +1,110 @@
+"""Shared helpers: the object mask derived from the main decoder's prediction, safe normalisation, checks."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+
+__all__ = [
+    "class_map",
+    "l2_normalize_per_sample",
+    "object_mask_from_prediction",
+]
+
+
+def _check_features(z: torch.Tensor) -> None:
+    if z.ndim != 4:
+        raise ValueError(f"expected features z of shape (B, D, h, w), got shape {tuple(z.shape)}")
+
+
+def _as_background(background: Sequence[int] | int) -> tuple[int, ...]:
+    if isinstance(background, int):
+        return (background,)
+    return tuple(int(c) for c in background)
+
+
+def class_map(pred: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    r"""Per-pixel class of a prediction, resized to ``size`` with nearest-neighbour interpolation.
+
+    Equal to ``F.interpolate(pred.argmax(1)[:, None].float(), size, mode="nearest")[:, 0].long()``,
+    but when the prediction is larger than ``size`` the (exact) nearest resize is done first and the
+    argmax second, which reads ``h * w`` instead of ``H * W`` pixels per class.
+
+    Args:
+        pred: logits or scores :math:`(B, C, H, W)` (any floating dtype), or an integer class map
+            :math:`(B, H, W)`.
+        size: target spatial size ``(h, w)``.
+
+    Returns:
+        class indices :math:`(B, h, w)`, ``torch.long``, on ``pred.device``.
+    """
+    pred = pred.detach()
+    h, w = int(size[0]), int(size[1])
+    if pred.ndim == 3:
+        if pred.is_floating_point():
+            raise ValueError("a 3-d `pred` must be an integer class map (B, H, W)")
+        labels = pred.long()
+        if tuple(labels.shape[-2:]) == (h, w):
+            return labels
+        resized = F.interpolate(labels[:, None].float(), size=(h, w), mode="nearest")
+        return resized[:, 0].long()
+    if pred.ndim != 4:
+        raise ValueError(f"expected `pred` of shape (B, C, H, W) or (B, H, W), got {tuple(pred.shape)}")
+    big_h, big_w = pred.shape[-2:]
+    if (big_h, big_w) == (h, w):
+        return pred.argmax(1)
+    if big_h * big_w >= h * w:
+        # Nearest resizing only selects pixels, so it commutes with the per-pixel argmax.
+        return F.interpolate(pred, size=(h, w), mode="nearest").argmax(1)
+    labels = pred.argmax(1)[:, None].float()
+    return F.interpolate(labels, size=(h, w), mode="nearest")[:, 0].long()
+
+
+def object_mask_from_prediction(
+    pred: torch.Tensor, size: tuple[int, int], background: Sequence[int] | int = (0,)
+) -> torch.Tensor:
+    r"""Where the prediction sees objects: ``argmax(pred)`` not in ``background``, at ``size`` (nearest).
+
+    Args:
+        pred: logits :math:`(B, C, H, W)` of any spatial size, or a class map :math:`(B, H, W)`.
+        size: spatial size ``(h, w)`` of the features the mask applies to.
+        background: the background class indices (VOC: ``(0,)``); ``()`` makes every pixel an object.
+
+    Returns:
+        boolean mask :math:`(B, h, w)`, ``True`` on objects.
+    """
+    labels = class_map(pred, size)
+    bg = _as_background(background)
+    if len(bg) == 0:
+        return torch.ones_like(labels, dtype=torch.bool)
+    bg_t = torch.tensor(bg, dtype=labels.dtype, device=labels.device)
+    return ~torch.isin(labels, bg_t)
+
+
+def l2_normalize_per_sample(x: torch.Tensor, fallback: torch.Tensor | None = None) -> torch.Tensor:
+    r"""Scale each sample of ``x`` to unit L2 norm over all non-batch dimensions, safely, in float32.
+
+    The sample is first divided by its largest absolute value (so that tiny values such as a VAT
+    gradient taken with ``xi = 1e-6`` neither underflow nor get swamped by a stabilising constant), then
+    by its norm. A sample that is all zeros (or not finite) becomes ``fallback``'s sample normalised the
+    same way if ``fallback`` is given, else stays all zeros. Never returns NaN.
+
+    Args:
+        x: tensor :math:`(B, *)`.
+        fallback: optional tensor of the same shape used for samples of ``x`` that are zero.
+
+    Returns:
+        float32 tensor :math:`(B, *)` whose samples have norm 1 (or 0, see above).
+    """
+    flat = torch.nan_to_num(x.detach().float().flatten(1), nan=0.0, posinf=0.0, neginf=0.0)
+    scale = flat.abs().amax(dim=1, keepdim=True)
+    nonzero = scale > 0
+    flat = flat / torch.where(nonzero, scale, torch.ones_like(scale))
+    norm = flat.norm(dim=1, keepdim=True)
+    flat = flat / torch.where(norm > 0, norm, torch.ones_like(norm))
+    if fallback is not None:
+        fb = l2_normalize_per_sample(fallback).flatten(1)
+        flat = torch.where(nonzero, flat, fb)
+    return flat.view(x.shape)

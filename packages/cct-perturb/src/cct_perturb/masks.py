@@ -1,0 +1,93 @@
+"""Obj-Msk and Con-Msk: mask the detected objects, or their context, guided by the main prediction."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import ClassVar
+
+import torch
+
+from cct_perturb._base import Perturbation, PerturbationInputs
+from cct_perturb._utils import _as_background, _check_features, object_mask_from_prediction
+
+__all__ = ["ContextMask", "ObjectMask", "context_mask", "object_mask"]
+
+
+def _objects(z: torch.Tensor, pred: torch.Tensor, background: Sequence[int] | int) -> torch.Tensor:
+    _check_features(z)
+    if pred.shape[0] != z.shape[0]:
+        raise ValueError(f"batch sizes differ: z has {z.shape[0]}, pred has {pred.shape[0]}")
+    size = (int(z.shape[-2]), int(z.shape[-1]))
+    return object_mask_from_prediction(pred, size, background).to(z.device)[:, None]
+
+
+def object_mask(z: torch.Tensor, pred: torch.Tensor, background: Sequence[int] | int = (0,)) -> torch.Tensor:
+    r"""Zero the features at the detected objects and keep the context.
+
+    Objects are the positions where ``argmax(pred)`` is not a background class, resized to ``z``'s
+    spatial size with nearest-neighbour interpolation.
+
+    Args:
+        z: features :math:`(B, D, h, w)`.
+        pred: the main decoder's logits :math:`(B, C, H, W)` (any ``H, W``), or a class map
+            :math:`(B, H, W)`. Not differentiated.
+        background: background class indices (VOC: ``(0,)``; datasets without a background class
+            pass ``()`` or their void-like classes).
+
+    Returns:
+        features :math:`(B, D, h, w)`, zero on objects, same dtype as ``z``.
+    """
+    return z.masked_fill(_objects(z, pred, background), 0)
+
+
+def context_mask(z: torch.Tensor, pred: torch.Tensor, background: Sequence[int] | int = (0,)) -> torch.Tensor:
+    r"""Zero the context (background positions) and keep the detected objects.
+
+    The complement of :func:`object_mask`: ``object_mask(z, pred) + context_mask(z, pred) == z``.
+
+    Args:
+        z: features :math:`(B, D, h, w)`.
+        pred: the main decoder's logits :math:`(B, C, H, W)` (any ``H, W``), or a class map
+            :math:`(B, H, W)`.
+        background: background class indices.
+
+    Returns:
+        features :math:`(B, D, h, w)`, zero on the context, same dtype as ``z``.
+    """
+    return z.masked_fill(~_objects(z, pred, background), 0)
+
+
+class ObjectMask(Perturbation):
+    r"""Module form of :func:`object_mask`: ``forward(z, pred)``, :math:`(B, D, h, w)` in and out."""
+
+    inputs: ClassVar[PerturbationInputs] = "prediction"
+
+    def __init__(self, background: Sequence[int] | int = (0,)) -> None:
+        super().__init__()
+        self.background = _as_background(background)
+
+    def forward(
+        self, z: torch.Tensor, pred: torch.Tensor, *, generator: torch.Generator | None = None
+    ) -> torch.Tensor:
+        return object_mask(z, pred, self.background)
+
+    def extra_repr(self) -> str:
+        return f"background={self.background}"
+
+
+class ContextMask(Perturbation):
+    r"""Module form of :func:`context_mask`: ``forward(z, pred)``, :math:`(B, D, h, w)` in and out."""
+
+    inputs: ClassVar[PerturbationInputs] = "prediction"
+
+    def __init__(self, background: Sequence[int] | int = (0,)) -> None:
+        super().__init__()
+        self.background = _as_background(background)
+
+    def forward(
+        self, z: torch.Tensor, pred: torch.Tensor, *, generator: torch.Generator | None = None
+    ) -> torch.Tensor:
+        return context_mask(z, pred, self.background)
+
+    def extra_repr(self) -> str:
+        return f"background={self.background}"

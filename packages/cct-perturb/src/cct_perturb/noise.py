@@ -1,0 +1,56 @@
+"""F-Noise: multiplicative uniform noise on the encoder features."""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+import torch
+
+from cct_perturb._base import Perturbation, PerturbationInputs
+from cct_perturb._utils import _check_features
+
+__all__ = ["FeatureNoise", "feature_noise"]
+
+
+def feature_noise(
+    z: torch.Tensor, uniform_range: float = 0.3, *, generator: torch.Generator | None = None
+) -> torch.Tensor:
+    r"""Add noise proportional to each activation: :math:`\tilde z = z + z \odot N`, :math:`N \sim U(-r, r)`.
+
+    ``N`` has the full shape of ``z``: every sample and every element draws its own value (the original
+    code shared one noise tensor across the batch). Hence :math:`|\tilde z - z| \le r |z|` elementwise.
+    The arithmetic is done in float32 and the result cast back to ``z.dtype``; the graph to ``z`` is kept.
+
+    Args:
+        z: features :math:`(B, D, h, w)`.
+        uniform_range: ``r``, the half-width of the noise range (paper: 0.3).
+        generator: optional generator on ``z.device`` for the draws.
+
+    Returns:
+        perturbed features :math:`(B, D, h, w)`, same dtype and device as ``z``.
+    """
+    _check_features(z)
+    if uniform_range < 0:
+        raise ValueError(f"uniform_range must be >= 0, got {uniform_range}")
+    u = torch.rand(z.shape, generator=generator, device=z.device, dtype=torch.float32)
+    noise = (u * 2.0 - 1.0) * float(uniform_range)
+    zf = z.float()
+    return (zf + zf * noise).to(z.dtype)
+
+
+class FeatureNoise(Perturbation):
+    r"""Module form of :func:`feature_noise`. Input :math:`(B, D, h, w)`, output the same shape."""
+
+    inputs: ClassVar[PerturbationInputs] = "features"
+
+    def __init__(self, uniform_range: float = 0.3) -> None:
+        super().__init__()
+        if uniform_range < 0:
+            raise ValueError(f"uniform_range must be >= 0, got {uniform_range}")
+        self.uniform_range = float(uniform_range)
+
+    def forward(self, z: torch.Tensor, *, generator: torch.Generator | None = None) -> torch.Tensor:
+        return feature_noise(z, self.uniform_range, generator=generator)
+
+    def extra_repr(self) -> str:
+        return f"uniform_range={self.uniform_range}"
