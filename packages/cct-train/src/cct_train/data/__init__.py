@@ -1,0 +1,78 @@
+"""Data for CCT: datasets (CPU decoding), splits, batched on-device augmentation, loaders, demo scenes.
+
+Samples are dicts ``{"image": uint8 (3, H, W), "mask": int64 (H, W), "name": str}`` (no ``"mask"`` when
+unlabeled); ignored mask pixels are 255 everywhere.
+"""
+
+from cct_train.data.augment import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    Normalize,
+    SegmentationAugment,
+    to_float_image,
+)
+from cct_train.data.base import (
+    IGNORE_INDEX,
+    IMAGE_EXTENSIONS,
+    ImageDataset,
+    Item,
+    Sample,
+    SegmentationDataset,
+    default_palette,
+    map_rgb_mask,
+)
+from cct_train.data.camvid import CAMVID_CLASSES, CAMVID_PALETTE, CamVid
+from cct_train.data.datasets import DATASETS, build_dataset
+from cct_train.data.folder import FolderDataset
+from cct_train.data.horses import HORSES_CLASSES, HORSES_PALETTE, WeizmannHorses
+from cct_train.data.loaders import Batch, InfiniteLoader, build_loader, collate, cycle, seed_worker
+from cct_train.data.splits import Split, load_split, make_split, save_split
+from cct_train.data.synthetic import (
+    SYNTHETIC_CLASSES,
+    SYNTHETIC_PALETTE,
+    SyntheticScenes,
+    generate_synthetic_dataset,
+    render_scene,
+)
+from cct_train.data.unlabeled import UnlabeledFolder
+
+__all__ = [
+    "CAMVID_CLASSES",
+    "CAMVID_PALETTE",
+    "DATASETS",
+    "HORSES_CLASSES",
+    "HORSES_PALETTE",
+    "IGNORE_INDEX",
+    "IMAGENET_MEAN",
+    "IMAGENET_STD",
+    "IMAGE_EXTENSIONS",
+    "SYNTHETIC_CLASSES",
+    "SYNTHETIC_PALETTE",
+    "Batch",
+    "CamVid",
+    "FolderDataset",
+    "ImageDataset",
+    "InfiniteLoader",
+    "Item",
+    "Normalize",
+    "Sample",
+    "SegmentationAugment",
+    "SegmentationDataset",
+    "Split",
+    "SyntheticScenes",
+    "UnlabeledFolder",
+    "WeizmannHorses",
+    "build_dataset",
+    "build_loader",
+    "collate",
+    "cycle",
+    "default_palette",
+    "generate_synthetic_dataset",
+    "load_split",
+    "make_split",
+    "map_rgb_mask",
+    "render_scene",
+    "save_split",
+    "seed_worker",
+    "to_float_image",
+]

@@ -1,0 +1,318 @@
+"""Common machinery of the datasets: the sample dict, CPU decoding, resizing and mask validation.
+
+A sample is a dict (see :class:`Sample`)::
+
+    {"image": uint8 tensor (3, H, W), "mask": int64 tensor (H, W), "name": str}
+
+``"mask"`` is absent for unlabeled samples. Mask values are class ids ``0 .. num_classes - 1`` or the
+ignore index (255 by default); every dataset maps its own void value onto the ignore index.
+Decoding runs on CPU workers with PIL; heavy augmentation runs later, batched, on the device
+(:mod:`cct_train.data.augment`).
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TypedDict, TypeVar
+
+import numpy as np
+import torch
+from PIL import Image
+from torch.utils.data import Dataset
+
+IGNORE_INDEX = 255
+IMAGE_EXTENSIONS: tuple[str, ...] = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".ppm")
+
+Palette = list[tuple[int, int, int]]
+
+
+class _SampleRequired(TypedDict):
+    image: torch.Tensor
+    name: str
+
+
+class Sample(_SampleRequired, total=False):
+    """One sample: ``image`` uint8 (3, H, W), optional ``mask`` int64 (H, W), ``name`` (its id)."""
+
+    mask: torch.Tensor
+
+
+@dataclass(frozen=True)
+class Item:
+    """Where one sample lives on disk; ``mask`` is None for image-only items."""
+
+    name: str
+    image: Path
+    mask: Path | None = None
+
+
+def default_palette(num_classes: int) -> Palette:
+    """The PASCAL-VOC bit-interleaved colour map: ``num_classes`` distinct RGB triples."""
+    palette: Palette = []
+    for index in range(num_classes):
+        r = g = b = 0
+        c = index
+        for shift in range(8):
+            r |= ((c >> 0) & 1) << (7 - shift)
+            g |= ((c >> 1) & 1) << (7 - shift)
+            b |= ((c >> 2) & 1) << (7 - shift)
+            c >>= 3
+        palette.append((r, g, b))
+    return palette
+
+
+def check_resize(resize: Sequence[int] | None) -> tuple[int, int] | None:
+    """Validate a ``(H, W)`` resize argument."""
+    if resize is None:
+        return None
+    if len(resize) != 2 or any(int(v) < 1 for v in resize):
+        raise ValueError(f"resize must be (H, W) with positive sizes, got {resize!r}")
+    return int(resize[0]), int(resize[1])
+
+
+def read_image(path: Path, resize: tuple[int, int] | None = None) -> np.ndarray:
+    """Decode an image file to uint8 RGB (H, W, 3); greyscale is replicated to 3 channels.
+
+    With ``resize=(H, W)`` the image is resized bilinearly (see :func:`resize_image`).
+    """
+    with Image.open(path) as file:
+        img: Image.Image = file
+        img.load()
+        if img.mode in ("I", "I;16", "I;16B", "F"):
+            arr = np.asarray(img, dtype=np.float64)
+            top = max(float(arr.max()), 1.0)
+            img = Image.fromarray((arr * (255.0 / top)).clip(0, 255).astype(np.uint8), mode="L")
+        rgb = np.asarray(img.convert("RGB"), dtype=np.uint8)
+    return resize_image(rgb, resize)
+
+
+def resize_image(image: np.ndarray, resize: tuple[int, int] | None) -> np.ndarray:
+    """Bilinear resize of a uint8 image (H, W, 3) to ``resize=(H, W)``; antialiased when shrinking."""
+    if resize is None or image.shape[:2] == resize:
+        return image
+    img = Image.fromarray(image).resize((resize[1], resize[0]), Image.Resampling.BILINEAR)
+    return np.asarray(img, dtype=np.uint8)
+
+
+def read_mask_raw(path: Path) -> np.ndarray:
+    """Decode a mask file without mapping: (H, W) for index/greyscale PNGs, (H, W, 3) for RGB ones."""
+    with Image.open(path) as file:
+        img: Image.Image = file
+        img.load()
+        if img.mode in ("RGB", "RGBA"):
+            return np.asarray(img.convert("RGB"), dtype=np.uint8)
+        if img.mode == "LA":
+            img = img.convert("L")
+        if img.mode not in ("P", "L", "1", "I", "I;16", "I;16B"):
+            return np.asarray(img.convert("RGB"), dtype=np.uint8)
+        return np.asarray(img).astype(np.int64)
+
+
+def map_index_mask(
+    values: np.ndarray,
+    num_classes: int,
+    *,
+    ignore_index: int = IGNORE_INDEX,
+    void_values: Sequence[int] = (),
+    strict: bool = True,
+    source: object = "mask",
+) -> np.ndarray:
+    """Map an index mask (H, W) to class ids ∪ {ignore_index}, int64 (H, W).
+
+    ``void_values`` become ``ignore_index``. Other values outside ``0 .. num_classes - 1`` (and not
+    already ``ignore_index``) raise a ValueError naming ``source``, or become ``ignore_index`` when
+    ``strict`` is False.
+    """
+    out = values.astype(np.int64, copy=True)
+    for v in void_values:
+        out[values == v] = ignore_index
+    bad = ((out < 0) | (out >= num_classes)) & (out != ignore_index)
+    if bad.any():
+        if strict:
+            found = sorted(int(v) for v in np.unique(out[bad]))
+            raise ValueError(
+                f"{source}: mask values {found[:10]} are outside 0..{num_classes - 1} and are not the "
+                f"ignore index {ignore_index} (declare them in void_values, or pass strict_masks=False "
+                "to map them to the ignore index)"
+            )
+        out[bad] = ignore_index
+    return out
+
+
+def map_rgb_mask(
+    rgb: np.ndarray, palette: Sequence[Sequence[int]], ignore_index: int = IGNORE_INDEX
+) -> np.ndarray:
+    """Map an RGB mask (H, W, 3) to class ids via ``palette`` (class i has colour palette[i]).
+
+    Colours that are not in the palette become ``ignore_index``. Returns int64 (H, W).
+    """
+    codes = (rgb[..., 0].astype(np.int64) << 16) | (rgb[..., 1].astype(np.int64) << 8) | rgb[..., 2]
+    pal = np.asarray(palette, dtype=np.int64).reshape(-1, 3)
+    pal_codes = (pal[:, 0] << 16) | (pal[:, 1] << 8) | pal[:, 2]
+    order = np.argsort(pal_codes, kind="stable")
+    sorted_codes = pal_codes[order]
+    pos = np.searchsorted(sorted_codes, codes).clip(0, len(sorted_codes) - 1)
+    hit = sorted_codes[pos] == codes
+    return np.where(hit, order[pos], ignore_index).astype(np.int64)
+
+
+def resize_mask(mask: np.ndarray, resize: tuple[int, int] | None) -> np.ndarray:
+    """Nearest-neighbour resize of a mapped mask (H, W) with values in 0..255 to ``resize=(H, W)``."""
+    if resize is None or mask.shape == resize:
+        return mask
+    img = Image.fromarray(mask.astype(np.uint8), mode="L")
+    img = img.resize((resize[1], resize[0]), Image.Resampling.NEAREST)
+    return np.asarray(img).astype(np.int64)
+
+
+def image_to_tensor(image: np.ndarray) -> torch.Tensor:
+    """uint8 (H, W, 3) array -> contiguous uint8 tensor (3, H, W)."""
+    return torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1)))
+
+
+def mask_to_tensor(mask: np.ndarray) -> torch.Tensor:
+    """int (H, W) array -> contiguous int64 tensor (H, W)."""
+    return torch.from_numpy(np.ascontiguousarray(mask, dtype=np.int64))
+
+
+_D = TypeVar("_D", bound="ImageDataset")
+
+
+class ImageDataset(Dataset[Sample]):
+    """A list of :class:`Item` decoded on demand; the base of every dataset here.
+
+    Subclasses fill ``self._items`` and override :meth:`_load_mask` to map their mask encoding.
+    """
+
+    def __init__(self, items: Sequence[Item], resize: Sequence[int] | None = None) -> None:
+        self._items: list[Item] = list(items)
+        self.resize = check_resize(resize)
+        self._with_masks = True
+
+    # -- ids ---------------------------------------------------------------------------------
+    @property
+    def names(self) -> list[str]:
+        """Sample ids, in dataset order."""
+        return [item.name for item in self._items]
+
+    @property
+    def items(self) -> list[Item]:
+        """The on-disk items (name, image path, mask path), in dataset order."""
+        return list(self._items)
+
+    @property
+    def has_masks(self) -> bool:
+        """Whether samples carry a ``"mask"``."""
+        return self._with_masks and all(item.mask is not None for item in self._items)
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def subset(self: _D, names: Sequence[str]) -> _D:
+        """A copy restricted to ``names`` (kept in dataset order); unknown names raise ValueError."""
+        clone = copy.copy(self)
+        clone._items = select_items(self._items, names, type(self).__name__)
+        return clone
+
+    def without_masks(self: _D) -> _D:
+        """A copy whose samples have no ``"mask"`` (the same images used as unlabeled data)."""
+        clone = copy.copy(self)
+        clone._with_masks = False
+        return clone
+
+    # -- decoding ----------------------------------------------------------------------------
+    def _load_image(self, item: Item) -> np.ndarray:
+        """Decode the image at its own size: uint8 (H, W, 3)."""
+        return read_image(item.image)
+
+    def _load_mask(self, item: Item) -> np.ndarray:
+        """Decode and map the mask at its own size: int64 (H, W) in class ids ∪ {ignore_index}."""
+        raise NotImplementedError
+
+    def __getitem__(self, index: int) -> Sample:
+        item = self._items[index]
+        image = self._load_image(item)
+        mask: np.ndarray | None = None
+        if self._with_masks and item.mask is not None:
+            mask = self._load_mask(item)
+            if mask.shape != image.shape[:2]:
+                raise ValueError(
+                    f"{item.mask}: mask size {mask.shape[1]}x{mask.shape[0]} (WxH) differs from its image "
+                    f"{item.image} ({image.shape[1]}x{image.shape[0]})"
+                )
+        sample: Sample = {"image": image_to_tensor(resize_image(image, self.resize)), "name": item.name}
+        if mask is not None:
+            sample["mask"] = mask_to_tensor(resize_mask(mask, self.resize))
+        return sample
+
+
+class SegmentationDataset(ImageDataset):
+    """A labeled dataset: items with masks plus the label-space metadata.
+
+    Attributes: ``num_classes``, ``class_names`` (tuple of str), ``palette`` (one RGB triple per class,
+    for colour overlays), ``ignore_index``.
+    """
+
+    def __init__(
+        self,
+        items: Sequence[Item],
+        *,
+        num_classes: int,
+        class_names: Sequence[str] | None = None,
+        palette: Sequence[Sequence[int]] | None = None,
+        ignore_index: int = IGNORE_INDEX,
+        resize: Sequence[int] | None = None,
+    ) -> None:
+        super().__init__(items, resize)
+        if not 1 <= num_classes <= 255:
+            raise ValueError(f"num_classes must be in 1..255, got {num_classes}")
+        if not 0 <= ignore_index <= 255 or ignore_index < num_classes:
+            raise ValueError(f"ignore_index must be in {num_classes}..255, got {ignore_index}")
+        self.num_classes = num_classes
+        names = (
+            tuple(class_names) if class_names is not None else tuple(f"class_{i}" for i in range(num_classes))
+        )
+        if len(names) != num_classes:
+            raise ValueError(f"{len(names)} class names for {num_classes} classes")
+        self.class_names: tuple[str, ...] = names
+        pal = [_rgb(c) for c in palette] if palette is not None else default_palette(num_classes)
+        if len(pal) < num_classes:
+            raise ValueError(f"palette has {len(pal)} colours for {num_classes} classes")
+        self.palette: Palette = pal[:num_classes]
+        self.ignore_index = ignore_index
+
+
+def _rgb(colour: Sequence[int]) -> tuple[int, int, int]:
+    if len(colour) != 3 or any(not 0 <= int(c) <= 255 for c in colour):
+        raise ValueError(f"palette colours must be RGB triples in 0..255, got {colour!r}")
+    return int(colour[0]), int(colour[1]), int(colour[2])
+
+
+def select_items(items: Sequence[Item], names: Sequence[str] | None, what: str) -> list[Item]:
+    """Keep the items whose name is in ``names`` (dataset order); None keeps all."""
+    if names is None:
+        return list(items)
+    wanted = set(names)
+    known = {item.name for item in items}
+    missing = sorted(wanted - known)
+    if missing:
+        raise ValueError(f"{what}: {len(missing)} unknown sample names, e.g. {missing[:5]}")
+    return [item for item in items if item.name in wanted]
+
+
+def require_dir(path: Path, what: str) -> Path:
+    """Raise FileNotFoundError naming ``path`` unless it is a directory."""
+    if not path.is_dir():
+        raise FileNotFoundError(f"{what}: directory not found: {path}")
+    return path
+
+
+def require_files(paths: Sequence[Path], what: str) -> None:
+    """Raise FileNotFoundError naming the first missing files."""
+    missing = [p for p in paths if not p.is_file()]
+    if missing:
+        shown = ", ".join(str(p) for p in missing[:3])
+        raise FileNotFoundError(f"{what}: {len(missing)} file(s) not found: {shown}")

@@ -1,0 +1,137 @@
+"""CamVid in the SegNet layout (11 classes, 360x480, void 11 -> ignore 255).
+
+::
+
+    root/train/*.png  root/trainannot/*.png  root/train.txt   (likewise val, test)
+
+Each line of ``<split>.txt`` is an ``image label`` pair, relative to ``root`` or absolute SegNet paths such
+as ``/SegNet/CamVid/train/0001TP_006690.png``: the last two path components are resolved under ``root``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from cct_train.data.base import (
+    IGNORE_INDEX,
+    Item,
+    SegmentationDataset,
+    map_index_mask,
+    read_mask_raw,
+    require_dir,
+    require_files,
+    select_items,
+)
+
+CAMVID_CLASSES: tuple[str, ...] = (
+    "Sky",
+    "Building",
+    "Pole",
+    "Road",
+    "Pavement",
+    "Tree",
+    "SignSymbol",
+    "Fence",
+    "Car",
+    "Pedestrian",
+    "Bicyclist",
+)
+"""The 11 CamVid classes of the SegNet split, in id order."""
+
+CAMVID_PALETTE: list[tuple[int, int, int]] = [
+    (128, 128, 128),  # Sky
+    (128, 0, 0),  # Building
+    (192, 192, 128),  # Pole
+    (128, 64, 128),  # Road
+    (60, 40, 222),  # Pavement
+    (128, 128, 0),  # Tree
+    (192, 128, 128),  # SignSymbol
+    (64, 64, 128),  # Fence
+    (64, 0, 128),  # Car
+    (64, 64, 0),  # Pedestrian
+    (0, 128, 192),  # Bicyclist
+]
+"""The standard CamVid (SegNet) colour of each class; void is drawn black."""
+
+CAMVID_VOID = 11
+CAMVID_SPLITS = ("train", "val", "test")
+
+
+def _resolve(root: Path, token: str) -> Path:
+    """Map one path of a split file to a file under ``root``."""
+    path = Path(token)
+    if not path.is_absolute() and (root / path).is_file():
+        return root / path
+    if path.is_absolute() and path.is_file() and root in path.parents:
+        return path
+    return root.joinpath(*path.parts[-2:])
+
+
+def read_camvid_list(root: Path, split: str) -> list[Item]:
+    """Parse ``root/<split>.txt`` into items (name = image stem); checks that every file exists."""
+    list_file = root / f"{split}.txt"
+    if not list_file.is_file():
+        present = sorted(p.stem for p in root.glob("*.txt"))
+        raise FileNotFoundError(f"CamVid split file not found: {list_file} (splits present: {present})")
+    items: list[Item] = []
+    for number, line in enumerate(list_file.read_text().splitlines(), start=1):
+        parts = line.split()
+        if not parts:
+            continue
+        if len(parts) != 2:
+            raise ValueError(f"{list_file}:{number}: expected 'image label', got {line!r}")
+        image, mask = _resolve(root, parts[0]), _resolve(root, parts[1])
+        items.append(Item(name=image.stem, image=image, mask=mask))
+    require_files([p for item in items for p in (item.image, item.mask) if p is not None], f"CamVid {split}")
+    return items
+
+
+class CamVid(SegmentationDataset):
+    """CamVid, SegNet split: samples ``{"image": uint8 (3, 360, 480), "mask": int64 (360, 480), "name"}``.
+
+    Args:
+        root: the folder holding ``train/``, ``trainannot/``, ``train.txt`` etc.
+        split: ``"train"``, ``"val"`` or ``"test"``.
+        names: keep only these sample ids (image stems), e.g. a labeled subset from
+            :func:`cct_train.data.make_split`.
+        resize: optional CPU resize ``(H, W)`` (bilinear images, nearest masks).
+
+    Masks hold 0..10 and 255 (void, 11 on disk).
+    """
+
+    def __init__(
+        self,
+        root: str | Path,
+        split: str = "train",
+        names: Sequence[str] | None = None,
+        resize: Sequence[int] | None = None,
+    ) -> None:
+        if split not in CAMVID_SPLITS:
+            raise ValueError(f"CamVid split must be one of {CAMVID_SPLITS}, got {split!r}")
+        self.root = require_dir(Path(root), "CamVid root")
+        self.split = split
+        items = select_items(read_camvid_list(self.root, split), names, f"CamVid {split}")
+        super().__init__(
+            items,
+            num_classes=len(CAMVID_CLASSES),
+            class_names=CAMVID_CLASSES,
+            palette=CAMVID_PALETTE,
+            ignore_index=IGNORE_INDEX,
+            resize=resize,
+        )
+
+    def _load_mask(self, item: Item) -> np.ndarray:
+        assert item.mask is not None
+        raw = read_mask_raw(item.mask)
+        if raw.ndim != 2:
+            raise ValueError(f"{item.mask}: CamVid labels must be 8-bit index PNGs, got an RGB image")
+        return map_index_mask(
+            raw,
+            self.num_classes,
+            ignore_index=self.ignore_index,
+            void_values=(CAMVID_VOID,),
+            source=item.mask,
+        )

@@ -1,0 +1,254 @@
+"""A generic labeled image folder: ``images/`` + ``masks/`` with optional split lists.
+
+::
+
+    root/images/<name>.<ext>     RGB or greyscale images (greyscale is replicated to 3 channels)
+    root/masks/<name>.png        index PNGs (class ids) or RGB PNGs decoded with a palette
+    root/train.txt, val.txt      optional split lists: one name (or file name) per line, or "image mask"
+    root/train.csv               or CSV lists with columns image,mask (optional column name)
+    root/dataset.json            optional defaults: num_classes, class_names, palette, ignore_index, void_values
+
+Paths in lists are relative to ``root`` (or to the image / mask folder), or absolute.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from cct_train.data.base import (
+    IGNORE_INDEX,
+    IMAGE_EXTENSIONS,
+    Item,
+    SegmentationDataset,
+    map_index_mask,
+    map_rgb_mask,
+    read_mask_raw,
+    require_dir,
+    select_items,
+)
+
+DATASET_JSON = "dataset.json"
+
+
+def read_dataset_json(root: Path) -> dict[str, Any]:
+    """The ``dataset.json`` of a folder dataset, or {} when there is none."""
+    path = root / DATASET_JSON
+    if not path.is_file():
+        return {}
+    meta = json.loads(path.read_text())
+    if not isinstance(meta, dict):
+        raise ValueError(f"{path}: expected a JSON object")
+    return meta
+
+
+def _index_files(folder: Path, exts: Sequence[str]) -> dict[str, Path]:
+    """stem -> file for the files of ``folder`` whose suffix is in ``exts`` (case-insensitive)."""
+    lowered = {e.lower() for e in exts}
+    found: dict[str, Path] = {}
+    if folder.is_dir():
+        for path in sorted(folder.iterdir()):
+            if path.is_file() and path.suffix.lower() in lowered:
+                found.setdefault(path.stem, path)
+    return found
+
+
+class _Resolver:
+    """Turns the tokens of a list file into existing paths."""
+
+    def __init__(
+        self, root: Path, image_dir: Path, mask_dir: Path, image_exts: Sequence[str], mask_exts: Sequence[str]
+    ):
+        self.root = root
+        self.image_dir = image_dir
+        self.mask_dir = mask_dir
+        self.images = _index_files(image_dir, image_exts)
+        self.masks = _index_files(mask_dir, mask_exts)
+
+    def _path(self, token: str, folder: Path, by_stem: dict[str, Path], what: str, source: str) -> Path:
+        path = Path(token)
+        if path.is_absolute():
+            candidates = [path]
+        else:
+            candidates = [self.root / path, folder / path]
+        for candidate in candidates:
+            if candidate.is_file():
+                return candidate
+        stem = path.name if path.suffix == "" else path.stem
+        if path.suffix == "" and stem in by_stem:
+            return by_stem[stem]
+        raise FileNotFoundError(f"{source}: {what} {token!r} not found (looked in {self.root} and {folder})")
+
+    def image(self, token: str, source: str) -> Path:
+        return self._path(token, self.image_dir, self.images, "image", source)
+
+    def mask(self, token: str, source: str) -> Path:
+        return self._path(token, self.mask_dir, self.masks, "mask", source)
+
+    def mask_for(self, image: Path, source: str) -> Path:
+        if image.stem in self.masks:
+            return self.masks[image.stem]
+        raise FileNotFoundError(f"{source}: no mask for image {image.name} in {self.mask_dir}")
+
+
+def read_list_file(path: Path, resolver: _Resolver) -> list[Item]:
+    """Parse a split list (.txt: ``name`` or ``image mask`` per line; .csv: columns image,mask[,name])."""
+    items: list[Item] = []
+    if path.suffix.lower() == ".csv":
+        with path.open(newline="") as handle:
+            reader = csv.DictReader(handle)
+            fields = [f.strip() for f in reader.fieldnames or []]
+            if "image" not in fields:
+                raise ValueError(
+                    f"{path}: a CSV split list needs a header with columns image,mask; got {fields}"
+                )
+            for number, row in enumerate(reader, start=2):
+                row = {k.strip(): (v or "").strip() for k, v in row.items() if k is not None}
+                source = f"{path}:{number}"
+                image = resolver.image(row["image"], source)
+                mask = (
+                    resolver.mask(row["mask"], source)
+                    if row.get("mask")
+                    else resolver.mask_for(image, source)
+                )
+                items.append(Item(name=row.get("name") or image.stem, image=image, mask=mask))
+        return items
+    for number, line in enumerate(path.read_text().splitlines(), start=1):
+        parts = line.split()
+        if not parts or parts[0].startswith("#"):
+            continue
+        source = f"{path}:{number}"
+        if len(parts) == 1:
+            image = resolver.image(parts[0], source)
+            mask = resolver.mask_for(image, source)
+        elif len(parts) == 2:
+            image, mask = resolver.image(parts[0], source), resolver.mask(parts[1], source)
+        else:
+            raise ValueError(f"{source}: expected 'name' or 'image mask', got {line!r}")
+        items.append(Item(name=image.stem, image=image, mask=mask))
+    return items
+
+
+def _find_list(root: Path, split: str | None, list_file: str | Path | None) -> Path | None:
+    if list_file is not None:
+        path = Path(list_file)
+        path = path if path.is_absolute() or path.is_file() else root / path
+        if not path.is_file():
+            raise FileNotFoundError(f"split list not found: {path}")
+        return path
+    if split is None:
+        return None
+    candidates = [root / f"{split}.txt", root / f"{split}.csv"]
+    for candidate in candidates:
+        if candidate.is_file():
+            return candidate
+    raise FileNotFoundError(f"split list for {split!r} not found: tried {', '.join(map(str, candidates))}")
+
+
+class FolderDataset(SegmentationDataset):
+    """Images + masks from a folder: samples ``{"image": uint8 (3, H, W), "mask": int64 (H, W), "name"}``.
+
+    Args:
+        root: the dataset folder.
+        split: read ``root/<split>.txt`` or ``root/<split>.csv``; None (and no ``list_file``) takes every
+            image of ``image_dir`` that has a mask of the same stem in ``mask_dir``.
+        list_file: an explicit split list (.txt or .csv), relative to ``root`` or absolute.
+        image_dir, mask_dir: sub-folders of ``root`` (or absolute paths).
+        num_classes: number of classes; defaults to ``dataset.json``'s value.
+        class_names, palette: names and RGB colours of the classes (``dataset.json`` defaults). An explicit
+            palette also decodes RGB masks: class i has colour ``palette[i]``, other colours -> ignore.
+        ignore_index: the value of ignored pixels in the returned masks (255).
+        void_values: index values on disk mapped to ``ignore_index``.
+        names: keep only these sample ids.
+        resize: optional CPU resize ``(H, W)`` (bilinear images, nearest masks).
+        strict_masks: values outside the classes (and not void / ignore) raise a ValueError naming the
+            file; False maps them to ``ignore_index``.
+
+    A mask whose size differs from its image raises a ValueError naming both files.
+    """
+
+    def __init__(
+        self,
+        root: str | Path,
+        split: str | None = None,
+        list_file: str | Path | None = None,
+        image_dir: str | Path = "images",
+        mask_dir: str | Path = "masks",
+        num_classes: int | None = None,
+        class_names: Sequence[str] | None = None,
+        palette: Sequence[Sequence[int]] | None = None,
+        ignore_index: int | None = None,
+        void_values: Sequence[int] | None = None,
+        names: Sequence[str] | None = None,
+        resize: Sequence[int] | None = None,
+        image_exts: Sequence[str] = IMAGE_EXTENSIONS,
+        mask_exts: Sequence[str] = (".png", ".bmp", ".tif", ".tiff"),
+        strict_masks: bool = True,
+    ) -> None:
+        self.root = require_dir(Path(root), "FolderDataset root")
+        self.split = split
+        meta = read_dataset_json(self.root)
+        num_classes = num_classes if num_classes is not None else meta.get("num_classes")
+        if num_classes is None:
+            raise ValueError(f"FolderDataset({self.root}): pass num_classes (no {DATASET_JSON} gives it)")
+        class_names = class_names if class_names is not None else meta.get("class_names")
+        palette = palette if palette is not None else meta.get("palette")
+        ignore_index = (
+            ignore_index if ignore_index is not None else int(meta.get("ignore_index", IGNORE_INDEX))
+        )
+        void = void_values if void_values is not None else meta.get("void_values", ())
+        self.void_values: tuple[int, ...] = tuple(int(v) for v in void)
+        self.strict_masks = strict_masks
+        self._mask_palette = palette
+
+        images = require_dir(self.root / image_dir, "FolderDataset image folder")
+        masks = require_dir(self.root / mask_dir, "FolderDataset mask folder")
+        resolver = _Resolver(self.root, images, masks, image_exts, mask_exts)
+        path = _find_list(self.root, split, list_file)
+        if path is not None:
+            items = read_list_file(path, resolver)
+        else:
+            items = [
+                Item(name=stem, image=image, mask=resolver.masks[stem])
+                for stem, image in resolver.images.items()
+                if stem in resolver.masks
+            ]
+        if not items:
+            raise ValueError(f"FolderDataset({self.root}): no image/mask pairs found")
+        seen: set[str] = set()
+        for item in items:
+            if item.name in seen:
+                raise ValueError(f"FolderDataset({self.root}): duplicate sample name {item.name!r}")
+            seen.add(item.name)
+        super().__init__(
+            select_items(items, names, f"FolderDataset({self.root})"),
+            num_classes=int(num_classes),
+            class_names=class_names,
+            palette=palette,
+            ignore_index=ignore_index,
+            resize=resize,
+        )
+
+    def _load_mask(self, item: Item) -> np.ndarray:
+        assert item.mask is not None
+        raw = read_mask_raw(item.mask)
+        if raw.ndim == 3:
+            if self._mask_palette is not None:
+                return map_rgb_mask(raw, self._mask_palette, self.ignore_index)
+            if (raw == raw[..., :1]).all():
+                raw = raw[..., 0]
+            else:
+                raise ValueError(f"{item.mask}: RGB mask but no palette to decode it (pass palette=...)")
+        return map_index_mask(
+            raw,
+            self.num_classes,
+            ignore_index=self.ignore_index,
+            void_values=self.void_values,
+            strict=self.strict_masks,
+            source=item.mask,
+        )

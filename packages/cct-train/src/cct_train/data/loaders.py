@@ -1,0 +1,142 @@
+"""DataLoader helpers: dict collation, seeded loaders, and an endless loader for the labeled stream."""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Iterator, Sequence
+from typing import Any, TypedDict
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset, Sampler
+
+from cct_train.data.base import Sample
+
+
+class _BatchRequired(TypedDict):
+    image: torch.Tensor
+    name: list[str]
+
+
+class Batch(_BatchRequired, total=False):
+    """A collated batch: ``image`` uint8 (B, 3, H, W), optional ``mask`` int64 (B, H, W), ``name`` list."""
+
+    mask: torch.Tensor
+
+
+def collate(samples: Sequence[Sample]) -> Batch:
+    """Stack sample dicts into a :class:`Batch`.
+
+    All images must share one size (use the datasets' ``resize=(H, W)``); either every sample has a
+    ``"mask"`` or none does. Raises ValueError otherwise.
+    """
+    if not samples:
+        raise ValueError("collate: empty batch")
+    sizes = {tuple(s["image"].shape) for s in samples}
+    if len(sizes) > 1:
+        raise ValueError(
+            f"collate: images of different sizes {sorted(sizes)}; pass resize=(H, W) to the dataset"
+        )
+    batch: Batch = {"image": torch.stack([s["image"] for s in samples]), "name": [s["name"] for s in samples]}
+    with_mask = sum("mask" in s for s in samples)
+    if with_mask == len(samples):
+        batch["mask"] = torch.stack([s["mask"] for s in samples])
+    elif with_mask:
+        raise ValueError("collate: some samples have a mask and some do not")
+    return batch
+
+
+def seed_worker(worker_id: int) -> None:
+    """``worker_init_fn``: seed ``random`` and NumPy from the worker's torch seed (set by the loader)."""
+    seed = torch.initial_seed() % 2**32
+    random.seed(seed)
+    np.random.seed(seed)  # noqa: NPY002 - seeds the legacy global RNG that user code may use
+
+
+def build_loader(
+    dataset: Dataset[Any],
+    batch_size: int,
+    shuffle: bool = True,
+    num_workers: int = 0,
+    seed: int = 0,
+    drop_last: bool = False,
+    pin_memory: bool = False,
+    sampler: Sampler[Any] | None = None,
+    persistent_workers: bool = False,
+) -> DataLoader[Any]:
+    """A DataLoader with :func:`collate`, a generator seeded with ``seed`` and seeded workers.
+
+    With ``drop_last`` the dataset must hold at least one full batch (ValueError otherwise).
+    """
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    try:
+        size = len(dataset)  # type: ignore[arg-type]
+    except TypeError:
+        size = None
+    if drop_last and size is not None and size < batch_size:
+        raise ValueError(
+            f"drop_last=True with {size} samples and batch_size={batch_size} gives no batch; "
+            "lower the batch size or set drop_last=False"
+        )
+    generator = torch.Generator()
+    generator.manual_seed(seed)
+    return DataLoader(
+        dataset,
+        batch_size=batch_size,
+        shuffle=shuffle if sampler is None else False,
+        sampler=sampler,
+        num_workers=num_workers,
+        collate_fn=collate,
+        drop_last=drop_last,
+        pin_memory=pin_memory,
+        worker_init_fn=seed_worker,
+        generator=generator,
+        persistent_workers=persistent_workers and num_workers > 0,
+    )
+
+
+class InfiniteLoader:
+    """Iterate a loader forever, starting a new pass whenever one ends.
+
+    Before each pass, ``set_epoch(epoch)`` is called on the loader's sampler (or batch sampler's
+    sampler) when it has one (DistributedSampler), so every pass is shuffled differently. An empty loader
+    raises ValueError instead of looping forever. ``epoch`` counts the passes started (0-based).
+    """
+
+    def __init__(self, loader: Any, start_epoch: int = 0) -> None:
+        self.loader = loader
+        self.epoch = start_epoch - 1
+        self._iterator: Iterator[Any] | None = None
+
+    def _set_epoch(self) -> None:
+        for owner in (self.loader, getattr(self.loader, "batch_sampler", None)):
+            sampler = getattr(owner, "sampler", None)
+            if sampler is not None and hasattr(sampler, "set_epoch"):
+                sampler.set_epoch(self.epoch)
+                return
+
+    def _new_pass(self) -> Iterator[Any]:
+        self.epoch += 1
+        self._set_epoch()
+        return iter(self.loader)
+
+    def __iter__(self) -> InfiniteLoader:
+        return self
+
+    def __next__(self) -> Any:
+        if self._iterator is None:
+            self._iterator = self._new_pass()
+        try:
+            return next(self._iterator)
+        except StopIteration:
+            self._iterator = self._new_pass()
+            try:
+                return next(self._iterator)
+            except StopIteration:
+                raise ValueError("InfiniteLoader: the loader yields no batch") from None
+
+
+def cycle(loader: Any) -> InfiniteLoader:
+    """``InfiniteLoader(loader)``: an endless iterator over ``loader``'s batches."""
+    return InfiniteLoader(loader)
