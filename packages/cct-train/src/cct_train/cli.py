@@ -1,0 +1,213 @@
+"""The `cct` command line (Typer + rich)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+app = typer.Typer(
+    name="cct",
+    help="Cross-Consistency Training for semi-supervised semantic segmentation.",
+    no_args_is_help=True,
+    pretty_exceptions_show_locals=False,
+    add_completion=False,
+)
+console = Console()
+err = Console(stderr=True)
+
+ConfigOpt = Annotated[Optional[Path], typer.Option("--config", "-c", help="YAML config file.")]
+SetOpt = Annotated[
+    Optional[list[str]], typer.Option("--set", "-s", help="Override a config key: --set train.iterations=500.")
+]
+
+
+def _fail(message: str) -> None:
+    err.print(f"[bold red]error:[/] {message}")
+    raise typer.Exit(code=2)
+
+
+def _load(config: Path | None, overrides: list[str] | None):  # type: ignore[no-untyped-def]
+    from cct_train.config import ConfigError, load_config
+
+    try:
+        return load_config(config, overrides or [])
+    except ConfigError as error:
+        _fail(str(error))
+
+
+def print_scores(scores: dict, title: str = "Evaluation") -> None:  # type: ignore[type-arg]
+    """A rich table of per-class IoU, then mIoU and pixel accuracy."""
+    table = Table(title=title)
+    table.add_column("class")
+    table.add_column("IoU %", justify="right")
+    for name, value in scores["per_class_iou"].items():
+        table.add_row(name, "—" if value is None else f"{100 * value:.2f}")
+    table.add_section()
+    table.add_row("[bold]mIoU", f"[bold]{100 * scores['miou']:.2f}")
+    table.add_row("pixel accuracy", f"{100 * scores['pixel_accuracy']:.2f}")
+    console.print(table)
+
+
+@app.command()
+def train(
+    config: ConfigOpt = None,
+    set_: SetOpt = None,
+    resume: Annotated[
+        Optional[str], typer.Option(help="Checkpoint to resume from, or 'auto' for <output_dir>/checkpoints/last.pt.")
+    ] = None,
+) -> None:
+    """Train CCT (or the supervised baseline with train.mode=supervised) from a config."""
+    from cct_train.trainer import Trainer
+
+    cfg = _load(config, set_)
+    trainer = Trainer(cfg)
+    if resume is not None:
+        path = trainer.checkpoint_path("last") if resume == "auto" else Path(resume)
+        if path.is_file():
+            trainer.resume(path)
+            console.print(f"resumed from {path} at step {trainer.step}")
+        elif resume != "auto":
+            _fail(f"checkpoint not found: {path}")
+    result = trainer.fit()
+    if trainer.accelerator.is_main_process:
+        if result.metrics:
+            print_scores(result.metrics, f"{cfg.experiment.name}: validation at step {result.step}")
+        console.print(f"outputs in [bold]{result.output_dir}[/] ({result.seconds:.0f} s)")
+
+
+@app.command("eval")
+def eval_(
+    checkpoint: Annotated[Path, typer.Argument(help="A .pt checkpoint or exported .safetensors weights.")],
+    config: ConfigOpt = None,
+    set_: SetOpt = None,
+    split: Annotated[Optional[str], typer.Option(help="Split to evaluate (default: the config's val split).")] = None,
+    scales: Annotated[str, typer.Option(help="Comma-separated test scales, e.g. 0.75,1,1.25.")] = "1",
+    flip: Annotated[bool, typer.Option(help="Average with horizontal flips.")] = False,
+    json_out: Annotated[Optional[Path], typer.Option("--json", help="Write the scores as JSON here.")] = None,
+) -> None:
+    """Evaluate a trained model: mIoU, per-class IoU, pixel accuracy."""
+    from cct_train.inference import evaluate_checkpoint
+
+    try:
+        scores = evaluate_checkpoint(
+            checkpoint,
+            config_path=config,
+            overrides=set_ or [],
+            split=split,
+            scales=[float(s) for s in scales.split(",")],
+            flip=flip,
+        )
+    except (FileNotFoundError, ValueError, RuntimeError) as error:
+        _fail(str(error))
+        return
+    print_scores(scores, f"{checkpoint.name}")
+    if json_out is not None:
+        json_out.parent.mkdir(parents=True, exist_ok=True)
+        json_out.write_text(json.dumps(scores, indent=2))
+        console.print(f"scores written to {json_out}")
+
+
+@app.command()
+def predict(
+    checkpoint: Annotated[Path, typer.Argument(help="A .pt checkpoint or exported .safetensors weights.")],
+    inputs: Annotated[Path, typer.Argument(help="An image file or a folder of images.")],
+    output: Annotated[Path, typer.Option("--output", "-o", help="Folder for index PNGs and overlays.")] = Path(
+        "predictions"
+    ),
+    size: Annotated[
+        Optional[str], typer.Option(help="Resize inputs to HxW before the model (e.g. 360x480); default: as is.")
+    ] = None,
+    overlay: Annotated[bool, typer.Option(help="Also write colour overlays.")] = True,
+) -> None:
+    """Predict index PNGs (and colour overlays) for a folder of images."""
+    from cct_train.inference import predict_folder
+
+    resize = tuple(int(v) for v in size.lower().split("x")) if size else None
+    try:
+        written = predict_folder(checkpoint, inputs, output, resize=resize, overlay=overlay)  # type: ignore[arg-type]
+    except (FileNotFoundError, ValueError, RuntimeError) as error:
+        _fail(str(error))
+        return
+    console.print(f"{written} predictions written to [bold]{output}[/]")
+
+
+@app.command()
+def splits(
+    root: Annotated[Path, typer.Argument(help="Data set root.")],
+    n_labeled: Annotated[int, typer.Option("--n-labeled", "-n", help="Number of labeled images.")],
+    output: Annotated[Path, typer.Option("--output", "-o", help="Folder for labeled.txt / unlabeled.txt.")],
+    dataset: Annotated[str, typer.Option(help="Data set kind: camvid, folder, horses...")] = "camvid",
+    split: Annotated[str, typer.Option(help="Which split to divide.")] = "train",
+    seed: Annotated[int, typer.Option(help="Seed of the draw.")] = 0,
+) -> None:
+    """Draw a reproducible labeled / unlabeled split of a training set."""
+    from cct_train.data import build_dataset, make_split, save_split
+
+    try:
+        ds = build_dataset(dataset, root=root, split=split)
+        result = make_split(ds.names, n_labeled, seed)
+    except (FileNotFoundError, ValueError) as error:
+        _fail(str(error))
+        return
+    save_split(result, output, seed=seed, source=f"{dataset}:{root}:{split}")
+    console.print(
+        f"{len(result.labeled)} labeled + {len(result.unlabeled)} unlabeled (seed {seed}) written to [bold]{output}[/]"
+    )
+
+
+@app.command()
+def demo(
+    data: Annotated[
+        Optional[Path], typer.Option(help="A CamVid copy (SegNet layout) instead of the generated scenes.")
+    ] = None,
+    output: Annotated[Path, typer.Option("--output", "-o", help="Where runs, predictions and plots go.")] = Path(
+        "runs/demo"
+    ),
+    iterations: Annotated[Optional[int], typer.Option(help="Training iterations (default: a few minutes).")] = None,
+    compare: Annotated[bool, typer.Option(help="Also train the supervised baseline and compare.")] = True,
+    encoder: Annotated[str, typer.Option(help="Backbone, e.g. timm:resnet18 or smp:resnet18.")] = "timm:resnet18",
+    seed: Annotated[int, typer.Option(help="Seed.")] = 0,
+) -> None:
+    """A short real CCT training + evaluation that needs no download (a few minutes on 2 CPU cores)."""
+    from cct_train.demo import run_demo
+
+    run_demo(data=data, output=output, iterations=iterations, compare=compare, encoder=encoder, seed=seed)
+
+
+@app.command()
+def bench(
+    device: Annotated[Optional[str], typer.Option(help="cpu or cuda (default: cuda when present).")] = None,
+    json_out: Annotated[Optional[Path], typer.Option("--json", help="Write the results as JSON here.")] = None,
+    steps: Annotated[int, typer.Option(help="Timed steps per workload.")] = 5,
+) -> None:
+    """Time a supervised step vs a full CCT step (30 auxiliary decoders), the perturbations and inference."""
+    from cct_train.bench import run_bench
+
+    run_bench(device=device, json_out=json_out, steps=steps)
+
+
+@app.command()
+def encoders(
+    pattern: Annotated[Optional[str], typer.Argument(help="Filter, e.g. '*resnet*'.")] = None,
+    source: Annotated[Optional[str], typer.Option(help="timm or smp.")] = None,
+) -> None:
+    """List backbone names usable as model.encoder."""
+    from cct_train.encoders import list_encoders
+
+    names = list_encoders(source=source, pattern=pattern)
+    for name in names:
+        console.print(name)
+    err.print(f"{len(names)} encoders")
+
+
+def main() -> None:  # pragma: no cover
+    app()
+
+
+if __name__ == "__main__":
+    app()

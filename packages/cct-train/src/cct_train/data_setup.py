@@ -1,0 +1,172 @@
+"""From a `Config` to data: datasets, the labeled / unlabeled split, loaders and the device transform."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, Dataset
+
+from cct_train.config import Config
+from cct_train.data import (
+    Normalize,
+    SegmentationAugment,
+    UnlabeledFolder,
+    build_dataset,
+    build_loader,
+    make_split,
+)
+
+
+class TrainTransform(nn.Module):
+    """uint8 batches -> augmented, normalised float batches, on the batches' device.
+
+    images: (B, 3, H, W) uint8; masks: (B, H, W) int64 or None. Returns ((B, 3, h, w) float, (B, h, w) | None).
+    """
+
+    def __init__(self, augment: SegmentationAugment, normalize: Normalize) -> None:
+        super().__init__()
+        self.augment = augment
+        self.normalize = normalize
+
+    def forward(
+        self,
+        images: torch.Tensor,
+        masks: torch.Tensor | None = None,
+        *,
+        generator: torch.Generator | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        floats = images.float() / 255.0
+        floats, masks = self.augment(floats, masks, generator=generator)
+        return self.normalize(floats), masks
+
+
+@dataclass
+class DataBundle:
+    num_classes: int
+    class_names: list[str]
+    palette: list[list[int]]
+    labeled_loader: DataLoader
+    unlabeled_loader: DataLoader | None
+    val_loader: DataLoader | None
+    augment: TrainTransform
+    normalize: Normalize
+    n_labeled: int
+    n_unlabeled: int
+
+
+def _read_list(path: Path) -> list[str]:
+    if not path.is_file():
+        raise FileNotFoundError(f"split list not found: {path}")
+    return [line.split()[0] for line in path.read_text().splitlines() if line.strip() and not line.startswith("#")]
+
+
+def _dataset(config: Config, split: str) -> Any:
+    data = config.data
+    kwargs: dict[str, Any] = dict(data.options)
+    if data.num_classes is not None and data.dataset == "folder":
+        kwargs.setdefault("num_classes", data.num_classes)
+    return build_dataset(data.dataset, root=data.root, split=split, resize=data.resize, **kwargs)
+
+
+def _check_classes(config: Config, dataset: Any) -> int:
+    num_classes = int(dataset.num_classes)
+    if config.data.num_classes is not None and config.data.num_classes != num_classes:
+        raise ValueError(
+            f"data.num_classes is {config.data.num_classes} but the {config.data.dataset} data set has {num_classes}"
+        )
+    return num_classes
+
+
+def split_names(config: Config, names: list[str]) -> tuple[list[str], list[str]]:
+    """The labeled and unlabeled sample names of the training split."""
+    split = config.data.split
+    if split.labeled_list is not None:
+        labeled = _read_list(split.labeled_list)
+        if split.unlabeled_list is not None:
+            unlabeled = _read_list(split.unlabeled_list)
+        else:
+            chosen = set(labeled)
+            unlabeled = [n for n in names if n not in chosen]
+        return labeled, unlabeled
+    if split.n_labeled is None:
+        return list(names), []
+    drawn = make_split(names, split.n_labeled, split.seed)
+    return list(drawn.labeled), list(drawn.unlabeled)
+
+
+def build_data(config: Config) -> DataBundle:
+    data = config.data
+    train_set = _dataset(config, data.train_split)
+    num_classes = _check_classes(config, train_set)
+    labeled_names, unlabeled_names = split_names(config, train_set.names)
+    labeled_set = train_set.subset(labeled_names)
+    unlabeled_sets: list[Dataset[Any]] = []
+    if unlabeled_names:
+        unlabeled_sets.append(train_set.subset(unlabeled_names).without_masks())
+    if data.unlabeled_root is not None:
+        unlabeled_sets.append(UnlabeledFolder(data.unlabeled_root, resize=data.resize))
+    unlabeled_set: Dataset[Any] | None = None
+    if unlabeled_sets:
+        unlabeled_set = unlabeled_sets[0] if len(unlabeled_sets) == 1 else torch.utils.data.ConcatDataset(unlabeled_sets)
+    if config.train.mode == "cct" and config.model.perturbations and unlabeled_set is None:
+        raise ValueError(
+            "CCT needs unlabeled images: set data.split.n_labeled (the rest of the training split becomes "
+            "unlabeled), data.split.unlabeled_list or data.unlabeled_root; or use train.mode=supervised"
+        )
+    seed = config.experiment.seed
+    labeled_loader = build_loader(
+        labeled_set, batch_size=data.batch_size, shuffle=True, num_workers=data.num_workers, seed=seed, drop_last=True
+    )
+    unlabeled_loader = None
+    if unlabeled_set is not None and not config.supervised_only:
+        unlabeled_loader = build_loader(
+            unlabeled_set,
+            batch_size=data.unlabeled_batch_size or data.batch_size,
+            shuffle=True,
+            num_workers=data.num_workers,
+            seed=seed + 1,
+            drop_last=True,
+        )
+    val_loader = None
+    if data.val_split:
+        val_set = _dataset(config, data.val_split)
+        val_loader = build_loader(
+            val_set, batch_size=data.val_batch_size, shuffle=False, num_workers=data.num_workers, seed=seed
+        )
+    normalize = Normalize()
+    augment = SegmentationAugment(
+        crop_size=data.crop_size, scale_range=data.scale_range, hflip=data.hflip, ignore_index=data.ignore_index
+    )
+    return DataBundle(
+        num_classes=num_classes,
+        class_names=list(train_set.class_names),
+        palette=[list(c) for c in train_set.palette],
+        labeled_loader=labeled_loader,
+        unlabeled_loader=unlabeled_loader,
+        val_loader=val_loader,
+        augment=TrainTransform(augment, normalize),
+        normalize=normalize,
+        n_labeled=len(labeled_set),
+        n_unlabeled=len(unlabeled_set) if unlabeled_set is not None else 0,
+    )
+
+
+def build_eval_loader(config: Config, split: str | None = None) -> tuple[DataLoader, Normalize, int, list[str]]:
+    """A loader over an evaluation split (default: the config's val split) and what evaluation needs."""
+    name = split or config.data.val_split
+    if not name:
+        raise ValueError("no split to evaluate: set data.val_split or pass --split")
+    dataset = _dataset(config, name)
+    num_classes = _check_classes(config, dataset)
+    loader = build_loader(
+        dataset,
+        batch_size=config.data.val_batch_size,
+        shuffle=False,
+        num_workers=config.data.num_workers,
+        seed=config.experiment.seed,
+    )
+    return loader, Normalize(), num_classes, list(dataset.class_names)

@@ -1,0 +1,164 @@
+"""Loading trained models for evaluation and prediction (main path only)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+from cct_train.checkpoint import CheckpointError, load_checkpoint, load_weights
+from cct_train.config import config_from_dict, load_config
+from cct_train.evaluate import evaluate, predict_logits, prepare_images
+from cct_train.model import CCTModel
+from cct_train.progress import progress_iter
+
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"}
+
+
+@dataclass
+class LoadedModel:
+    model: CCTModel
+    class_names: list[str]
+    palette: list[list[int]]
+    config: dict[str, Any] | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def default_palette(num_classes: int) -> list[list[int]]:
+    """Distinct colours (the PASCAL VOC bit-interleaving scheme) for classes without a palette."""
+    colours = []
+    for index in range(num_classes):
+        r = g = b = 0
+        value = index
+        for shift in range(7, -1, -1):
+            r |= ((value >> 0) & 1) << shift
+            g |= ((value >> 1) & 1) << shift
+            b |= ((value >> 2) & 1) << shift
+            value >>= 3
+        colours.append([r, g, b])
+    return colours
+
+
+def load_model(path: str | Path, device: str | torch.device = "cpu") -> LoadedModel:
+    """A model from a training checkpoint (.pt) or exported weights (.safetensors)."""
+    path = Path(path)
+    if path.suffix == ".safetensors":
+        state, meta = load_weights(path)
+        if "model_config" not in meta:
+            raise CheckpointError(f"{path} has no model_config metadata: export it with cct-train")
+        model_config = json.loads(meta["model_config"])
+        class_names = json.loads(meta.get("class_names", "null"))
+        palette = json.loads(meta.get("palette", "null"))
+        config = None
+    else:
+        data = load_checkpoint(path)
+        state, model_config = data["model"], data["model_config"]
+        class_names, palette, config = data.get("class_names"), data.get("palette"), data.get("config")
+    model = CCTModel.from_config(model_config)
+    model.load_state_dict(state)
+    model.to(device).eval()
+    num_classes = int(model_config["num_classes"])
+    return LoadedModel(
+        model=model,
+        class_names=class_names or [str(i) for i in range(num_classes)],
+        palette=palette or default_palette(num_classes),
+        config=config,
+    )
+
+
+def evaluate_checkpoint(
+    checkpoint: str | Path,
+    *,
+    config_path: str | Path | None = None,
+    overrides: Sequence[str] = (),
+    split: str | None = None,
+    scales: Sequence[float] = (1.0,),
+    flip: bool = False,
+    device: str | None = None,
+) -> dict[str, Any]:
+    """Scores of a checkpoint on the validation split of its config (or of `config_path`)."""
+    from cct_train.data_setup import build_eval_loader
+
+    dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    loaded = load_model(checkpoint, dev)
+    if config_path is not None:
+        cfg = load_config(config_path, overrides)
+    elif loaded.config is not None:
+        from cct_train.config import apply_overrides
+
+        cfg = config_from_dict(apply_overrides(loaded.config, overrides), str(checkpoint))
+    else:
+        raise ValueError(f"{checkpoint} carries no data config: pass --config")
+    loader, normalize, num_classes, class_names = build_eval_loader(cfg, split)
+    if num_classes != loaded.model.num_classes:
+        raise ValueError(
+            f"the data has {num_classes} classes but the model in {checkpoint} predicts {loaded.model.num_classes}"
+        )
+    scores = evaluate(loaded.model, loader, num_classes, normalize=normalize, scales=scales, flip=flip, progress=True)
+    return scores.as_dict(class_names)
+
+
+def _list_images(inputs: Path) -> list[Path]:
+    if inputs.is_file():
+        return [inputs]
+    if not inputs.is_dir():
+        raise FileNotFoundError(f"no such image or folder: {inputs}")
+    files = sorted(p for p in inputs.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+    if not files:
+        raise FileNotFoundError(f"no images ({', '.join(sorted(IMAGE_SUFFIXES))}) under {inputs}")
+    return files
+
+
+def colorize(mask: np.ndarray, palette: Sequence[Sequence[int]]) -> np.ndarray:
+    """(H, W) class indices -> (H, W, 3) uint8 colours (ignored / unknown indices black)."""
+    table = np.zeros((256, 3), dtype=np.uint8)
+    table[: len(palette)] = np.asarray(palette, dtype=np.uint8)
+    return table[mask]
+
+
+@torch.no_grad()
+def predict_folder(
+    checkpoint: str | Path,
+    inputs: str | Path,
+    output: str | Path,
+    *,
+    resize: tuple[int, int] | None = None,
+    overlay: bool = True,
+    device: str | None = None,
+) -> int:
+    """Write `<name>.png` index masks (and `<name>_overlay.png`) for every image under `inputs`."""
+    from cct_train.data import Normalize
+
+    dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    loaded = load_model(checkpoint, dev)
+    normalize = Normalize().to(dev)
+    output = Path(output)
+    output.mkdir(parents=True, exist_ok=True)
+    files = _list_images(Path(inputs))
+    for file in progress_iter(files, "predicting"):
+        try:
+            image = Image.open(file).convert("RGB")
+        except OSError as error:
+            raise ValueError(f"cannot read image {file}: {error}") from None
+        array = torch.from_numpy(np.asarray(image).copy()).permute(2, 0, 1)[None].to(dev)
+        height, width = array.shape[-2:]
+        images = prepare_images(array, normalize)
+        if resize is not None:
+            images = F.interpolate(images, size=resize, mode="bilinear", align_corners=False)
+        probs = predict_logits(loaded.model, images)
+        if probs.shape[-2:] != (height, width):
+            probs = F.interpolate(probs, size=(height, width), mode="bilinear", align_corners=False)
+        mask = probs.argmax(1)[0].to(torch.uint8).cpu().numpy()
+        Image.fromarray(mask).save(output / f"{file.stem}.png")
+        if overlay:
+            colours = colorize(mask, loaded.palette)
+            blended = (0.5 * np.asarray(image, dtype=np.float32) + 0.5 * colours).astype(np.uint8)
+            Image.fromarray(blended).save(output / f"{file.stem}_overlay.png")
+    return len(files)

@@ -1,0 +1,307 @@
+"""The Accelerate-driven CCT training loop (CPU, one GPU, or many through `accelerate launch`).
+
+Accelerate does device placement, mixed precision, gradient accumulation, DDP and tracking; this module
+adds what is specific to CCT: a labeled and an unlabeled stream per step, on-device augmentation, the
+consistency-weight ramp-up and the poly learning-rate schedule, periodic validation and checkpoints.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from accelerate import Accelerator
+from accelerate.utils import set_seed
+from cct_losses import ConsistencyWeight, log_rampup
+from torch.utils.data import DataLoader
+
+from cct_train.checkpoint import load_checkpoint, rng_state, save_checkpoint, save_weights, set_rng_state
+from cct_train.config import Config, save_config
+from cct_train.data_setup import DataBundle, build_data
+from cct_train.evaluate import evaluate
+from cct_train.model import CCTModel
+from cct_train.progress import training_progress
+from cct_train.trackers import CSVTracker
+
+ProgressCallback = Callable[[int, dict[str, float]], None]
+
+
+def build_model(config: Config, num_classes: int) -> CCTModel:
+    """The CCT model (or the supervised baseline: same model, no auxiliary decoders) from a config."""
+    perturbations = {} if config.supervised_only else dict(config.model.perturbations)
+    return CCTModel(
+        encoder=config.model.encoder,
+        num_classes=num_classes,
+        perturbations=perturbations,
+        psp_channels=config.model.psp_channels,
+        output_stride=config.model.output_stride,
+        pretrained=config.model.pretrained,
+        weights=config.model.weights,
+        background=tuple(config.model.background),
+        perturbation_kwargs=config.model.perturbation_kwargs,
+        consistency=config.model.consistency,
+    )
+
+
+def build_optimizer(config: Config, model: CCTModel) -> torch.optim.Optimizer:
+    optim = config.train.optimizer
+    groups = model.param_groups(
+        lr=optim.lr, backbone_lr_factor=optim.backbone_lr_factor, weight_decay=optim.weight_decay
+    )
+    if optim.name == "sgd":
+        return torch.optim.SGD(groups, lr=optim.lr, momentum=optim.momentum, weight_decay=optim.weight_decay)
+    return torch.optim.AdamW(groups, lr=optim.lr, weight_decay=optim.weight_decay)
+
+
+def poly_schedule(total: int, power: float) -> Callable[[int], float]:
+    """The paper's poly policy, stepped per iteration: lr = base * (1 - it / total) ** power."""
+    return lambda it: max(0.0, 1.0 - it / total) ** power
+
+
+@dataclass
+class TrainResult:
+    step: int
+    output_dir: Path
+    metrics: dict[str, Any] = field(default_factory=dict)
+    best_miou: float | None = None
+    seconds: float = 0.0
+
+
+class Trainer:
+    """Trains one CCT (or supervised baseline) model as described by a `Config`."""
+
+    def __init__(self, config: Config, *, accelerator: Accelerator | None = None, quiet: bool = False) -> None:
+        self.config = config
+        self.output_dir = Path(config.experiment.output_dir)
+        trackers: list[Any] = []
+        if "tensorboard" in config.train.trackers:
+            trackers.append("tensorboard")
+        if "csv" in config.train.trackers:
+            trackers.append(CSVTracker(config.experiment.name, self.output_dir / "logs"))
+        self.accelerator = accelerator or Accelerator(
+            mixed_precision=config.train.mixed_precision,
+            gradient_accumulation_steps=config.train.gradient_accumulation,
+            log_with=trackers or None,
+            project_dir=str(self.output_dir),
+        )
+        self.quiet = quiet or not self.accelerator.is_main_process
+        set_seed(config.experiment.seed, device_specific=False)
+        self.data: DataBundle = build_data(config)
+        self.model = build_model(config, self.data.num_classes)
+        self.optimizer = build_optimizer(config, self.model)
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
+            self.optimizer, poly_schedule(config.train.iterations, config.train.optimizer.poly_power)
+        )
+        self.consistency_weight = ConsistencyWeight(
+            final_weight=config.train.consistency.weight,
+            rampup=config.train.consistency.rampup,
+            total_iters=config.train.iterations,
+            schedule=config.train.consistency.schedule,
+        )
+        self.step = 0
+        self.best_miou: float | None = None
+        # One generator per process for augmentation and perturbations: a seed reproduces a run, and
+        # each rank draws differently. Its state travels in the checkpoint.
+        device = self.accelerator.device
+        self.generator = torch.Generator(device=device)
+        self.generator.manual_seed(config.experiment.seed * 1000 + self.accelerator.process_index)
+        self.augment = self.data.augment.to(device)
+
+        loaders = [self.data.labeled_loader, self.data.unlabeled_loader, self.data.val_loader]
+        # The scheduler is deliberately not prepared: Accelerate would step it once per process, while the
+        # paper's poly schedule is defined per iteration whatever the number of processes.
+        self.model, self.optimizer = self.accelerator.prepare(self.model, self.optimizer)
+        self.labeled_loader, self.unlabeled_loader, self.val_loader = (
+            self.accelerator.prepare_data_loader(loader) if loader is not None else None for loader in loaders
+        )
+
+    # ------------------------------------------------------------------ helpers
+    @property
+    def unwrapped(self) -> CCTModel:
+        model = self.accelerator.unwrap_model(self.model)
+        assert isinstance(model, CCTModel)
+        return model
+
+    def ce_threshold(self, step: int) -> float | None:
+        """ab-CE threshold: anneals from 1/C to 0.9 along the original's log ramp over abce_ramp of training."""
+        if self.config.train.supervised_loss != "abce":
+            return None
+        num_classes = self.data.num_classes
+        ramp = max(1.0, self.config.train.abce_ramp * self.config.train.iterations)
+        start = 1.0 / num_classes
+        return start + (0.9 - start) * log_rampup(step, ramp)
+
+    def _cycle(self, loader: DataLoader | None) -> Iterator[dict[str, Any]]:
+        epoch = 0
+        while loader is not None:
+            sampler = getattr(loader, "sampler", None)
+            if hasattr(sampler, "set_epoch"):
+                sampler.set_epoch(epoch)
+            if hasattr(loader, "set_epoch"):
+                loader.set_epoch(epoch)
+            empty = True
+            for batch in loader:
+                empty = False
+                yield batch
+            if empty:
+                raise ValueError(
+                    "a training loader yields no batch: the data set is smaller than the batch size "
+                    "(batches are full, drop_last); lower data.batch_size or add images"
+                )
+            epoch += 1
+
+    # ------------------------------------------------------------------ checkpoints
+    def checkpoint_path(self, name: str = "last") -> Path:
+        return self.output_dir / "checkpoints" / f"{name}.pt"
+
+    def save(self, name: str = "last") -> Path:
+        path = self.checkpoint_path(name)
+        self.accelerator.wait_for_everyone()
+        if self.accelerator.is_main_process:
+            save_checkpoint(
+                path,
+                {
+                    "model": self.unwrapped.state_dict(),
+                    "model_config": self.unwrapped.config,
+                    "optimizer": self.optimizer.state_dict(),
+                    "scheduler": self.scheduler.state_dict(),
+                    "step": self.step,
+                    "best_miou": self.best_miou,
+                    "rng": rng_state(),
+                    "generator": self.generator.get_state(),
+                    "config": self.config.to_dict(),
+                    "num_classes": self.data.num_classes,
+                    "class_names": self.data.class_names,
+                    "palette": self.data.palette,
+                },
+            )
+        self.accelerator.wait_for_everyone()
+        return path
+
+    def resume(self, path: str | Path) -> None:
+        state = load_checkpoint(path, map_location="cpu")
+        self.unwrapped.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.step = int(state["step"])
+        self.best_miou = state.get("best_miou")
+        set_rng_state(state["rng"])
+        self.generator.set_state(state["generator"])
+
+    def export(self, path: str | Path) -> None:
+        """Weights for inference as .safetensors, with the model config and class info as metadata."""
+        if self.accelerator.is_main_process:
+            meta = {
+                "model_config": json.dumps(self.unwrapped.config, default=str),
+                "class_names": json.dumps(self.data.class_names),
+                "palette": json.dumps(self.data.palette),
+            }
+            save_weights(path, self.unwrapped.state_dict(), meta)
+
+    # ------------------------------------------------------------------ loop
+    def train_step(self, labeled: dict[str, Any], unlabeled: dict[str, Any] | None) -> dict[str, torch.Tensor]:
+        images, masks = self.augment(labeled["image"], labeled["mask"], generator=self.generator)
+        extra: dict[str, Any] = {}
+        if unlabeled is not None and not self.config.supervised_only:
+            weak = unlabeled.get("mask")
+            if weak is not None:
+                unlabeled_images, weak = self.augment(unlabeled["image"], weak, generator=self.generator)
+                extra["weak_targets"] = weak
+                extra["weak_weight"] = self.config.train.weak_weight
+            else:
+                unlabeled_images, _ = self.augment(unlabeled["image"], None, generator=self.generator)
+            extra["unlabeled"] = unlabeled_images
+            extra["consistency_weight"] = self.consistency_weight(self.step)
+        with self.accelerator.accumulate(self.model):
+            out = self.model(
+                images, masks, ce_threshold=self.ce_threshold(self.step), generator=self.generator, **extra
+            )
+            self.accelerator.backward(out["loss"])
+            if self.config.train.max_grad_norm and self.accelerator.sync_gradients:
+                self.accelerator.clip_grad_norm_(self.model.parameters(), self.config.train.max_grad_norm)
+            self.optimizer.step()
+            self.scheduler.step()
+            self.optimizer.zero_grad(set_to_none=True)
+        return out
+
+    def validate(self) -> dict[str, Any]:
+        if self.val_loader is None:
+            return {}
+        scores = evaluate(
+            self.model,
+            self.val_loader,
+            self.data.num_classes,
+            accelerator=self.accelerator,
+            normalize=self.data.normalize,
+        )
+        return scores.as_dict(self.data.class_names)
+
+    def fit(self, callback: ProgressCallback | None = None) -> TrainResult:
+        cfg = self.config.train
+        self.output_dir.mkdir(parents=True, exist_ok=True)
+        if self.accelerator.is_main_process:
+            save_config(self.config, self.output_dir / "config.yaml")
+        self.accelerator.init_trackers(self.config.experiment.name, config=_flat(self.config.to_dict()))
+        labeled = self._cycle(self.labeled_loader)
+        unlabeled = self._cycle(self.unlabeled_loader) if self.unlabeled_loader is not None else None
+        start_time = time.perf_counter()
+        metrics: dict[str, Any] = {}
+        self.model.train()
+        with training_progress(cfg.iterations, start=self.step, disable=self.quiet) as progress:
+            while self.step < cfg.iterations:
+                out = self.train_step(next(labeled), next(unlabeled) if unlabeled is not None else None)
+                self.step += 1
+                if self.step % cfg.log_every == 0 or self.step == cfg.iterations:
+                    # One host sync per log interval, not per step.
+                    logs = {k: float(v.detach()) for k, v in out.items() if k.startswith("loss")}
+                    logs["lr"] = self.scheduler.get_last_lr()[0]
+                    logs["consistency_weight"] = float(self.consistency_weight(self.step))
+                    self.accelerator.log(logs, step=self.step)
+                    progress.update(self.step, loss=logs["loss"])
+                    if callback is not None:
+                        callback(self.step, logs)
+                else:
+                    progress.update(self.step)
+                if cfg.eval_every and (self.step % cfg.eval_every == 0 or self.step == cfg.iterations):
+                    metrics = self.validate()
+                    self.model.train()
+                    if metrics:
+                        self.accelerator.log({"val/miou": metrics["miou"]}, step=self.step)
+                        progress.note(f"step {self.step}: val mIoU {100 * metrics['miou']:.2f}")
+                        if self.best_miou is None or metrics["miou"] > self.best_miou:
+                            self.best_miou = metrics["miou"]
+                            self.save("best")
+                if cfg.checkpoint_every and (self.step % cfg.checkpoint_every == 0 or self.step == cfg.iterations):
+                    self.save("last")
+        if not cfg.eval_every:
+            metrics = self.validate()
+        self.export(self.output_dir / "model.safetensors")
+        self.accelerator.end_training()
+        seconds = time.perf_counter() - start_time
+        if self.accelerator.is_main_process and metrics:
+            (self.output_dir / "metrics.json").write_text(json.dumps({"step": self.step, **metrics}, indent=2))
+        return TrainResult(self.step, self.output_dir, metrics, self.best_miou, seconds)
+
+
+def _flat(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    # Trackers take flat scalar hyperparameters.
+    flat: dict[str, Any] = {}
+    for key, value in data.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            flat.update(_flat(value, f"{name}."))
+        elif isinstance(value, (int, float, str, bool)) or value is None:
+            flat[name] = value
+        else:
+            flat[name] = str(value)
+    return flat
+
+
+def iterations_per_epoch(num_images: int, batch_size: int) -> int:
+    return max(1, math.ceil(num_images / batch_size))
