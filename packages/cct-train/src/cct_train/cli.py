@@ -150,11 +150,11 @@ def splits(
 
     try:
         ds = build_dataset(dataset, root=root, split=split)
-        result = make_split(ds.names, n_labeled, seed)
+        result = make_split(ds.names, n_labeled, seed, source=f"{dataset}:{root}:{split}")
     except (FileNotFoundError, ValueError) as error:
         _fail(str(error))
         return
-    save_split(result, output, seed=seed, source=f"{dataset}:{root}:{split}")
+    save_split(result, output)
     console.print(
         f"{len(result.labeled)} labeled + {len(result.unlabeled)} unlabeled (seed {seed}) written to [bold]{output}[/]"
     )

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import math
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -19,10 +19,9 @@ import torch
 from accelerate import Accelerator
 from accelerate.utils import set_seed
 from cct_losses import ConsistencyWeight, log_rampup
-from torch.utils.data import DataLoader
-
 from cct_train.checkpoint import load_checkpoint, rng_state, save_checkpoint, save_weights, set_rng_state
 from cct_train.config import Config, save_config
+from cct_train.data import cycle
 from cct_train.data_setup import DataBundle, build_data
 from cct_train.evaluate import evaluate
 from cct_train.model import CCTModel
@@ -137,25 +136,6 @@ class Trainer:
         start = 1.0 / num_classes
         return start + (0.9 - start) * log_rampup(step, ramp)
 
-    def _cycle(self, loader: DataLoader | None) -> Iterator[dict[str, Any]]:
-        epoch = 0
-        while loader is not None:
-            sampler = getattr(loader, "sampler", None)
-            if hasattr(sampler, "set_epoch"):
-                sampler.set_epoch(epoch)
-            if hasattr(loader, "set_epoch"):
-                loader.set_epoch(epoch)
-            empty = True
-            for batch in loader:
-                empty = False
-                yield batch
-            if empty:
-                raise ValueError(
-                    "a training loader yields no batch: the data set is smaller than the batch size "
-                    "(batches are full, drop_last); lower data.batch_size or add images"
-                )
-            epoch += 1
-
     # ------------------------------------------------------------------ checkpoints
     def checkpoint_path(self, name: str = "last") -> Path:
         return self.output_dir / "checkpoints" / f"{name}.pt"
@@ -248,8 +228,8 @@ class Trainer:
         if self.accelerator.is_main_process:
             save_config(self.config, self.output_dir / "config.yaml")
         self.accelerator.init_trackers(self.config.experiment.name, config=_flat(self.config.to_dict()))
-        labeled = self._cycle(self.labeled_loader)
-        unlabeled = self._cycle(self.unlabeled_loader) if self.unlabeled_loader is not None else None
+        labeled = cycle(self.labeled_loader)
+        unlabeled = cycle(self.unlabeled_loader) if self.unlabeled_loader is not None else None
         start_time = time.perf_counter()
         metrics: dict[str, Any] = {}
         self.model.train()

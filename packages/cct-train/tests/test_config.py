@@ -1,0 +1,65 @@
+from pathlib import Path
+
+import pytest
+from cct_train.config import PAPER_PERTURBATIONS, ConfigError, apply_overrides, load_config
+
+CONFIGS = Path(__file__).resolve().parents[3] / "configs"
+
+
+def test_defaults_are_the_papers() -> None:
+    cfg = load_config()
+    assert cfg.model.perturbations == PAPER_PERTURBATIONS
+    assert sum(cfg.model.perturbations.values()) == 30
+    assert cfg.train.optimizer.lr == 0.01
+    assert cfg.train.optimizer.momentum == 0.9
+    assert cfg.train.optimizer.weight_decay == 1e-4
+    assert cfg.train.optimizer.backbone_lr_factor == 0.1
+    assert cfg.train.optimizer.poly_power == 0.9
+    assert cfg.train.consistency.weight == 30.0
+    assert cfg.train.consistency.rampup == 0.1
+
+
+@pytest.mark.parametrize("path", sorted(CONFIGS.glob("*.yaml")), ids=lambda p: p.name)
+def test_shipped_configs_load(path: Path) -> None:
+    cfg = load_config(path)
+    assert cfg.experiment.name
+
+
+def test_overrides_are_typed() -> None:
+    cfg = load_config(None, ["train.iterations=12", "data.crop_size=[64, 96]", "model.pretrained=true"])
+    assert cfg.train.iterations == 12
+    assert cfg.data.crop_size == (64, 96)
+    assert cfg.model.pretrained is True
+
+
+def test_unknown_key_is_named(tmp_path: Path) -> None:
+    path = tmp_path / "bad.yaml"
+    path.write_text("train:\n  iteratons: 5\n")
+    with pytest.raises(ConfigError, match=r"train\.iteratons") as info:
+        load_config(path)
+    assert str(path) in str(info.value)
+
+
+def test_wrong_type_is_named() -> None:
+    with pytest.raises(ConfigError, match=r"data\.batch_size"):
+        load_config(None, ["data.batch_size=many"])
+
+
+def test_negative_k_rejected() -> None:
+    with pytest.raises(ConfigError, match="feature_noise"):
+        load_config(None, ["model.perturbations={feature_noise: -1}"])
+
+
+def test_crop_larger_than_scaled_image_rejected() -> None:
+    with pytest.raises(ConfigError, match="crop_size"):
+        load_config(None, ["data.resize=[100, 100]", "data.scale_range=[0.5, 0.9]", "data.crop_size=[96, 96]"])
+
+
+def test_bad_override_syntax() -> None:
+    with pytest.raises(ConfigError, match="key.path=value"):
+        apply_overrides({}, ["train.iterations"])
+
+
+def test_missing_file() -> None:
+    with pytest.raises(ConfigError, match="not found"):
+        load_config("/nonexistent/config.yaml")
