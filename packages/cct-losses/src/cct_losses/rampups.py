@@ -33,8 +33,8 @@ __all__ = [
 
 def _as_float(value: float, name: str) -> float:
     # bool is an int subclass but never a sensible schedule argument.
-    if isinstance(value, bool):
-        raise TypeError(f"{name} must be a real number, got bool")
+    if isinstance(value, (bool, str, bytes)):
+        raise TypeError(f"{name} must be a real number, got {type(value).__name__}")
     try:
         out = float(value)  # ints, floats, numpy scalars, 0-d tensors
     except (TypeError, ValueError):
