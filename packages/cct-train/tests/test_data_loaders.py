@@ -83,3 +83,23 @@ def test_cycle_sets_epoch_on_distributed_sampler() -> None:
 def test_cycle_empty_loader() -> None:
     with pytest.raises(ValueError, match="no batch"):
         next(cycle([]))
+
+
+class _PreparedLoader:
+    """Mimics Accelerate's DataLoaderShard: the loader itself has set_epoch."""
+
+    def __init__(self) -> None:
+        self.epochs: list[int] = []
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epochs.append(epoch)
+
+    def __iter__(self) -> Any:
+        return iter([1, 2])
+
+
+def test_cycle_sets_epoch_on_prepared_loader() -> None:
+    loader = _PreparedLoader()
+    it = cycle(loader)
+    assert [next(it) for _ in range(5)] == [1, 2, 1, 2, 1]
+    assert loader.epochs == [0, 1, 2]

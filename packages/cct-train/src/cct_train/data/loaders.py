@@ -99,8 +99,9 @@ def build_loader(
 class InfiniteLoader:
     """Iterate a loader forever, starting a new pass whenever one ends.
 
-    Before each pass, ``set_epoch(epoch)`` is called on the loader's sampler (or batch sampler's
-    sampler) when it has one (DistributedSampler), so every pass is shuffled differently. An empty loader
+    Before each pass, ``set_epoch(epoch)`` is called on the loader when it has one (Accelerate's
+    prepared loaders), else on its sampler (or batch sampler's sampler) when that has one
+    (DistributedSampler), so every pass is shuffled differently. An empty loader
     raises ValueError instead of looping forever. ``epoch`` counts the passes started (0-based).
     """
 
@@ -110,6 +111,9 @@ class InfiniteLoader:
         self._iterator: Iterator[Any] | None = None
 
     def _set_epoch(self) -> None:
+        if callable(getattr(self.loader, "set_epoch", None)):  # Accelerate's prepared loaders
+            self.loader.set_epoch(self.epoch)
+            return
         for owner in (self.loader, getattr(self.loader, "batch_sampler", None)):
             sampler = getattr(owner, "sampler", None)
             if sampler is not None and hasattr(sampler, "set_epoch"):
