@@ -25,7 +25,8 @@ def g(seed: int) -> torch.Generator:
 def test_feature_noise_bounded(r: float, seed: int, scale: float) -> None:
     z = torch.randn(2, 5, 6, 7, generator=g(seed)) * scale
     out = feature_noise(z, r, generator=g(seed + 1))
-    assert torch.all((out - z).abs() <= r * z.abs() * (1 + 1e-6) + 1e-6)
+    # up to one float32 rounding of the result
+    assert torch.all((out - z).abs() <= r * z.abs() + 2e-7 * z.abs() + 1e-12)
 
 
 def test_feature_noise_zero_stays_zero_and_r0_identity() -> None:

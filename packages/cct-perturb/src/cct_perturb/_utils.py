@@ -5,11 +5,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
-import torch.nn.functional as F
 
 __all__ = [
     "class_map",
     "l2_normalize_per_sample",
+    "nearest_resize",
     "object_mask_from_prediction",
 ]
 
@@ -23,6 +23,40 @@ def _as_background(background: Sequence[int] | int) -> tuple[int, ...]:
     if isinstance(background, int):
         return (background,)
     return tuple(int(c) for c in background)
+
+
+def _nearest_index(src: int, dst: int, device: torch.device) -> torch.Tensor:
+    """Source indices of ``F.interpolate(mode="nearest")`` along one axis (same float32 arithmetic)."""
+    scale = torch.tensor(src / dst, dtype=torch.float32)
+    idx = torch.floor(torch.arange(dst, dtype=torch.float32) * scale).long().clamp_(max=src - 1)
+    return idx.to(device)
+
+
+def nearest_resize(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    r"""Nearest-neighbour resize of the last two dimensions, equal to ``F.interpolate(mode="nearest")``.
+
+    Implemented as two ``index_select`` calls: it only reads the selected rows and columns, works for
+    any dtype (integer class maps included) and avoids the full copy that ``upsample_nearest2d`` makes
+    of a large input on the CPU.
+
+    Args:
+        x: tensor :math:`(*, H, W)`.
+        size: output size ``(h, w)``.
+
+    Returns:
+        tensor :math:`(*, h, w)`, same dtype and device.
+    """
+    big_h, big_w = int(x.shape[-2]), int(x.shape[-1])
+    h, w = int(size[0]), int(size[1])
+    if (big_h, big_w) == (h, w):
+        return x
+    rows = _nearest_index(big_h, h, x.device)
+    cols = _nearest_index(big_w, w, x.device)
+    if x.ndim >= 2 and x.stride(-1) == 1 and x.stride(-2) == big_w:
+        # One gather over the flattened plane: reads only the h * w selected pixels.
+        flat = (rows[:, None] * big_w + cols[None, :]).view(-1)
+        return x.flatten(-2).index_select(-1, flat).unflatten(-1, (h, w))
+    return x.index_select(-2, rows).index_select(-1, cols)
 
 
 def class_map(pred: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
@@ -45,21 +79,14 @@ def class_map(pred: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     if pred.ndim == 3:
         if pred.is_floating_point():
             raise ValueError("a 3-d `pred` must be an integer class map (B, H, W)")
-        labels = pred.long()
-        if tuple(labels.shape[-2:]) == (h, w):
-            return labels
-        resized = F.interpolate(labels[:, None].float(), size=(h, w), mode="nearest")
-        return resized[:, 0].long()
+        return nearest_resize(pred.long(), (h, w))
     if pred.ndim != 4:
         raise ValueError(f"expected `pred` of shape (B, C, H, W) or (B, H, W), got {tuple(pred.shape)}")
     big_h, big_w = pred.shape[-2:]
-    if (big_h, big_w) == (h, w):
-        return pred.argmax(1)
     if big_h * big_w >= h * w:
         # Nearest resizing only selects pixels, so it commutes with the per-pixel argmax.
-        return F.interpolate(pred, size=(h, w), mode="nearest").argmax(1)
-    labels = pred.argmax(1)[:, None].float()
-    return F.interpolate(labels, size=(h, w), mode="nearest")[:, 0].long()
+        return nearest_resize(pred, (h, w)).argmax(1)
+    return nearest_resize(pred.argmax(1), (h, w))
 
 
 def object_mask_from_prediction(

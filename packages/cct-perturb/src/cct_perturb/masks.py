@@ -37,7 +37,7 @@ def object_mask(z: torch.Tensor, pred: torch.Tensor, background: Sequence[int] |
     Returns:
         features :math:`(B, D, h, w)`, zero on objects, same dtype as ``z``.
     """
-    return z.masked_fill(_objects(z, pred, background), 0)
+    return torch.where(_objects(z, pred, background), z.new_zeros(()), z)
 
 
 def context_mask(z: torch.Tensor, pred: torch.Tensor, background: Sequence[int] | int = (0,)) -> torch.Tensor:
@@ -54,7 +54,7 @@ def context_mask(z: torch.Tensor, pred: torch.Tensor, background: Sequence[int] 
     Returns:
         features :math:`(B, D, h, w)`, zero on the context, same dtype as ``z``.
     """
-    return z.masked_fill(~_objects(z, pred, background), 0)
+    return torch.where(_objects(z, pred, background), z, z.new_zeros(()))
 
 
 class ObjectMask(Perturbation):

@@ -32,10 +32,13 @@ def feature_noise(
     _check_features(z)
     if uniform_range < 0:
         raise ValueError(f"uniform_range must be >= 0, got {uniform_range}")
-    u = torch.rand(z.shape, generator=generator, device=z.device, dtype=torch.float32)
-    noise = (u * 2.0 - 1.0) * float(uniform_range)
+    r = float(uniform_range)
+    noise = torch.rand(z.shape, generator=generator, device=z.device, dtype=torch.float32)
+    noise = noise.mul_(2.0 * r).sub_(r)
+    if z.dtype == torch.float32:
+        return torch.addcmul(z, z, noise)
     zf = z.float()
-    return (zf + zf * noise).to(z.dtype)
+    return torch.addcmul(zf, zf, noise).to(z.dtype)
 
 
 class FeatureNoise(Perturbation):
