@@ -59,6 +59,12 @@ def nearest_resize(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     return x.index_select(-2, rows).index_select(-1, cols)
 
 
+def _argmax_classes(pred: torch.Tensor) -> torch.Tensor:
+    # ``max(dim).indices`` is ``argmax(dim)`` (first maximum on ties) but several times faster on the CPU
+    # when reducing over a strided class dimension.
+    return pred.max(dim=1).indices
+
+
 def class_map(pred: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     r"""Per-pixel class of a prediction, resized to ``size`` with nearest-neighbour interpolation.
 
@@ -85,8 +91,8 @@ def class_map(pred: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     big_h, big_w = pred.shape[-2:]
     if big_h * big_w >= h * w:
         # Nearest resizing only selects pixels, so it commutes with the per-pixel argmax.
-        return nearest_resize(pred, (h, w)).argmax(1)
-    return nearest_resize(pred.argmax(1), (h, w))
+        return _argmax_classes(nearest_resize(pred, (h, w)))
+    return nearest_resize(_argmax_classes(pred), (h, w))
 
 
 def object_mask_from_prediction(

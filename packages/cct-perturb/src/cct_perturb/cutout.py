@@ -65,11 +65,11 @@ def label_regions(keys: torch.Tensor, num_iterations: int | None = None) -> torc
     dst = torch.cat(targets)
     parent = torch.arange(n, device=keys.device, dtype=torch.long)
     for _ in range(steps):
-        ps, pd = parent[src], parent[dst]
+        ps, pd = parent.index_select(0, src), parent.index_select(0, dst)
         parent = parent.scatter_reduce(0, ps, pd, reduce="amax")
         parent = parent.scatter_reduce(0, pd, ps, reduce="amax")
-        parent = parent[parent]
-        parent = parent[parent]
+        parent = parent.index_select(0, parent)
+        parent = parent.index_select(0, parent)
     labels = parent.view(batch, h, w)
     return torch.where(valid, labels, torch.full_like(labels, -1))
 
@@ -209,7 +209,7 @@ def guided_cutout(
         num_iterations=num_iterations,
         generator=generator,
     )
-    return z.masked_fill(~keep, 0)
+    return torch.where(keep, z, z.new_zeros(()))
 
 
 class GuidedCutout(Perturbation):

@@ -53,7 +53,7 @@ def feature_drop(
     u = torch.rand((batch, 1), generator=generator, device=z.device, dtype=torch.float32)
     gamma = lo + (hi - lo) * u
     drop = (normalised >= gamma).view(batch, 1, *z.shape[-2:])
-    return z.masked_fill(drop, 0)
+    return torch.where(drop, z.new_zeros(()), z)
 
 
 class FeatureDrop(Perturbation):

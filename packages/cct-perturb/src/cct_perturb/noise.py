@@ -33,8 +33,7 @@ def feature_noise(
     if uniform_range < 0:
         raise ValueError(f"uniform_range must be >= 0, got {uniform_range}")
     r = float(uniform_range)
-    noise = torch.rand(z.shape, generator=generator, device=z.device, dtype=torch.float32)
-    noise = noise.mul_(2.0 * r).sub_(r)
+    noise = torch.empty(z.shape, device=z.device, dtype=torch.float32).uniform_(-r, r, generator=generator)
     if z.dtype == torch.float32:
         return torch.addcmul(z, z, noise)
     zf = z.float()
