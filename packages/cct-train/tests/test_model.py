@@ -1,0 +1,277 @@
+"""CCTModel and its modules: PSP, ICNR sub-pixel decoders, training losses and gradient routing."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from typing import Any
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from cct_train.model import (
+    DEFAULT_PERTURBATIONS,
+    CCTModel,
+    PSPModule,
+    SubPixelBlock,
+    UpsampleDecoder,
+    icnr_,
+)
+
+C = 3
+
+
+def _batch(seed: int = 0, size: int = 64) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    images = torch.randn(2, 3, size, size, generator=g)
+    targets = torch.randint(0, C, (2, size, size), generator=g)
+    targets[:, :4] = 255
+    unlabeled = torch.randn(2, 3, size, size, generator=g)
+    return images, targets, unlabeled
+
+
+def _model(**kwargs: Any) -> CCTModel:
+    torch.manual_seed(0)
+    kwargs.setdefault("psp_channels", 32)
+    return CCTModel("timm:resnet18", C, **kwargs)
+
+
+@pytest.fixture(scope="module")
+def cct() -> CCTModel:
+    """The paper's 30 auxiliary decoders on a small backbone."""
+    return _model()
+
+
+# ------------------------------------------------------------------------------------------------ modules
+
+
+def test_psp_shape() -> None:
+    psp = PSPModule(64, out_channels=16)
+    assert psp(torch.randn(2, 64, 8, 8)).shape == (2, 16, 8, 8)
+    assert len(psp.stages) == 4
+    assert PSPModule(64, 8, bins=(1, 2))(torch.randn(2, 64, 5, 7)).shape == (2, 8, 5, 7)
+
+
+def test_icnr_repeats_sub_kernel() -> None:
+    w = torch.empty(32, 5, 1, 1)
+    icnr_(w, upscale=2)
+    groups = w.view(8, 4, 5)
+    assert torch.equal(groups, groups[:, :1].expand_as(groups))
+    with pytest.raises(ValueError, match="divisible"):
+        icnr_(torch.empty(6, 5, 1, 1))
+
+
+def test_fresh_subpixel_block_is_nearest_upsampling() -> None:
+    torch.manual_seed(0)
+    block = SubPixelBlock(4)
+    x = torch.randn(2, 4, 5, 6)
+    out = block(x)
+    assert out.shape == (2, 4, 10, 12)
+    sub = F.relu(F.conv2d(x, block.conv.weight[::4], block.conv.bias[::4]))  # type: ignore[index]
+    torch.testing.assert_close(out, F.interpolate(sub, scale_factor=2, mode="nearest"))
+    # Hence every 2x2 output block is constant.
+    blocks = out.unfold(2, 2, 2).unfold(3, 2, 2)
+    assert torch.equal(blocks, blocks[..., :1, :1].expand_as(blocks))
+
+
+@pytest.mark.parametrize(("upscale", "blocks"), [(8, 3), (16, 4), (32, 5)])
+def test_decoder_output_size(upscale: int, blocks: int) -> None:
+    dec = UpsampleDecoder(16, C, upscale=upscale)
+    assert len(dec.blocks) == blocks
+    assert dec(torch.randn(2, 16, 2, 3)).shape == (2, C, 2 * upscale, 3 * upscale)
+    with pytest.raises(ValueError, match="power of two"):
+        UpsampleDecoder(16, C, upscale=12)
+
+
+def test_decoder_final_relu_option() -> None:
+    torch.manual_seed(0)
+    z = torch.randn(2, 16, 4, 4)
+    assert (UpsampleDecoder(16, C, final_relu=True)(z) >= 0).all()  # paper: ReLU in every block
+    assert (UpsampleDecoder(16, C)(z) < 0).any()  # default: unconstrained logits
+    # The paper variant stays available through the model.
+    model = _model(perturbations={}, decoder_final_relu=True)
+    assert isinstance(model.main_decoder.blocks[-1].relu, nn.ReLU)
+    assert isinstance(_model(perturbations={}).main_decoder.blocks[-1].relu, nn.Identity)
+
+
+# ------------------------------------------------------------------------------------------------ model
+
+
+def test_paper_default_has_30_aux_decoders(cct: CCTModel) -> None:
+    assert cct.num_aux_decoders == 30 == len(cct.aux_decoders) == len(cct.perturbations)
+    assert Counter(cct.aux_names) == Counter(DEFAULT_PERTURBATIONS)
+    assert cct.output_stride == 8
+    assert len(cct.main_decoder.blocks) == 3
+    names = [name for name, _, _ in cct.perturbation_instances()]
+    assert names == cct.aux_names
+
+
+@pytest.mark.parametrize("size", [(64, 64), (60, 68)])
+def test_inference_shape_and_main_path_only(cct: CCTModel, size: tuple[int, int]) -> None:
+    calls: list[int] = []
+    hooks = [d.register_forward_hook(lambda *_: calls.append(1)) for d in cct.aux_decoders]
+    try:
+        cct.eval()
+        with torch.no_grad():
+            out = cct(torch.randn(2, 3, *size))
+        cct.train()
+        with torch.no_grad():
+            out_train_mode = cct(torch.randn(2, 3, *size))
+    finally:
+        for h in hooks:
+            h.remove()
+    assert isinstance(out, torch.Tensor)
+    assert out.shape == (2, C, *size)
+    assert out_train_mode.shape == (2, C, *size)
+    assert calls == []
+
+
+def test_training_forward_losses_and_gradients(cct: CCTModel) -> None:
+    cct.train()
+    cct.zero_grad(set_to_none=True)
+    images, targets, unlabeled = _batch()
+    out = cct(images, targets, unlabeled, consistency_weight=2.0)
+    assert set(out) == {"loss", "loss_sup", "loss_unsup", "loss_weak", "logits"}
+    for key in ("loss", "loss_sup", "loss_unsup", "loss_weak"):
+        assert out[key].dim() == 0
+        assert torch.isfinite(out[key])
+    assert out["loss_unsup"] > 0
+    assert out["loss_weak"] == 0
+    torch.testing.assert_close(out["loss"].detach(), out["loss_sup"] + 2.0 * out["loss_unsup"])
+    assert out["logits"].shape == (2, C, 64, 64)
+    assert not out["logits"].requires_grad
+    out["loss"].backward()
+
+    def has_grad(module: nn.Module) -> bool:
+        return any(p.grad is not None and p.grad.abs().sum() > 0 for p in module.parameters())
+
+    assert has_grad(cct.encoder)
+    assert has_grad(cct.psp)
+    assert has_grad(cct.main_decoder)
+    assert all(has_grad(d) for d in cct.aux_decoders)
+    cct.zero_grad(set_to_none=True)
+
+
+def test_consistency_never_trains_main_decoder(cct: CCTModel) -> None:
+    cct.train()
+    cct.zero_grad(set_to_none=True)
+    images, targets, unlabeled = _batch(1)
+    void = torch.full_like(targets, 255)  # Ls = 0 with no gradient: only Lu remains
+    out = cct(images, void, unlabeled)
+    assert out["loss_sup"] == 0
+    out["loss"].backward()
+    for p in cct.main_decoder.parameters():
+        assert p.grad is None or torch.count_nonzero(p.grad) == 0
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in cct.encoder.parameters())
+    assert all(any(p.grad is not None for p in d.parameters()) for d in cct.aux_decoders)
+    cct.zero_grad(set_to_none=True)
+
+
+def test_generator_makes_step_deterministic(cct: CCTModel) -> None:
+    cct.train()
+    images, targets, unlabeled = _batch(2)
+    with torch.no_grad():
+        a = cct(images, targets, unlabeled, generator=torch.Generator().manual_seed(5))
+        b = cct(images, targets, unlabeled, generator=torch.Generator().manual_seed(5))
+        c = cct(images, targets, unlabeled, generator=torch.Generator().manual_seed(6))
+    assert torch.equal(a["loss_unsup"], b["loss_unsup"])
+    assert not torch.equal(a["loss_unsup"], c["loss_unsup"])
+
+
+def test_ab_ce_weak_labels_and_separate_unlabeled_shape(cct: CCTModel) -> None:
+    cct.train()
+    images, targets, _ = _batch(3)
+    unlabeled = torch.randn(3, 3, 48, 40)  # another shape: encoded in its own pass
+    weak = torch.randint(0, C, (3, 48, 40))
+    with torch.no_grad():
+        out = cct(images, targets, unlabeled, ce_threshold=0.9, weak_targets=weak, weak_weight=0.4)
+    assert all(torch.isfinite(v).all() for v in out.values())
+    assert out["loss_weak"] > 0
+    expected = out["loss_sup"] + out["loss_unsup"] + 0.4 * out["loss_weak"]
+    torch.testing.assert_close(out["loss"], expected)
+
+
+def test_supervised_only_ignores_unlabeled() -> None:
+    model = _model(perturbations={})
+    assert model.num_aux_decoders == 0
+    assert len(model.aux_decoders) == 0
+    seen: list[int] = []
+    model.encoder.register_forward_hook(lambda _m, inp, _o: seen.append(inp[0].shape[0]))
+    images, targets, unlabeled = _batch(4)
+    out = model(images, targets, unlabeled, consistency_weight=5.0)
+    assert seen == [2]
+    assert out["loss_unsup"] == 0
+    torch.testing.assert_close(out["loss"].detach(), out["loss_sup"])
+    out["loss"].backward()
+
+
+def test_vat_only_leaves_no_stray_grad() -> None:
+    model = _model(perturbations={"vat": 1})
+    assert model.aux_names == ["vat"]
+    model.train()
+    images, targets, unlabeled = _batch(5)
+    out = model(images, targets, unlabeled)
+    assert all(p.grad is None for p in model.parameters())  # the VAT search accumulated nothing
+    out["loss"].backward()
+    assert all(p.grad is not None for p in model.aux_decoders[0].parameters())
+
+
+def test_background_and_perturbation_kwargs_propagate() -> None:
+    model = _model(
+        perturbations={"object_mask": 1, "context_mask": 1, "guided_cutout": 1, "feature_noise": 1, "vat": 1},
+        background=(2,),
+        perturbation_kwargs={"context_mask": {"background": (1,)}, "vat": {"eps": 0.5}},
+    )
+    by_name = {name: pert for name, pert, _ in model.perturbation_instances()}
+    assert tuple(by_name["object_mask"].background) == (2,)  # type: ignore[arg-type]
+    assert tuple(by_name["guided_cutout"].background) == (2,)  # type: ignore[arg-type]
+    assert tuple(by_name["context_mask"].background) == (1,)  # type: ignore[arg-type]
+    assert by_name["vat"].eps == 0.5
+    with pytest.raises(ValueError, match="feature_noise"):
+        _model(perturbations={"feature_nois": 1})
+    with pytest.raises(ValueError, match=">= 0"):
+        _model(perturbations={"vat": -1})
+
+
+def test_from_config_round_trip(cct: CCTModel) -> None:
+    cfg = json.loads(json.dumps(cct.config))  # JSON-friendly, as stored in checkpoints
+    assert cfg["encoder"] == "timm:resnet18"
+    cfg["pretrained"] = True  # not downloaded by from_config (the state dict replaces it)
+    clone = CCTModel.from_config(cfg)
+    assert clone.aux_names == cct.aux_names
+    clone.load_state_dict(cct.state_dict())
+    cct.eval()
+    clone.eval()
+    x = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        torch.testing.assert_close(clone(x), cct(x))
+    cct.train()
+
+
+def test_param_groups(cct: CCTModel) -> None:
+    groups = cct.param_groups(lr=0.01, backbone_lr_factor=0.1, weight_decay=1e-4)
+    by_name = {g["name"]: g for g in groups}
+    assert by_name["backbone"]["lr"] == pytest.approx(0.001)
+    assert by_name["head"]["lr"] == pytest.approx(0.01)
+    assert all(g["weight_decay"] == 1e-4 for g in groups)
+    ids = [id(p) for g in groups for p in g["params"]]
+    assert len(ids) == len(set(ids)) == len(list(cct.parameters()))
+    assert {id(p) for p in by_name["backbone"]["params"]} == {id(p) for p in cct.encoder.parameters()}
+    torch.optim.SGD(groups, lr=0.01, momentum=0.9)
+
+
+def test_module_encoder_is_shared_or_probed() -> None:
+    first = _model(perturbations={"feature_noise": 1})
+    second = CCTModel(first.encoder, C, perturbations={}, psp_channels=16)
+    assert second.encoder is first.encoder
+    assert second.config["encoder"] is None
+    with pytest.raises(ValueError, match="encoder"):
+        CCTModel.from_config(second.config)
+    assert CCTModel.from_config(second.config, encoder=first.encoder).encoder is first.encoder
+    plain = nn.Sequential(nn.Conv2d(3, 8, 3, stride=4, padding=1), nn.ReLU())
+    third = CCTModel(plain, C, perturbations={"dropout": 1}, psp_channels=None)
+    assert third.encoder.out_channels == 8
+    assert third.output_stride == 4
+    assert third(torch.randn(2, 3, 32, 32)).shape == (2, C, 32, 32)
