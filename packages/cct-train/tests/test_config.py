@@ -1,6 +1,7 @@
 from pathlib import Path
 
 import pytest
+
 from cct_train.config import PAPER_PERTURBATIONS, ConfigError, apply_overrides, load_config
 
 CONFIGS = Path(__file__).resolve().parents[3] / "configs"
@@ -52,11 +53,13 @@ def test_negative_k_rejected() -> None:
 
 def test_crop_larger_than_scaled_image_rejected() -> None:
     with pytest.raises(ConfigError, match="crop_size"):
-        load_config(None, ["data.resize=[100, 100]", "data.scale_range=[0.5, 0.9]", "data.crop_size=[96, 96]"])
+        load_config(
+            None, ["data.resize=[100, 100]", "data.scale_range=[0.5, 0.9]", "data.crop_size=[96, 96]"]
+        )
 
 
 def test_bad_override_syntax() -> None:
-    with pytest.raises(ConfigError, match="key.path=value"):
+    with pytest.raises(ConfigError, match=r"key\.path=value"):
         apply_overrides({}, ["train.iterations"])
 
 

@@ -1,5 +1,6 @@
 import pytest
 import torch
+
 from cct_train.metrics import ConfusionMatrix, confusion_matrix, scores_from_confusion
 
 

@@ -15,6 +15,7 @@ import platform
 import resource
 import time
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -69,7 +70,9 @@ def _train_step_fn(
 
     def step() -> None:
         with torch.autocast(device.type, dtype=dtype, enabled=amp != "no"):
-            out = model(batch["images"], batch["targets"], unlabeled=batch.get("unlabeled"), consistency_weight=1.0)
+            out = model(
+                batch["images"], batch["targets"], unlabeled=batch.get("unlabeled"), consistency_weight=1.0
+            )
         out["loss"].backward()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
@@ -114,7 +117,7 @@ def run_bench(device: str | None = None, json_out: Path | None = None, steps: in
         if mode == "cct":
             inference_model = model.eval()
             with torch.no_grad():
-                inference = _time(lambda: inference_model(images), dev, steps)
+                inference = _time(partial(inference_model, images), dev, steps)
             results["inference_images_per_s"] = batch / inference
             results["perturbations_ms"] = _perturbation_times(model, images, dev, steps)
         del model
@@ -129,7 +132,9 @@ def run_bench(device: str | None = None, json_out: Path | None = None, steps: in
 
 
 @torch.no_grad()
-def _perturbation_times(model: CCTModel, images: torch.Tensor, dev: torch.device, steps: int) -> dict[str, float]:
+def _perturbation_times(
+    model: CCTModel, images: torch.Tensor, dev: torch.device, steps: int
+) -> dict[str, float]:
     """Each perturbation type alone on the encoder output z of the benchmark batch (milliseconds)."""
     z = model.encode(images)
     pred = model.main_decoder(z)
@@ -138,17 +143,19 @@ def _perturbation_times(model: CCTModel, images: torch.Tensor, dev: torch.device
         if name in times:
             continue
         if module.inputs == "features":
-            fn: Callable[[], Any] = lambda m=module: m(z)  # noqa: E731
+            fn: Callable[[], Any] = partial(module, z)
         elif module.inputs == "prediction":
-            fn = lambda m=module: m(z, pred)  # noqa: E731
+            fn = partial(module, z, pred)
         else:
-
-            def fn(m: Any = module, d: Any = decoder) -> Any:
-                with torch.enable_grad():
-                    return m(z, d, pred)
-
+            fn = partial(_with_grad, module, z, decoder, pred)
         times[name] = 1000 * _time(fn, dev, steps)
     return times
+
+
+def _with_grad(module: Callable[..., Any], *args: Any) -> Any:
+    # VAT differentiates through its decoder even when the caller runs without gradients.
+    with torch.enable_grad():
+        return module(*args)
 
 
 def _print(results: dict[str, Any]) -> None:

@@ -50,9 +50,10 @@ def _atomic_write(path: Path, write: Callable[[Path], None]) -> None:
 
 def rng_state() -> dict[str, Any]:
     """Every RNG a training run draws from, in a weights_only-loadable form."""
-    np_state = np.random.get_state()
+    # The legacy global NumPy RNG is what third-party augmentation code draws from, so it is saved too.
+    np_state: tuple[Any, ...] = np.random.get_state(legacy=True)  # type: ignore[assignment]  # noqa: NPY002
     state: dict[str, Any] = {
-        "python": list(random.getstate()[1]) + [random.getstate()[0]],
+        "python": [*list(random.getstate()[1]), random.getstate()[0]],
         "python_gauss": random.getstate()[2],
         "numpy": [np_state[0], torch.from_numpy(np.asarray(np_state[1]).astype(np.int64)), *np_state[2:]],
         "torch": torch.get_rng_state(),
@@ -66,7 +67,9 @@ def set_rng_state(state: dict[str, Any]) -> None:
     py = state["python"]
     random.setstate((py[-1], tuple(py[:-1]), state["python_gauss"]))
     np_state = state["numpy"]
-    np.random.set_state((np_state[0], np_state[1].numpy().astype(np.uint32), *np_state[2:]))
+    np.random.set_state(  # noqa: NPY002
+        (np_state[0], np_state[1].numpy().astype(np.uint32), *np_state[2:])
+    )
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
@@ -86,7 +89,9 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     try:
         data = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as error:  # corrupt zip, truncated file, foreign pickle with custom classes...
-        raise CheckpointError(f"{path} is not a readable CCT checkpoint ({type(error).__name__}: {error})") from None
+        raise CheckpointError(
+            f"{path} is not a readable CCT checkpoint ({type(error).__name__}: {error})"
+        ) from None
     if not isinstance(data, dict) or data.get("format") != FORMAT:
         raise CheckpointError(f"{path} is not a CCT checkpoint (no '{FORMAT}' marker)")
     if data.get("format_version", 0) > FORMAT_VERSION:
@@ -94,7 +99,9 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     return data
 
 
-def save_weights(path: str | Path, state_dict: dict[str, torch.Tensor], metadata: dict[str, str] | None = None) -> None:
+def save_weights(
+    path: str | Path, state_dict: dict[str, torch.Tensor], metadata: dict[str, str] | None = None
+) -> None:
     """Export model weights as .safetensors (atomically), with string metadata such as the config."""
     tensors = {k: v.detach().contiguous().cpu() for k, v in state_dict.items()}
     _atomic_write(Path(path), lambda tmp: save_file(tensors, str(tmp), metadata=metadata))

@@ -22,7 +22,8 @@ err = Console(stderr=True)
 
 ConfigOpt = Annotated[Optional[Path], typer.Option("--config", "-c", help="YAML config file.")]
 SetOpt = Annotated[
-    Optional[list[str]], typer.Option("--set", "-s", help="Override a config key: --set train.iterations=500.")
+    Optional[list[str]],
+    typer.Option("--set", "-s", help="Override a config key: --set train.iterations=500."),
 ]
 
 
@@ -58,7 +59,8 @@ def train(
     config: ConfigOpt = None,
     set_: SetOpt = None,
     resume: Annotated[
-        Optional[str], typer.Option(help="Checkpoint to resume from, or 'auto' for <output_dir>/checkpoints/last.pt.")
+        Optional[str],
+        typer.Option(help="Checkpoint to resume from, or 'auto' for <output_dir>/checkpoints/last.pt."),
     ] = None,
 ) -> None:
     """Train CCT (or the supervised baseline with train.mode=supervised) from a config."""
@@ -85,7 +87,9 @@ def eval_(
     checkpoint: Annotated[Path, typer.Argument(help="A .pt checkpoint or exported .safetensors weights.")],
     config: ConfigOpt = None,
     set_: SetOpt = None,
-    split: Annotated[Optional[str], typer.Option(help="Split to evaluate (default: the config's val split).")] = None,
+    split: Annotated[
+        Optional[str], typer.Option(help="Split to evaluate (default: the config's val split).")
+    ] = None,
     scales: Annotated[str, typer.Option(help="Comma-separated test scales, e.g. 0.75,1,1.25.")] = "1",
     flip: Annotated[bool, typer.Option(help="Average with horizontal flips.")] = False,
     json_out: Annotated[Optional[Path], typer.Option("--json", help="Write the scores as JSON here.")] = None,
@@ -116,11 +120,12 @@ def eval_(
 def predict(
     checkpoint: Annotated[Path, typer.Argument(help="A .pt checkpoint or exported .safetensors weights.")],
     inputs: Annotated[Path, typer.Argument(help="An image file or a folder of images.")],
-    output: Annotated[Path, typer.Option("--output", "-o", help="Folder for index PNGs and overlays.")] = Path(
-        "predictions"
-    ),
+    output: Annotated[
+        Path, typer.Option("--output", "-o", help="Folder for index PNGs and overlays.")
+    ] = Path("predictions"),
     size: Annotated[
-        Optional[str], typer.Option(help="Resize inputs to HxW before the model (e.g. 360x480); default: as is.")
+        Optional[str],
+        typer.Option(help="Resize inputs to HxW before the model (e.g. 360x480); default: as is."),
     ] = None,
     overlay: Annotated[bool, typer.Option(help="Also write colour overlays.")] = True,
 ) -> None:
@@ -165,12 +170,16 @@ def demo(
     data: Annotated[
         Optional[Path], typer.Option(help="A CamVid copy (SegNet layout) instead of the generated scenes.")
     ] = None,
-    output: Annotated[Path, typer.Option("--output", "-o", help="Where runs, predictions and plots go.")] = Path(
-        "runs/demo"
-    ),
-    iterations: Annotated[Optional[int], typer.Option(help="Training iterations (default: a few minutes).")] = None,
+    output: Annotated[
+        Path, typer.Option("--output", "-o", help="Where runs, predictions and plots go.")
+    ] = Path("runs/demo"),
+    iterations: Annotated[
+        Optional[int], typer.Option(help="Training iterations (default: a few minutes).")
+    ] = None,
     compare: Annotated[bool, typer.Option(help="Also train the supervised baseline and compare.")] = True,
-    encoder: Annotated[str, typer.Option(help="Backbone, e.g. timm:resnet18 or smp:resnet18.")] = "timm:resnet18",
+    encoder: Annotated[
+        str, typer.Option(help="Backbone, e.g. timm:resnet18 or smp:resnet18.")
+    ] = "timm:resnet18",
     seed: Annotated[int, typer.Option(help="Seed.")] = 0,
 ) -> None:
     """A short real CCT training + evaluation that needs no download (a few minutes on 2 CPU cores)."""
@@ -182,7 +191,9 @@ def demo(
 @app.command()
 def bench(
     device: Annotated[Optional[str], typer.Option(help="cpu or cuda (default: cuda when present).")] = None,
-    json_out: Annotated[Optional[Path], typer.Option("--json", help="Write the results as JSON here.")] = None,
+    json_out: Annotated[
+        Optional[Path], typer.Option("--json", help="Write the results as JSON here.")
+    ] = None,
     steps: Annotated[int, typer.Option(help="Timed steps per workload.")] = 5,
 ) -> None:
     """Time a supervised step vs a full CCT step (30 auxiliary decoders), the perturbations and inference."""

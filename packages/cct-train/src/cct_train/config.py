@@ -25,6 +25,9 @@ PAPER_PERTURBATIONS: dict[str, int] = {
 }
 
 
+Tracker = Literal["csv", "tensorboard"]
+
+
 class ConfigError(ValueError):
     """A configuration could not be loaded; the message names the file and the offending keys."""
 
@@ -130,7 +133,7 @@ class TrainConfig(_Section):
     eval_every: int = Field(1000, ge=0)
     checkpoint_every: int = Field(1000, ge=0)
     log_every: int = Field(20, ge=1)
-    trackers: list[Literal["csv", "tensorboard"]] = Field(default_factory=lambda: ["csv"])
+    trackers: list[Tracker] = Field(default_factory=lambda: list[Tracker](["csv"]))
     max_grad_norm: float | None = Field(None, gt=0)
 
 

@@ -61,7 +61,9 @@ class DataBundle:
 def _read_list(path: Path) -> list[str]:
     if not path.is_file():
         raise FileNotFoundError(f"split list not found: {path}")
-    return [line.split()[0] for line in path.read_text().splitlines() if line.strip() and not line.startswith("#")]
+    return [
+        line.split()[0] for line in path.read_text().splitlines() if line.strip() and not line.startswith("#")
+    ]
 
 
 def _dataset(config: Config, split: str) -> Any:
@@ -109,9 +111,11 @@ def build_data(config: Config) -> DataBundle:
         unlabeled_sets.append(train_set.subset(unlabeled_names).without_masks())
     if data.unlabeled_root is not None:
         unlabeled_sets.append(UnlabeledFolder(data.unlabeled_root, resize=data.resize))
-    unlabeled_set: Dataset[Any] | None = None
+    unlabeled_set: Any = None  # an ImageDataset or a ConcatDataset of them
     if unlabeled_sets:
-        unlabeled_set = unlabeled_sets[0] if len(unlabeled_sets) == 1 else torch.utils.data.ConcatDataset(unlabeled_sets)
+        unlabeled_set = (
+            unlabeled_sets[0] if len(unlabeled_sets) == 1 else torch.utils.data.ConcatDataset(unlabeled_sets)
+        )
     if config.train.mode == "cct" and config.model.perturbations and unlabeled_set is None:
         raise ValueError(
             "CCT needs unlabeled images: set data.split.n_labeled (the rest of the training split becomes "
@@ -119,7 +123,12 @@ def build_data(config: Config) -> DataBundle:
         )
     seed = config.experiment.seed
     labeled_loader = build_loader(
-        labeled_set, batch_size=data.batch_size, shuffle=True, num_workers=data.num_workers, seed=seed, drop_last=True
+        labeled_set,
+        batch_size=data.batch_size,
+        shuffle=True,
+        num_workers=data.num_workers,
+        seed=seed,
+        drop_last=True,
     )
     unlabeled_loader = None
     if unlabeled_set is not None and not config.supervised_only:
@@ -139,7 +148,10 @@ def build_data(config: Config) -> DataBundle:
         )
     normalize = Normalize()
     augment = SegmentationAugment(
-        crop_size=data.crop_size, scale_range=data.scale_range, hflip=data.hflip, ignore_index=data.ignore_index
+        crop_size=data.crop_size,
+        scale_range=data.scale_range,
+        hflip=data.hflip,
+        ignore_index=data.ignore_index,
     )
     return DataBundle(
         num_classes=num_classes,
@@ -155,7 +167,9 @@ def build_data(config: Config) -> DataBundle:
     )
 
 
-def build_eval_loader(config: Config, split: str | None = None) -> tuple[DataLoader, Normalize, int, list[str]]:
+def build_eval_loader(
+    config: Config, split: str | None = None
+) -> tuple[DataLoader, Normalize, int, list[str]]:
     """A loader over an evaluation split (default: the config's val split) and what evaluation needs."""
     name = split or config.data.val_split
     if not name:

@@ -46,7 +46,9 @@ def predict_logits(
             if index == 1:
                 logits = logits.flip(-1)
             if logits.shape[-2:] != (height, width):
-                logits = F.interpolate(logits.float(), size=(height, width), mode="bilinear", align_corners=False)
+                logits = F.interpolate(
+                    logits.float(), size=(height, width), mode="bilinear", align_corners=False
+                )
             probs = logits.float().softmax(1)
             total = probs if total is None else total + probs
     assert total is not None

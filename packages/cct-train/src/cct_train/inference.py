@@ -101,7 +101,9 @@ def evaluate_checkpoint(
         raise ValueError(
             f"the data has {num_classes} classes but the model in {checkpoint} predicts {loaded.model.num_classes}"
         )
-    scores = evaluate(loaded.model, loader, num_classes, normalize=normalize, scales=scales, flip=flip, progress=True)
+    scores = evaluate(
+        loaded.model, loader, num_classes, normalize=normalize, scales=scales, flip=flip, progress=True
+    )
     return scores.as_dict(class_names)
 
 

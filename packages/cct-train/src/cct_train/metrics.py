@@ -13,7 +13,9 @@ from dataclasses import dataclass
 import torch
 
 
-def confusion_matrix(pred: torch.Tensor, target: torch.Tensor, num_classes: int, ignore_index: int = 255) -> torch.Tensor:
+def confusion_matrix(
+    pred: torch.Tensor, target: torch.Tensor, num_classes: int, ignore_index: int = 255
+) -> torch.Tensor:
     """Confusion matrix of a batch.
 
     Args:
@@ -47,7 +49,10 @@ class SegmentationScores:
             "miou": self.miou,
             "pixel_accuracy": self.pixel_accuracy,
             "mean_accuracy": self.mean_accuracy,
-            "per_class_iou": {name: (iou if present else None) for name, iou, present in zip(names, self.iou, self.present)},
+            "per_class_iou": {
+                name: (iou if present else None)
+                for name, iou, present in zip(names, self.iou, self.present, strict=False)
+            },
         }
 
 

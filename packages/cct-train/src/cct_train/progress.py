@@ -8,6 +8,7 @@ from typing import TypeVar
 
 from rich.console import Console
 from rich.progress import (
+    TaskID,
     BarColumn,
     MofNCompleteColumn,
     Progress,
@@ -34,7 +35,7 @@ def _columns() -> list[object]:
 
 
 class TrainingProgress:
-    def __init__(self, progress: Progress | None, task: int | None) -> None:
+    def __init__(self, progress: Progress | None, task: TaskID | None) -> None:
         self._progress = progress
         self._task = task
 
@@ -45,10 +46,10 @@ class TrainingProgress:
         elapsed = task.elapsed or 0.0
         done = step - int(task.fields.get("start", 0))
         rate = f"{done / elapsed:.2f} it/s" if elapsed > 0 and done > 0 else ""
-        fields: dict[str, object] = {"rate": rate}
+        fields: dict[str, str] = {"rate": rate}
         if loss is not None:
             fields["info"] = f"loss {loss:.4f}"
-        self._progress.update(self._task, completed=step, **fields)
+        self._progress.update(self._task, completed=step, **fields)  # type: ignore[arg-type]
 
     def note(self, message: str) -> None:
         if self._progress is not None:

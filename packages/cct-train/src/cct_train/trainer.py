@@ -18,6 +18,7 @@ from typing import Any
 import torch
 from accelerate import Accelerator
 from accelerate.utils import set_seed
+
 from cct_losses import ConsistencyWeight, log_rampup
 from cct_train.checkpoint import load_checkpoint, rng_state, save_checkpoint, save_weights, set_rng_state
 from cct_train.config import Config, save_config
@@ -75,7 +76,9 @@ class TrainResult:
 class Trainer:
     """Trains one CCT (or supervised baseline) model as described by a `Config`."""
 
-    def __init__(self, config: Config, *, accelerator: Accelerator | None = None, quiet: bool = False) -> None:
+    def __init__(
+        self, config: Config, *, accelerator: Accelerator | None = None, quiet: bool = False
+    ) -> None:
         self.config = config
         self.output_dir = Path(config.experiment.output_dir)
         trackers: list[Any] = []
@@ -185,7 +188,9 @@ class Trainer:
             save_weights(path, self.unwrapped.state_dict(), meta)
 
     # ------------------------------------------------------------------ loop
-    def train_step(self, labeled: dict[str, Any], unlabeled: dict[str, Any] | None) -> dict[str, torch.Tensor]:
+    def train_step(
+        self, labeled: dict[str, Any], unlabeled: dict[str, Any] | None
+    ) -> dict[str, torch.Tensor]:
         images, masks = self.augment(labeled["image"], labeled["mask"], generator=self.generator)
         extra: dict[str, Any] = {}
         if unlabeled is not None and not self.config.supervised_only:
@@ -240,7 +245,7 @@ class Trainer:
                 if self.step % cfg.log_every == 0 or self.step == cfg.iterations:
                     # One host sync per log interval, not per step.
                     logs = {k: float(v.detach()) for k, v in out.items() if k.startswith("loss")}
-                    logs["lr"] = self.scheduler.get_last_lr()[0]
+                    logs["lr"] = float(self.scheduler.get_last_lr()[0])
                     logs["consistency_weight"] = float(self.consistency_weight(self.step))
                     self.accelerator.log(logs, step=self.step)
                     progress.update(self.step, loss=logs["loss"])
@@ -257,7 +262,9 @@ class Trainer:
                         if self.best_miou is None or metrics["miou"] > self.best_miou:
                             self.best_miou = metrics["miou"]
                             self.save("best")
-                if cfg.checkpoint_every and (self.step % cfg.checkpoint_every == 0 or self.step == cfg.iterations):
+                if cfg.checkpoint_every and (
+                    self.step % cfg.checkpoint_every == 0 or self.step == cfg.iterations
+                ):
                     self.save("last")
         if not cfg.eval_every:
             metrics = self.validate()
@@ -265,7 +272,9 @@ class Trainer:
         self.accelerator.end_training()
         seconds = time.perf_counter() - start_time
         if self.accelerator.is_main_process and metrics:
-            (self.output_dir / "metrics.json").write_text(json.dumps({"step": self.step, **metrics}, indent=2))
+            (self.output_dir / "metrics.json").write_text(
+                json.dumps({"step": self.step, **metrics}, indent=2)
+            )
         return TrainResult(self.step, self.output_dir, metrics, self.best_miou, seconds)
 
 

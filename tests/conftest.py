@@ -1,0 +1,53 @@
+"""Helpers for the cross-package tests."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+#: One decoder per perturbation type: every code path of CCT, at a fraction of the paper's cost.
+ALL_TYPES_ONCE = {
+    "feature_noise": 1,
+    "feature_drop": 1,
+    "guided_cutout": 1,
+    "dropout": 1,
+    "context_mask": 1,
+    "object_mask": 1,
+    "vat": 1,
+}
+
+
+@pytest.fixture(scope="session")
+def synthetic_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from cct_train.data import generate_synthetic_dataset
+
+    root = tmp_path_factory.mktemp("synthetic")
+    generate_synthetic_dataset(root, n_train=16, n_val=4, size=(64, 64), seed=0)
+    return root
+
+
+def _tiny_config(root: Path, output: Path, **train: Any) -> dict[str, Any]:
+    """A CPU-sized config over the synthetic scenes (resnet18, 64x64, batch 2 + 2)."""
+    return {
+        "experiment": {"name": "tiny", "output_dir": str(output), "seed": 0},
+        "model": {"encoder": "timm:resnet18", "psp_channels": 32, "perturbations": dict(ALL_TYPES_ONCE)},
+        "data": {
+            "dataset": "folder",
+            "root": str(root),
+            "split": {"n_labeled": 4, "seed": 0},
+            "crop_size": [64, 64],
+            "scale_range": [0.75, 1.25],
+            "batch_size": 2,
+            "val_batch_size": 4,
+            "num_workers": 0,
+        },
+        "train": {"iterations": 4, "eval_every": 0, "checkpoint_every": 2, "log_every": 1, **train},
+    }
+
+
+@pytest.fixture
+def tiny_config() -> Callable[..., dict[str, Any]]:
+    return _tiny_config

@@ -1,0 +1,79 @@
+"""Two CPU processes through `accelerate launch` (gloo): both ranks must end with identical weights."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from cct_train.config import config_from_dict, save_config
+
+SCRIPT = """
+import sys
+from pathlib import Path
+from safetensors.torch import save_file
+from cct_train.config import load_config
+from cct_train.trainer import Trainer
+
+trainer = Trainer(load_config(sys.argv[1]), quiet=True)
+result = trainer.fit()
+rank = trainer.accelerator.process_index
+state = {k: v.detach().contiguous() for k, v in trainer.unwrapped.state_dict().items()}
+save_file(state, str(Path(sys.argv[2]) / f"rank{rank}.safetensors"))
+print("rank", rank, "of", trainer.accelerator.num_processes, "miou", result.metrics.get("miou"))
+"""
+
+
+@pytest.mark.slow
+def test_two_process_cpu_training_keeps_ranks_identical(
+    synthetic_root: Path, tmp_path: Path, tiny_config: Callable[..., dict[str, Any]]
+) -> None:
+    launcher = shutil.which("accelerate", path=str(Path(sys.executable).parent)) or shutil.which("accelerate")
+    if launcher is None:
+        pytest.skip("accelerate's launcher is not installed")
+    cfg_path = tmp_path / "cfg.yaml"
+    save_config(
+        config_from_dict(tiny_config(synthetic_root, tmp_path / "run", iterations=3, eval_every=3)), cfg_path
+    )
+    script = tmp_path / "train_ddp.py"
+    script.write_text(SCRIPT)
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "ACCELERATE_USE_CPU": "true"}
+    proc = subprocess.run(
+        [
+            launcher,
+            "launch",
+            "--num_processes",
+            "2",
+            "--cpu",
+            "--num_machines",
+            "1",
+            "--mixed_precision",
+            "no",
+            "--dynamo_backend",
+            "no",
+            "--main_process_port",
+            "29533",
+            str(script),
+            str(cfg_path),
+            str(tmp_path),
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=600,
+    )
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
+    assert "of 2" in proc.stdout
+    rank0 = load_file(str(tmp_path / "rank0.safetensors"))
+    rank1 = load_file(str(tmp_path / "rank1.safetensors"))
+    assert rank0.keys() == rank1.keys()
+    for key in rank0:
+        assert torch.equal(rank0[key], rank1[key]), key

@@ -1,0 +1,172 @@
+"""End-to-end: train CCT and the baseline for a few iterations, resume, evaluate, predict (CPU)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from cct_train.checkpoint import load_checkpoint
+from cct_train.cli import app
+from cct_train.config import config_from_dict, save_config
+from cct_train.inference import evaluate_checkpoint, load_model
+from cct_train.trainer import Trainer
+
+runner = CliRunner()
+
+
+def test_train_resume_eval_predict(
+    synthetic_root: Path, tmp_path: Path, tiny_config: Callable[..., dict[str, Any]]
+) -> None:
+    cfg = config_from_dict(tiny_config(synthetic_root, tmp_path / "run"))
+    trainer = Trainer(cfg, quiet=True)
+    assert trainer.unwrapped.num_aux_decoders == 7
+    before = {k: v.clone() for k, v in trainer.unwrapped.state_dict().items()}
+    result = trainer.fit()
+    assert result.step == 4
+    assert 0.0 <= result.metrics["miou"] <= 1.0
+    after = trainer.unwrapped.state_dict()
+    assert any(not torch.equal(before[k], after[k]) for k in before if after[k].is_floating_point())
+    last = tmp_path / "run" / "checkpoints" / "last.pt"
+    assert load_checkpoint(last)["step"] == 4
+    assert (tmp_path / "run" / "model.safetensors").is_file()
+    assert (tmp_path / "run" / "logs" / "metrics.csv").is_file()
+
+    # Resume with a longer schedule: continues from step 4, not from 0.
+    longer = config_from_dict(tiny_config(synthetic_root, tmp_path / "run", iterations=6))
+    resumed = Trainer(longer, quiet=True)
+    resumed.resume(last)
+    assert resumed.step == 4
+    assert resumed.fit().step == 6
+
+    scores = evaluate_checkpoint(last)
+    assert set(scores) >= {"miou", "pixel_accuracy", "per_class_iou"}
+    assert len(scores["per_class_iou"]) == trainer.data.num_classes
+
+    out = tmp_path / "pred"
+    run = runner.invoke(
+        app,
+        [
+            "predict",
+            str(tmp_path / "run" / "model.safetensors"),
+            str(synthetic_root / "images"),
+            "-o",
+            str(out),
+        ],
+    )
+    assert run.exit_code == 0, run.output
+    masks = sorted(p for p in out.glob("*.png") if not p.stem.endswith("_overlay"))
+    assert len(masks) == 20
+    assert len(list(out.glob("*_overlay.png"))) == 20
+
+
+def test_supervised_baseline_has_no_aux_decoders(
+    synthetic_root: Path, tmp_path: Path, tiny_config: Callable[..., dict[str, Any]]
+) -> None:
+    cfg = config_from_dict(tiny_config(synthetic_root, tmp_path / "sup", mode="supervised", iterations=2))
+    trainer = Trainer(cfg, quiet=True)
+    assert trainer.unwrapped.num_aux_decoders == 0
+    assert trainer.unlabeled_loader is None
+    assert trainer.fit().step == 2
+
+
+def test_cli_train_eval_and_bad_config(
+    synthetic_root: Path, tmp_path: Path, tiny_config: Callable[..., dict[str, Any]]
+) -> None:
+    cfg_path = tmp_path / "cfg.yaml"
+    save_config(config_from_dict(tiny_config(synthetic_root, tmp_path / "cli", iterations=2)), cfg_path)
+    run = runner.invoke(app, ["train", "-c", str(cfg_path), "--set", "train.checkpoint_every=1"])
+    assert run.exit_code == 0, run.output
+    assert "mIoU" in run.output
+    out_json = tmp_path / "scores.json"
+    run = runner.invoke(
+        app,
+        [
+            "eval",
+            str(tmp_path / "cli" / "checkpoints" / "last.pt"),
+            "--json",
+            str(out_json),
+            "--flip",
+            "--scales",
+            "0.75,1",
+        ],
+    )
+    assert run.exit_code == 0, run.output
+    assert "miou" in json.loads(out_json.read_text())
+    run = runner.invoke(app, ["train", "-c", str(cfg_path), "--set", "train.iteratons=3"])
+    assert run.exit_code == 2
+    assert "train.iteratons" in run.output
+
+
+def test_cli_splits(camvid_root: Path, tmp_path: Path) -> None:
+    run = runner.invoke(
+        app, ["splits", str(camvid_root), "-n", "20", "-o", str(tmp_path / "s"), "--seed", "3"]
+    )
+    assert run.exit_code == 0, run.output
+    labeled = (tmp_path / "s" / "labeled.txt").read_text().split()
+    unlabeled = (tmp_path / "s" / "unlabeled.txt").read_text().split()
+    assert len(labeled) == 20
+    assert len(unlabeled) == 347
+    assert not set(labeled) & set(unlabeled)
+    again = runner.invoke(
+        app, ["splits", str(camvid_root), "-n", "20", "-o", str(tmp_path / "t"), "--seed", "3"]
+    )
+    assert again.exit_code == 0
+    assert (tmp_path / "t" / "labeled.txt").read_text().split() == labeled
+
+
+@pytest.mark.data
+@pytest.mark.parametrize("encoder", ["timm:resnet18", "smp:resnet18"])
+def test_camvid_few_iterations(
+    camvid_root: Path, tmp_path: Path, encoder: str, tiny_config: Callable[..., dict[str, Any]]
+) -> None:
+    """A handful of real CamVid images at low resolution: train, checkpoint, resume, evaluate, predict."""
+    names = sorted(p.stem for p in (camvid_root / "train").glob("*.png"))
+    (tmp_path / "labeled.txt").write_text("\n".join(names[:4]))
+    (tmp_path / "unlabeled.txt").write_text("\n".join(names[4:8]))
+    data = {
+        "dataset": "camvid",
+        "root": str(camvid_root),
+        "split": {
+            "labeled_list": str(tmp_path / "labeled.txt"),
+            "unlabeled_list": str(tmp_path / "unlabeled.txt"),
+        },
+        "resize": [48, 64],
+        "crop_size": [48, 64],
+        "scale_range": [1.0, 1.5],
+        "batch_size": 2,
+        "val_batch_size": 16,
+        "num_workers": 0,
+    }
+    raw = tiny_config(camvid_root, tmp_path / "run", iterations=2)
+    raw["data"] = data
+    raw["model"]["encoder"] = encoder
+    raw["model"]["background"] = [0, 1, 3, 4, 5]
+    trainer = Trainer(config_from_dict(raw), quiet=True)
+    assert trainer.data.num_classes == 11
+    result = trainer.fit()
+    assert result.step == 2
+    assert 0.0 <= result.metrics["miou"] <= 1.0
+    loaded = load_model(tmp_path / "run" / "checkpoints" / "last.pt")
+    assert loaded.class_names[0].lower() == "sky"
+    out = tmp_path / "pred"
+    run = runner.invoke(
+        app,
+        [
+            "predict",
+            str(tmp_path / "run" / "checkpoints" / "last.pt"),
+            str(camvid_root / "val"),
+            "-o",
+            str(out),
+            "--size",
+            "48x64",
+            "--no-overlay",
+        ],
+    )
+    assert run.exit_code == 0, run.output
+    assert len(list(out.glob("*.png"))) == 101
