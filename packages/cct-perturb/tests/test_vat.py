@@ -166,3 +166,19 @@ def test_samples_are_independent() -> None:
     alone = vat_direction(z[1:2], dec, target[1:2], xi=1e-6, generator=g(7))
     cos = F.cosine_similarity(full[1].flatten(), alone[0].flatten(), dim=0)
     assert cos > 0.99
+
+
+def test_l2_normalize_per_sample_is_safe() -> None:
+    from cct_perturb import l2_normalize_per_sample
+
+    x = torch.randn(4, 3, 5, 5) * 1e-30  # far below 1e-8: an additive epsilon would swamp it
+    x[1] = 0
+    x[2, 0, 0, 0] = float("nan")
+    x[3] *= 1e35
+    out = l2_normalize_per_sample(x)
+    assert torch.isfinite(out).all()
+    assert torch.allclose(out.flatten(1).norm(dim=1), torch.tensor([1.0, 0.0, 0.0, 1.0]))
+    fallback = torch.randn(4, 3, 5, 5)
+    out = l2_normalize_per_sample(x, fallback)
+    assert torch.allclose(out.flatten(1).norm(dim=1), torch.ones(4))
+    assert torch.allclose(out[1], fallback[1] / fallback[1].norm())

@@ -121,7 +121,7 @@ def l2_normalize_per_sample(x: torch.Tensor, fallback: torch.Tensor | None = Non
 
     The sample is first divided by its largest absolute value (so that tiny values such as a VAT
     gradient taken with ``xi = 1e-6`` neither underflow nor get swamped by a stabilising constant), then
-    by its norm. A sample that is all zeros (or not finite) becomes ``fallback``'s sample normalised the
+    by its norm. A sample that is all zeros (or has a non-finite value) becomes ``fallback``'s sample normalised the
     same way if ``fallback`` is given, else stays all zeros. Never returns NaN.
 
     Args:
@@ -131,12 +131,13 @@ def l2_normalize_per_sample(x: torch.Tensor, fallback: torch.Tensor | None = Non
     Returns:
         float32 tensor :math:`(B, *)` whose samples have norm 1 (or 0, see above).
     """
-    flat = torch.nan_to_num(x.detach().float().flatten(1), nan=0.0, posinf=0.0, neginf=0.0)
-    scale = flat.abs().amax(dim=1, keepdim=True)
-    nonzero = scale > 0
-    flat = flat / torch.where(nonzero, scale, torch.ones_like(scale))
-    norm = flat.norm(dim=1, keepdim=True)
-    flat = flat / torch.where(norm > 0, norm, torch.ones_like(norm))
+    flat = x.detach().float().flatten(1)
+    scale = torch.linalg.vector_norm(flat, ord=float("inf"), dim=1, keepdim=True)  # max |x|, one pass
+    nonzero = torch.isfinite(scale) & (scale > 0)
+    inv_scale = torch.where(nonzero, 1.0 / scale, torch.zeros_like(scale))
+    flat = torch.where(nonzero, flat * inv_scale, torch.zeros((), dtype=flat.dtype, device=flat.device))
+    norm = torch.linalg.vector_norm(flat, dim=1, keepdim=True)
+    flat = flat * torch.where(norm > 0, 1.0 / norm, torch.zeros_like(norm))
     if fallback is not None:
         fb = l2_normalize_per_sample(fallback).flatten(1)
         flat = torch.where(nonzero, flat, fb)
