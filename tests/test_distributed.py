@@ -45,14 +45,16 @@ def test_two_process_cpu_training_keeps_ranks_identical(
     )
     script = tmp_path / "train_ddp.py"
     script.write_text(SCRIPT)
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "ACCELERATE_USE_CPU": "true"}
+    # `accelerate launch --cpu` starts a single process in accelerate >= 1.x; the multi-process launcher on a
+    # machine without visible GPUs gives MULTI_CPU with the gloo backend, which is what clusters of CPUs use.
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": ""}
     proc = subprocess.run(
         [
             launcher,
             "launch",
             "--num_processes",
             "2",
-            "--cpu",
+            "--multi_gpu",
             "--num_machines",
             "1",
             "--mixed_precision",

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -91,6 +92,7 @@ class Trainer:
             gradient_accumulation_steps=config.train.gradient_accumulation,
             log_with=trackers or None,
             project_dir=str(self.output_dir),
+            cpu=_multi_process_cpu(),
         )
         self.quiet = quiet or not self.accelerator.is_main_process
         set_seed(config.experiment.seed, device_specific=False)
@@ -276,6 +278,12 @@ class Trainer:
                 json.dumps({"step": self.step, **metrics}, indent=2)
             )
         return TrainResult(self.step, self.output_dir, metrics, self.best_miou, seconds)
+
+
+def _multi_process_cpu() -> bool:
+    # Accelerate only forms a process group of CPU processes (gloo) when asked for the CPU explicitly;
+    # without a GPU, several launched processes would otherwise each train alone.
+    return not torch.cuda.is_available() and int(os.environ.get("WORLD_SIZE", "1")) > 1
 
 
 def _flat(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
