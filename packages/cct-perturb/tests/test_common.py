@@ -149,3 +149,12 @@ def test_float16_input() -> None:
         assert fn(z16, generator=torch.Generator().manual_seed(0)).dtype == torch.float16
     assert object_mask(z16, pred).dtype == torch.float16
     assert guided_cutout(z16, pred.half()).dtype == torch.float16
+
+
+@pytest.mark.parametrize("name", ["feature_drop", "object_mask", "dropout"])
+def test_no_graph_breaks_under_dynamo(name: str) -> None:
+    import torch._dynamo
+
+    z, pred, decoder = _inputs(torch.device("cpu"), torch.float32)
+    explanation = torch._dynamo.explain(lambda a, b: _call(name, a, b, decoder, None))(z, pred)
+    assert explanation.graph_break_count == 0
