@@ -71,7 +71,7 @@ def test_feature_noise_negative_range_rejected() -> None:
 def _normalised_attention(z: torch.Tensor) -> torch.Tensor:
     a = z.float().mean(1)
     flat = a.flatten(1)
-    lo = flat.min(1).values[:, None, None]
+    lo = flat.min(1).values.clamp(max=0)[:, None, None]
     hi = flat.max(1).values[:, None, None]
     return (a - lo) / (hi - lo)
 
@@ -112,8 +112,17 @@ def test_feature_drop_all_zero_and_constant() -> None:
     out = feature_drop(z, generator=g(0))
     assert torch.equal(out, z)
     assert not torch.isnan(out).any()
+    # A positive constant map: every position is the most active one, dropped as by the original's
+    # `attention < max * gamma`.
     c = torch.full((2, 3, 4, 4), 2.5)
-    assert torch.equal(feature_drop(c, generator=g(0)), c)
+    assert torch.equal(feature_drop(c, generator=g(0)), torch.zeros_like(c))
+
+
+def test_feature_drop_non_negative_map_is_divided_by_its_max() -> None:
+    # Attention from 0.5 to 1.0: z' = a / max, so with gamma = 0.8 the positions with a >= 0.8 drop.
+    values = torch.linspace(0.5, 1.0, 101).view(1, 1, 1, 101)
+    out = feature_drop(values, (0.8, 0.8))
+    assert torch.equal(out[0, 0, 0] == 0, values[0, 0, 0] >= 0.8)
 
 
 def test_feature_drop_per_sample_gamma() -> None:

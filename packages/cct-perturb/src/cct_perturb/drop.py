@@ -27,13 +27,15 @@ def feature_drop(
 ) -> torch.Tensor:
     r"""Drop the most active spatial positions of each sample.
 
-    The channel mean of ``z`` is min-max normalised per sample to :math:`[0, 1]` (``z'``), a threshold
+    The channel mean of ``z`` is normalised per sample to :math:`[0, 1]` (``z'``: divided by its max for a
+    non-negative map, as the original's ``max * gamma`` threshold; shifted by its min first when it has
+    negative values), a threshold
     :math:`\gamma \sim U(\text{low}, \text{high})` is drawn per sample, and every position with
     :math:`z' \ge \gamma` is zeroed in all channels (positions with :math:`z' < \gamma` are kept). With the
     default range, 10-40% of the most active range is dropped. The original code drew one
     :math:`\gamma \sim U(0.7, 0.9)` per batch and thresholded at ``max * gamma``; per-sample draws are the
-    default here. A constant (e.g. all-zero) map has :math:`z' = 0` everywhere and is kept as it is
-    (no NaN).
+    default here. An all-zero map stays all zeros (no NaN); a positive constant map is dropped entirely,
+    as in the original (every position is "most active").
 
     Args:
         z: features :math:`(B, D, h, w)`.
@@ -47,7 +49,9 @@ def feature_drop(
     lo, hi = _check_gamma_range(gamma_range)
     batch = z.shape[0]
     attention = z.detach().float().mean(dim=1).flatten(1)  # (B, h*w)
-    a_min = attention.amin(dim=1, keepdim=True)
+    # Non-negative maps (post-ReLU features, the usual case) are divided by their max, as the original's
+    # `attention < max * gamma`; a map with negative values is shifted by its min first.
+    a_min = attention.amin(dim=1, keepdim=True).clamp(max=0.0)
     a_range = attention.amax(dim=1, keepdim=True) - a_min
     normalised = (attention - a_min) / torch.where(a_range > 0, a_range, torch.ones_like(a_range))
     u = torch.rand((batch, 1), generator=generator, device=z.device, dtype=torch.float32)
