@@ -12,6 +12,11 @@ output pixel (i, j) of the (h, w) crop reads the input at (pixel centres)::
 Images are sampled bilinearly, masks by nearest neighbour (an integer gather, so mask values can only
 be values of the input mask). Output pixels that fall outside the input are padding: images get
 ``fill`` and masks get ``ignore_index``, decided by the same test, so images and masks stay aligned.
+
+Deliberately not kornia's ``AugmentationSequential``: scale, crop and flip here are one sampling grid per
+sample and one ``grid_sample`` for the whole batch, masks take an exact integer gather instead of a
+nearest-mode interpolation of floats, and padding is decided once for image and mask, which a chain of
+separate kornia transforms (resize, then pad, then crop) does not guarantee.
 """
 
 from __future__ import annotations
