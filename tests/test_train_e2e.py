@@ -170,3 +170,30 @@ def test_camvid_few_iterations(
     )
     assert run.exit_code == 0, run.output
     assert len(list(out.glob("*.png"))) == 101
+
+
+def test_bf16_accumulation_abce_adamw_and_trackers(
+    synthetic_root: Path, tmp_path: Path, tiny_config: Callable[..., dict[str, Any]]
+) -> None:
+    raw = tiny_config(
+        synthetic_root,
+        tmp_path / "amp",
+        iterations=4,
+        mixed_precision="bf16",
+        gradient_accumulation=2,
+        supervised_loss="abce",
+        trackers=["csv", "tensorboard"],
+        optimizer={"name": "adamw", "lr": 1e-3},
+        max_grad_norm=1.0,
+    )
+    trainer = Trainer(config_from_dict(raw), quiet=True)
+    assert trainer.ce_threshold(0) == pytest.approx(1 / trainer.data.num_classes)
+    assert trainer.ce_threshold(4) > trainer.ce_threshold(1)
+    result = trainer.fit()
+    assert result.step == 4
+    assert all(torch.isfinite(p).all() for p in trainer.unwrapped.parameters())
+    logs = tmp_path / "amp" / "logs"
+    assert any(logs.rglob("events.out.tfevents.*")), "TensorBoard wrote no event file"
+    rows = (logs / "metrics.csv").read_text().splitlines()
+    assert rows[0] == "step,key,value"
+    assert any(",loss_unsup," in row for row in rows)

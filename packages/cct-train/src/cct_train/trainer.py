@@ -18,9 +18,9 @@ from typing import Any
 
 import torch
 from accelerate import Accelerator
-from accelerate.utils import set_seed
+from accelerate.utils import ProjectConfiguration, set_seed
 
-from cct_losses import ConsistencyWeight, log_rampup
+from cct_losses import AnnealedBootstrappedCE, ConsistencyWeight
 from cct_train.checkpoint import load_checkpoint, rng_state, save_checkpoint, save_weights, set_rng_state
 from cct_train.config import Config, save_config
 from cct_train.data import cycle
@@ -91,7 +91,9 @@ class Trainer:
             mixed_precision=config.train.mixed_precision,
             gradient_accumulation_steps=config.train.gradient_accumulation,
             log_with=trackers or None,
-            project_dir=str(self.output_dir),
+            project_config=ProjectConfiguration(
+                project_dir=str(self.output_dir), logging_dir=str(self.output_dir / "logs")
+            ),
             cpu=_multi_process_cpu(),
         )
         self.quiet = quiet or not self.accelerator.is_main_process
@@ -100,13 +102,26 @@ class Trainer:
         self.model = build_model(config, self.data.num_classes)
         self.optimizer = build_optimizer(config, self.model)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
-            self.optimizer, poly_schedule(config.train.iterations, config.train.optimizer.poly_power)
+            # Stepped once per optimizer step: with gradient accumulation, iterations / accumulation of them.
+            self.optimizer,
+            poly_schedule(
+                math.ceil(config.train.iterations / config.train.gradient_accumulation),
+                config.train.optimizer.poly_power,
+            ),
         )
         self.consistency_weight = ConsistencyWeight(
             final_weight=config.train.consistency.weight,
             rampup=config.train.consistency.rampup,
             total_iters=config.train.iterations,
             schedule=config.train.consistency.schedule,
+        )
+        # ab-CE's annealed threshold (the loss itself is computed inside the model's forward).
+        self.abce = (
+            AnnealedBootstrappedCE(
+                self.data.num_classes, config.train.iterations, ramp_fraction=config.train.abce_ramp
+            )
+            if config.train.supervised_loss == "abce"
+            else None
         )
         self.step = 0
         self.best_miou: float | None = None
@@ -134,12 +149,7 @@ class Trainer:
 
     def ce_threshold(self, step: int) -> float | None:
         """ab-CE threshold: anneals from 1/C to 0.9 along the original's log ramp over abce_ramp of training."""
-        if self.config.train.supervised_loss != "abce":
-            return None
-        num_classes = self.data.num_classes
-        ramp = max(1.0, self.config.train.abce_ramp * self.config.train.iterations)
-        start = 1.0 / num_classes
-        return start + (0.9 - start) * log_rampup(step, ramp)
+        return None if self.abce is None else self.abce.threshold(step)
 
     # ------------------------------------------------------------------ checkpoints
     def checkpoint_path(self, name: str = "last") -> Path:
@@ -213,7 +223,8 @@ class Trainer:
             if self.config.train.max_grad_norm and self.accelerator.sync_gradients:
                 self.accelerator.clip_grad_norm_(self.model.parameters(), self.config.train.max_grad_norm)
             self.optimizer.step()
-            self.scheduler.step()
+            if self.accelerator.sync_gradients:
+                self.scheduler.step()
             self.optimizer.zero_grad(set_to_none=True)
         return out
 
