@@ -80,6 +80,9 @@ class DataConfig(_Section):
     train_split: str = "train"
     val_split: str | None = "val"
     unlabeled_root: Path | None = None
+    #: Pseudo-labels of the unlabeled images (index PNGs named like the samples, 255 = ignore), e.g. written
+    #: by `cct pseudo-labels`: with them the auxiliary decoders also learn from weak labels (paper 3.3).
+    pseudo_labels: Path | None = None
     split: SplitConfig = Field(default_factory=SplitConfig)
     resize: tuple[int, int] | None = None
     crop_size: tuple[int, int] = (320, 320)
@@ -128,6 +131,8 @@ class TrainConfig(_Section):
     abce_ramp: float = Field(0.4, gt=0, le=1)
     consistency: ConsistencyConfig = Field(default_factory=ConsistencyConfig)
     weak_weight: float = Field(0.4, ge=0)
+    #: The original ramps the weak-label weight with the consistency weight: w_w * w_u(t) / lambda_u.
+    weak_rampup: bool = True
     mixed_precision: Literal["no", "bf16", "fp16"] = "no"
     gradient_accumulation: int = Field(1, ge=1)
     eval_every: int = Field(1000, ge=0)
@@ -235,6 +240,7 @@ def load_config(path: str | Path | None = None, overrides: Iterable[str] = ()) -
 _PATH_KEYS = {
     ("data", "root"),
     ("data", "unlabeled_root"),
+    ("data", "pseudo_labels"),
     ("data", "split", "labeled_list"),
     ("data", "split", "unlabeled_list"),
     ("model", "weights"),

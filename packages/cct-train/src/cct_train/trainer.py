@@ -147,6 +147,14 @@ class Trainer:
         assert isinstance(model, CCTModel)
         return model
 
+    def weak_weight(self, step: int) -> float:
+        """w_w, ramped like the consistency weight (w_w * w_u(t) / lambda_u) unless train.weak_rampup is off."""
+        weight = self.config.train.weak_weight
+        final = self.config.train.consistency.weight
+        if self.config.train.weak_rampup and final > 0:
+            weight *= self.consistency_weight(step) / final
+        return weight
+
     def ce_threshold(self, step: int) -> float | None:
         """ab-CE threshold: anneals from 1/C to 0.9 along the original's log ramp over abce_ramp of training."""
         return None if self.abce is None else self.abce.threshold(step)
@@ -206,15 +214,14 @@ class Trainer:
         images, masks = self.augment(labeled["image"], labeled["mask"], generator=self.generator)
         extra: dict[str, Any] = {}
         if unlabeled is not None and not self.config.supervised_only:
+            # Unlabeled samples carry a "mask" only when pseudo-labels (weak labels) were given for them.
             weak = unlabeled.get("mask")
-            if weak is not None:
-                unlabeled_images, weak = self.augment(unlabeled["image"], weak, generator=self.generator)
-                extra["weak_targets"] = weak
-                extra["weak_weight"] = self.config.train.weak_weight
-            else:
-                unlabeled_images, _ = self.augment(unlabeled["image"], None, generator=self.generator)
+            unlabeled_images, weak = self.augment(unlabeled["image"], weak, generator=self.generator)
             extra["unlabeled"] = unlabeled_images
             extra["consistency_weight"] = self.consistency_weight(self.step)
+            if weak is not None:
+                extra["weak_targets"] = weak
+                extra["weak_weight"] = self.weak_weight(self.step)
         with self.accelerator.accumulate(self.model):
             out = self.model(
                 images, masks, ce_threshold=self.ce_threshold(self.step), generator=self.generator, **extra
