@@ -16,7 +16,7 @@ import copy
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TypedDict, TypeVar
+from typing import Literal, TypedDict, TypeVar
 
 import numpy as np
 import torch
@@ -28,6 +28,12 @@ IMAGE_EXTENSIONS: tuple[str, ...] = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".
 
 Palette = list[tuple[int, int, int]]
 
+MissingPolicy = Literal["raise", "skip"]
+"""What a dataset does with list entries whose files are missing (or duplicated): raise or skip them."""
+
+MAX_LISTED = 20
+"""At most this many paths are spelled out in a :class:`MissingFilesError` message."""
+
 
 class _SampleRequired(TypedDict):
     image: torch.Tensor
@@ -38,6 +44,49 @@ class Sample(_SampleRequired, total=False):
     """One sample: ``image`` uint8 (3, H, W), optional ``mask`` int64 (H, W), ``name`` (its id)."""
 
     mask: torch.Tensor
+
+
+@dataclass(frozen=True)
+class SkippedEntry:
+    """A list entry a dataset left out (built with ``missing="skip"``), and why.
+
+    ``kind`` is ``"missing"`` (a listed file does not exist), ``"unknown-name"`` (a bare sample name
+    that matches no file) or ``"duplicate"`` (a sample name listed again); ``path`` is the file (or
+    the best guess of it), ``name`` the sample id when known.
+    """
+
+    kind: str
+    path: Path
+    message: str
+    name: str | None = None
+
+
+class MissingFilesError(FileNotFoundError):
+    """Files a dataset needs do not exist.
+
+    ``paths`` holds every missing file (not only the first), ``what`` says whose they are, ``entries``
+    the per-entry details (:class:`SkippedEntry`) when the dataset knows them. The message lists up to
+    :data:`MAX_LISTED` of them and the count.
+    """
+
+    def __init__(self, what: str, paths: Sequence[Path | str], entries: Sequence[SkippedEntry] = ()) -> None:
+        self.what = what
+        self.paths: list[Path] = [Path(p) for p in paths]
+        self.entries: list[SkippedEntry] = list(entries)
+        lines = [e.message for e in self.entries] if self.entries else [str(p) for p in self.paths]
+        shown = "".join(f"\n  {line}" for line in lines[:MAX_LISTED])
+        more = f"\n  ... and {len(lines) - MAX_LISTED} more" if len(lines) > MAX_LISTED else ""
+        super().__init__(f"{what}: {len(self.paths)} file(s) not found:{shown}{more}")
+
+    def __reduce__(self) -> tuple[type[MissingFilesError], tuple[str, list[Path], list[SkippedEntry]]]:
+        return type(self), (self.what, self.paths, self.entries)
+
+
+def check_missing_policy(missing: str) -> MissingPolicy:
+    """Validate a ``missing=`` argument ("raise" or "skip")."""
+    if missing not in ("raise", "skip"):
+        raise ValueError(f'missing must be "raise" or "skip", got {missing!r}')
+    return "raise" if missing == "raise" else "skip"
 
 
 @dataclass(frozen=True)
@@ -185,7 +234,10 @@ class ImageDataset(Dataset[Sample]):
     """A list of :class:`Item` decoded on demand; the base of every dataset here.
 
     Subclasses fill ``self._items`` and override :meth:`_load_mask` to map their mask encoding.
+    Datasets built with ``missing="skip"`` record the entries they left out in ``skipped_entries``.
     """
+
+    skipped_entries: tuple[SkippedEntry, ...] = ()
 
     def __init__(self, items: Sequence[Item], resize: Sequence[int] | None = None) -> None:
         self._items: list[Item] = list(items)
@@ -311,8 +363,31 @@ def require_dir(path: Path, what: str) -> Path:
 
 
 def require_files(paths: Sequence[Path], what: str) -> None:
-    """Raise FileNotFoundError naming the first missing files."""
+    """Raise :class:`MissingFilesError` (a FileNotFoundError) carrying every missing file of ``paths``."""
     missing = [p for p in paths if not p.is_file()]
     if missing:
-        shown = ", ".join(str(p) for p in missing[:3])
-        raise FileNotFoundError(f"{what}: {len(missing)} file(s) not found: {shown}")
+        raise MissingFilesError(what, missing)
+
+
+def split_missing(
+    items: Sequence[Item], what: str, missing: MissingPolicy
+) -> tuple[list[Item], list[SkippedEntry]]:
+    """Items whose image and mask exist, and a :class:`SkippedEntry` per missing file of the others.
+
+    With ``missing="raise"`` any missing file raises :class:`MissingFilesError` listing all of them.
+    """
+    kept: list[Item] = []
+    skipped: list[SkippedEntry] = []
+    for item in items:
+        lost = [
+            SkippedEntry("missing", path, f"{path}: {role} of {item.name!r} not found", item.name)
+            for role, path in (("image", item.image), ("mask", item.mask))
+            if path is not None and not path.is_file()
+        ]
+        if lost:
+            skipped.extend(lost)
+        else:
+            kept.append(item)
+    if skipped and missing == "raise":
+        raise MissingFilesError(what, [e.path for e in skipped], skipped)
+    return kept, skipped

@@ -18,12 +18,15 @@ import numpy as np
 from cct_train.data.base import (
     IGNORE_INDEX,
     Item,
+    MissingPolicy,
     SegmentationDataset,
+    SkippedEntry,
+    check_missing_policy,
     map_index_mask,
     read_mask_raw,
     require_dir,
-    require_files,
     select_items,
+    split_missing,
 )
 
 CAMVID_CLASSES: tuple[str, ...] = (
@@ -70,8 +73,17 @@ def _resolve(root: Path, token: str) -> Path:
     return root.joinpath(*path.parts[-2:])
 
 
-def read_camvid_list(root: Path, split: str) -> list[Item]:
-    """Parse ``root/<split>.txt`` into items (name = image stem); checks that every file exists."""
+def read_camvid_list(
+    root: Path,
+    split: str,
+    missing: MissingPolicy = "raise",
+    skipped: list[SkippedEntry] | None = None,
+) -> list[Item]:
+    """Parse ``root/<split>.txt`` into items (name = image stem); checks that every file exists.
+
+    Missing files raise :class:`~cct_train.data.base.MissingFilesError` listing all of them; with
+    ``missing="skip"`` their entries are left out and appended to ``skipped``.
+    """
     list_file = root / f"{split}.txt"
     if not list_file.is_file():
         present = sorted(p.stem for p in root.glob("*.txt"))
@@ -85,8 +97,10 @@ def read_camvid_list(root: Path, split: str) -> list[Item]:
             raise ValueError(f"{list_file}:{number}: expected 'image label', got {line!r}")
         image, mask = _resolve(root, parts[0]), _resolve(root, parts[1])
         items.append(Item(name=image.stem, image=image, mask=mask))
-    require_files([p for item in items for p in (item.image, item.mask) if p is not None], f"CamVid {split}")
-    return items
+    kept, lost = split_missing(items, f"CamVid {split}", missing)
+    if skipped is not None:
+        skipped.extend(lost)
+    return kept
 
 
 class CamVid(SegmentationDataset):
@@ -98,9 +112,13 @@ class CamVid(SegmentationDataset):
         names: keep only these sample ids (image stems), e.g. a labeled subset from
             :func:`cct_train.data.make_split`.
         resize: optional CPU resize ``(H, W)`` (bilinear images, nearest masks).
+        missing: ``"raise"`` (a :class:`~cct_train.data.base.MissingFilesError` listing every missing
+            file) or ``"skip"`` (leave those entries out; they are recorded in ``skipped_entries``).
 
     Masks hold 0..10 and 255 (void, 11 on disk).
     """
+
+    void_values: tuple[int, ...] = (CAMVID_VOID,)
 
     def __init__(
         self,
@@ -108,12 +126,15 @@ class CamVid(SegmentationDataset):
         split: str = "train",
         names: Sequence[str] | None = None,
         resize: Sequence[int] | None = None,
+        missing: MissingPolicy = "raise",
     ) -> None:
         if split not in CAMVID_SPLITS:
             raise ValueError(f"CamVid split must be one of {CAMVID_SPLITS}, got {split!r}")
         self.root = require_dir(Path(root), "CamVid root")
         self.split = split
-        items = select_items(read_camvid_list(self.root, split), names, f"CamVid {split}")
+        skipped: list[SkippedEntry] = []
+        listed = read_camvid_list(self.root, split, check_missing_policy(missing), skipped)
+        items = select_items(listed, names, f"CamVid {split}")
         super().__init__(
             items,
             num_classes=len(CAMVID_CLASSES),
@@ -122,6 +143,7 @@ class CamVid(SegmentationDataset):
             ignore_index=IGNORE_INDEX,
             resize=resize,
         )
+        self.skipped_entries = tuple(skipped)
 
     def _load_mask(self, item: Item) -> np.ndarray:
         assert item.mask is not None
@@ -132,6 +154,6 @@ class CamVid(SegmentationDataset):
             raw,
             self.num_classes,
             ignore_index=self.ignore_index,
-            void_values=(CAMVID_VOID,),
+            void_values=self.void_values,
             source=item.mask,
         )

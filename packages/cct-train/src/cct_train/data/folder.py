@@ -6,7 +6,8 @@
     root/masks/<name>.png        index PNGs (class ids) or RGB PNGs decoded with a palette
     root/train.txt, val.txt      optional split lists: one name (or file name) per line, or "image mask"
     root/train.csv               or CSV lists with columns image,mask (optional column name)
-    root/dataset.json            optional defaults: num_classes, class_names, palette, ignore_index, void_values
+    root/dataset.json            optional defaults: num_classes, class_names, palette, ignore_index, void_values,
+                             void_colors
 
 Paths in lists are relative to ``root`` (or to the image / mask folder), or absolute.
 """
@@ -25,7 +26,11 @@ from cct_train.data.base import (
     IGNORE_INDEX,
     IMAGE_EXTENSIONS,
     Item,
+    MissingFilesError,
+    MissingPolicy,
     SegmentationDataset,
+    SkippedEntry,
+    check_missing_policy,
     map_index_mask,
     map_rgb_mask,
     read_mask_raw,
@@ -58,8 +63,16 @@ def _index_files(folder: Path, exts: Sequence[str]) -> dict[str, Path]:
     return found
 
 
+class _Unresolved(FileNotFoundError):
+    """A list token that names no existing file; ``entry`` says which file was expected."""
+
+    def __init__(self, entry: SkippedEntry) -> None:
+        super().__init__(entry.message)
+        self.entry = entry
+
+
 class _Resolver:
-    """Turns the tokens of a list file into existing paths."""
+    """Turns the tokens of a list file into existing paths (:class:`_Unresolved` when there is none)."""
 
     def __init__(
         self, root: Path, image_dir: Path, mask_dir: Path, image_exts: Sequence[str], mask_exts: Sequence[str]
@@ -82,7 +95,10 @@ class _Resolver:
         stem = path.name if path.suffix == "" else path.stem
         if path.suffix == "" and stem in by_stem:
             return by_stem[stem]
-        raise FileNotFoundError(f"{source}: {what} {token!r} not found (looked in {self.root} and {folder})")
+        kind = "unknown-name" if path.suffix == "" else "missing"
+        guess = path if path.is_absolute() else folder / path
+        message = f"{source}: {what} {token!r} not found (looked in {self.root} and {folder})"
+        raise _Unresolved(SkippedEntry(kind, guess, message, stem))
 
     def image(self, token: str, source: str) -> Path:
         return self._path(token, self.image_dir, self.images, "image", source)
@@ -93,12 +109,47 @@ class _Resolver:
     def mask_for(self, image: Path, source: str) -> Path:
         if image.stem in self.masks:
             return self.masks[image.stem]
-        raise FileNotFoundError(f"{source}: no mask for image {image.name} in {self.mask_dir}")
+        message = f"{source}: no mask for image {image.name} in {self.mask_dir}"
+        raise _Unresolved(SkippedEntry("missing", self.mask_dir / f"{image.stem}.png", message, image.stem))
+
+    def pair(
+        self, image_token: str, mask_token: str | None, source: str
+    ) -> tuple[Path, Path] | list[SkippedEntry]:
+        """The image and mask of one list entry, or every missing file of it when some are missing."""
+        lost: list[SkippedEntry] = []
+        image: Path | None = None
+        mask: Path | None = None
+        try:
+            image = self.image(image_token, source)
+        except _Unresolved as error:
+            lost.append(error.entry)
+        try:
+            if mask_token:
+                mask = self.mask(mask_token, source)
+            elif image is not None:
+                mask = self.mask_for(image, source)
+            elif lost[0].kind == "missing" and lost[0].name not in self.masks:
+                self.mask_for(Path(f"{lost[0].name}.png"), source)  # the mask is missing as well
+        except _Unresolved as error:
+            lost.append(error.entry)
+        if image is None or mask is None:
+            return lost
+        return image, mask
 
 
-def read_list_file(path: Path, resolver: _Resolver) -> list[Item]:
-    """Parse a split list (.txt: ``name`` or ``image mask`` per line; .csv: columns image,mask[,name])."""
+def read_list_file(
+    path: Path,
+    resolver: _Resolver,
+    missing: MissingPolicy = "raise",
+    skipped: list[SkippedEntry] | None = None,
+) -> list[Item]:
+    """Parse a split list (.txt: ``name`` or ``image mask`` per line; .csv: columns image,mask[,name]).
+
+    Entries whose files are missing raise :class:`~cct_train.data.base.MissingFilesError` listing every
+    missing file of the list; with ``missing="skip"`` they are left out and appended to ``skipped``.
+    """
     items: list[Item] = []
+    lost: list[SkippedEntry] = []
     if path.suffix.lower() == ".csv":
         with path.open(newline="") as handle:
             reader = csv.DictReader(handle)
@@ -110,27 +161,40 @@ def read_list_file(path: Path, resolver: _Resolver) -> list[Item]:
             for number, row in enumerate(reader, start=2):
                 row = {k.strip(): (v or "").strip() for k, v in row.items() if k is not None}
                 source = f"{path}:{number}"
-                image = resolver.image(row["image"], source)
-                mask = (
-                    resolver.mask(row["mask"], source)
-                    if row.get("mask")
-                    else resolver.mask_for(image, source)
-                )
+                found = resolver.pair(row["image"], row.get("mask") or None, source)
+                if isinstance(found, list):
+                    lost.extend(found)
+                    continue
+                image, mask = found
                 items.append(Item(name=row.get("name") or image.stem, image=image, mask=mask))
-        return items
+        return _finish(path, items, lost, missing, skipped)
     for number, line in enumerate(path.read_text().splitlines(), start=1):
         parts = line.split()
         if not parts or parts[0].startswith("#"):
             continue
         source = f"{path}:{number}"
-        if len(parts) == 1:
-            image = resolver.image(parts[0], source)
-            mask = resolver.mask_for(image, source)
-        elif len(parts) == 2:
-            image, mask = resolver.image(parts[0], source), resolver.mask(parts[1], source)
-        else:
+        if len(parts) > 2:
             raise ValueError(f"{source}: expected 'name' or 'image mask', got {line!r}")
+        found = resolver.pair(parts[0], parts[1] if len(parts) == 2 else None, source)
+        if isinstance(found, list):
+            lost.extend(found)
+            continue
+        image, mask = found
         items.append(Item(name=image.stem, image=image, mask=mask))
+    return _finish(path, items, lost, missing, skipped)
+
+
+def _finish(
+    path: Path,
+    items: list[Item],
+    lost: list[SkippedEntry],
+    missing: MissingPolicy,
+    skipped: list[SkippedEntry] | None,
+) -> list[Item]:
+    if lost and missing == "raise":
+        raise MissingFilesError(str(path), [e.path for e in lost], lost)
+    if skipped is not None:
+        skipped.extend(lost)
     return items
 
 
@@ -168,6 +232,12 @@ class FolderDataset(SegmentationDataset):
         resize: optional CPU resize ``(H, W)`` (bilinear images, nearest masks).
         strict_masks: values outside the classes (and not void / ignore) raise a ValueError naming the
             file; False maps them to ``ignore_index``.
+        void_colors: RGB colours of RGB masks that mean "ignore" (``dataset.json`` default); like every
+            colour outside the palette they decode to ``ignore_index``, but ``cct data check`` accepts
+            them where it reports other unknown colours.
+        missing: ``"raise"``: list entries whose files are missing raise a
+            :class:`~cct_train.data.base.MissingFilesError` listing all of them, and a duplicate name a
+            ValueError; ``"skip"``: such entries are left out and recorded in ``skipped_entries``.
 
     A mask whose size differs from its image raises a ValueError naming both files.
     """
@@ -189,8 +259,11 @@ class FolderDataset(SegmentationDataset):
         image_exts: Sequence[str] = IMAGE_EXTENSIONS,
         mask_exts: Sequence[str] = (".png", ".bmp", ".tif", ".tiff"),
         strict_masks: bool = True,
+        void_colors: Sequence[Sequence[int]] | None = None,
+        missing: MissingPolicy = "raise",
     ) -> None:
         self.root = require_dir(Path(root), "FolderDataset root")
+        missing = check_missing_policy(missing)
         self.split = split
         meta = read_dataset_json(self.root)
         num_classes = num_classes if num_classes is not None else meta.get("num_classes")
@@ -205,34 +278,49 @@ class FolderDataset(SegmentationDataset):
         self.void_values: tuple[int, ...] = tuple(int(v) for v in void)
         self.strict_masks = strict_masks
         self._mask_palette = palette
+        colours = void_colors if void_colors is not None else meta.get("void_colors", ())
+        self.void_colors: tuple[tuple[int, int, int], ...] = tuple(
+            (int(c[0]), int(c[1]), int(c[2])) for c in colours
+        )
 
         images = require_dir(self.root / image_dir, "FolderDataset image folder")
         masks = require_dir(self.root / mask_dir, "FolderDataset mask folder")
         resolver = _Resolver(self.root, images, masks, image_exts, mask_exts)
         path = _find_list(self.root, split, list_file)
+        skipped: list[SkippedEntry] = []
         if path is not None:
-            items = read_list_file(path, resolver)
+            items = read_list_file(path, resolver, missing, skipped)
         else:
             items = [
                 Item(name=stem, image=image, mask=resolver.masks[stem])
                 for stem, image in resolver.images.items()
                 if stem in resolver.masks
             ]
-        if not items:
+        if not items and not skipped:
             raise ValueError(f"FolderDataset({self.root}): no image/mask pairs found")
-        seen: set[str] = set()
+        seen: dict[str, Item] = {}
+        unique: list[Item] = []
         for item in items:
             if item.name in seen:
-                raise ValueError(f"FolderDataset({self.root}): duplicate sample name {item.name!r}")
-            seen.add(item.name)
+                message = (
+                    f"FolderDataset({self.root}): duplicate sample name {item.name!r} "
+                    f"({item.image}; first listed as {seen[item.name].image})"
+                )
+                if missing == "raise":
+                    raise ValueError(message)
+                skipped.append(SkippedEntry("duplicate", item.image, message, item.name))
+                continue
+            seen[item.name] = item
+            unique.append(item)
         super().__init__(
-            select_items(items, names, f"FolderDataset({self.root})"),
+            select_items(unique, names, f"FolderDataset({self.root})"),
             num_classes=int(num_classes),
             class_names=class_names,
             palette=palette,
             ignore_index=ignore_index,
             resize=resize,
         )
+        self.skipped_entries = tuple(skipped)
 
     def _load_mask(self, item: Item) -> np.ndarray:
         assert item.mask is not None

@@ -19,11 +19,13 @@ import numpy as np
 from cct_train.data.base import (
     IGNORE_INDEX,
     Item,
+    MissingPolicy,
     SegmentationDataset,
+    check_missing_policy,
     read_mask_raw,
     require_dir,
-    require_files,
     select_items,
+    split_missing,
 )
 
 HORSES_CLASSES: tuple[str, ...] = ("background", "horse")
@@ -39,7 +41,9 @@ class WeizmannHorses(SegmentationDataset):
     """Weizmann horses: samples ``{"image": uint8 (3, H, W), "mask": int64 (H, W) in {0, 1}, "name"}``.
 
     Image sizes vary: pass ``resize=(H, W)`` to batch them. ``split`` is ``"train"`` (001-264),
-    ``"val"`` (265-328) or ``"all"``.
+    ``"val"`` (265-328) or ``"all"``. Missing masks raise a
+    :class:`~cct_train.data.base.MissingFilesError` listing all of them; ``missing="skip"`` leaves those
+    images out (recorded in ``skipped_entries``).
     """
 
     def __init__(
@@ -48,6 +52,7 @@ class WeizmannHorses(SegmentationDataset):
         split: str = "train",
         names: Sequence[str] | None = None,
         resize: Sequence[int] | None = None,
+        missing: MissingPolicy = "raise",
     ) -> None:
         if split not in ("train", "val", "all"):
             raise ValueError(f"WeizmannHorses split must be 'train', 'val' or 'all', got {split!r}")
@@ -64,7 +69,7 @@ class WeizmannHorses(SegmentationDataset):
                 items.append(Item(name=image.stem, image=image, mask=masks / image.name))
         if not items:
             raise FileNotFoundError(f"Weizmann horses: no images for split {split!r} in {gray}")
-        require_files([item.mask for item in items if item.mask is not None], "Weizmann horses masks")
+        items, skipped = split_missing(items, "Weizmann horses masks", check_missing_policy(missing))
         super().__init__(
             select_items(items, names, f"WeizmannHorses {split}"),
             num_classes=2,
@@ -73,6 +78,7 @@ class WeizmannHorses(SegmentationDataset):
             ignore_index=IGNORE_INDEX,
             resize=resize,
         )
+        self.skipped_entries = tuple(skipped)
 
     def _load_mask(self, item: Item) -> np.ndarray:
         assert item.mask is not None

@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from cct_train.data.base import IGNORE_INDEX
+from cct_train.data.base import IGNORE_INDEX, MissingPolicy
 from cct_train.data.folder import DATASET_JSON, FolderDataset
 
 SYNTHETIC_CLASSES: tuple[str, ...] = ("sky", "ground", "road", "circle", "rectangle", "triangle")
@@ -236,13 +236,14 @@ class SyntheticScenes(FolderDataset):
         split: str = "train",
         names: Sequence[str] | None = None,
         resize: Sequence[int] | None = None,
+        missing: MissingPolicy = "raise",
     ) -> None:
         if not (Path(root) / DATASET_JSON).is_file():
             raise FileNotFoundError(
                 f"synthetic dataset not found: {Path(root) / DATASET_JSON} "
                 "(create it with cct_train.data.generate_synthetic_dataset(root) or `cct demo`)"
             )
-        super().__init__(root, split=split, names=names, resize=resize)
+        super().__init__(root, split=split, names=names, resize=resize, missing=missing)
 
     @classmethod
     def generate(cls, root: str | Path, split: str = "train", **kwargs: Any) -> SyntheticScenes:
