@@ -19,6 +19,7 @@ from cct_train.data import (
     build_loader,
     make_split,
 )
+from cct_train.data.pseudo import WithPseudoLabels
 
 
 class TrainTransform(nn.Module):
@@ -111,6 +112,12 @@ def build_data(config: Config) -> DataBundle:
         unlabeled_sets.append(train_set.subset(unlabeled_names).without_masks())
     if data.unlabeled_root is not None:
         unlabeled_sets.append(UnlabeledFolder(data.unlabeled_root, resize=data.resize))
+    if data.pseudo_labels is not None and not config.supervised_only:
+        # Weak labels (paper 3.3): each unlabeled sample carries its pseudo-label as "mask".
+        unlabeled_sets = [
+            WithPseudoLabels(s, data.pseudo_labels, num_classes=num_classes, ignore_index=data.ignore_index)
+            for s in unlabeled_sets
+        ]
     unlabeled_set: Any = None  # an ImageDataset or a ConcatDataset of them
     if unlabeled_sets:
         unlabeled_set = (
