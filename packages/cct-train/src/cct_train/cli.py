@@ -10,6 +10,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from cct_train.cli_weak import cam_app, pseudo_labels
+
 app = typer.Typer(
     name="cct",
     help="Cross-Consistency Training for semi-supervised semantic segmentation.",
@@ -214,6 +216,10 @@ def encoders(
     for name in names:
         console.print(name)
     err.print(f"{len(names)} encoders")
+
+
+app.add_typer(cam_app, name="cam")
+app.command("pseudo-labels")(pseudo_labels)
 
 
 def main() -> None:  # pragma: no cover
