@@ -140,6 +140,9 @@ class TrainConfig(_Section):
     log_every: int = Field(20, ge=1)
     trackers: list[Tracker] = Field(default_factory=lambda: list[Tracker](["csv"]))
     max_grad_norm: float | None = Field(None, gt=0)
+    #: Steps with a NaN / infinite loss are skipped; this many in a row stop training (0: no check, which
+    #: also saves the one scalar host sync per step the check costs).
+    nonfinite_patience: int = Field(5, ge=0)
 
 
 class ExperimentConfig(_Section):

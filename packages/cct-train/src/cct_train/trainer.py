@@ -10,18 +10,29 @@ from __future__ import annotations
 import json
 import math
 import os
+import signal
+import tempfile
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 from accelerate import Accelerator
-from accelerate.utils import ProjectConfiguration, set_seed
+from accelerate.utils import ProjectConfiguration, gather_object, set_seed
 
 from cct_losses import AnnealedBootstrappedCE, ConsistencyWeight
-from cct_train.checkpoint import load_checkpoint, rng_state, save_checkpoint, save_weights, set_rng_state
+from cct_train.checkpoint import (
+    CheckpointError,
+    load_checkpoint,
+    rng_state,
+    save_checkpoint,
+    save_weights,
+    set_rng_state,
+)
 from cct_train.config import Config, save_config
 from cct_train.data import cycle
 from cct_train.data_setup import DataBundle, build_data
@@ -82,6 +93,7 @@ class Trainer:
     ) -> None:
         self.config = config
         self.output_dir = Path(config.experiment.output_dir)
+        _check_writable(self.output_dir)
         trackers: list[Any] = []
         if "tensorboard" in config.train.trackers:
             trackers.append("tensorboard")
@@ -139,6 +151,13 @@ class Trainer:
         self.labeled_loader, self.unlabeled_loader, self.val_loader = (
             self.accelerator.prepare_data_loader(loader) if loader is not None else None for loader in loaders
         )
+        # Endless streams whose position (pass, batches consumed) is saved, so a resume continues with
+        # exactly the batches an uninterrupted run would have seen.
+        self.labeled_stream = cycle(self.labeled_loader)
+        self.unlabeled_stream = cycle(self.unlabeled_loader) if self.unlabeled_loader is not None else None
+        self.nonfinite_skipped = 0
+        self._nonfinite_in_row = 0
+        self._stop_signal: int | None = None
 
     # ------------------------------------------------------------------ helpers
     @property
@@ -164,26 +183,40 @@ class Trainer:
         return self.output_dir / "checkpoints" / f"{name}.pt"
 
     def save(self, name: str = "last") -> Path:
+        """Write a checkpoint atomically; a failed write keeps the previous one and says what to do."""
         path = self.checkpoint_path(name)
         self.accelerator.wait_for_everyone()
+        # Every process draws its own augmentations: keep each one's generator state.
+        generators = gather_object([self.generator.get_state()])
         if self.accelerator.is_main_process:
-            save_checkpoint(
-                path,
-                {
-                    "model": self.unwrapped.state_dict(),
-                    "model_config": self.unwrapped.config,
-                    "optimizer": self.optimizer.state_dict(),
-                    "scheduler": self.scheduler.state_dict(),
-                    "step": self.step,
-                    "best_miou": self.best_miou,
-                    "rng": rng_state(),
-                    "generator": self.generator.get_state(),
-                    "config": self.config.to_dict(),
-                    "num_classes": self.data.num_classes,
-                    "class_names": self.data.class_names,
-                    "palette": self.data.palette,
+            payload = {
+                "model": self.unwrapped.state_dict(),
+                "model_config": self.unwrapped.config,
+                "optimizer": self.optimizer.state_dict(),
+                "scheduler": self.scheduler.state_dict(),
+                "step": self.step,
+                "best_miou": self.best_miou,
+                "rng": rng_state(),
+                "generators": generators,
+                "streams": {
+                    "labeled": self.labeled_stream.state_dict(),
+                    "unlabeled": self.unlabeled_stream.state_dict() if self.unlabeled_stream else None,
                 },
-            )
+                "nonfinite_skipped": self.nonfinite_skipped,
+                "scaler": self.accelerator.scaler.state_dict() if self.accelerator.scaler else None,
+                "config": self.config.to_dict(),
+                "num_classes": self.data.num_classes,
+                "class_names": self.data.class_names,
+                "palette": self.data.palette,
+            }
+            try:
+                save_checkpoint(path, payload)
+            except OSError as error:
+                raise CheckpointError(
+                    f"could not write the checkpoint {path}: {error.strerror or error}. The previous "
+                    f"checkpoint there, if any, is intact. Free disk space or make the folder writable "
+                    f"(or set experiment.output_dir elsewhere), then continue with --resume auto."
+                ) from error
         self.accelerator.wait_for_everyone()
         return path
 
@@ -194,8 +227,23 @@ class Trainer:
         self.scheduler.load_state_dict(state["scheduler"])
         self.step = int(state["step"])
         self.best_miou = state.get("best_miou")
+        self.nonfinite_skipped = int(state.get("nonfinite_skipped", 0))
         set_rng_state(state["rng"])
-        self.generator.set_state(state["generator"])
+        generators = state["generators"]
+        rank = self.accelerator.process_index
+        if rank < len(generators):
+            self.generator.set_state(generators[rank])
+        else:  # more processes than the run that saved: fresh per-rank draws, the rest is exact
+            self.generator.manual_seed(self.config.experiment.seed * 1000 + rank + 7919 * self.step)
+        if state.get("scaler") is not None and self.accelerator.scaler is not None:
+            self.accelerator.scaler.load_state_dict(state["scaler"])
+        streams = state.get("streams") or {}
+        per_batch = self.accelerator.num_processes
+        if streams.get("labeled"):
+            self.labeled_stream.load_state_dict(streams["labeled"], per_batch * self.config.data.batch_size)
+        if streams.get("unlabeled") and self.unlabeled_stream is not None:
+            unlabeled_batch = self.config.data.unlabeled_batch_size or self.config.data.batch_size
+            self.unlabeled_stream.load_state_dict(streams["unlabeled"], per_batch * unlabeled_batch)
 
     def export(self, path: str | Path) -> None:
         """Weights for inference as .safetensors, with the model config and class info as metadata."""
@@ -226,7 +274,12 @@ class Trainer:
             out = self.model(
                 images, masks, ce_threshold=self.ce_threshold(self.step), generator=self.generator, **extra
             )
+            # Backward even on a non-finite loss, so every DDP process takes part in the same collectives.
             self.accelerator.backward(out["loss"])
+            if self.config.train.nonfinite_patience and not self._all_finite(out["loss"]):
+                self._skip_nonfinite_step()
+                return out
+            self._nonfinite_in_row = 0
             if self.config.train.max_grad_norm and self.accelerator.sync_gradients:
                 self.accelerator.clip_grad_norm_(self.model.parameters(), self.config.train.max_grad_norm)
             self.optimizer.step()
@@ -234,6 +287,30 @@ class Trainer:
                 self.scheduler.step()
             self.optimizer.zero_grad(set_to_none=True)
         return out
+
+    def _all_finite(self, loss: torch.Tensor) -> bool:
+        """Whether the loss is finite on every process (one scalar gather and host sync per step)."""
+        flags = self.accelerator.gather(torch.isfinite(loss.detach()).reshape(1))
+        return bool(flags.all())
+
+    def _skip_nonfinite_step(self) -> None:
+        """Drop the step's gradients (and any accumulated ones); stop after too many in a row."""
+        self.optimizer.zero_grad(set_to_none=True)
+        scaler = self.accelerator.scaler
+        if scaler is not None:
+            # fp16: the step never reached the scaler, so back its scale off by hand as it would for inf.
+            scaler.update(scaler.get_scale() * scaler.get_backoff_factor())
+        self.nonfinite_skipped += 1
+        self._nonfinite_in_row += 1
+        patience = self.config.train.nonfinite_patience
+        if self._nonfinite_in_row >= patience:
+            raise NonFiniteLossError(
+                f"the loss was NaN or infinite in {self._nonfinite_in_row} steps in a row (step {self.step + 1}; "
+                f"{self.nonfinite_skipped} skipped in all), so training stopped. The last good checkpoint is "
+                f"{self.checkpoint_path('last')}. Lower train.optimizer.lr, set train.max_grad_norm, use "
+                f"train.mixed_precision=bf16 instead of fp16, or check the data (cct data check); raise "
+                f"train.nonfinite_patience to tolerate more."
+            )
 
     def validate(self) -> dict[str, Any]:
         if self.val_loader is None:
@@ -253,20 +330,26 @@ class Trainer:
         if self.accelerator.is_main_process:
             save_config(self.config, self.output_dir / "config.yaml")
         self.accelerator.init_trackers(self.config.experiment.name, config=_flat(self.config.to_dict()))
-        labeled = cycle(self.labeled_loader)
-        unlabeled = cycle(self.unlabeled_loader) if self.unlabeled_loader is not None else None
+        labeled, unlabeled = self.labeled_stream, self.unlabeled_stream
         start_time = time.perf_counter()
         metrics: dict[str, Any] = {}
         self.model.train()
-        with training_progress(cfg.iterations, start=self.step, disable=self.quiet) as progress:
+        with (
+            _stop_on_signals(self),
+            training_progress(cfg.iterations, start=self.step, disable=self.quiet) as progress,
+        ):
             while self.step < cfg.iterations:
                 out = self.train_step(next(labeled), next(unlabeled) if unlabeled is not None else None)
                 self.step += 1
+                if self._stop_signal is not None:
+                    path = self.save("last")
+                    raise TrainingInterrupted(self._stop_signal, self.step, path)
                 if self.step % cfg.log_every == 0 or self.step == cfg.iterations:
                     # One host sync per log interval, not per step.
                     logs = {k: float(v.detach()) for k, v in out.items() if k.startswith("loss")}
                     logs["lr"] = float(self.scheduler.get_last_lr()[0])
                     logs["consistency_weight"] = float(self.consistency_weight(self.step))
+                    logs["nonfinite_skipped"] = float(self.nonfinite_skipped)
                     self.accelerator.log(logs, step=self.step)
                     progress.update(self.step, loss=logs["loss"])
                     if callback is not None:
@@ -296,6 +379,55 @@ class Trainer:
                 json.dumps({"step": self.step, **metrics}, indent=2)
             )
         return TrainResult(self.step, self.output_dir, metrics, self.best_miou, seconds)
+
+
+class NonFiniteLossError(RuntimeError):
+    """Training stopped after too many non-finite losses in a row."""
+
+
+class TrainingInterrupted(RuntimeError):
+    """SIGINT / SIGTERM arrived; a checkpoint was written before stopping."""
+
+    def __init__(self, signum: int, step: int, checkpoint: Path) -> None:
+        self.signum, self.step, self.checkpoint = signum, step, checkpoint
+        name = signal.Signals(signum).name
+        super().__init__(
+            f"{name} received: stopped after step {step} and saved {checkpoint}; "
+            f"continue with `cct train ... --resume auto`"
+        )
+
+
+@contextmanager
+def _stop_on_signals(trainer: Trainer) -> Iterator[None]:
+    """SIGINT / SIGTERM finish the current step, save a checkpoint and stop (handlers restored after)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum: int, frame: Any) -> None:
+        if trainer._stop_signal is not None:  # a second signal: stop now
+            raise KeyboardInterrupt
+        trainer._stop_signal = signum
+
+    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+
+
+def _check_writable(folder: Path) -> None:
+    """Fail before any training when checkpoints could not be written (unwritable or not a folder)."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=folder, prefix=".write-test-"):
+            pass
+    except OSError as error:
+        raise CheckpointError(
+            f"experiment.output_dir {folder} is not a writable folder ({error.strerror or error}); "
+            "choose another with --set experiment.output_dir=..."
+        ) from error
 
 
 def _multi_process_cpu() -> bool:

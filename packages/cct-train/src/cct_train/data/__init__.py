@@ -25,7 +25,15 @@ from cct_train.data.camvid import CAMVID_CLASSES, CAMVID_PALETTE, CamVid
 from cct_train.data.datasets import DATASETS, build_dataset
 from cct_train.data.folder import FolderDataset
 from cct_train.data.horses import HORSES_CLASSES, HORSES_PALETTE, WeizmannHorses
-from cct_train.data.loaders import Batch, InfiniteLoader, build_loader, collate, cycle, seed_worker
+from cct_train.data.loaders import (
+    Batch,
+    EpochSampler,
+    InfiniteLoader,
+    build_loader,
+    collate,
+    cycle,
+    seed_worker,
+)
 from cct_train.data.splits import Split, load_split, make_split, save_split
 from cct_train.data.synthetic import (
     SYNTHETIC_CLASSES,
@@ -50,6 +58,7 @@ __all__ = [
     "SYNTHETIC_PALETTE",
     "Batch",
     "CamVid",
+    "EpochSampler",
     "FolderDataset",
     "ImageDataset",
     "InfiniteLoader",

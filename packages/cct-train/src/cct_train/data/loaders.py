@@ -53,6 +53,43 @@ def seed_worker(worker_id: int) -> None:
     np.random.seed(seed)  # noqa: NPY002 - seeds the legacy global RNG that user code may use
 
 
+class EpochSampler(Sampler[int]):
+    """A shuffled order that depends only on ``(seed, epoch)`` and can start a pass part-way.
+
+    Unlike ``RandomSampler`` with a generator (whose order depends on how many passes were drawn before),
+    the permutation of epoch ``e`` is a pure function of ``seed`` and ``e``, so a resumed run can rebuild
+    the exact order of the pass it was killed in and skip what it had consumed (:meth:`skip`).
+    """
+
+    def __init__(self, size: int, seed: int = 0, shuffle: bool = True) -> None:
+        self.size = int(size)
+        self.seed = int(seed)
+        self.shuffle = shuffle
+        self.epoch = 0
+        self._skip = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+
+    def skip(self, count: int) -> None:
+        """Start the next pass after its first ``count`` indices (used once, then reset)."""
+        self._skip = max(0, int(count))
+
+    def order(self, epoch: int) -> list[int]:
+        if not self.shuffle:
+            return list(range(self.size))
+        generator = torch.Generator()
+        generator.manual_seed(self.seed * 1_000_003 + epoch)
+        return torch.randperm(self.size, generator=generator).tolist()
+
+    def __iter__(self) -> Iterator[int]:
+        start, self._skip = self._skip, 0
+        return iter(self.order(self.epoch)[start:])
+
+    def __len__(self) -> int:
+        return max(0, self.size - self._skip)
+
+
 def build_loader(
     dataset: Dataset[Any],
     batch_size: int,
@@ -81,6 +118,9 @@ def build_loader(
         )
     generator = torch.Generator()
     generator.manual_seed(seed)
+    if sampler is None and shuffle and size is not None:
+        # A per-epoch order that a resumed run can rebuild exactly (see EpochSampler).
+        sampler = EpochSampler(size, seed=seed)
     return DataLoader(
         dataset,
         batch_size=batch_size,
@@ -108,7 +148,35 @@ class InfiniteLoader:
     def __init__(self, loader: Any, start_epoch: int = 0) -> None:
         self.loader = loader
         self.epoch = start_epoch - 1
+        self.batches = 0  # batches yielded in the current pass
+        self._skip_samples = 0
+        self._resume_batches = 0
         self._iterator: Iterator[Any] | None = None
+
+    def state_dict(self) -> dict[str, int]:
+        """Where the stream stands: the pass and the batches consumed in it (for exact resume)."""
+        return {"epoch": self.epoch, "batches": self.batches}
+
+    def load_state_dict(self, state: dict[str, int], samples_per_batch: int) -> None:
+        """Continue after the batches recorded in ``state``.
+
+        ``samples_per_batch``: indices of the sampler one yielded batch consumes (batch size times the
+        number of processes sharing the sampler). The loader's sampler must be an :class:`EpochSampler`.
+        """
+        if self._iterator is not None:
+            raise RuntimeError("load_state_dict must be called before iterating")
+        self.epoch = int(state["epoch"]) - 1
+        self.batches = 0
+        if state["epoch"] >= 0:
+            self._skip_samples = int(state["batches"]) * samples_per_batch
+            self._resume_batches = int(state["batches"])
+
+    def _epoch_sampler(self) -> EpochSampler | None:
+        candidates = [getattr(self.loader, "sampler", None)]
+        batch_sampler = getattr(self.loader, "batch_sampler", None)
+        candidates += [getattr(batch_sampler, "sampler", None)]
+        candidates += [getattr(getattr(batch_sampler, "batch_sampler", None), "sampler", None)]
+        return next((c for c in candidates if isinstance(c, EpochSampler)), None)
 
     def _set_epoch(self) -> None:
         if callable(getattr(self.loader, "set_epoch", None)):  # Accelerate's prepared loaders
@@ -122,7 +190,15 @@ class InfiniteLoader:
 
     def _new_pass(self) -> Iterator[Any]:
         self.epoch += 1
+        self.batches = 0
         self._set_epoch()
+        if self._skip_samples:
+            sampler = self._epoch_sampler()
+            if sampler is None:
+                raise RuntimeError("exact resume needs the loader's sampler to be an EpochSampler")
+            sampler.skip(self._skip_samples)
+            self.batches = self._resume_batches
+            self._skip_samples = 0
         return iter(self.loader)
 
     def __iter__(self) -> InfiniteLoader:
@@ -132,13 +208,15 @@ class InfiniteLoader:
         if self._iterator is None:
             self._iterator = self._new_pass()
         try:
-            return next(self._iterator)
+            batch = next(self._iterator)
         except StopIteration:
             self._iterator = self._new_pass()
             try:
-                return next(self._iterator)
+                batch = next(self._iterator)
             except StopIteration:
                 raise ValueError("InfiniteLoader: the loader yields no batch") from None
+        self.batches += 1
+        return batch
 
 
 def cycle(loader: Any) -> InfiniteLoader:
