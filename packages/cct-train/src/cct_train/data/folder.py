@@ -96,7 +96,7 @@ class _Resolver:
         if path.suffix == "" and stem in by_stem:
             return by_stem[stem]
         kind = "unknown-name" if path.suffix == "" else "missing"
-        guess = path if path.is_absolute() else folder / path
+        guess = path if path.is_absolute() else (self.root / path if len(path.parts) > 1 else folder / path)
         message = f"{source}: {what} {token!r} not found (looked in {self.root} and {folder})"
         raise _Unresolved(SkippedEntry(kind, guess, message, stem))
 
@@ -122,7 +122,10 @@ class _Resolver:
         try:
             image = self.image(image_token, source)
         except _Unresolved as error:
-            lost.append(error.entry)
+            entry = error.entry
+            if entry.kind == "unknown-name" and entry.name in self.masks:  # a known sample without its image
+                entry = SkippedEntry("missing", entry.path, entry.message, entry.name)
+            lost.append(entry)
         try:
             if mask_token:
                 mask = self.mask(mask_token, source)
