@@ -222,6 +222,36 @@ app.add_typer(cam_app, name="cam")
 app.command("pseudo-labels")(pseudo_labels)
 
 
+data_app = typer.Typer(name="data", help="Check data sets.", no_args_is_help=True)
+app.add_typer(data_app)
+
+
+@data_app.command("check")
+def data_check(
+    config: ConfigOpt = None,
+    set_: SetOpt = None,
+    quick: Annotated[bool, typer.Option(help="List-level checks only (no decoding): fast.")] = False,
+    workers: Annotated[
+        Optional[int], typer.Option(help="Decoding processes (default: min(4, CPU count)).")
+    ] = None,
+    json_out: Annotated[Optional[Path], typer.Option("--json", help="Write the report as JSON here.")] = None,
+) -> None:
+    """Check the config's data: missing / unreadable / truncated files, masks, duplicates, empty sets.
+
+    Every problem is listed with its file; exits 1 when any is fatal, 0 otherwise.
+    """
+    from cct_train.data.check import check_data, print_report
+
+    cfg = _load(config, set_)
+    report = check_data(cfg, deep=not quick, workers=workers, progress=True)
+    print_report(report, console)
+    if json_out is not None:
+        report.write_json(json_out)
+        console.print(f"report written to {json_out}")
+    if report.fatal:
+        raise typer.Exit(code=1)
+
+
 def main() -> None:  # pragma: no cover
     app()
 
