@@ -225,6 +225,11 @@ def test_mask_values_out_of_range(tmp_path: Path) -> None:
     assert void.problems == []
     lenient = _check(_config(root, mode="supervised", options={"strict_masks": False}))
     assert [p.fatal for p in lenient.problems] == [False]
+    (tmp_path / "labeled.txt").write_text("s0\ns2\n")
+    unlabeled = _check(_config(root, split={"labeled_list": str(tmp_path / "labeled.txt")}))
+    (warning,) = unlabeled.problems  # s1 is unlabeled here: its mask is checked but not used
+    assert not warning.fatal
+    assert "its mask is not used" in warning.message
 
 
 def test_palette_mismatch_rgb_masks(tmp_path: Path) -> None:

@@ -31,7 +31,7 @@ import warnings
 from collections import Counter
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -137,7 +137,7 @@ class DataReport:
     def summary(self) -> str:
         """One line: problems, fatal ones, per-part problem counts and sample counts."""
         c = self.counts
-        mode = "files decoded" if self.deep else "entries listed (quick: no decoding)"
+        mode = "samples decoded" if self.deep else "samples listed (quick: no decoding)"
         per_split = Counter(p.split or "config" for p in self.problems)
         where = ", ".join(f"{k} {v}" for k, v in sorted(per_split.items()))
         samples = (
@@ -295,7 +295,8 @@ def _index_problem(
         f", void {list(void)}" if void else ""
     )
     fix = "they raise at load time" if fatal else "strict_masks=False maps them to ignore"
-    return f"mask values {shown} are outside {allowed} ({sum(bad.values())} pixels; {fix})"
+    total = f"{sum(bad.values())} pixels; " if len(bad) > 1 else ""
+    return f"mask values {shown} are outside {allowed} ({total}{fix})"
 
 
 def _palette_problem(
@@ -369,6 +370,7 @@ class _Task:
     dataset: int
     index: int
     with_mask: bool
+    mask_fatal: bool = True
 
 
 class _CheckTasks(Dataset[list[Problem]]):
@@ -397,7 +399,11 @@ class _CheckTasks(Dataset[list[Problem]]):
                 Problem(str(item.image), _decode_kind(error), message, True, item.name, task.part)
             )
         if task.with_mask and item.mask is not None:
-            problems.extend(_mask_problems(dataset, item, size, task.part))
+            found = _mask_problems(dataset, item, size, task.part)
+            if not task.mask_fatal:  # an unlabeled sample of the train split: its mask is not used
+                note = " (an unlabeled sample in this split: its mask is not used)"
+                found = [replace(p, fatal=False, message=p.message + note) for p in found]
+            problems.extend(found)
         return problems
 
 
@@ -507,7 +513,7 @@ def check_data(
     reported: set[str] = set()
 
     def add(
-        dataset: ImageDataset, part: str, found: list[Problem], wanted: Iterable[tuple[str, bool]]
+        dataset: ImageDataset, part: str, found: list[Problem], wanted: Iterable[tuple[str, bool, bool]]
     ) -> None:
         problems.extend(found)
         reported.update(p.path for p in found if p.kind in ("missing", "unknown-name"))
@@ -515,11 +521,11 @@ def check_data(
         datasets.append(dataset)
         position = {item.name: i for i, item in enumerate(dataset.items)}
         bad = {p.path for p in problems if p.split == part}
-        for name, with_mask in wanted:
+        for name, with_mask, mask_fatal in wanted:
             item = dataset.items[position[name]]
             if str(item.image) in bad or (with_mask and str(item.mask) in bad):
                 continue
-            tasks.append(_Task(part, len(datasets) - 1, position[name], with_mask))
+            tasks.append(_Task(part, len(datasets) - 1, position[name], with_mask, mask_fatal))
 
     # the training split, divided as training divides it
     train, found = _build(config, data.train_split, TRAIN)
@@ -534,7 +540,12 @@ def check_data(
         names = list(dict.fromkeys(train.names))
         skipped = {e.name for e in train.skipped_entries if e.name is not None}
         labeled, unlabeled, split_found = _split_problems(config, names, skipped)
-        add(train, TRAIN, found + split_found, [(n, True) for n in labeled] + [(n, False) for n in unlabeled])
+        add(
+            train,
+            TRAIN,
+            found + split_found,
+            [(n, True, True) for n in labeled] + [(n, True, False) for n in unlabeled],
+        )
         report.counts[TRAIN] = len(names)
     else:
         problems.extend(found)
@@ -561,7 +572,7 @@ def check_data(
             extra = None
         if extra is not None:
             found = [_problem_from_entry(e, UNLABELED_ROOT) for e in extra.skipped_entries]
-            add(extra, UNLABELED_ROOT, found, [(n, False) for n in extra.names])
+            add(extra, UNLABELED_ROOT, found, [(n, False, False) for n in extra.names])
             n_root = len(extra)
     report.counts[UNLABELED_ROOT] = n_root
     needs_unlabeled = config.train.mode == "cct" and bool(config.model.perturbations)
@@ -578,7 +589,7 @@ def check_data(
     if data.val_split:
         val, found = _build(config, data.val_split, VAL)
         if val is not None:
-            add(val, VAL, found, [(n, True) for n in dict.fromkeys(val.names)])
+            add(val, VAL, found, [(n, True, True) for n in dict.fromkeys(val.names)])
             report.counts[VAL] = len(val)
             if not len(val):
                 message = f"the val split {data.val_split!r} has no sample"
