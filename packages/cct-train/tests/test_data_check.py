@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 import pytest
 import yaml
-from PIL import Image
+from PIL import Image, ImageFile
 from typer.testing import CliRunner
 
 from cct_train.cli import app
@@ -159,7 +159,7 @@ def test_unknown_names_in_split_lists(tmp_path: Path) -> None:
     assert report.counts["unlabeled"] == 3
 
 
-def test_truncated_image(tmp_path: Path) -> None:
+def test_truncated_image(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     root = _folder(tmp_path, NAMES)
     big = np.random.default_rng(1).integers(0, 256, (64, 64, 3), dtype=np.uint8)
     path = _png(root / "images" / "s1.png", big)
@@ -174,6 +174,9 @@ def test_truncated_image(tmp_path: Path) -> None:
     assert problem.fatal
     assert "truncated" in problem.message
     assert _check(_config(root, mode="supervised"), deep=False).problems == []  # quick mode does not decode
+    monkeypatch.setattr(ImageFile, "LOAD_TRUNCATED_IMAGES", True)  # set by someone else: still detected
+    assert _kinds(_check(_config(root, mode="supervised"))) == ["truncated"]
+    assert ImageFile.LOAD_TRUNCATED_IMAGES is True
 
 
 def test_unreadable_image_and_mask(tmp_path: Path) -> None:
