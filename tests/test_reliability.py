@@ -194,3 +194,34 @@ def test_unwritable_output_dir_fails_before_training(
     raw = tiny_config(synthetic_root, blocker / "run")
     with pytest.raises(CheckpointError, match=r"experiment\.output_dir"):
         Trainer(config_from_dict(raw), quiet=True)
+
+
+def test_training_checks_data_first_and_can_skip_bad_samples(
+    synthetic_root: Path, tmp_path: Path, tiny_config: Callable[..., dict[str, Any]]
+) -> None:
+    import shutil
+    import warnings
+
+    from cct_train.data.check import DataCheckError, DataWarning
+
+    data = tmp_path / "data"
+    shutil.copytree(synthetic_root, data)
+    images = sorted((data / "images").iterdir())
+    images[0].write_bytes(images[0].read_bytes()[:100])  # truncated
+    (data / "masks" / f"{images[1].stem}.png").unlink()  # missing mask
+    raw = tiny_config(data, tmp_path / "run", iterations=2)
+    with pytest.raises(DataCheckError) as info:
+        Trainer(config_from_dict(raw), quiet=True)
+    message = str(info.value)
+    assert images[0].name in message
+    assert images[1].stem in message
+
+    raw["data"]["skip_bad_samples"] = True
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        trainer = Trainer(config_from_dict(raw), quiet=True)
+    assert any(issubclass(w.category, DataWarning) and "dropped" in str(w.message) for w in caught)
+    names = set(trainer.data.labeled_loader.dataset.names) | set(trainer.data.unlabeled_loader.dataset.names)
+    assert images[0].stem not in names
+    assert images[1].stem not in names
+    assert trainer.fit().step == 2

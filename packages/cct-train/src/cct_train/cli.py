@@ -66,18 +66,26 @@ def train(
     ] = None,
 ) -> None:
     """Train CCT (or the supervised baseline with train.mode=supervised) from a config."""
-    from cct_train.trainer import Trainer
+    from cct_train.checkpoint import CheckpointError
+    from cct_train.trainer import NonFiniteLossError, Trainer, TrainingInterrupted
 
     cfg = _load(config, set_)
-    trainer = Trainer(cfg)
-    if resume is not None:
-        path = trainer.checkpoint_path("last") if resume == "auto" else Path(resume)
-        if path.is_file():
-            trainer.resume(path)
-            console.print(f"resumed from {path} at step {trainer.step}")
-        elif resume != "auto":
-            _fail(f"checkpoint not found: {path}")
-    result = trainer.fit()
+    try:
+        trainer = Trainer(cfg)
+        if resume is not None:
+            path = trainer.checkpoint_path("last") if resume == "auto" else Path(resume)
+            if path.is_file():
+                trainer.resume(path)
+                console.print(f"resumed from {path} at step {trainer.step}")
+            elif resume != "auto":
+                _fail(f"checkpoint not found: {path}")
+        result = trainer.fit()
+    except TrainingInterrupted as stop:
+        err.print(f"[bold yellow]stopped:[/] {stop}")
+        raise typer.Exit(code=128 + stop.signum) from None
+    except (NonFiniteLossError, CheckpointError, FileNotFoundError, ValueError) as error:
+        _fail(str(error))
+        return
     if trainer.accelerator.is_main_process:
         if result.metrics:
             print_scores(result.metrics, f"{cfg.experiment.name}: validation at step {result.step}")

@@ -92,6 +92,11 @@ class DataConfig(_Section):
     unlabeled_batch_size: int | None = Field(None, ge=1)
     val_batch_size: int = Field(4, ge=1)
     num_workers: int = Field(2, ge=0)
+    #: Data checks at the start of training (`cct data check`): "full" decodes every file, "quick" only
+    #: checks lists and files, "off" skips them.
+    check: Literal["full", "quick", "off"] = "full"
+    #: Leave out samples that fail the check (counted in a warning) instead of stopping.
+    skip_bad_samples: bool = False
 
     @field_validator("scale_range")
     @classmethod

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -101,17 +102,26 @@ def split_names(config: Config, names: list[str]) -> tuple[list[str], list[str]]
     return list(drawn.labeled), list(drawn.unlabeled)
 
 
-def build_data(config: Config) -> DataBundle:
+def build_data(config: Config, drop: Mapping[str, set[str]] | None = None) -> DataBundle:
+    """Loaders and transforms for training. ``drop``: sample names to leave out per part ("train",
+    "unlabeled_root", "val"), from the data check with ``data.skip_bad_samples``."""
+    from cct_train.data.check import drop_samples
+
     data = config.data
-    train_set = _dataset(config, data.train_split)
+    drop = drop or {}
+    train_set = drop_samples(_dataset(config, data.train_split), drop.get("train", set()))
     num_classes = _check_classes(config, train_set)
     labeled_names, unlabeled_names = split_names(config, train_set.names)
+    present = set(train_set.names)  # split lists may name samples that were dropped as bad
+    labeled_names = [n for n in labeled_names if n in present]
+    unlabeled_names = [n for n in unlabeled_names if n in present]
     labeled_set = train_set.subset(labeled_names)
     unlabeled_sets: list[Dataset[Any]] = []
     if unlabeled_names:
         unlabeled_sets.append(train_set.subset(unlabeled_names).without_masks())
     if data.unlabeled_root is not None:
-        unlabeled_sets.append(UnlabeledFolder(data.unlabeled_root, resize=data.resize))
+        folder = UnlabeledFolder(data.unlabeled_root, resize=data.resize)
+        unlabeled_sets.append(drop_samples(folder, drop.get("unlabeled_root", set())))
     if data.pseudo_labels is not None and not config.supervised_only:
         # Weak labels (paper 3.3): each unlabeled sample carries its pseudo-label as "mask".
         unlabeled_sets = [
@@ -149,7 +159,7 @@ def build_data(config: Config) -> DataBundle:
         )
     val_loader = None
     if data.val_split:
-        val_set = _dataset(config, data.val_split)
+        val_set = drop_samples(_dataset(config, data.val_split), drop.get("val", set()))
         val_loader = build_loader(
             val_set, batch_size=data.val_batch_size, shuffle=False, num_workers=data.num_workers, seed=seed
         )

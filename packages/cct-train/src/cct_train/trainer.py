@@ -22,7 +22,7 @@ from typing import Any
 
 import torch
 from accelerate import Accelerator
-from accelerate.utils import ProjectConfiguration, gather_object, set_seed
+from accelerate.utils import ProjectConfiguration, broadcast_object_list, gather_object, set_seed
 
 from cct_losses import AnnealedBootstrappedCE, ConsistencyWeight
 from cct_train.checkpoint import (
@@ -110,7 +110,12 @@ class Trainer:
         )
         self.quiet = quiet or not self.accelerator.is_main_process
         set_seed(config.experiment.seed, device_specific=False)
-        self.data: DataBundle = build_data(config)
+        drop = self._check_data()
+        if config.data.skip_bad_samples:
+            from cct_train.data.check import skipping_config
+
+            config = self.config = skipping_config(config)
+        self.data: DataBundle = build_data(config, drop)
         self.model = build_model(config, self.data.num_classes)
         self.optimizer = build_optimizer(config, self.model)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
@@ -160,6 +165,33 @@ class Trainer:
         self._stop_signal: int | None = None
 
     # ------------------------------------------------------------------ helpers
+    def _check_data(self) -> dict[str, set[str]]:
+        """`cct data check` before training: every problem reported at once, or bad samples dropped.
+
+        The main process checks; the outcome is broadcast so every process stops (or drops) alike.
+        """
+        from cct_train.data.check import preflight, samples_to_skip
+
+        mode = self.config.data.check
+        if mode == "off":
+            return {}
+        outcome: list[Any] = [None]
+        if self.accelerator.is_main_process:
+            try:
+                report = preflight(
+                    self.config,
+                    deep=mode == "full",
+                    skip_bad_samples=self.config.data.skip_bad_samples,
+                    progress=not self.quiet,
+                )
+                outcome[0] = samples_to_skip(report) if self.config.data.skip_bad_samples else {}
+            except ValueError as error:  # DataCheckError lists every problem
+                outcome[0] = error
+        outcome = broadcast_object_list(outcome)
+        if isinstance(outcome[0], Exception):
+            raise outcome[0]
+        return dict(outcome[0] or {})
+
     @property
     def unwrapped(self) -> CCTModel:
         model = self.accelerator.unwrap_model(self.model)
