@@ -275,3 +275,84 @@ def test_module_encoder_is_shared_or_probed() -> None:
     assert third.encoder.out_channels == 8
     assert third.output_stride == 4
     assert third(torch.randn(2, 3, 32, 32)).shape == (2, C, 32, 32)
+
+
+# ------------------------------------------------------------------------------------ fused aux decoders
+
+
+@pytest.mark.parametrize(
+    ("kind", "upscale", "final_relu", "chunk"),
+    [("mse", 8, False, 1), ("mse", 4, True, 2), ("kl", 8, True, 100), ("mse", 1, False, 3)],
+)
+def test_fused_consistency_loss_matches_decoders(
+    kind: str, upscale: int, final_relu: bool, chunk: int
+) -> None:
+    """The fused GEMM path gives the ordinary decoders' loss and gradients (float64: to rounding)."""
+    from cct_losses import consistency_loss
+    from cct_train.decoders import fused_consistency_loss
+
+    torch.manual_seed(0)
+    k, b, d, c, h, w = 4, 2, 8, 5, 3, 2
+    decs = [UpsampleDecoder(d, c, upscale, final_relu=final_relu).double() for _ in range(k)]
+    xs = [torch.randn(b, d, h, w, dtype=torch.float64, requires_grad=True) for _ in range(k)]
+    main = torch.randn(b, c, h * upscale, w * upscale, dtype=torch.float64)
+
+    def grads() -> list[torch.Tensor]:
+        out = [x.grad.clone() for x in xs if x.grad is not None]
+        out += [p.grad.clone() for dec in decs for p in dec.parameters() if p.grad is not None]
+        for x in xs:
+            x.grad = None
+        for dec in decs:
+            dec.zero_grad(set_to_none=True)
+        return out
+
+    ref = consistency_loss([dec(x) for dec, x in zip(decs, xs, strict=True)], main, kind=kind)
+    (3.0 * ref).backward()
+    expected = grads()
+    chunk_elements = chunk * b * c * h * w * upscale**2
+    fused = fused_consistency_loss(decs, xs, torch.softmax(main, 1), kind, chunk_elements=chunk_elements)
+    (3.0 * fused).backward()
+    got = grads()
+    torch.testing.assert_close(fused.detach(), ref.detach())
+    assert len(got) == len(expected) == k * (1 + 1 + 2 * len(decs[0].blocks))
+    for a, e in zip(got, expected, strict=True):
+        torch.testing.assert_close(a, e)
+
+
+def test_subpixel_order_is_the_decoders_pixel_order() -> None:
+    from cct_train.decoders import _block_params, subpixel_order
+
+    torch.manual_seed(0)
+    dec = UpsampleDecoder(6, 4, 8).eval()
+    z = torch.randn(2, 6, 3, 5)
+    # The decoder as row-wise GEMMs with no shuffle, then compared with its output put in sub-pixel order.
+    rows = dec.conv1x1(z).permute(0, 2, 3, 1).reshape(-1, 4)
+    for block in dec.blocks:
+        weight, bias, relu = _block_params(block)
+        rows = rows @ weight + bias
+        rows = (rows.relu() if relu else rows).reshape(-1, 4)
+    torch.testing.assert_close(rows, subpixel_order(dec(z), 3))
+
+
+def test_fused_model_step_equals_unfused(cct: CCTModel) -> None:
+    """CCTModel's fused Lu: same losses and gradients as one ordinary call per auxiliary decoder."""
+    cct.train()
+    images, targets, unlabeled = _batch(4)
+    results = []
+    for fused in (True, False):
+        cct.fused_aux = fused
+        cct.zero_grad(set_to_none=True)
+        state = torch.get_rng_state()
+        out = cct(images, targets, unlabeled, generator=torch.Generator().manual_seed(3))
+        torch.set_rng_state(state)
+        out["loss"].backward()
+        grads = {n: p.grad.clone() for n, p in cct.named_parameters() if p.grad is not None}
+        results.append((out, grads))
+    cct.fused_aux = True
+    cct.zero_grad(set_to_none=True)
+    (a, ga), (b, gb) = results
+    torch.testing.assert_close(a["loss_unsup"], b["loss_unsup"])
+    torch.testing.assert_close(a["loss"], b["loss"])
+    assert ga.keys() == gb.keys()
+    for name in ga:
+        torch.testing.assert_close(ga[name], gb[name], rtol=1e-4, atol=1e-6, msg=name)

@@ -1,20 +1,45 @@
 """`cct bench`: what a CCT step costs next to a supervised step, on whatever device is present.
 
-Fixed, documented workloads (so figures from different machines compare):
-- cuda: timm:resnet50, output stride 8, 321x321, batch 8 labeled + 8 unlabeled, 21 classes, bf16 autocast.
-- cpu:  timm:resnet18, output stride 8, 160x160, batch 2 labeled + 2 unlabeled, 21 classes, fp32.
-Both from random initialisation, the paper's 30 auxiliary decoders for the CCT step. Reported: seconds per
-step, images per second, peak memory (CUDA allocator peak; on CPU the process's peak RSS, which only grows),
-the CCT / supervised ratio, each perturbation alone, and main-path inference throughput.
+The comparison (issue #10): a CCT step on B labeled + B unlabeled images against a supervised step on 2B
+labeled images of the same size, same backbone: both run the encoder on 2B images, so the supervised
+step is the floor and ``cct / supervised`` is the price of the K auxiliary decoders and perturbations.
+
+Fixed, documented workloads (:data:`WORKLOADS`; so that figures from different machines compare), all from
+random initialisation, 21 classes, output stride 8, PSP 512, SGD with momentum:
+
+- ``cuda``:    timm:resnet50, 321x321, 8 labeled + 8 unlabeled (supervised: 16), bf16 autocast.
+- ``cpu``:     timm:resnet18, 160x160, 2 + 2 (supervised: 4), fp32. The default on CPU.
+- ``cpu-r50``: timm:resnet50, 160x160, 2 + 2 (supervised: 4), fp32: the setting of the original
+  implementation's figures quoted in the issue (3.3-4.3 s per step, 1.15-1.44x time, 1.5x memory).
+
+Method. Each (mode, round) runs in a FRESH subprocess (multiprocessing "spawn"): on CPU the peak memory
+is the process's resident-set high-water mark (``ru_maxrss``), which only grows within a process, so one
+process per measurement is the only way to get a per-workload peak. Reported: ``peak_memory_mb`` (the
+whole process: interpreter, libraries, weights, optimizer state, the step's activations) and
+``step_memory_mb`` (that peak minus the RSS just before the first step: what the training step itself
+adds). On CUDA: ``torch.cuda.max_memory_allocated`` after model construction (``step_memory_mb``) and the
+same plus nothing else (``peak_memory_mb``). The supervised and CCT processes alternate (S, C, S, C ...,
+``rounds`` times) and the ratios are the medians of the per-round ratios, so that a slow spell of a shared
+machine hits both. Times: wall clock per step (median over the timed steps of a round) and, on CPU, the
+process CPU time per step (less sensitive to other people's load on a shared machine). The load average
+is recorded before and after.
+
+Also measured, in the CCT processes: each perturbation type alone on the unlabeled z (ms per call, VAT
+includes its decoder forward + backward), and main-path inference throughput (eval mode, no grad, on the
+2B images).
 """
 
 from __future__ import annotations
 
 import json
+import multiprocessing as mp
+import os
 import platform
 import resource
+import statistics
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from dataclasses import asdict, dataclass, field, replace
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -24,13 +49,30 @@ from rich.console import Console
 from rich.table import Table
 
 from cct_train.config import PAPER_PERTURBATIONS
-from cct_train.model import CCTModel
 
 console = Console()
 
-WORKLOADS: dict[str, dict[str, Any]] = {
-    "cuda": {"encoder": "timm:resnet50", "size": (321, 321), "batch": 8, "classes": 21, "amp": "bf16"},
-    "cpu": {"encoder": "timm:resnet18", "size": (160, 160), "batch": 2, "classes": 21, "amp": "no"},
+
+@dataclass(frozen=True)
+class Workload:
+    """One benchmark setting. ``batch`` is B: the CCT step sees B + B images, the supervised step 2B."""
+
+    name: str
+    encoder: str
+    size: tuple[int, int]
+    batch: int
+    classes: int = 21
+    amp: str = "no"  # "no" | "bf16" | "fp16"
+    psp_channels: int = 512
+    perturbations: Mapping[str, int] = field(default_factory=lambda: dict(PAPER_PERTURBATIONS))
+    #: Extra attributes set on the CCT model (e.g. ``{"fused_aux": False}`` for the unfused reference).
+    model_attrs: Mapping[str, Any] = field(default_factory=dict)
+
+
+WORKLOADS: dict[str, Workload] = {
+    "cuda": Workload("cuda", "timm:resnet50", (321, 321), 8, amp="bf16"),
+    "cpu": Workload("cpu", "timm:resnet18", (160, 160), 2),
+    "cpu-r50": Workload("cpu-r50", "timm:resnet50", (160, 160), 2),
 }
 
 
@@ -39,105 +81,143 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def _peak_memory_mb(device: torch.device) -> float:
-    if device.type == "cuda":
-        return torch.cuda.max_memory_allocated(device) / 2**20
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
+def _rss_mb() -> float:
+    """Current resident set size (Linux /proc; falls back to the high-water mark)."""
+    try:
+        with open("/proc/self/statm") as f:
+            pages = int(f.read().split()[1])
+        return pages * os.sysconf("SC_PAGE_SIZE") / 2**20
+    except (OSError, ValueError, IndexError):  # pragma: no cover - not Linux
+        return _maxrss_mb()
 
 
-def _reset_peak(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.empty_cache()
-        torch.cuda.reset_peak_memory_stats(device)
+def _maxrss_mb() -> float:
+    """The process's resident-set high-water mark (``ru_maxrss``: KiB on Linux, bytes on macOS)."""
+    maxrss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return maxrss / 2**20 if platform.system() == "Darwin" else maxrss / 2**10
 
 
-def _time(fn: Callable[[], Any], device: torch.device, steps: int, warmup: int = 2) -> float:
-    for _ in range(warmup):
-        fn()
-    _sync(device)
-    start = time.perf_counter()
-    for _ in range(steps):
-        fn()
-    _sync(device)
-    return (time.perf_counter() - start) / steps
+def _batch(work: Workload, device: torch.device) -> dict[str, torch.Tensor]:
+    """The same B labeled + B unlabeled images for every process (seeded)."""
+    g = torch.Generator().manual_seed(0)
+    height, width = work.size
+    b = work.batch
+    return {
+        "images": torch.randn(b, 3, height, width, generator=g).to(device),
+        "targets": torch.randint(0, work.classes, (b, height, width), generator=g).to(device),
+        "unlabeled": torch.randn(b, 3, height, width, generator=g).to(device),
+        "unlabeled_targets": torch.randint(0, work.classes, (b, height, width), generator=g).to(device),
+    }
 
 
-def _train_step_fn(
-    model: CCTModel, batch: dict[str, torch.Tensor], amp: str, device: torch.device
-) -> Callable[[], None]:
+def _measure(work: Workload, mode: str, device: str, steps: int, warmup: int, extras: bool) -> dict[str, Any]:
+    """One (mode, round) measurement; meant to run in its own process (see the module docstring)."""
+    from cct_train.model import CCTModel
+
+    dev = torch.device(device)
+    torch.manual_seed(0)
+    data = _batch(work, dev)
+    cct = mode == "cct"
+    model = CCTModel(
+        work.encoder,
+        work.classes,
+        perturbations=dict(work.perturbations) if cct else {},
+        psp_channels=work.psp_channels,
+    )
+    if cct:
+        for key, value in work.model_attrs.items():
+            setattr(model, key, value)
+    model = model.to(dev).train()
     optimizer = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9)
-    dtype = torch.bfloat16 if amp == "bf16" else torch.float16
+    if cct:
+        images, targets, unlabeled = data["images"], data["targets"], data["unlabeled"]
+    else:  # the floor: the same encoder work, 2B labeled images
+        images = torch.cat([data["images"], data["unlabeled"]])
+        targets = torch.cat([data["targets"], data["unlabeled_targets"]])
+        unlabeled = None
+    dtype = torch.float16 if work.amp == "fp16" else torch.bfloat16
 
     def step() -> None:
-        with torch.autocast(device.type, dtype=dtype, enabled=amp != "no"):
-            out = model(
-                batch["images"], batch["targets"], unlabeled=batch.get("unlabeled"), consistency_weight=1.0
-            )
+        with torch.autocast(dev.type, dtype=dtype, enabled=work.amp != "no"):
+            out = model(images, targets, unlabeled=unlabeled, consistency_weight=1.0)
         out["loss"].backward()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
 
-    return step
-
-
-def run_bench(device: str | None = None, json_out: Path | None = None, steps: int = 5) -> dict[str, Any]:
-    dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    work = WORKLOADS["cuda" if dev.type == "cuda" else "cpu"]
-    torch.manual_seed(0)
-    height, width = work["size"]
-    batch, classes = work["batch"], work["classes"]
-    images = torch.randn(batch, 3, height, width, device=dev)
-    targets = torch.randint(0, classes, (batch, height, width), device=dev)
-    unlabeled = torch.randn(batch, 3, height, width, device=dev)
-    results: dict[str, Any] = {
-        "device": torch.cuda.get_device_name(dev) if dev.type == "cuda" else platform.processor() or "cpu",
-        "torch": torch.__version__,
-        "workload": {**work, "size": list(work["size"])},
-        "steps": steps,
+    if dev.type == "cuda":
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats(dev)
+        base = torch.cuda.memory_allocated(dev) / 2**20
+    else:
+        base = _rss_mb()
+    for _ in range(warmup):
+        step()
+    _sync(dev)
+    walls, cpus = [], []
+    for _ in range(steps):
+        t0, c0 = time.perf_counter(), time.process_time()
+        step()
+        _sync(dev)
+        walls.append(time.perf_counter() - t0)
+        cpus.append(time.process_time() - c0)
+    if dev.type == "cuda":
+        peak = torch.cuda.max_memory_allocated(dev) / 2**20
+        step_peak = peak - base
+    else:
+        peak = _maxrss_mb()
+        step_peak = peak - base
+    result: dict[str, Any] = {
+        "mode": mode,
+        "labeled": int(images.shape[0]),
+        "unlabeled": 0 if unlabeled is None else int(unlabeled.shape[0]),
+        "aux_decoders": model.num_aux_decoders,
+        "s_per_step": statistics.median(walls),
+        "cpu_s_per_step": statistics.median(cpus),
+        "peak_memory_mb": peak,
+        "step_memory_mb": step_peak,
     }
-
-    rows = []
-    for mode, perturbations in [("supervised", {}), ("cct", dict(PAPER_PERTURBATIONS))]:
-        model = CCTModel(work["encoder"], classes, perturbations=perturbations).to(dev).train()
-        data = {"images": images, "targets": targets}
-        if perturbations:
-            data["unlabeled"] = unlabeled
-        _reset_peak(dev)
-        seconds = _time(_train_step_fn(model, data, work["amp"], dev), dev, steps)
-        seen = batch * (2 if perturbations else 1)
-        rows.append(
-            {
-                "mode": mode,
-                "aux_decoders": model.num_aux_decoders,
-                "s_per_step": seconds,
-                "images_per_s": seen / seconds,
-                "peak_memory_mb": _peak_memory_mb(dev),
-            }
-        )
-        if mode == "cct":
-            inference_model = model.eval()
-            with torch.no_grad():
-                inference = _time(partial(inference_model, images), dev, steps)
-            results["inference_images_per_s"] = batch / inference
-            results["perturbations_ms"] = _perturbation_times(model, images, dev, steps)
-        del model
-    results["train_steps"] = rows
-    results["cct_over_supervised"] = rows[1]["s_per_step"] / rows[0]["s_per_step"]
-    _print(results)
-    if json_out is not None:
-        json_out.parent.mkdir(parents=True, exist_ok=True)
-        json_out.write_text(json.dumps(results, indent=2))
-        console.print(f"written to {json_out}")
-    return results
+    if extras and cct:
+        result["perturbations_ms"] = _perturbation_times(model, data["unlabeled"], dev, work, steps)
+        both = torch.cat([data["images"], data["unlabeled"]])
+        result["inference_images_per_s"] = _inference(model, both, dev, work, steps)
+    return result
 
 
-@torch.no_grad()
+def _time(fn: Callable[[], Any], device: torch.device, steps: int, warmup: int = 1) -> float:
+    """Median seconds per call."""
+    for _ in range(warmup):
+        fn()
+    _sync(device)
+    times = []
+    for _ in range(steps):
+        start = time.perf_counter()
+        fn()
+        _sync(device)
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def _autocast(work: Workload, dev: torch.device) -> torch.autocast:
+    dtype = torch.float16 if work.amp == "fp16" else torch.bfloat16
+    return torch.autocast(dev.type, dtype=dtype, enabled=work.amp != "no")
+
+
+def _inference(model: Any, images: torch.Tensor, dev: torch.device, work: Workload, steps: int) -> float:
+    """Main-path images per second (eval mode, no grad)."""
+    model.eval()
+    with torch.no_grad(), _autocast(work, dev):
+        seconds = _time(partial(model, images), dev, steps)
+    model.train()
+    return float(images.shape[0] / seconds)
+
+
 def _perturbation_times(
-    model: CCTModel, images: torch.Tensor, dev: torch.device, steps: int
+    model: Any, unlabeled: torch.Tensor, dev: torch.device, work: Workload, steps: int
 ) -> dict[str, float]:
-    """Each perturbation type alone on the encoder output z of the benchmark batch (milliseconds)."""
-    z = model.encode(images)
-    pred = model.main_decoder(z)
+    """Each perturbation type alone on the encoder output z of the unlabeled batch (ms per call)."""
+    with torch.no_grad(), _autocast(work, dev):
+        z = model.encode(unlabeled)
+        pred = model.main_decoder(z)
     times: dict[str, float] = {}
     for name, module, decoder in model.perturbation_instances():
         if name in times:
@@ -146,39 +226,169 @@ def _perturbation_times(
             fn: Callable[[], Any] = partial(module, z)
         elif module.inputs == "prediction":
             fn = partial(module, z, pred)
-        else:
-            fn = partial(_with_grad, module, z, decoder, pred)
-        times[name] = 1000 * _time(fn, dev, steps)
+        else:  # VAT differentiates through its decoder: time it with gradients enabled, as in training
+            fn = partial(module, z, decoder, pred)
+        with _autocast(work, dev):
+            times[name] = 1000 * _time(fn, dev, steps)
     return times
 
 
-def _with_grad(module: Callable[..., Any], *args: Any) -> Any:
-    # VAT differentiates through its decoder even when the caller runs without gradients.
-    with torch.enable_grad():
-        return module(*args)
+def _ratio(num: float, den: float) -> float:
+    return num / den if den > 0 else float("nan")
+
+
+def run_bench(
+    device: str | None = None,
+    json_out: Path | None = None,
+    steps: int = 3,
+    *,
+    workload: str | Workload | None = None,
+    rounds: int = 2,
+    warmup: int = 1,
+    subprocess: bool = True,
+    quiet: bool = False,
+) -> dict[str, Any]:
+    """Run one workload: supervised (2B) and CCT (B + B) steps, alternated ``rounds`` times.
+
+    Args:
+        device: ``"cpu"`` / ``"cuda"`` (default: cuda when present).
+        json_out: write the results there as JSON.
+        steps: timed steps per process (after ``warmup`` untimed ones).
+        workload: a name of :data:`WORKLOADS` or a :class:`Workload` (default: ``"cuda"`` on a GPU, else
+            ``"cpu"``).
+        rounds: supervised / CCT process pairs; ratios are medians over rounds.
+        subprocess: one fresh spawned process per measurement (needed for a per-workload peak RSS on
+            CPU); ``False`` runs in this process (tests; the CPU memory figures are then meaningless).
+        quiet: do not print the tables.
+
+    Returns:
+        the results (also written to ``json_out``): ``workload``, ``device``, ``train_steps`` (one row per
+        mode, medians over rounds), ``rounds`` (raw per-process rows), ``cct_over_supervised`` (ratios of
+        ``time``, ``cpu_time``, ``peak_memory``, ``step_memory``), ``perturbations_ms``,
+        ``inference_images_per_s``, ``load_average`` (before / after).
+    """
+    dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    if workload is None:
+        workload = "cuda" if dev.type == "cuda" else "cpu"
+    if isinstance(workload, str):
+        if workload not in WORKLOADS:
+            raise ValueError(f"unknown workload {workload!r}; known: {sorted(WORKLOADS)}")
+        work = WORKLOADS[workload]
+    else:
+        work = workload
+    if dev.type == "cpu" and work.amp == "fp16":
+        work = replace(work, amp="no")
+    load_before = os.getloadavg()
+    raw: list[dict[str, Any]] = []
+    ctx = mp.get_context("spawn")
+    for r in range(rounds):
+        for mode in ("supervised", "cct"):
+            args = (work, mode, str(dev), steps, warmup, r == 0)
+            if subprocess:
+                with ctx.Pool(1) as pool:
+                    row = pool.apply(_measure, args)
+            else:
+                row = _measure(*args)
+            row["round"] = r
+            raw.append(row)
+    load_after = os.getloadavg()
+
+    def rows(mode: str) -> list[dict[str, Any]]:
+        return [x for x in raw if x["mode"] == mode]
+
+    summary = []
+    for mode in ("supervised", "cct"):
+        mine = rows(mode)
+        images = mine[0]["labeled"] + mine[0]["unlabeled"]
+        seconds = statistics.median(x["s_per_step"] for x in mine)
+        summary.append(
+            {
+                "mode": mode,
+                "labeled": mine[0]["labeled"],
+                "unlabeled": mine[0]["unlabeled"],
+                "aux_decoders": mine[0]["aux_decoders"],
+                "s_per_step": seconds,
+                "cpu_s_per_step": statistics.median(x["cpu_s_per_step"] for x in mine),
+                "images_per_s": images / seconds,
+                "peak_memory_mb": max(x["peak_memory_mb"] for x in mine),
+                "step_memory_mb": max(x["step_memory_mb"] for x in mine),
+            }
+        )
+    pairs = list(zip(rows("supervised"), rows("cct"), strict=True))
+    ratios = {
+        "time": statistics.median(_ratio(c["s_per_step"], s["s_per_step"]) for s, c in pairs),
+        "cpu_time": statistics.median(_ratio(c["cpu_s_per_step"], s["cpu_s_per_step"]) for s, c in pairs),
+        "peak_memory": _ratio(summary[1]["peak_memory_mb"], summary[0]["peak_memory_mb"]),
+        "step_memory": _ratio(summary[1]["step_memory_mb"], summary[0]["step_memory_mb"]),
+    }
+    first_cct = rows("cct")[0]
+    workload_json = asdict(work)
+    workload_json["size"] = list(work.size)
+    workload_json["perturbations"] = dict(work.perturbations)
+    workload_json["model_attrs"] = dict(work.model_attrs)
+    results: dict[str, Any] = {
+        "workload": workload_json,
+        "device": torch.cuda.get_device_name(dev) if dev.type == "cuda" else platform.processor() or "cpu",
+        "torch": torch.__version__,
+        "threads": torch.get_num_threads(),
+        "steps": steps,
+        "rounds_count": rounds,
+        "subprocess": subprocess,
+        "load_average": {"before": list(load_before), "after": list(load_after)},
+        "train_steps": summary,
+        "cct_over_supervised": ratios,
+        "perturbations_ms": first_cct.get("perturbations_ms", {}),
+        "inference_images_per_s": first_cct.get("inference_images_per_s", float("nan")),
+        "rounds": raw,
+    }
+    if not quiet:
+        _print(results)
+    if json_out is not None:
+        json_out.parent.mkdir(parents=True, exist_ok=True)
+        json_out.write_text(json.dumps(results, indent=2))
+        if not quiet:
+            console.print(f"written to {json_out}")
+    return results
 
 
 def _print(results: dict[str, Any]) -> None:
     work = results["workload"]
+    b = work["batch"]
+    load = results["load_average"]
     table = Table(
-        title=f"cct bench on {results['device']}: {work['encoder']} {work['size'][0]}x{work['size'][1]}, "
-        f"batch {work['batch']}+{work['batch']}, amp {work['amp']}"
+        title=f"cct bench [{work['name']}] on {results['device']}: {work['encoder']} "
+        f"{work['size'][0]}x{work['size'][1]}, CCT {b}+{b} vs supervised {2 * b}, amp {work['amp']}, "
+        f"{results['rounds_count']} rounds x {results['steps']} steps, load {load['before'][0]:.2f} -> "
+        f"{load['after'][0]:.2f}"
     )
-    for column in ["step", "aux decoders", "s/step", "images/s", "peak MB"]:
+    for column in ["step", "images", "aux dec.", "s/step", "cpu s/step", "images/s", "peak MB", "step MB"]:
         table.add_column(column, justify="right")
     for row in results["train_steps"]:
         table.add_row(
             row["mode"],
+            f"{row['labeled']}+{row['unlabeled']}",
             str(row["aux_decoders"]),
             f"{row['s_per_step']:.3f}",
-            f"{row['images_per_s']:.1f}",
+            f"{row['cpu_s_per_step']:.3f}",
+            f"{row['images_per_s']:.2f}",
             f"{row['peak_memory_mb']:.0f}",
+            f"{row['step_memory_mb']:.0f}",
         )
+    ratio = results["cct_over_supervised"]
     table.add_section()
-    table.add_row("CCT / supervised", "", f"{results['cct_over_supervised']:.2f}x", "", "")
-    table.add_row("inference", "", "", f"{results['inference_images_per_s']:.1f}", "")
+    table.add_row(
+        "CCT / supervised",
+        "",
+        "",
+        f"{ratio['time']:.2f}x",
+        f"{ratio['cpu_time']:.2f}x",
+        "",
+        f"{ratio['peak_memory']:.2f}x",
+        f"{ratio['step_memory']:.2f}x",
+    )
+    table.add_row("inference (main path)", "", "", "", "", f"{results['inference_images_per_s']:.2f}", "", "")
     console.print(table)
-    perturb = Table(title="perturbations alone (ms per call on the batch's z)")
+    perturb = Table(title="perturbations alone (ms per call on the unlabeled batch's z)")
     perturb.add_column("perturbation")
     perturb.add_column("ms", justify="right")
     for name, ms in results["perturbations_ms"].items():

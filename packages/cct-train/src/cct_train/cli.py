@@ -201,15 +201,21 @@ def demo(
 @app.command()
 def bench(
     device: Annotated[Optional[str], typer.Option(help="cpu or cuda (default: cuda when present).")] = None,
+    workload: Annotated[
+        Optional[str],
+        typer.Option(help="cuda (r50 321px 8+8 bf16), cpu (r18 160px 2+2) or cpu-r50 (r50 160px 2+2)."),
+    ] = None,
     json_out: Annotated[
         Optional[Path], typer.Option("--json", help="Write the results as JSON here.")
     ] = None,
-    steps: Annotated[int, typer.Option(help="Timed steps per workload.")] = 5,
+    steps: Annotated[int, typer.Option(help="Timed steps per process.")] = 3,
+    rounds: Annotated[int, typer.Option(help="Supervised / CCT process pairs (ratios: medians).")] = 2,
+    warmup: Annotated[int, typer.Option(help="Untimed steps per process.")] = 1,
 ) -> None:
-    """Time a supervised step vs a full CCT step (30 auxiliary decoders), the perturbations and inference."""
+    """CCT step (B+B) vs supervised step (2B): s/step, images/s, peak memory, ratio; perturbations; inference."""
     from cct_train.bench import run_bench
 
-    run_bench(device=device, json_out=json_out, steps=steps)
+    run_bench(device=device, json_out=json_out, steps=steps, workload=workload, rounds=rounds, warmup=warmup)
 
 
 @app.command()

@@ -28,7 +28,7 @@ from torch import Tensor, nn
 
 from cct_losses import ab_ce_loss, consistency_loss, weak_label_loss
 from cct_perturb import PERTURBATIONS, Perturbation, create_perturbation
-from cct_train.decoders import PSPModule, SubPixelBlock, UpsampleDecoder, icnr_
+from cct_train.decoders import PSPModule, SubPixelBlock, UpsampleDecoder, fused_consistency_loss, icnr_
 from cct_train.encoders import Encoder, build_encoder
 
 __all__ = [
@@ -241,6 +241,13 @@ class CCTModel(nn.Module):
                 self.aux_names.append(name)
         self.aux_decoders = nn.ModuleList(aux)
         self.perturbations = nn.ModuleList(perts)
+        #: Compute Lu with :func:`~cct_train.decoders.fused_consistency_loss` (the K auxiliary decoders as
+        #: batched GEMMs, back-propagated chunk by chunk in the forward pass; same value and gradients,
+        #: faster and without the K full-resolution outputs in memory). Used for ``consistency`` "mse" /
+        #: "kl" without weak targets; ``False``: one ordinary decoder call per auxiliary decoder.
+        self.fused_aux = True
+        #: Output elements (``k * B * C * H * W``) per chunk of fused decoders: bounds the temporary memory.
+        self.aux_chunk_elements = 1 << 21
 
     # ------------------------------------------------------------------------------------------ helpers
 
@@ -382,12 +389,24 @@ class CCTModel(nn.Module):
         if z_u is not None:
             with torch.no_grad():
                 main_u = self.main_decoder(z_u)  # a constant: the target of Lu and the perturbations' guide
-            aux_outputs = self._aux_forward(z_u, main_u, generator)
-            loss_unsup = consistency_loss(aux_outputs, main_u, kind=self.consistency)
-            if weak_targets is not None:
-                if weak_targets.dim() == 4 and weak_targets.shape[1] == 1:
-                    weak_targets = weak_targets[:, 0]
-                loss_weak = weak_label_loss(aux_outputs, weak_targets.long(), ignore_index=self.ignore_index)
+            perturbed = self._perturb(z_u, main_u, generator)
+            if self.fused_aux and weak_targets is None and self.consistency in ("mse", "kl"):
+                # Same loss as below without the K full-resolution outputs (decoders.fused_consistency_loss).
+                with torch.no_grad():
+                    target = torch.softmax(main_u.float(), dim=1)
+                decoders = [cast(UpsampleDecoder, d) for d in self.aux_decoders]
+                loss_unsup = fused_consistency_loss(
+                    decoders, perturbed, target, self.consistency, chunk_elements=self.aux_chunk_elements
+                )
+            else:
+                aux_outputs = [dec(z_p) for dec, z_p in zip(self.aux_decoders, perturbed, strict=True)]
+                loss_unsup = consistency_loss(aux_outputs, main_u, kind=self.consistency)
+                if weak_targets is not None:
+                    if weak_targets.dim() == 4 and weak_targets.shape[1] == 1:
+                        weak_targets = weak_targets[:, 0]
+                    loss_weak = weak_label_loss(
+                        aux_outputs, weak_targets.long(), ignore_index=self.ignore_index
+                    )
         loss = loss_sup + consistency_weight * loss_unsup + weak_weight * loss_weak
         return {
             "loss": loss,
@@ -398,10 +417,15 @@ class CCTModel(nn.Module):
         }
 
     def _aux_forward(self, z_u: Tensor, main_u: Tensor, generator: torch.Generator | None) -> list[Tensor]:
-        """Each auxiliary decoder on its perturbation of ``z_u``: K tensors ``(B_u, C, h * up, w * up)``.
+        """Each auxiliary decoder on its perturbation of ``z_u``: K tensors ``(B_u, C, h * up, w * up)``."""
+        perturbed = self._perturb(z_u, main_u, generator)
+        return [dec(z_p) for dec, z_p in zip(self.aux_decoders, perturbed, strict=True)]
+
+    def _perturb(self, z_u: Tensor, main_u: Tensor, generator: torch.Generator | None) -> list[Tensor]:
+        """Each auxiliary decoder's perturbation of ``z_u``: K tensors ``(B_u, D, h, w)``, in order.
 
         ``main_u``: the main decoder's logits on ``z_u`` (no graph), for the prediction-guided masks / cutout
-        and as VAT's target.
+        and as VAT's target (VAT runs its own auxiliary decoder, the ordinary module, alone).
         """
         outputs: list[Tensor] = []
         for pert, dec in zip(self.perturbations, self.aux_decoders, strict=True):
@@ -414,7 +438,7 @@ class CCTModel(nn.Module):
                 z_p = pert(z_u, dec, main_u, generator=generator)
             else:
                 raise ValueError(f"perturbation {type(pert).__name__} has unknown inputs {kind!r}")
-            outputs.append(dec(z_p))
+            outputs.append(z_p)
         return outputs
 
     def _supervised_loss(
