@@ -164,3 +164,23 @@ def test_pseudo_labels_without_crf_and_without_pydensecrf(
     assert report["settings"]["crf"] is False
     assert "thresholded" not in report
     assert 0.0 <= report["miou"] <= 1.0
+
+
+def test_pseudo_labels_from_a_labels_file(cam_setup: tuple[Path, Path, Path], tmp_path: Path) -> None:
+    _, cfg_path, checkpoint = cam_setup
+    labels = tmp_path / "labels.csv"
+    labels.write_text("name,labels\n" + "".join(f"{n},horse\n" for n in NAMES[:3]))
+    out = tmp_path / "file"
+    args = ["pseudo-labels", str(checkpoint), "-c", str(cfg_path), "--labels", str(labels), "--no-crf"]
+    run = runner.invoke(app, [*args, "--output", str(out), "--device", "cpu"])
+    assert run.exit_code == 0, run.output
+    assert sorted(p.stem for p in out.glob("*.png")) == NAMES[:3]  # the images of the labels file
+    report = json.loads((out / "report.json").read_text())
+    assert report["settings"]["image_labels"] == "file"
+    assert report["images_per_class"]["background"] + report["images_per_class"]["horse"] >= 3
+
+    labels.write_text("name,labels\nhorse001,hrose\n")
+    run = runner.invoke(app, [*args, "--output", str(tmp_path / "bad"), "--device", "cpu"])
+    assert run.exit_code == 2
+    assert "line 2" in run.output
+    assert "hrose" in run.output

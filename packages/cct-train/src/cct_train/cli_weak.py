@@ -218,6 +218,9 @@ def pseudo_labels(
                 "pass --background-index none for a data set without a background class"
             )
         image_labels = read_image_labels(labels, loaded.class_names) if labels is not None else None
+        if image_labels is not None and names is None and not unlabeled_only:
+            # No explicit image list: the images of the labels file.
+            dataset = dataset.subset([n for n in dataset.names if n in image_labels])
         report = generate_pseudo_labels(
             loaded.model,
             dataset,
