@@ -7,9 +7,9 @@ from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
+from cct_train.cli_common import ConfigOpt, SetOpt, console, err, fail, load
 from cct_train.cli_weak import cam_app, pseudo_labels
 
 app = typer.Typer(
@@ -19,28 +19,6 @@ app = typer.Typer(
     pretty_exceptions_show_locals=False,
     add_completion=False,
 )
-console = Console()
-err = Console(stderr=True)
-
-ConfigOpt = Annotated[Optional[Path], typer.Option("--config", "-c", help="YAML config file.")]
-SetOpt = Annotated[
-    Optional[list[str]],
-    typer.Option("--set", "-s", help="Override a config key: --set train.iterations=500."),
-]
-
-
-def _fail(message: str) -> None:
-    err.print(f"[bold red]error:[/] {message}")
-    raise typer.Exit(code=2)
-
-
-def _load(config: Path | None, overrides: list[str] | None):  # type: ignore[no-untyped-def]
-    from cct_train.config import ConfigError, load_config
-
-    try:
-        return load_config(config, overrides or [])
-    except ConfigError as error:
-        _fail(str(error))
 
 
 def print_scores(scores: dict, title: str = "Evaluation") -> None:  # type: ignore[type-arg]
@@ -69,7 +47,7 @@ def train(
     from cct_train.checkpoint import CheckpointError
     from cct_train.trainer import NonFiniteLossError, Trainer, TrainingInterrupted
 
-    cfg = _load(config, set_)
+    cfg = load(config, set_)
     try:
         trainer = Trainer(cfg)
         if resume is not None:
@@ -78,13 +56,13 @@ def train(
                 trainer.resume(path)
                 console.print(f"resumed from {path} at step {trainer.step}")
             elif resume != "auto":
-                _fail(f"checkpoint not found: {path}")
+                fail(f"checkpoint not found: {path}")
         result = trainer.fit()
     except TrainingInterrupted as stop:
         err.print(f"[bold yellow]stopped:[/] {stop}")
         raise typer.Exit(code=128 + stop.signum) from None
     except (NonFiniteLossError, CheckpointError, FileNotFoundError, ValueError) as error:
-        _fail(str(error))
+        fail(str(error))
         return
     if trainer.accelerator.is_main_process:
         if result.metrics:
@@ -117,7 +95,7 @@ def eval_(
             flip=flip,
         )
     except (FileNotFoundError, ValueError, RuntimeError) as error:
-        _fail(str(error))
+        fail(str(error))
         return
     print_scores(scores, f"{checkpoint.name}")
     if json_out is not None:
@@ -146,7 +124,7 @@ def predict(
     try:
         written = predict_folder(checkpoint, inputs, output, resize=resize, overlay=overlay)  # type: ignore[arg-type]
     except (FileNotFoundError, ValueError, RuntimeError) as error:
-        _fail(str(error))
+        fail(str(error))
         return
     console.print(f"{written} predictions written to [bold]{output}[/]")
 
@@ -167,7 +145,7 @@ def splits(
         ds = build_dataset(dataset, root=root, split=split)
         result = make_split(ds.names, n_labeled, seed, source=f"{dataset}:{root}:{split}")
     except (FileNotFoundError, ValueError) as error:
-        _fail(str(error))
+        fail(str(error))
         return
     save_split(result, output)
     console.print(
@@ -256,7 +234,7 @@ def data_check(
     """
     from cct_train.data.check import check_data, print_report
 
-    cfg = _load(config, set_)
+    cfg = load(config, set_)
     report = check_data(cfg, deep=not quick, workers=workers, progress=True)
     print_report(report, console)
     if json_out is not None:

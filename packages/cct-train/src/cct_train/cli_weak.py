@@ -9,26 +9,17 @@ Heavy imports stay inside the commands, as in :mod:`cct_train.cli`.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any, NoReturn
+from typing import Annotated, Any
 
 import typer
-from rich.console import Console
+
+from cct_train.cli_common import ConfigOpt, SetOpt, console, err, fail, load
 
 cam_app = typer.Typer(
     help="Classification branch for weak labels: train it, then turn its CAMs into pseudo-labels.",
     no_args_is_help=True,
     add_completion=False,
 )
-console = Console()
-err = Console(stderr=True)
-
-ConfigOpt = Annotated[
-    Path | None,
-    typer.Option("--config", "-c", help="YAML training config (its data section finds the images)."),
-]
-SetOpt = Annotated[
-    list[str] | None, typer.Option("--set", "-s", help="Override a config key: --set data.resize=[64,64].")
-]
 SplitOpt = Annotated[str | None, typer.Option(help="Data set split (default: data.train_split).")]
 NamesOpt = Annotated[
     Path | None, typer.Option(help="Only these images: a text file with one sample name per line.")
@@ -44,20 +35,6 @@ FromMasksOpt = Annotated[
     bool, typer.Option("--from-masks", help="Derive the image-level labels from the masks (for testing).")
 ]
 DeviceOpt = Annotated[str | None, typer.Option(help="cpu or cuda (default: cuda when present).")]
-
-
-def _fail(message: str) -> NoReturn:
-    err.print(f"[bold red]error:[/] {message}")
-    raise typer.Exit(code=2)
-
-
-def _load(config: Path | None, overrides: list[str] | None) -> Any:
-    from cct_train.config import ConfigError, load_config
-
-    try:
-        return load_config(config, overrides or [])
-    except ConfigError as error:
-        _fail(str(error))
 
 
 def _images(cfg: Any, split: str | None, names: Path | None, unlabeled_only: bool = False) -> Any:
@@ -113,12 +90,12 @@ def cam_train(
     from cct_train.weak import read_image_labels, train_cam_classifier
 
     if (labels is None) == (not from_masks):
-        _fail("give exactly one of --labels FILE and --from-masks")
+        fail("give exactly one of --labels FILE and --from-masks")
     if output_stride not in (8, 16, 32):
-        _fail(f"--output-stride must be 8, 16 or 32, got {output_stride}")
+        fail(f"--output-stride must be 8, 16 or 32, got {output_stride}")
     if optimizer not in ("sgd", "adamw"):
-        _fail(f"--optimizer must be sgd or adamw, got {optimizer!r}")
-    cfg = _load(config, set_)
+        fail(f"--optimizer must be sgd or adamw, got {optimizer!r}")
+    cfg = load(config, set_)
     try:
         dataset = _images(cfg, split, names)
         num_classes, class_names = _classes(cfg, dataset)
@@ -146,7 +123,7 @@ def cam_train(
             seed=cfg.experiment.seed if seed is None else seed,
         )
     except (FileNotFoundError, ValueError, RuntimeError) as error:
-        _fail(str(error))
+        fail(str(error))
     console.print(
         f"CAM classifier on {result.num_images} images, {result.iterations} iterations "
         f"(final loss {result.loss:.4f}, {result.seconds:.0f} s): [bold]{result.path}[/]"
@@ -182,14 +159,14 @@ def pseudo_labels(
 ) -> None:
     """Write pseudo-labels (index PNGs, 255 = ignored) and report.json from a CAM classifier."""
     if labels is not None and from_masks:
-        _fail("give at most one of --labels FILE and --from-masks")
+        fail("give at most one of --labels FILE and --from-masks")
     if crf:
         from cct_train.weak import require_crf
 
         try:
             require_crf()
         except ImportError as error:
-            _fail(str(error))
+            fail(str(error))
     from cct_train.checkpoint import CheckpointError
     from cct_train.weak import (
         generate_pseudo_labels,
@@ -198,11 +175,11 @@ def pseudo_labels(
         read_image_labels,
     )
 
-    cfg = _load(config, set_)
+    cfg = load(config, set_)
     try:
         scale_list = [float(s) for s in scales.split(",") if s.strip()]
     except ValueError:
-        _fail(f"--scales must be comma-separated numbers, got {scales!r}")
+        fail(f"--scales must be comma-separated numbers, got {scales!r}")
     try:
         loaded = load_cam_classifier(checkpoint)
         background = parse_background_index(background_index, loaded.num_classes)
@@ -244,7 +221,7 @@ def pseudo_labels(
             extra_report={"checkpoint": str(checkpoint)},
         )
     except (FileNotFoundError, ValueError, RuntimeError, ImportError, CheckpointError) as error:
-        _fail(str(error))
+        fail(str(error))
     miou = report.get("miou")
     quality = f", mIoU {100 * miou:.2f} vs ground truth on labelled pixels" if miou is not None else ""
     console.print(
