@@ -356,3 +356,20 @@ def test_fused_model_step_equals_unfused(cct: CCTModel) -> None:
     assert ga.keys() == gb.keys()
     for name in ga:
         torch.testing.assert_close(ga[name], gb[name], rtol=1e-4, atol=1e-6, msg=name)
+
+
+def test_vat_through_subpixel_rows_gives_the_same_perturbation() -> None:
+    """I-VAT on SubPixelRows(decoder) (GEMMs, sub-pixel order) finds the ordinary decoder's direction."""
+    from cct_perturb import vat
+    from cct_train.decoders import SubPixelRows
+
+    torch.manual_seed(0)
+    dec = UpsampleDecoder(8, 5, 8).double()
+    z = torch.randn(2, 8, 3, 4, dtype=torch.float64)
+    main = torch.randn(2, 5, 24, 32, dtype=torch.float64)
+    rows = SubPixelRows(dec)
+    torch.testing.assert_close(rows(z)[0, :, :, 0].t(), rows.target(dec(z))[0, :, :, 0].t())
+    ref = vat(z, dec, main, xi=1e-3, generator=torch.Generator().manual_seed(1))
+    got = vat(z, rows, rows.target(main), xi=1e-3, generator=torch.Generator().manual_seed(1))
+    torch.testing.assert_close(got, ref)
+    assert all(p.grad is None for p in dec.parameters())

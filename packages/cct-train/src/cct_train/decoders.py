@@ -10,6 +10,8 @@
   as batched matrix products in "sub-pixel order" (no PixelShuffle, no full-resolution output kept for
   the backward pass). See its docstring for why this is exact.
 - :func:`subpixel_order`: a ``(B, C, H, W)`` map reordered into that sub-pixel order.
+- :class:`SubPixelRows`: one decoder as a callable giving its logits in that order (for I-VAT's power
+  iteration, whose loss is also a sum over pixels).
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ __all__ = [
     "PSPModule",
     "SubPixelBlock",
     "UpsampleDecoder",
+    "SubPixelRows",
     "fused_consistency_loss",
     "icnr_",
     "subpixel_order",
@@ -398,3 +401,34 @@ def _as_block(module: nn.Module) -> SubPixelBlock:
     if not isinstance(module, SubPixelBlock):
         raise TypeError(f"expected a SubPixelBlock, got {type(module).__name__}")
     return module
+
+
+class SubPixelRows:
+    """A decoder seen as ``z -> (1, C, P, 1)`` logits in sub-pixel order (see :func:`subpixel_order`).
+
+    For I-VAT: its power iteration back-propagates ``sum_pixels KL(target || softmax(decoder(z + xi d)))``
+    to ``d``, a sum over pixels, so it may run on the decoder's logits in any pixel order as long as the
+    target (:meth:`target`) is in the same order. This form is GEMMs with no PixelShuffle (whose CPU kernel
+    and its backward are slow); the ``(1, C, P, 1)`` shape keeps the class dimension at 1, where VAT's
+    softmax expects it. Uses the decoder's own parameters (nothing copied, no state).
+    """
+
+    def __init__(self, decoder: UpsampleDecoder) -> None:
+        self.decoder = decoder
+        self.n_blocks = len(decoder.blocks)
+
+    def __call__(self, z: Tensor) -> Tensor:
+        """``(B, D, h, w) -> (1, C, B * h * w * upscale**2, 1)``."""
+        dec = self.decoder
+        n_cls = dec.num_classes
+        rows = dec.conv1x1(z).permute(0, 2, 3, 1).reshape(-1, n_cls)
+        for block in dec.blocks:
+            weight, bias, relu = _block_params(_as_block(block))
+            out = torch.addmm(bias.to(rows.dtype), rows, weight.to(rows.dtype))
+            rows = (out.relu() if relu else out).reshape(-1, n_cls)
+        return rows.t().reshape(1, n_cls, -1, 1)
+
+    def target(self, logits: Tensor) -> Tensor:
+        """A ``(B, C, h * upscale, w * upscale)`` map in the same order and shape as :meth:`__call__`."""
+        rows = subpixel_order(logits, self.n_blocks)
+        return rows.t().reshape(1, rows.shape[1], -1, 1)

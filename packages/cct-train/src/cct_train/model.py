@@ -27,8 +27,15 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from cct_losses import ab_ce_loss, consistency_loss, weak_label_loss
-from cct_perturb import PERTURBATIONS, Perturbation, create_perturbation
-from cct_train.decoders import PSPModule, SubPixelBlock, UpsampleDecoder, fused_consistency_loss, icnr_
+from cct_perturb import PERTURBATIONS, VAT, Perturbation, create_perturbation
+from cct_train.decoders import (
+    PSPModule,
+    SubPixelBlock,
+    SubPixelRows,
+    UpsampleDecoder,
+    fused_consistency_loss,
+    icnr_,
+)
 from cct_train.encoders import Encoder, build_encoder
 
 __all__ = [
@@ -425,15 +432,24 @@ class CCTModel(nn.Module):
         """Each auxiliary decoder's perturbation of ``z_u``: K tensors ``(B_u, D, h, w)``, in order.
 
         ``main_u``: the main decoder's logits on ``z_u`` (no graph), for the prediction-guided masks / cutout
-        and as VAT's target (VAT runs its own auxiliary decoder, the ordinary module, alone).
+        and as VAT's target (VAT runs its own auxiliary decoder alone: with ``fused_aux`` through
+        :class:`~cct_train.decoders.SubPixelRows`, the same decoder and parameters as GEMMs).
         """
         outputs: list[Tensor] = []
+        rows_target: Tensor | None = None
         for pert, dec in zip(self.perturbations, self.aux_decoders, strict=True):
             kind = getattr(pert, "inputs", "features")
             if kind == "features":
                 z_p = pert(z_u, generator=generator)
             elif kind == "prediction":
                 z_p = pert(z_u, main_u, generator=generator)
+            elif isinstance(pert, VAT) and self.fused_aux and isinstance(dec, UpsampleDecoder):
+                # VAT's power iteration on the decoder as GEMMs in sub-pixel order (same direction: its
+                # loss is a sum over pixels; see decoders.SubPixelRows). Cached: one reorder per step.
+                rows = SubPixelRows(dec)
+                if rows_target is None:
+                    rows_target = rows.target(main_u)
+                z_p = pert(z_u, rows, rows_target, generator=generator)
             elif kind == "decoder":
                 z_p = pert(z_u, dec, main_u, generator=generator)
             else:
