@@ -110,10 +110,14 @@ def _batch(work: Workload, device: torch.device) -> dict[str, torch.Tensor]:
     }
 
 
-def _measure(work: Workload, mode: str, device: str, steps: int, warmup: int, extras: bool) -> dict[str, Any]:
+def _measure(
+    work: Workload, mode: str, device: str, steps: int, warmup: int, extras: bool, threads: int | None = None
+) -> dict[str, Any]:
     """One (mode, round) measurement; meant to run in its own process (see the module docstring)."""
     from cct_train.model import CCTModel
 
+    if threads:
+        torch.set_num_threads(threads)
     dev = torch.device(device)
     torch.manual_seed(0)
     data = _batch(work, dev)
@@ -247,6 +251,7 @@ def run_bench(
     warmup: int = 1,
     subprocess: bool = True,
     quiet: bool = False,
+    threads: int | None = None,
 ) -> dict[str, Any]:
     """Run one workload: supervised (2B) and CCT (B + B) steps, alternated ``rounds`` times.
 
@@ -260,6 +265,9 @@ def run_bench(
         subprocess: one fresh spawned process per measurement (needed for a per-workload peak RSS on
             CPU); ``False`` runs in this process (tests; the CPU memory figures are then meaningless).
         quiet: do not print the tables.
+        threads: ``torch.set_num_threads`` in each measuring process (default: torch's). On a CPU shared
+            with other jobs, 1 thread gives far steadier figures: with 2 OpenMP threads on 2 busy cores,
+            each parallel region waits for the descheduled thread, and both wall and CPU time swing 2-5x.
 
     Returns:
         the results (also written to ``json_out``): ``workload``, ``device``, ``train_steps`` (one row per
@@ -283,7 +291,7 @@ def run_bench(
     ctx = mp.get_context("spawn")
     for r in range(rounds):
         for mode in ("supervised", "cct"):
-            args = (work, mode, str(dev), steps, warmup, r == 0)
+            args = (work, mode, str(dev), steps, warmup, r == 0, threads)
             if subprocess:
                 with ctx.Pool(1) as pool:
                     row = pool.apply(_measure, args)
@@ -330,7 +338,7 @@ def run_bench(
         "workload": workload_json,
         "device": torch.cuda.get_device_name(dev) if dev.type == "cuda" else platform.processor() or "cpu",
         "torch": torch.__version__,
-        "threads": torch.get_num_threads(),
+        "threads": threads or torch.get_num_threads(),
         "steps": steps,
         "rounds_count": rounds,
         "subprocess": subprocess,
@@ -352,13 +360,15 @@ def run_bench(
 
 
 def _print(results: dict[str, Any]) -> None:
+    # Not a terminal (nox, CI, a log file): rich would fold the table to 80 columns.
+    out = console if console.is_terminal else Console(width=130)
     work = results["workload"]
     b = work["batch"]
     load = results["load_average"]
     table = Table(
         title=f"cct bench [{work['name']}] on {results['device']}: {work['encoder']} "
         f"{work['size'][0]}x{work['size'][1]}, CCT {b}+{b} vs supervised {2 * b}, amp {work['amp']}, "
-        f"{results['rounds_count']} rounds x {results['steps']} steps, load {load['before'][0]:.2f} -> "
+        f"{results['threads']} threads, {results['rounds_count']} rounds x {results['steps']} steps, load {load['before'][0]:.2f} -> "
         f"{load['after'][0]:.2f}"
     )
     for column in ["step", "images", "aux dec.", "s/step", "cpu s/step", "images/s", "peak MB", "step MB"]:
@@ -387,10 +397,10 @@ def _print(results: dict[str, Any]) -> None:
         f"{ratio['step_memory']:.2f}x",
     )
     table.add_row("inference (main path)", "", "", "", "", f"{results['inference_images_per_s']:.2f}", "", "")
-    console.print(table)
+    out.print(table)
     perturb = Table(title="perturbations alone (ms per call on the unlabeled batch's z)")
     perturb.add_column("perturbation")
     perturb.add_column("ms", justify="right")
     for name, ms in results["perturbations_ms"].items():
         perturb.add_row(name, f"{ms:.2f}")
-    console.print(perturb)
+    out.print(perturb)

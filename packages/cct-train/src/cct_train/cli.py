@@ -189,11 +189,22 @@ def bench(
     steps: Annotated[int, typer.Option(help="Timed steps per process.")] = 3,
     rounds: Annotated[int, typer.Option(help="Supervised / CCT process pairs (ratios: medians).")] = 2,
     warmup: Annotated[int, typer.Option(help="Untimed steps per process.")] = 1,
+    threads: Annotated[
+        Optional[int], typer.Option(help="torch threads per process (1: steadier on a shared CPU).")
+    ] = None,
 ) -> None:
     """CCT step (B+B) vs supervised step (2B): s/step, images/s, peak memory, ratio; perturbations; inference."""
     from cct_train.bench import run_bench
 
-    run_bench(device=device, json_out=json_out, steps=steps, workload=workload, rounds=rounds, warmup=warmup)
+    run_bench(
+        device=device,
+        json_out=json_out,
+        steps=steps,
+        workload=workload,
+        rounds=rounds,
+        warmup=warmup,
+        threads=threads,
+    )
 
 
 @app.command()
