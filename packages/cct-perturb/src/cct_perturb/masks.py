@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import ClassVar
 
 import torch
@@ -57,37 +57,32 @@ def context_mask(z: torch.Tensor, pred: torch.Tensor, background: Sequence[int] 
     return torch.where(_objects(z, pred, background), z, z.new_zeros(()))
 
 
-class ObjectMask(Perturbation):
+class _PredictionMask(Perturbation):
+    """Shared body of the two prediction-guided masks; subclasses name the function they apply."""
+
+    inputs: ClassVar[PerturbationInputs] = "prediction"
+    _mask_fn: ClassVar[Callable[[torch.Tensor, torch.Tensor, Sequence[int] | int], torch.Tensor]]
+
+    def __init__(self, background: Sequence[int] | int = (0,)) -> None:
+        super().__init__()
+        self.background = _as_background(background)
+
+    def forward(
+        self, z: torch.Tensor, pred: torch.Tensor, *, generator: torch.Generator | None = None
+    ) -> torch.Tensor:
+        return type(self)._mask_fn(z, pred, self.background)
+
+    def extra_repr(self) -> str:
+        return f"background={self.background}"
+
+
+class ObjectMask(_PredictionMask):
     r"""Module form of :func:`object_mask`: ``forward(z, pred)``, :math:`(B, D, h, w)` in and out."""
 
-    inputs: ClassVar[PerturbationInputs] = "prediction"
-
-    def __init__(self, background: Sequence[int] | int = (0,)) -> None:
-        super().__init__()
-        self.background = _as_background(background)
-
-    def forward(
-        self, z: torch.Tensor, pred: torch.Tensor, *, generator: torch.Generator | None = None
-    ) -> torch.Tensor:
-        return object_mask(z, pred, self.background)
-
-    def extra_repr(self) -> str:
-        return f"background={self.background}"
+    _mask_fn = staticmethod(object_mask)
 
 
-class ContextMask(Perturbation):
+class ContextMask(_PredictionMask):
     r"""Module form of :func:`context_mask`: ``forward(z, pred)``, :math:`(B, D, h, w)` in and out."""
 
-    inputs: ClassVar[PerturbationInputs] = "prediction"
-
-    def __init__(self, background: Sequence[int] | int = (0,)) -> None:
-        super().__init__()
-        self.background = _as_background(background)
-
-    def forward(
-        self, z: torch.Tensor, pred: torch.Tensor, *, generator: torch.Generator | None = None
-    ) -> torch.Tensor:
-        return context_mask(z, pred, self.background)
-
-    def extra_repr(self) -> str:
-        return f"background={self.background}"
+    _mask_fn = staticmethod(context_mask)
