@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import ClassVar
 
 import torch
@@ -61,7 +61,6 @@ class _PredictionMask(Perturbation):
     """Shared body of the two prediction-guided masks; subclasses name the function they apply."""
 
     inputs: ClassVar[PerturbationInputs] = "prediction"
-    _mask_fn: ClassVar[Callable[[torch.Tensor, torch.Tensor, Sequence[int] | int], torch.Tensor]]
 
     def __init__(self, background: Sequence[int] | int = (0,)) -> None:
         super().__init__()
@@ -70,7 +69,10 @@ class _PredictionMask(Perturbation):
     def forward(
         self, z: torch.Tensor, pred: torch.Tensor, *, generator: torch.Generator | None = None
     ) -> torch.Tensor:
-        return type(self)._mask_fn(z, pred, self.background)
+        return self._mask(z, pred)
+
+    def _mask(self, z: torch.Tensor, pred: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
 
     def extra_repr(self) -> str:
         return f"background={self.background}"
@@ -79,10 +81,12 @@ class _PredictionMask(Perturbation):
 class ObjectMask(_PredictionMask):
     r"""Module form of :func:`object_mask`: ``forward(z, pred)``, :math:`(B, D, h, w)` in and out."""
 
-    _mask_fn = staticmethod(object_mask)
+    def _mask(self, z: torch.Tensor, pred: torch.Tensor) -> torch.Tensor:
+        return object_mask(z, pred, self.background)
 
 
 class ContextMask(_PredictionMask):
     r"""Module form of :func:`context_mask`: ``forward(z, pred)``, :math:`(B, D, h, w)` in and out."""
 
-    _mask_fn = staticmethod(context_mask)
+    def _mask(self, z: torch.Tensor, pred: torch.Tensor) -> torch.Tensor:
+        return context_mask(z, pred, self.background)
