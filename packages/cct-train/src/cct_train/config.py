@@ -150,6 +150,32 @@ class TrainConfig(_Section):
     nonfinite_patience: int = Field(5, ge=0)
 
 
+class EvalConfig(_Section):
+    """How `cct eval` evaluates by default (its options override these): the paper's single scale, or
+    multi-scale + flip, optionally with a sliding window for large images (Cityscapes: 512x1024)."""
+
+    scales: list[float] = Field(default_factory=lambda: [1.0])
+    flip: bool = False
+    #: Sliding-window size (H, W); None predicts whole images.
+    window: tuple[int, int] | None = None
+    #: Window stride (H, W); None: two thirds of the window (one third overlap).
+    stride: tuple[int, int] | None = None
+
+    @field_validator("scales")
+    @classmethod
+    def _scales(cls, value: list[float]) -> list[float]:
+        if not value or any(s <= 0 for s in value):
+            raise ValueError(f"scales must be positive and at least one, got {value}")
+        return value
+
+    @field_validator("window", "stride")
+    @classmethod
+    def _sizes(cls, value: tuple[int, int] | None) -> tuple[int, int] | None:
+        if value is not None and min(value) < 1:
+            raise ValueError(f"sizes must be positive, got {value}")
+        return value
+
+
 class ExperimentConfig(_Section):
     name: str = "cct"
     output_dir: Path = Path("runs/cct")
@@ -161,9 +187,11 @@ class Config(_Section):
     model: ModelConfig = Field(default_factory=ModelConfig)
     data: DataConfig = Field(default_factory=DataConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)
+    eval: EvalConfig = Field(default_factory=EvalConfig)
 
     @model_validator(mode="after")
     def _consistent(self) -> Config:
+        _split_lists_under_root(self.data)
         if self.data.resize is not None and self.data.scale_range[1] < 1.0:
             resized_h, resized_w = self.data.resize
             max_h, max_w = resized_h * self.data.scale_range[1], resized_w * self.data.scale_range[1]
@@ -180,6 +208,19 @@ class Config(_Section):
 
     def to_dict(self) -> dict[str, Any]:
         return self.model_dump(mode="json")
+
+
+def _split_lists_under_root(data: DataConfig) -> None:
+    """Relative split lists that do not exist from the working directory are files under ``data.root``
+    (e.g. ``splits/1464/labeled.txt`` as written by `cct data prepare`), so a config names them once for
+    every copy of the data set."""
+    if data.root is None:
+        return
+    split = data.split
+    for key in ("labeled_list", "unlabeled_list"):
+        path: Path | None = getattr(split, key)
+        if path is not None and not path.is_absolute() and not path.exists():
+            split.__dict__[key] = Path(data.root) / path  # no re-validation: the value stays a Path
 
 
 def _parse_value(text: str) -> Any:

@@ -22,6 +22,7 @@ from cct_train.data.base import (
     map_rgb_mask,
 )
 from cct_train.data.camvid import CAMVID_CLASSES, CAMVID_PALETTE, CamVid
+from cct_train.data.cityscapes import CITYSCAPES_CLASSES, CITYSCAPES_PALETTE, LABEL_ID_TO_TRAIN_ID, Cityscapes
 from cct_train.data.datasets import DATASETS, build_dataset
 from cct_train.data.folder import FolderDataset
 from cct_train.data.horses import HORSES_CLASSES, HORSES_PALETTE, WeizmannHorses
@@ -35,6 +36,7 @@ from cct_train.data.loaders import (
     seed_worker,
 )
 from cct_train.data.splits import Split, load_split, make_split, save_split
+from cct_train.data.sunrgbd import SUNRGBD, SUNRGBD_13_CLASSES, SUNRGBD_37_CLASSES, SUNRGBD_37_TO_13
 from cct_train.data.synthetic import (
     SYNTHETIC_CLASSES,
     SYNTHETIC_PALETTE,
@@ -43,8 +45,21 @@ from cct_train.data.synthetic import (
     render_scene,
 )
 from cct_train.data.unlabeled import UnlabeledFolder
+from cct_train.data.voc import VOC_CLASSES, VOC_PALETTE, PascalVOC, image_level_labels
 
 __all__ = [
+    "CITYSCAPES_CLASSES",
+    "CITYSCAPES_PALETTE",
+    "LABEL_ID_TO_TRAIN_ID",
+    "SUNRGBD",
+    "SUNRGBD_13_CLASSES",
+    "SUNRGBD_37_CLASSES",
+    "SUNRGBD_37_TO_13",
+    "VOC_CLASSES",
+    "VOC_PALETTE",
+    "Cityscapes",
+    "PascalVOC",
+    "image_level_labels",
     "CAMVID_CLASSES",
     "CAMVID_PALETTE",
     "DATASETS",
