@@ -11,6 +11,8 @@ random initialisation, 21 classes, output stride 8, PSP 512, SGD with momentum:
 - ``cpu``:     timm:resnet18, 160x160, 2 + 2 (supervised: 4), fp32. The default on CPU.
 - ``cpu-r50``: timm:resnet50, 160x160, 2 + 2 (supervised: 4), fp32: the setting of the original
   implementation's figures quoted in the issue (3.3-4.3 s per step, 1.15-1.44x time, 1.5x memory).
+- ``cpu-r50-bf16``: the same under bf16 autocast (oneDNN's AVX512-BF16 kernels roughly halve the
+  encoder's time on CPUs that have them; docs/performance.md).
 
 Method. Each (mode, round) runs in a FRESH subprocess (multiprocessing "spawn"): on CPU the peak memory
 is the process's resident-set high-water mark (``ru_maxrss``), which only grows within a process, so one
@@ -49,6 +51,7 @@ from rich.console import Console
 from rich.table import Table
 
 from cct_train.config import PAPER_PERTURBATIONS
+from cct_train.decoders import SubPixelRows
 
 console = Console()
 
@@ -73,6 +76,7 @@ WORKLOADS: dict[str, Workload] = {
     "cuda": Workload("cuda", "timm:resnet50", (321, 321), 8, amp="bf16"),
     "cpu": Workload("cpu", "timm:resnet18", (160, 160), 2),
     "cpu-r50": Workload("cpu-r50", "timm:resnet50", (160, 160), 2),
+    "cpu-r50-bf16": Workload("cpu-r50-bf16", "timm:resnet50", (160, 160), 2, amp="bf16"),
 }
 
 
@@ -230,7 +234,12 @@ def _perturbation_times(
             fn: Callable[[], Any] = partial(module, z)
         elif module.inputs == "prediction":
             fn = partial(module, z, pred)
-        else:  # VAT differentiates through its decoder: time it with gradients enabled, as in training
+        elif getattr(model, "fused_aux", False):
+            # VAT differentiates through its decoder (gradients on, as in training), which the model runs
+            # as GEMMs in sub-pixel order when fused_aux is on.
+            rows = SubPixelRows(decoder)
+            fn = partial(module, z, rows, rows.target(pred))
+        else:
             fn = partial(module, z, decoder, pred)
         with _autocast(work, dev):
             times[name] = 1000 * _time(fn, dev, steps)
