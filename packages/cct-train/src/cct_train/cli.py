@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
 from rich.table import Table
 
 from cct_train.cli_common import ConfigOpt, SetOpt, console, err, fail, load
 from cct_train.cli_weak import cam_app, pseudo_labels
+
+if TYPE_CHECKING:
+    from cct_train.config import Config
 
 app = typer.Typer(
     name="cct",
@@ -42,12 +45,22 @@ def train(
         Optional[str],
         typer.Option(help="Checkpoint to resume from, or 'auto' for <output_dir>/checkpoints/last.pt."),
     ] = None,
+    dry_run: Annotated[
+        bool,
+        typer.Option(
+            "--dry-run",
+            help="Build config, data, model and one batch of each loader; print a summary; train nothing.",
+        ),
+    ] = False,
 ) -> None:
     """Train CCT (or the supervised baseline with train.mode=supervised) from a config."""
     from cct_train.checkpoint import CheckpointError
     from cct_train.trainer import NonFiniteLossError, Trainer, TrainingInterrupted
 
     cfg = load(config, set_)
+    if dry_run:
+        _dry_run(cfg, config)
+        return
     try:
         trainer = Trainer(cfg)
         if resume is not None:
@@ -70,6 +83,35 @@ def train(
         console.print(f"outputs in [bold]{result.output_dir}[/] ({result.seconds:.0f} s)")
 
 
+def _dry_run(cfg: Config, path: Path | None) -> None:
+    from cct_train.dry_run import dry_run
+
+    try:
+        report = dry_run(cfg)
+    except (FileNotFoundError, ValueError, RuntimeError, ImportError, KeyError) as error:
+        fail(f"dry run failed: {error}")
+    table = Table(title=f"dry run: {path or 'default config'}")
+    table.add_column("part")
+    table.add_column("built")
+    for part, detail in report.rows:
+        table.add_row(part, detail)
+    console.print(table)
+    console.print(f"[bold green]ok[/] in {report.seconds:.1f} s: nothing trained, nothing written")
+
+
+def _size(text: str | None, option: str) -> tuple[int, int] | None:
+    if text is None:
+        return None
+    parts = text.lower().replace(",", "x").split("x")
+    try:
+        height, width = (int(p) for p in parts)
+    except ValueError:
+        fail(f"{option} must look like HxW (e.g. 512x1024), got {text!r}")
+    if height < 1 or width < 1:
+        fail(f"{option} must be positive, got {text!r}")
+    return height, width
+
+
 @app.command("eval")
 def eval_(
     checkpoint: Annotated[Path, typer.Argument(help="A .pt checkpoint or exported .safetensors weights.")],
@@ -78,21 +120,47 @@ def eval_(
     split: Annotated[
         Optional[str], typer.Option(help="Split to evaluate (default: the config's val split).")
     ] = None,
-    scales: Annotated[str, typer.Option(help="Comma-separated test scales, e.g. 0.75,1,1.25.")] = "1",
-    flip: Annotated[bool, typer.Option(help="Average with horizontal flips.")] = False,
+    scales: Annotated[
+        Optional[str],
+        typer.Option(
+            help="Comma-separated test scales, e.g. 0.5,0.75,1,1.25,1.5,1.75 (default: eval.scales)."
+        ),
+    ] = None,
+    flip: Annotated[
+        Optional[bool],
+        typer.Option("--flip/--no-flip", help="Average with horizontal flips (default: eval.flip)."),
+    ] = None,
+    window: Annotated[
+        Optional[str],
+        typer.Option(help="Sliding-window size HxW for large images, e.g. 512x1024 (default: eval.window)."),
+    ] = None,
+    stride: Annotated[
+        Optional[str],
+        typer.Option(help="Sliding-window stride HxW (default: eval.stride or 2/3 of the window)."),
+    ] = None,
     json_out: Annotated[Optional[Path], typer.Option("--json", help="Write the scores as JSON here.")] = None,
 ) -> None:
-    """Evaluate a trained model: mIoU, per-class IoU, pixel accuracy."""
+    """Evaluate a trained model: mIoU over the classes (void ignored), per-class IoU, pixel accuracy.
+
+    Single-scale by default; multi-scale + flip with --scales / --flip; --window for a sliding window.
+    Defaults come from the config's eval section.
+    """
     from cct_train.inference import evaluate_checkpoint
 
+    try:
+        scale_list = [float(v) for v in scales.split(",")] if scales is not None else None
+    except ValueError:
+        fail(f"--scales must be comma-separated numbers, got {scales!r}")
     try:
         scores = evaluate_checkpoint(
             checkpoint,
             config_path=config,
             overrides=set_ or [],
             split=split,
-            scales=[float(s) for s in scales.split(",")],
+            scales=scale_list,
             flip=flip,
+            window=_size(window, "--window"),
+            stride=_size(stride, "--stride"),
         )
     except (FileNotFoundError, ValueError, RuntimeError) as error:
         fail(str(error))
@@ -225,7 +293,7 @@ app.add_typer(cam_app, name="cam")
 app.command("pseudo-labels")(pseudo_labels)
 
 
-data_app = typer.Typer(name="data", help="Check data sets.", no_args_is_help=True)
+data_app = typer.Typer(name="data", help="Check and prepare data sets.", no_args_is_help=True)
 app.add_typer(data_app)
 
 
@@ -252,6 +320,63 @@ def data_check(
         report.write_json(json_out)
         console.print(f"report written to {json_out}")
     if report.fatal:
+        raise typer.Exit(code=1)
+
+
+@data_app.command("prepare")
+def data_prepare(
+    name: Annotated[str, typer.Argument(help="voc, cityscapes, camvid or sunrgbd.")],
+    root: Annotated[Path, typer.Option(help="The data set's folder (its official layout).")],
+    output: Annotated[
+        Optional[Path], typer.Option("--output", "-o", help="Where split lists go (default: <root>/splits).")
+    ] = None,
+    seed: Annotated[int, typer.Option(help="Seed of the random subsets.")] = 0,
+    force: Annotated[bool, typer.Option(help="Rewrite split lists that exist (default: keep them).")] = False,
+    download: Annotated[
+        bool, typer.Option(help="Fetch what is freely downloadable (VOC 2012, SBD) when online.")
+    ] = False,
+    image_labels: Annotated[
+        bool, typer.Option(help="VOC: write image_labels.txt derived from the masks (decodes every mask).")
+    ] = True,
+) -> None:
+    """Check a copy of a benchmark against its official layout and write the standard split lists.
+
+    Exits 1 when required parts are missing, after saying exactly what to fetch and where to put it.
+    """
+    from cct_train.data.prepare import prepare_dataset
+
+    try:
+        report = prepare_dataset(
+            name, root, output=output, seed=seed, force=force, download=download, image_labels=image_labels
+        )
+    except (FileNotFoundError, ValueError, ImportError) as error:
+        fail(str(error))
+    table = Table(title=f"{report.dataset} at {report.root}")
+    table.add_column("part")
+    table.add_column("found", justify="right")
+    table.add_column("full copy", justify="right")
+    table.add_column("status")
+    table.add_column("path")
+    colours = {"ok": "green", "incomplete": "yellow", "missing": "red"}
+    for check in report.checks:
+        status = check.status if check.required or check.status == "ok" else f"{check.status} (optional)"
+        table.add_row(
+            check.what,
+            str(check.found),
+            "—" if check.expected is None else str(check.expected),
+            f"[{colours[check.status]}]{status}[/]",
+            str(check.path),
+        )
+    console.print(table)
+    for note in report.notes:
+        console.print(f"[yellow]note:[/] {note}")
+    for path in report.written:
+        console.print(f"wrote {path}")
+    if report.kept:
+        console.print(f"kept {len(report.kept)} existing split list(s) (--force rewrites them)")
+    for item in report.fetch:
+        err.print(f"[bold]fetch by hand:[/] {item}")
+    if not report.usable:
         raise typer.Exit(code=1)
 
 

@@ -79,11 +79,16 @@ def evaluate_checkpoint(
     config_path: str | Path | None = None,
     overrides: Sequence[str] = (),
     split: str | None = None,
-    scales: Sequence[float] = (1.0,),
-    flip: bool = False,
+    scales: Sequence[float] | None = None,
+    flip: bool | None = None,
     device: str | None = None,
+    window: tuple[int, int] | None = None,
+    stride: tuple[int, int] | None = None,
 ) -> dict[str, Any]:
-    """Scores of a checkpoint on the validation split of its config (or of `config_path`)."""
+    """Scores of a checkpoint on the validation split of its config (or of `config_path`).
+
+    ``scales``, ``flip``, ``window`` and ``stride`` left None come from the config's ``eval`` section.
+    """
     from cct_train.data_setup import build_eval_loader
 
     dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
@@ -102,7 +107,15 @@ def evaluate_checkpoint(
             f"the data has {num_classes} classes but the model in {checkpoint} predicts {loaded.model.num_classes}"
         )
     scores = evaluate(
-        loaded.model, loader, num_classes, normalize=normalize, scales=scales, flip=flip, progress=True
+        loaded.model,
+        loader,
+        num_classes,
+        normalize=normalize,
+        scales=scales if scales is not None else cfg.eval.scales,
+        flip=flip if flip is not None else cfg.eval.flip,
+        window=window if window is not None else cfg.eval.window,
+        stride=stride if stride is not None else cfg.eval.stride,
+        progress=True,
     )
     return scores.as_dict(class_names)
 

@@ -33,14 +33,17 @@ from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
+import torch
 
 from cct_train.data.base import (
     IGNORE_INDEX,
     Item,
     MissingPolicy,
+    Sample,
     SegmentationDataset,
     SkippedEntry,
     check_missing_policy,
+    check_resize,
     default_palette,
     map_index_mask,
     map_rgb_mask,
@@ -252,6 +255,10 @@ class PascalVOC(SegmentationDataset):
         missing: ``"raise"`` (every missing image or mask listed in one error) or ``"skip"``.
         labels: mask source, ``"auto"`` (default), ``"voc"``, ``"aug"`` or ``"sbd"`` (see module docs).
         strict_masks: values outside 0..20 and not 255 raise (default); False maps them to void.
+        pad_to: pad every sample at the bottom / right to this ``(H, W)`` (images with the ImageNet mean
+            colour, masks with 255, so padding is never trained on nor scored), as DeepLab and CCT's
+            loaders do: VOC images differ in size (at most 500x500), and batches need one size. The
+            shipped configs use ``pad_to: [500, 500]``; a larger image raises ValueError.
     """
 
     def __init__(
@@ -263,6 +270,7 @@ class PascalVOC(SegmentationDataset):
         missing: MissingPolicy = "raise",
         labels: LabelSource = "auto",
         strict_masks: bool = True,
+        pad_to: Sequence[int] | None = None,
     ) -> None:
         if split not in VOC_SPLITS:
             raise ValueError(f"PASCAL VOC split must be one of {VOC_SPLITS}, got {split!r}")
@@ -288,10 +296,39 @@ class PascalVOC(SegmentationDataset):
             resize=resize,
         )
         self.skipped_entries = tuple(skipped + dups)
+        self.pad_to = check_resize(pad_to)
+
+    def __getitem__(self, index: int) -> Sample:
+        sample = super().__getitem__(index)
+        return pad_sample(sample, self.pad_to) if self.pad_to is not None else sample
 
     def _load_mask(self, item: Item) -> np.ndarray:
         assert item.mask is not None
         return load_voc_mask(item.mask, strict=self.strict_masks)
+
+
+PAD_COLOUR: tuple[int, int, int] = (124, 116, 104)
+"""The ImageNet mean colour (uint8), used for padded image pixels: 0 after normalisation."""
+
+
+def pad_sample(sample: Sample, size: tuple[int, int], ignore_index: int = IGNORE_INDEX) -> Sample:
+    """Pad a sample's image (mean colour) and mask (``ignore_index``) at the bottom / right to ``size``."""
+    image = sample["image"]
+    height, width = image.shape[-2:]
+    if height > size[0] or width > size[1]:
+        raise ValueError(
+            f"{sample['name']}: image {height}x{width} is larger than pad_to {size[0]}x{size[1]}; raise pad_to"
+        )
+    if (height, width) == size:
+        return sample
+    padded = torch.tensor(PAD_COLOUR, dtype=image.dtype).view(3, 1, 1).repeat(1, *size)
+    padded[:, :height, :width] = image
+    out: Sample = {"image": padded, "name": sample["name"]}
+    if "mask" in sample:
+        mask = torch.full(size, ignore_index, dtype=sample["mask"].dtype)
+        mask[:height, :width] = sample["mask"]
+        out["mask"] = mask
+    return out
 
 
 def load_voc_mask(path: Path, *, strict: bool = True, ignore_index: int = IGNORE_INDEX) -> np.ndarray:
