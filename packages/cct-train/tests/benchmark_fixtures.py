@@ -67,7 +67,11 @@ def make_voc(root: Path, *, aug: bool = True, extra_train: int = 0) -> Path:
 
 
 CITYSCAPES = {
-    "train": [("aachen", "aachen_000000_000019"), ("aachen", "aachen_000001_000019"), ("bochum", "bochum_000000_000313")],
+    "train": [
+        ("aachen", "aachen_000000_000019"),
+        ("aachen", "aachen_000001_000019"),
+        ("bochum", "bochum_000000_000313"),
+    ],
     "val": [("frankfurt", "frankfurt_000000_000294"), ("lindau", "lindau_000000_000019")],
 }
 

@@ -12,7 +12,8 @@ import pytest
 def _load_fixtures() -> ModuleType:
     path = Path(__file__).with_name("benchmark_fixtures.py")
     spec = importlib.util.spec_from_file_location("cct_train_benchmark_fixtures", path)
-    assert spec is not None and spec.loader is not None
+    assert spec is not None
+    assert spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module

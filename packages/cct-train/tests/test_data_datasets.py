@@ -270,10 +270,19 @@ def test_unlabeled_folder(tmp_path: Path) -> None:
 
 
 def test_registry(tmp_path: Path) -> None:
-    assert set(DATASETS) == {"camvid", "folder", "horses", "unlabeled", "synthetic"}
+    assert set(DATASETS) == {
+        "camvid",
+        "cityscapes",
+        "folder",
+        "horses",
+        "sunrgbd",
+        "unlabeled",
+        "synthetic",
+        "voc",
+    }
     _folder(tmp_path)
     ds = build_dataset("folder", root=tmp_path, num_classes=4)
     assert isinstance(ds, FolderDataset)
     assert len(ds) == 3
     with pytest.raises(ValueError, match=r"camvid.*folder.*horses"):
-        build_dataset("cityscapes")
+        build_dataset("ade20k")

@@ -15,7 +15,9 @@ from cct_train.data.voc import VOC_VOID_COLOUR, load_voc_mask, read_id_list
 
 
 def test_palette_and_classes_are_vocs() -> None:
-    assert len(VOC_CLASSES) == 21 and VOC_CLASSES[0] == "background" and VOC_CLASSES[15] == "person"
+    assert len(VOC_CLASSES) == 21
+    assert VOC_CLASSES[0] == "background"
+    assert VOC_CLASSES[15] == "person"
     assert VOC_PALETTE[0] == (0, 0, 0)
     assert VOC_PALETTE[1] == (128, 0, 0)  # aeroplane
     assert VOC_PALETTE[15] == (192, 128, 128)  # person
@@ -42,8 +44,10 @@ def test_splits_masks_and_void(tmp_path: Path, bench: ModuleType) -> None:
     assert set(np.unique(mask)) == {0, 2, 255}
     # SBD-only ids read SegmentationClassAug; VOC ids SegmentationClass
     by_name = {item.name: item for item in aug.items}
-    assert by_name["2008_000002"].mask is not None and by_name["2008_000002"].mask.parent.name == "SegmentationClassAug"
-    assert by_name["2007_000032"].mask is not None and by_name["2007_000032"].mask.parent.name == "SegmentationClass"
+    assert by_name["2008_000002"].mask is not None
+    assert by_name["2008_000002"].mask.parent.name == "SegmentationClassAug"
+    assert by_name["2007_000032"].mask is not None
+    assert by_name["2007_000032"].mask.parent.name == "SegmentationClass"
 
 
 def test_pad_to_batches_with_void(tmp_path: Path, bench: ModuleType) -> None:
@@ -51,8 +55,10 @@ def test_pad_to_batches_with_void(tmp_path: Path, bench: ModuleType) -> None:
     train = PascalVOC(root, "train", pad_to=(26, 26))
     sample = train[0]
     height, width = bench.VOC_SIZES[0]
-    assert sample["image"].shape == (3, 26, 26) and sample["mask"].shape == (26, 26)
-    assert (sample["mask"][height:, :] == 255).all() and (sample["mask"][:, width:] == 255).all()
+    assert sample["image"].shape == (3, 26, 26)
+    assert sample["mask"].shape == (26, 26)
+    assert (sample["mask"][height:, :] == 255).all()
+    assert (sample["mask"][:, width:] == 255).all()
     assert sample["image"][:, height:, :].flatten(1).unique(dim=1).shape[1] == 1  # one pad colour
     with pytest.raises(ValueError, match="pad_to"):
         PascalVOC(root, "train", pad_to=(10, 10))[0]
@@ -79,7 +85,8 @@ def test_missing_files_named_and_skipped(tmp_path: Path, bench: ModuleType) -> N
     with pytest.raises(MissingFilesError, match="2007_000039"):
         PascalVOC(root, "train", labels="voc")
     kept = PascalVOC(root, "train", labels="voc", missing="skip")
-    assert "2007_000039" not in kept.names and len(kept.skipped_entries) == 1
+    assert "2007_000039" not in kept.names
+    assert len(kept.skipped_entries) == 1
     with pytest.raises(FileNotFoundError, match="JPEGImages"):
         PascalVOC(tmp_path / "nowhere", "train")
 
