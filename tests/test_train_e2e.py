@@ -142,6 +142,7 @@ def test_camvid_few_iterations(
         "batch_size": 2,
         "val_batch_size": 16,
         "num_workers": 0,
+        "check": "quick",  # the full decode of all 468 CamVid files is `cct data check`'s test
     }
     raw = tiny_config(camvid_root, tmp_path / "run", iterations=2)
     raw["data"] = data

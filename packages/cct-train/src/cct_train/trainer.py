@@ -22,6 +22,7 @@ from typing import Any
 
 import torch
 from accelerate import Accelerator
+from accelerate.state import AcceleratorState, GradientState
 from accelerate.utils import ProjectConfiguration, broadcast_object_list, gather_object, set_seed
 
 from cct_losses import AnnealedBootstrappedCE, ConsistencyWeight
@@ -99,6 +100,12 @@ class Trainer:
             trackers.append("tensorboard")
         if "csv" in config.train.trackers:
             trackers.append(CSVTracker(config.experiment.name, self.output_dir / "logs"))
+        if accelerator is None:
+            # Accelerate keeps its settings (mixed precision...) in a process-wide singleton; a second
+            # Trainer in the same process (the demo, a notebook, tests) must be free to choose its own.
+            # The process group itself (PartialState) is kept.
+            AcceleratorState._reset_state(reset_partial_state=False)
+            GradientState._reset_state()
         self.accelerator = accelerator or Accelerator(
             mixed_precision=config.train.mixed_precision,
             gradient_accumulation_steps=config.train.gradient_accumulation,
