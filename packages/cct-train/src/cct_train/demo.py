@@ -55,6 +55,8 @@ def demo_config(
             "crop_size": list(DEMO_SIZE),
             "scale_range": [0.75, 1.5],
         }
+        # The scenes' "stuff" classes (sky, ground, road) are the context of the object-guided perturbations.
+        background = [0, 1, 2]
     else:
         data_section = {
             "dataset": "camvid",
@@ -64,6 +66,7 @@ def demo_config(
             "crop_size": [96, 128],
             "scale_range": [0.75, 1.5],
         }
+        background = [0, 1, 3, 4, 5]  # CamVid's sky, building, road, pavement, tree
     data_section.update({"batch_size": 4, "val_batch_size": 8, "num_workers": 0})
     return config_from_dict(
         {
@@ -72,6 +75,7 @@ def demo_config(
                 "encoder": encoder,
                 "output_stride": 8,
                 "psp_channels": 128,
+                "background": background,
                 # The paper's seven perturbation types with fewer decoders each, to fit a CPU demo.
                 "perturbations": {
                     "feature_noise": 2,
