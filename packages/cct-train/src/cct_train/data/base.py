@@ -336,6 +336,14 @@ class SegmentationDataset(ImageDataset):
         self.palette: Palette = pal[:num_classes]
         self.ignore_index = ignore_index
 
+    def _read_index_mask(self, item: Item, what: str) -> np.ndarray:
+        """The raw (H, W) values of an index / id PNG mask; an RGB mask is an error naming the file."""
+        assert item.mask is not None
+        raw = read_mask_raw(item.mask)
+        if raw.ndim != 2:
+            raise ValueError(f"{item.mask}: {what} must be 8-bit index PNGs, got an RGB image")
+        return raw
+
 
 def _rgb(colour: Sequence[int]) -> tuple[int, int, int]:
     if len(colour) != 3 or any(not 0 <= int(c) <= 255 for c in colour):

@@ -23,7 +23,6 @@ from cct_train.data.base import (
     SkippedEntry,
     check_missing_policy,
     map_index_mask,
-    read_mask_raw,
     require_dir,
     select_items,
     split_missing,
@@ -146,10 +145,7 @@ class CamVid(SegmentationDataset):
         self.skipped_entries = tuple(skipped)
 
     def _load_mask(self, item: Item) -> np.ndarray:
-        assert item.mask is not None
-        raw = read_mask_raw(item.mask)
-        if raw.ndim != 2:
-            raise ValueError(f"{item.mask}: CamVid labels must be 8-bit index PNGs, got an RGB image")
+        raw = self._read_index_mask(item, "CamVid labels")
         return map_index_mask(
             raw,
             self.num_classes,

@@ -32,7 +32,6 @@ from cct_train.data.base import (
     SegmentationDataset,
     check_missing_policy,
     map_index_mask,
-    read_mask_raw,
     require_dir,
     select_items,
     split_missing,
@@ -171,10 +170,7 @@ class Cityscapes(SegmentationDataset):
         self.skipped_entries = tuple(skipped)
 
     def _load_mask(self, item: Item) -> np.ndarray:
-        assert item.mask is not None
-        raw = read_mask_raw(item.mask)
-        if raw.ndim != 2:
-            raise ValueError(f"{item.mask}: Cityscapes masks must be 8-bit id PNGs, got an RGB image")
+        raw = self._read_index_mask(item, "Cityscapes masks")
         if self.labels == "labelTrainIds":
             return map_index_mask(
                 raw, len(CITYSCAPES_CLASSES), ignore_index=self.ignore_index, source=item.mask

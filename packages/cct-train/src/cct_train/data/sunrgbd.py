@@ -38,7 +38,6 @@ from cct_train.data.base import (
     SegmentationDataset,
     check_missing_policy,
     default_palette,
-    read_mask_raw,
     require_dir,
     select_items,
     split_missing,
@@ -233,8 +232,5 @@ class SUNRGBD(SegmentationDataset):
         self.skipped_entries = tuple(skipped)
 
     def _load_mask(self, item: Item) -> np.ndarray:
-        assert item.mask is not None
-        raw = read_mask_raw(item.mask)
-        if raw.ndim != 2:
-            raise ValueError(f"{item.mask}: SUN RGB-D labels must be 8-bit index PNGs, got an RGB image")
+        raw = self._read_index_mask(item, "SUN RGB-D labels")
         return map_sunrgbd_labels(raw, self.classes)
