@@ -487,7 +487,3 @@ def _flat(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
         else:
             flat[name] = str(value)
     return flat
-
-
-def iterations_per_epoch(num_images: int, batch_size: int) -> int:
-    return max(1, math.ceil(num_images / batch_size))
