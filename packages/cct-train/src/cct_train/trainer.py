@@ -360,6 +360,9 @@ class Trainer:
             self.data.num_classes,
             accelerator=self.accelerator,
             normalize=self.data.normalize,
+            # Periodic validation stays single-scale; large images (Cityscapes) use the eval window.
+            window=self.config.eval.window,
+            stride=self.config.eval.stride,
         )
         return scores.as_dict(self.data.class_names)
 
