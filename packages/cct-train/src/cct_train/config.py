@@ -148,6 +148,9 @@ class TrainConfig(_Section):
     #: Steps with a NaN / infinite loss are skipped; this many in a row stop training (0: no check, which
     #: also saves the one scalar host sync per step the check costs).
     nonfinite_patience: int = Field(5, ge=0)
+    #: Multi-domain runs: "alternate" steps one domain per iteration (labeled + unlabeled batch of that
+    #: domain, as the paper), "mix" takes a batch of every domain in each step and sums their losses.
+    domain_sampling: Literal["alternate", "mix"] = "alternate"
 
 
 class EvalConfig(_Section):
@@ -176,6 +179,32 @@ class EvalConfig(_Section):
         return value
 
 
+class DomainConfig(_Section):
+    """One domain of a multi-domain run (paper 3.4): its data, its label space and its decoders.
+
+    The encoder (backbone + PSP) is shared by every domain; each domain has its own main decoder and
+    auxiliary decoders. Keys left ``None`` take the run-wide value (``model.*`` / ``train.consistency.weight``
+    / ``eval``).
+    """
+
+    #: Used in logs, checkpoints, ``cct predict --domain NAME`` and ``--set domains.NAME.key=value``.
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+    data: DataConfig
+    perturbations: dict[str, int] | None = None
+    perturbation_kwargs: dict[str, dict[str, Any]] | None = None
+    background: list[int] | None = None
+    #: lambda_u of this domain (the consistency weight after ramp-up).
+    consistency_weight: float | None = Field(None, ge=0)
+    #: Weight of this domain's loss in the total (mixed steps) or in its own steps (alternating).
+    loss_weight: float = Field(1.0, gt=0)
+    eval: EvalConfig | None = None
+
+    @field_validator("perturbations")
+    @classmethod
+    def _non_negative(cls, value: dict[str, int] | None) -> dict[str, int] | None:
+        return None if value is None else ModelConfig._non_negative(value)
+
+
 class ExperimentConfig(_Section):
     name: str = "cct"
     output_dir: Path = Path("runs/cct")
@@ -188,26 +217,77 @@ class Config(_Section):
     data: DataConfig = Field(default_factory=DataConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)
     eval: EvalConfig = Field(default_factory=EvalConfig)
+    #: Several domains trained together (paper 3.4); empty: the single domain of ``data``.
+    domains: list[DomainConfig] = Field(default_factory=list)
 
     @model_validator(mode="after")
     def _consistent(self) -> Config:
-        _split_lists_under_root(self.data)
-        if self.data.resize is not None and self.data.scale_range[1] < 1.0:
-            resized_h, resized_w = self.data.resize
-            max_h, max_w = resized_h * self.data.scale_range[1], resized_w * self.data.scale_range[1]
-            if max_h < self.data.crop_size[0] or max_w < self.data.crop_size[1]:
-                raise ValueError(
-                    f"data.crop_size {self.data.crop_size} is larger than any scaled image "
-                    f"({max_h:.0f}x{max_w:.0f}); lower it or raise data.scale_range"
-                )
+        if self.domains and "data" in self.model_fields_set:
+            raise ValueError("give either data (one domain) or domains (several), not both")
+        names = [d.name for d in self.domains]
+        repeated = sorted({n for n in names if names.count(n) > 1})
+        if repeated:
+            raise ValueError(f"domain names must be unique, repeated: {repeated}")
+        parts = [(f"domains.{d.name}.data", d.data) for d in self.domains] or [("data", self.data)]
+        for key, data in parts:
+            _split_lists_under_root(data)
+            _check_crop(key, data)
         return self
 
     @property
     def supervised_only(self) -> bool:
+        if self.domains:
+            return self.train.mode == "supervised" or not any(
+                view.model.perturbations for _, view in self.domain_views()
+            )
         return self.train.mode == "supervised" or not self.model.perturbations
+
+    @property
+    def multi_domain(self) -> bool:
+        return bool(self.domains)
+
+    def domain_views(self) -> list[tuple[str, Config]]:
+        """Each domain as a single-domain config: its data, decoders, consistency weight and eval settings.
+
+        A single-domain config gives one view, itself, named after its data set. The views build data
+        (``build_data``), run data checks and dry runs exactly as a single-domain run would.
+        """
+        if not self.domains:
+            return [(self.data.dataset, self)]
+        views = []
+        for domain in self.domains:
+            model = self.model.model_copy(deep=True)
+            for key in ("perturbations", "perturbation_kwargs", "background"):
+                value = getattr(domain, key)
+                if value is not None:
+                    model.__dict__[key] = dict(value) if isinstance(value, dict) else list(value)
+            train = self.train.model_copy(deep=True)
+            if domain.consistency_weight is not None:
+                train.consistency.__dict__["weight"] = domain.consistency_weight
+            view = Config.model_construct(
+                experiment=self.experiment.model_copy(deep=True),
+                model=model,
+                data=domain.data.model_copy(deep=True),
+                train=train,
+                eval=(domain.eval or self.eval).model_copy(deep=True),
+                domains=[],
+            )
+            views.append((domain.name, view))
+        return views
 
     def to_dict(self) -> dict[str, Any]:
         return self.model_dump(mode="json")
+
+
+def _check_crop(key: str, data: DataConfig) -> None:
+    if data.resize is not None and data.scale_range[1] < 1.0:
+        resized_h, resized_w = data.resize
+        max_h, max_w = resized_h * data.scale_range[1], resized_w * data.scale_range[1]
+        if max_h < data.crop_size[0] or max_w < data.crop_size[1]:
+            raise ValueError(
+                f"{key}.crop_size {data.crop_size} is larger than any scaled image "
+                f"({max_h:.0f}x{max_w:.0f}); lower it or raise {key}.scale_range"
+            )
 
 
 def _split_lists_under_root(data: DataConfig) -> None:
@@ -238,14 +318,30 @@ def apply_overrides(data: dict[str, Any], overrides: Iterable[str]) -> dict[str,
         parts = [p for p in key.strip().split(".") if p]
         if not parts:
             raise ConfigError(f"override {item!r} has an empty key")
-        node = result
+        node: Any = result
         for part in parts[:-1]:
+            if isinstance(node, list):
+                node = _list_item(node, part, item)
+                continue
             child = node.setdefault(part, {})
-            if not isinstance(child, dict):
+            if not isinstance(child, (dict, list)):
                 raise ConfigError(f"override {item!r}: {part!r} is not a section")
             node = child
+        if isinstance(node, list):
+            raise ConfigError(f"override {item!r}: replace a whole list as `{'.'.join(parts[:-1])}=[...]`")
         node[parts[-1]] = _parse_value(raw)
     return result
+
+
+def _list_item(items: list[Any], part: str, item: str) -> dict[str, Any]:
+    """``domains.0`` (an index) or ``domains.camvid`` (the entry whose ``name`` is camvid)."""
+    for entry in items:
+        if isinstance(entry, dict) and str(entry.get("name")) == part:
+            return entry
+    if part.isdigit() and int(part) < len(items) and isinstance(items[int(part)], dict):
+        return items[int(part)]  # type: ignore[no-any-return]
+    names = [str(e.get("name")) for e in items if isinstance(e, dict)]
+    raise ConfigError(f"override {item!r}: no entry {part!r} in the list (names: {names}, or an index)")
 
 
 def _format_errors(error: ValidationError) -> str:
@@ -297,6 +393,11 @@ _PATH_KEYS = {
 
 
 def _resolve_relative_paths(data: dict[str, Any], base: Path) -> dict[str, Any]:
+    domains = data.get("domains")
+    if isinstance(domains, list):
+        for domain in domains:
+            if isinstance(domain, dict):
+                _resolve_relative_paths({"data": domain.get("data")}, base)
     for keys in _PATH_KEYS:
         node: Any = data
         for key in keys[:-1]:

@@ -14,7 +14,7 @@ import signal
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,7 +23,14 @@ from typing import Any
 import torch
 from accelerate import Accelerator
 from accelerate.state import AcceleratorState, GradientState
-from accelerate.utils import ProjectConfiguration, broadcast_object_list, gather_object, set_seed
+from accelerate.utils import (
+    DistributedDataParallelKwargs,
+    ProjectConfiguration,
+    broadcast_object_list,
+    gather_object,
+    set_seed,
+)
+from torch.utils.data import DataLoader
 
 from cct_losses import AnnealedBootstrappedCE, ConsistencyWeight
 from cct_train.checkpoint import (
@@ -35,18 +42,45 @@ from cct_train.checkpoint import (
     set_rng_state,
 )
 from cct_train.config import Config, save_config
-from cct_train.data import cycle
-from cct_train.data_setup import DataBundle, build_data
+from cct_train.data import InfiniteLoader, cycle
+from cct_train.data_setup import DataBundle, TrainTransform, build_data
 from cct_train.evaluate import evaluate
 from cct_train.model import CCTModel
+from cct_train.multidomain import MultiDomainCCT
 from cct_train.progress import training_progress
 from cct_train.trackers import CSVTracker
 
 ProgressCallback = Callable[[int, dict[str, float]], None]
 
 
-def build_model(config: Config, num_classes: int) -> CCTModel:
-    """The CCT model (or the supervised baseline: same model, no auxiliary decoders) from a config."""
+def build_model(config: Config, num_classes: int | Mapping[str, int]) -> CCTModel | MultiDomainCCT:
+    """The CCT model (or the supervised baseline: same model, no auxiliary decoders) from a config.
+
+    A multi-domain config (``domains``) gives a :class:`MultiDomainCCT`; ``num_classes`` is then a mapping
+    domain name -> C (an int is used for every domain).
+    """
+    if config.multi_domain:
+        supervised = config.train.mode == "supervised"
+        heads = {}
+        for name, view in config.domain_views():
+            classes = num_classes[name] if isinstance(num_classes, Mapping) else num_classes
+            heads[name] = {
+                "num_classes": classes,
+                "perturbations": {} if supervised else dict(view.model.perturbations),
+                "background": list(view.model.background),
+                "perturbation_kwargs": dict(view.model.perturbation_kwargs),
+            }
+        return MultiDomainCCT(
+            encoder=config.model.encoder,
+            domains=heads,
+            psp_channels=config.model.psp_channels,
+            output_stride=config.model.output_stride,
+            pretrained=config.model.pretrained,
+            weights=config.model.weights,
+            consistency=config.model.consistency,
+        )
+    if isinstance(num_classes, Mapping):
+        raise TypeError("a single-domain config takes num_classes as an int")
     perturbations = {} if config.supervised_only else dict(config.model.perturbations)
     return CCTModel(
         encoder=config.model.encoder,
@@ -62,7 +96,7 @@ def build_model(config: Config, num_classes: int) -> CCTModel:
     )
 
 
-def build_optimizer(config: Config, model: CCTModel) -> torch.optim.Optimizer:
+def build_optimizer(config: Config, model: CCTModel | MultiDomainCCT) -> torch.optim.Optimizer:
     optim = config.train.optimizer
     groups = model.param_groups(
         lr=optim.lr, backbone_lr_factor=optim.backbone_lr_factor, weight_decay=optim.weight_decay
@@ -78,6 +112,27 @@ def poly_schedule(total: int, power: float) -> Callable[[int], float]:
 
 
 @dataclass
+class DomainRun:
+    """What the trainer keeps per domain (a single-domain run has one, named after its data set)."""
+
+    name: str
+    config: Config  # the domain's single-domain view (Config.domain_views)
+    data: DataBundle
+    augment: TrainTransform
+    consistency_weight: ConsistencyWeight
+    abce: AnnealedBootstrappedCE | None
+    loss_weight: float = 1.0
+    labeled_loader: DataLoader | None = None
+    unlabeled_loader: DataLoader | None = None
+    val_loader: DataLoader | None = None
+    labeled_stream: InfiniteLoader | None = None
+    unlabeled_stream: InfiniteLoader | None = None
+
+    def ce_threshold(self, step: int) -> float | None:
+        return None if self.abce is None else self.abce.threshold(step)
+
+
+@dataclass
 class TrainResult:
     step: int
     output_dir: Path
@@ -87,7 +142,12 @@ class TrainResult:
 
 
 class Trainer:
-    """Trains one CCT (or supervised baseline) model as described by a `Config`."""
+    """Trains one CCT (or supervised baseline) model as described by a `Config`.
+
+    A config with ``domains`` trains one shared encoder with a head per domain (paper 3.4): each step takes
+    the labeled + unlabeled batch of one domain in turn (``train.domain_sampling="alternate"``, the paper)
+    or of every domain (``"mix"``); validation reports each domain's mIoU and their mean.
+    """
 
     def __init__(
         self, config: Config, *, accelerator: Accelerator | None = None, quiet: bool = False
@@ -106,6 +166,10 @@ class Trainer:
             # The process group itself (PartialState) is kept.
             AcceleratorState._reset_state(reset_partial_state=False)
             GradientState._reset_state()
+        handlers: list[Any] = []
+        if config.multi_domain and config.train.domain_sampling == "alternate" and len(config.domains) > 1:
+            # Alternating steps leave the other domains' decoders out of the graph: DDP must expect that.
+            handlers.append(DistributedDataParallelKwargs(find_unused_parameters=True))
         self.accelerator = accelerator or Accelerator(
             mixed_precision=config.train.mixed_precision,
             gradient_accumulation_steps=config.train.gradient_accumulation,
@@ -114,16 +178,51 @@ class Trainer:
                 project_dir=str(self.output_dir), logging_dir=str(self.output_dir / "logs")
             ),
             cpu=_multi_process_cpu(),
+            kwargs_handlers=handlers or None,
         )
         self.quiet = quiet or not self.accelerator.is_main_process
         set_seed(config.experiment.seed, device_specific=False)
-        drop = self._check_data()
-        if config.data.skip_bad_samples:
-            from cct_train.data.check import skipping_config
+        views = config.domain_views()
+        drops = self._check_data(views)
+        device = self.accelerator.device
+        self.domains: list[DomainRun] = []
+        loss_weights = {d.name: d.loss_weight for d in config.domains}
+        for name, view in views:
+            if view.data.skip_bad_samples:
+                from cct_train.data.check import skipping_config
 
-            config = self.config = skipping_config(config)
-        self.data: DataBundle = build_data(config, drop)
-        self.model = build_model(config, self.data.num_classes)
+                view = skipping_config(view)
+            data = build_data(view, drops.get(name))
+            iterations = config.train.iterations
+            self.domains.append(
+                DomainRun(
+                    name=name,
+                    config=view,
+                    data=data,
+                    augment=data.augment.to(device),
+                    consistency_weight=ConsistencyWeight(
+                        final_weight=view.train.consistency.weight,
+                        rampup=config.train.consistency.rampup,
+                        total_iters=iterations,
+                        schedule=config.train.consistency.schedule,
+                    ),
+                    # ab-CE's annealed threshold (the loss itself is computed inside the model's forward).
+                    abce=AnnealedBootstrappedCE(
+                        data.num_classes, iterations, ramp_fraction=config.train.abce_ramp
+                    )
+                    if config.train.supervised_loss == "abce"
+                    else None,
+                    loss_weight=loss_weights.get(name, 1.0),
+                )
+            )
+        if not config.multi_domain:
+            self.config = self.domains[0].config  # with skip_bad_samples: the skipping copy
+        self.model: Any = build_model(
+            config,
+            {d.name: d.data.num_classes for d in self.domains}
+            if config.multi_domain
+            else self.domains[0].data.num_classes,
+        )
         self.optimizer = build_optimizer(config, self.model)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
             # Stepped once per optimizer step: with gradient accumulation, iterations / accumulation of them.
@@ -133,66 +232,79 @@ class Trainer:
                 config.train.optimizer.poly_power,
             ),
         )
-        self.consistency_weight = ConsistencyWeight(
-            final_weight=config.train.consistency.weight,
-            rampup=config.train.consistency.rampup,
-            total_iters=config.train.iterations,
-            schedule=config.train.consistency.schedule,
-        )
-        # ab-CE's annealed threshold (the loss itself is computed inside the model's forward).
-        self.abce = (
-            AnnealedBootstrappedCE(
-                self.data.num_classes, config.train.iterations, ramp_fraction=config.train.abce_ramp
-            )
-            if config.train.supervised_loss == "abce"
-            else None
-        )
         self.step = 0
         self.best_miou: float | None = None
         # One generator per process for augmentation and perturbations: a seed reproduces a run, and
         # each rank draws differently. Its state travels in the checkpoint.
-        device = self.accelerator.device
         self.generator = torch.Generator(device=device)
         self.generator.manual_seed(config.experiment.seed * 1000 + self.accelerator.process_index)
-        self.augment = self.data.augment.to(device)
 
-        loaders = [self.data.labeled_loader, self.data.unlabeled_loader, self.data.val_loader]
         # The scheduler is deliberately not prepared: Accelerate would step it once per process, while the
         # paper's poly schedule is defined per iteration whatever the number of processes.
         self.model, self.optimizer = self.accelerator.prepare(self.model, self.optimizer)
-        self.labeled_loader, self.unlabeled_loader, self.val_loader = (
-            self.accelerator.prepare_data_loader(loader) if loader is not None else None for loader in loaders
-        )
-        # Endless streams whose position (pass, batches consumed) is saved, so a resume continues with
-        # exactly the batches an uninterrupted run would have seen.
-        self.labeled_stream = cycle(self.labeled_loader)
-        self.unlabeled_stream = cycle(self.unlabeled_loader) if self.unlabeled_loader is not None else None
+        for run in self.domains:
+            run.labeled_loader, run.unlabeled_loader, run.val_loader = (
+                self.accelerator.prepare_data_loader(loader) if loader is not None else None
+                for loader in (run.data.labeled_loader, run.data.unlabeled_loader, run.data.val_loader)
+            )
+            # Endless streams whose position (pass, batches consumed) is saved, so a resume continues with
+            # exactly the batches an uninterrupted run would have seen.
+            run.labeled_stream = cycle(run.labeled_loader)
+            run.unlabeled_stream = cycle(run.unlabeled_loader) if run.unlabeled_loader is not None else None
         self.nonfinite_skipped = 0
         self._nonfinite_in_row = 0
         self._stop_signal: int | None = None
 
-    # ------------------------------------------------------------------ helpers
-    def _check_data(self) -> dict[str, set[str]]:
-        """`cct data check` before training: every problem reported at once, or bad samples dropped.
+    # ------------------------------------------------------------------ single-domain shortcuts
+    @property
+    def data(self) -> DataBundle:
+        """The (first) domain's data."""
+        return self.domains[0].data
 
-        The main process checks; the outcome is broadcast so every process stops (or drops) alike.
-        """
+    @property
+    def consistency_weight(self) -> ConsistencyWeight:
+        return self.domains[0].consistency_weight
+
+    @property
+    def labeled_loader(self) -> DataLoader | None:
+        return self.domains[0].labeled_loader
+
+    @property
+    def unlabeled_loader(self) -> DataLoader | None:
+        return self.domains[0].unlabeled_loader
+
+    @property
+    def val_loader(self) -> DataLoader | None:
+        return self.domains[0].val_loader
+
+    # ------------------------------------------------------------------ helpers
+    def _check_data(self, views: list[tuple[str, Config]]) -> dict[str, dict[str, set[str]]]:
+        """`cct data check` before training, for each domain: every problem reported at once, or bad
+        samples dropped. The main process checks; the outcome is broadcast so every process stops (or
+        drops) alike."""
         from cct_train.data.check import preflight, samples_to_skip
 
-        mode = self.config.data.check
-        if mode == "off":
-            return {}
         outcome: list[Any] = [None]
         if self.accelerator.is_main_process:
+            drops: dict[str, dict[str, set[str]]] = {}
             try:
-                report = preflight(
-                    self.config,
-                    deep=mode == "full",
-                    skip_bad_samples=self.config.data.skip_bad_samples,
-                    progress=not self.quiet,
-                )
-                outcome[0] = samples_to_skip(report) if self.config.data.skip_bad_samples else {}
+                for name, view in views:
+                    if view.data.check == "off":
+                        continue
+                    report = preflight(
+                        view,
+                        deep=view.data.check == "full",
+                        skip_bad_samples=view.data.skip_bad_samples,
+                        progress=not self.quiet,
+                    )
+                    drops[name] = samples_to_skip(report) if view.data.skip_bad_samples else {}
+                outcome[0] = drops
             except ValueError as error:  # DataCheckError lists every problem
+                if len(views) > 1:
+                    error.args = (
+                        f"domain {name!r}: {error.args[0] if error.args else error}",
+                        *error.args[1:],
+                    )
                 outcome[0] = error
         outcome = broadcast_object_list(outcome)
         if isinstance(outcome[0], Exception):
@@ -200,26 +312,48 @@ class Trainer:
         return dict(outcome[0] or {})
 
     @property
-    def unwrapped(self) -> CCTModel:
+    def unwrapped(self) -> Any:
+        """The model without its DDP / compile wrappers (``CCTModel`` or ``MultiDomainCCT``)."""
         model = self.accelerator.unwrap_model(self.model)
-        assert isinstance(model, CCTModel)
+        assert isinstance(model, (CCTModel, MultiDomainCCT))
         return model
 
-    def weak_weight(self, step: int) -> float:
+    def weak_weight(self, step: int, run: DomainRun | None = None) -> float:
         """w_w, ramped like the consistency weight (w_w * w_u(t) / lambda_u) unless train.weak_rampup is off."""
+        run = run or self.domains[0]
         weight = self.config.train.weak_weight
-        final = self.config.train.consistency.weight
+        final = run.consistency_weight.final_weight
         if self.config.train.weak_rampup and final > 0:
-            weight *= self.consistency_weight(step) / final
+            weight *= run.consistency_weight(step) / final
         return weight
 
     def ce_threshold(self, step: int) -> float | None:
         """ab-CE threshold: anneals from 1/C to 0.9 along the original's log ramp over abce_ramp of training."""
-        return None if self.abce is None else self.abce.threshold(step)
+        return self.domains[0].ce_threshold(step)
+
+    def active_domains(self, step: int) -> list[DomainRun]:
+        """The domains that take part in ``step``: one in turn ("alternate") or all ("mix")."""
+        if len(self.domains) == 1 or self.config.train.domain_sampling == "mix":
+            return self.domains
+        return [self.domains[step % len(self.domains)]]
 
     # ------------------------------------------------------------------ checkpoints
     def checkpoint_path(self, name: str = "last") -> Path:
         return self.output_dir / "checkpoints" / f"{name}.pt"
+
+    def _stream_key(self, run: DomainRun, part: str) -> str:
+        return f"{run.name}/{part}" if self.config.multi_domain else part
+
+    def _class_info(self) -> tuple[Any, Any, Any]:
+        """num_classes, class names and palette: plain for one domain, ``{domain: ...}`` for several."""
+        if not self.config.multi_domain:
+            data = self.data
+            return data.num_classes, data.class_names, data.palette
+        return (
+            {d.name: d.data.num_classes for d in self.domains},
+            {d.name: d.data.class_names for d in self.domains},
+            {d.name: d.data.palette for d in self.domains},
+        )
 
     def save(self, name: str = "last") -> Path:
         """Write a checkpoint atomically; a failed write keeps the previous one and says what to do."""
@@ -228,6 +362,14 @@ class Trainer:
         # Every process draws its own augmentations: keep each one's generator state.
         generators = gather_object([self.generator.get_state()])
         if self.accelerator.is_main_process:
+            streams: dict[str, Any] = {}
+            for run in self.domains:
+                assert run.labeled_stream is not None
+                streams[self._stream_key(run, "labeled")] = run.labeled_stream.state_dict()
+                streams[self._stream_key(run, "unlabeled")] = (
+                    run.unlabeled_stream.state_dict() if run.unlabeled_stream else None
+                )
+            num_classes, class_names, palette = self._class_info()
             payload = {
                 "model": self.unwrapped.state_dict(),
                 "model_config": self.unwrapped.config,
@@ -237,16 +379,13 @@ class Trainer:
                 "best_miou": self.best_miou,
                 "rng": rng_state(),
                 "generators": generators,
-                "streams": {
-                    "labeled": self.labeled_stream.state_dict(),
-                    "unlabeled": self.unlabeled_stream.state_dict() if self.unlabeled_stream else None,
-                },
+                "streams": streams,
                 "nonfinite_skipped": self.nonfinite_skipped,
                 "scaler": self.accelerator.scaler.state_dict() if self.accelerator.scaler else None,
                 "config": self.config.to_dict(),
-                "num_classes": self.data.num_classes,
-                "class_names": self.data.class_names,
-                "palette": self.data.palette,
+                "num_classes": num_classes,
+                "class_names": class_names,
+                "palette": palette,
             }
             try:
                 save_checkpoint(path, payload)
@@ -278,41 +417,79 @@ class Trainer:
             self.accelerator.scaler.load_state_dict(state["scaler"])
         streams = state.get("streams") or {}
         per_batch = self.accelerator.num_processes
-        if streams.get("labeled"):
-            self.labeled_stream.load_state_dict(streams["labeled"], per_batch * self.config.data.batch_size)
-        if streams.get("unlabeled") and self.unlabeled_stream is not None:
-            unlabeled_batch = self.config.data.unlabeled_batch_size or self.config.data.batch_size
-            self.unlabeled_stream.load_state_dict(streams["unlabeled"], per_batch * unlabeled_batch)
+        for run in self.domains:
+            data = run.config.data
+            labeled = streams.get(self._stream_key(run, "labeled"))
+            if labeled and run.labeled_stream is not None:
+                run.labeled_stream.load_state_dict(labeled, per_batch * data.batch_size)
+            unlabeled = streams.get(self._stream_key(run, "unlabeled"))
+            if unlabeled and run.unlabeled_stream is not None:
+                run.unlabeled_stream.load_state_dict(
+                    unlabeled, per_batch * (data.unlabeled_batch_size or data.batch_size)
+                )
 
     def export(self, path: str | Path) -> None:
         """Weights for inference as .safetensors, with the model config and class info as metadata."""
         if self.accelerator.is_main_process:
+            _, class_names, palette = self._class_info()
             meta = {
                 "model_config": json.dumps(self.unwrapped.config, default=str),
-                "class_names": json.dumps(self.data.class_names),
-                "palette": json.dumps(self.data.palette),
+                "class_names": json.dumps(class_names),
+                "palette": json.dumps(palette),
             }
             save_weights(path, self.unwrapped.state_dict(), meta)
 
     # ------------------------------------------------------------------ loop
+    def _inputs(
+        self, run: DomainRun, labeled: dict[str, Any], unlabeled: dict[str, Any] | None
+    ) -> dict[str, Any]:
+        """One domain's augmented batches and loss weights: the keyword inputs of the model's forward."""
+        images, masks = run.augment(labeled["image"], labeled["mask"], generator=self.generator)
+        inputs: dict[str, Any] = {
+            "images": images,
+            "targets": masks,
+            "ce_threshold": run.ce_threshold(self.step),
+        }
+        if unlabeled is not None and not run.config.supervised_only:
+            # Unlabeled samples carry a "mask" only when pseudo-labels (weak labels) were given for them.
+            weak = unlabeled.get("mask")
+            unlabeled_images, weak = run.augment(unlabeled["image"], weak, generator=self.generator)
+            inputs["unlabeled"] = unlabeled_images
+            inputs["consistency_weight"] = run.consistency_weight(self.step)
+            if weak is not None:
+                inputs["weak_targets"] = weak
+                inputs["weak_weight"] = self.weak_weight(self.step, run)
+        return inputs
+
     def train_step(
         self, labeled: dict[str, Any], unlabeled: dict[str, Any] | None
     ) -> dict[str, torch.Tensor]:
-        images, masks = self.augment(labeled["image"], labeled["mask"], generator=self.generator)
-        extra: dict[str, Any] = {}
-        if unlabeled is not None and not self.config.supervised_only:
-            # Unlabeled samples carry a "mask" only when pseudo-labels (weak labels) were given for them.
-            weak = unlabeled.get("mask")
-            unlabeled_images, weak = self.augment(unlabeled["image"], weak, generator=self.generator)
-            extra["unlabeled"] = unlabeled_images
-            extra["consistency_weight"] = self.consistency_weight(self.step)
-            if weak is not None:
-                extra["weak_targets"] = weak
-                extra["weak_weight"] = self.weak_weight(self.step)
+        """One step of the (first) domain on these batches."""
+        return self._step({self.domains[0].name: (labeled, unlabeled)})
+
+    def _next_batches(self) -> dict[str, tuple[dict[str, Any], dict[str, Any] | None]]:
+        batches = {}
+        for run in self.active_domains(self.step):
+            assert run.labeled_stream is not None
+            labeled = next(run.labeled_stream)
+            batches[run.name] = (labeled, next(run.unlabeled_stream) if run.unlabeled_stream else None)
+        return batches
+
+    def _step(
+        self, batches: dict[str, tuple[dict[str, Any], dict[str, Any] | None]]
+    ) -> dict[str, torch.Tensor]:
+        runs = {run.name: run for run in self.domains}
+        inputs = {name: self._inputs(runs[name], *pair) for name, pair in batches.items()}
         with self.accelerator.accumulate(self.model):
-            out = self.model(
-                images, masks, ce_threshold=self.ce_threshold(self.step), generator=self.generator, **extra
-            )
+            if self.config.multi_domain:
+                for name, domain_inputs in inputs.items():
+                    domain_inputs["loss_weight"] = runs[name].loss_weight
+                out = self.model(batches=inputs, generator=self.generator)
+            else:
+                (single,) = inputs.values()
+                out = self.model(
+                    single.pop("images"), single.pop("targets"), generator=self.generator, **single
+                )
             # Backward even on a non-finite loss, so every DDP process takes part in the same collectives.
             self.accelerator.backward(out["loss"])
             if self.config.train.nonfinite_patience and not self._all_finite(out["loss"]):
@@ -352,19 +529,31 @@ class Trainer:
             )
 
     def validate(self) -> dict[str, Any]:
-        if self.val_loader is None:
+        """Validation scores; with several domains ``{"miou": mean over domains, "domains": {name: scores}}``."""
+        per_domain: dict[str, dict[str, Any]] = {}
+        for run in self.domains:
+            if run.val_loader is None:
+                continue
+            model = self.unwrapped.domain_model(run.name) if self.config.multi_domain else self.model
+            scores = evaluate(
+                model,
+                run.val_loader,
+                run.data.num_classes,
+                accelerator=self.accelerator,
+                normalize=run.data.normalize,
+                # Periodic validation stays single-scale; large images (Cityscapes) use the eval window.
+                window=run.config.eval.window,
+                stride=run.config.eval.stride,
+            )
+            per_domain[run.name] = scores.as_dict(run.data.class_names)
+        if not self.config.multi_domain:
+            return next(iter(per_domain.values()), {})
+        if not per_domain:
             return {}
-        scores = evaluate(
-            self.model,
-            self.val_loader,
-            self.data.num_classes,
-            accelerator=self.accelerator,
-            normalize=self.data.normalize,
-            # Periodic validation stays single-scale; large images (Cityscapes) use the eval window.
-            window=self.config.eval.window,
-            stride=self.config.eval.stride,
-        )
-        return scores.as_dict(self.data.class_names)
+        return {
+            "miou": sum(s["miou"] for s in per_domain.values()) / len(per_domain),
+            "domains": per_domain,
+        }
 
     def fit(self, callback: ProgressCallback | None = None) -> TrainResult:
         cfg = self.config.train
@@ -372,7 +561,6 @@ class Trainer:
         if self.accelerator.is_main_process:
             save_config(self.config, self.output_dir / "config.yaml")
         self.accelerator.init_trackers(self.config.experiment.name, config=_flat(self.config.to_dict()))
-        labeled, unlabeled = self.labeled_stream, self.unlabeled_stream
         start_time = time.perf_counter()
         metrics: dict[str, Any] = {}
         self.model.train()
@@ -381,16 +569,24 @@ class Trainer:
             training_progress(cfg.iterations, start=self.step, disable=self.quiet) as progress,
         ):
             while self.step < cfg.iterations:
-                out = self.train_step(next(labeled), next(unlabeled) if unlabeled is not None else None)
+                batches = self._next_batches()
+                if self.config.multi_domain:
+                    out = self._step(batches)
+                else:
+                    ((labeled, unlabeled),) = batches.values()
+                    out = self.train_step(labeled, unlabeled)
                 self.step += 1
                 if self._stop_signal is not None:
                     path = self.save("last")
                     raise TrainingInterrupted(self._stop_signal, self.step, path)
                 if self.step % cfg.log_every == 0 or self.step == cfg.iterations:
                     # One host sync per log interval, not per step.
-                    logs = {k: float(v.detach()) for k, v in out.items() if k.startswith("loss")}
+                    logs = {k: float(v.detach()) for k, v in out.items() if "loss" in k}
                     logs["lr"] = float(self.scheduler.get_last_lr()[0])
                     logs["consistency_weight"] = float(self.consistency_weight(self.step))
+                    if self.config.multi_domain:
+                        for run in self.domains:
+                            logs[f"{run.name}/consistency_weight"] = float(run.consistency_weight(self.step))
                     logs["nonfinite_skipped"] = float(self.nonfinite_skipped)
                     self.accelerator.log(logs, step=self.step)
                     progress.update(self.step, loss=logs["loss"])
@@ -402,8 +598,8 @@ class Trainer:
                     metrics = self.validate()
                     self.model.train()
                     if metrics:
-                        self.accelerator.log({"val/miou": metrics["miou"]}, step=self.step)
-                        progress.note(f"step {self.step}: val mIoU {100 * metrics['miou']:.2f}")
+                        self.accelerator.log(_val_logs(metrics), step=self.step)
+                        progress.note(f"step {self.step}: val mIoU {_describe_miou(metrics)}")
                         if self.best_miou is None or metrics["miou"] > self.best_miou:
                             self.best_miou = metrics["miou"]
                             self.save("best")
@@ -476,6 +672,21 @@ def _multi_process_cpu() -> bool:
     # Accelerate only forms a process group of CPU processes (gloo) when asked for the CPU explicitly;
     # without a GPU, several launched processes would otherwise each train alone.
     return not torch.cuda.is_available() and int(os.environ.get("WORLD_SIZE", "1")) > 1
+
+
+def _val_logs(metrics: dict[str, Any]) -> dict[str, float]:
+    logs = {"val/miou": float(metrics["miou"])}
+    for name, scores in metrics.get("domains", {}).items():
+        logs[f"val/{name}/miou"] = float(scores["miou"])
+    return logs
+
+
+def _describe_miou(metrics: dict[str, Any]) -> str:
+    text = f"{100 * metrics['miou']:.2f}"
+    domains = metrics.get("domains")
+    if domains:
+        text += " (mean of " + ", ".join(f"{n} {100 * s['miou']:.2f}" for n, s in domains.items()) + ")"
+    return text
 
 
 def _flat(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
