@@ -158,42 +158,16 @@ def _print_comparison(results: dict[str, Any], class_names: list[str]) -> None:
 
 def _prediction_grid(trainers: dict[str, Trainer], path: Path, rows: int = 4) -> None:
     """Validation images, ground truth and each model's prediction, side by side."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    import numpy as np
-    import torch
-
-    from cct_train.evaluate import prepare_images
-    from cct_train.inference import colorize
+    from cct_train.plots import predict_classes, prediction_grid
 
     first = next(iter(trainers.values()))
     if first.val_loader is None:
         return
     batch = next(iter(first.val_loader))
     count = min(rows, batch["image"].shape[0])
-    palette = first.data.palette
-    columns = ["image", "ground truth", *trainers]
-    fig, axes = plt.subplots(count, len(columns), figsize=(3 * len(columns), 2.4 * count), squeeze=False)
-    predictions = {}
-    for mode, trainer in trainers.items():
-        model = trainer.unwrapped.eval()
-        device = next(model.parameters()).device
-        with torch.no_grad():
-            images = prepare_images(batch["image"][:count].to(device), trainer.data.normalize)
-            predictions[mode] = model(images).argmax(1).cpu().numpy()
-    for row in range(count):
-        panels = [
-            batch["image"][row].permute(1, 2, 0).numpy(),
-            colorize(batch["mask"][row].numpy().astype(np.uint8), palette),
-            *[colorize(predictions[m][row].astype(np.uint8), palette) for m in trainers],
-        ]
-        for col, panel in enumerate(panels):
-            axes[row, col].imshow(panel)
-            axes[row, col].axis("off")
-            if row == 0:
-                axes[row, col].set_title(columns[col])
-    fig.tight_layout()
-    fig.savefig(path, dpi=80)
-    plt.close(fig)
+    images = batch["image"][:count]
+    predictions = {
+        mode: predict_classes(trainer.unwrapped, images, trainer.data.normalize)
+        for mode, trainer in trainers.items()
+    }
+    prediction_grid(images, batch["mask"][:count], predictions, first.data.palette, path)
