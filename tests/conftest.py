@@ -51,3 +51,36 @@ def _tiny_config(root: Path, output: Path, **train: Any) -> dict[str, Any]:
 @pytest.fixture
 def tiny_config() -> Callable[..., dict[str, Any]]:
     return _tiny_config
+
+
+@pytest.fixture(scope="session")
+def synthetic_root_b(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A second domain: other scenes with 3 classes (a label space of its own)."""
+    from cct_train.data import generate_synthetic_dataset
+
+    root = tmp_path_factory.mktemp("synthetic_b")
+    generate_synthetic_dataset(root, n_train=12, n_val=3, size=(48, 64), seed=1, num_classes=3)
+    return root
+
+
+def _tiny_two_domain_config(root_a: Path, root_b: Path, output: Path, **train: Any) -> dict[str, Any]:
+    """The tiny config with two domains: "scenes" (6 classes, every perturbation once) and "shapes"
+    (3 classes, two perturbation types, its own consistency weight)."""
+    base = _tiny_config(root_a, output, **train)
+    data_a = base.pop("data")
+    data_b = {**data_a, "root": str(root_b), "split": {"n_labeled": 4, "seed": 1}, "crop_size": [48, 64]}
+    base["domains"] = [
+        {"name": "scenes", "data": data_a},
+        {
+            "name": "shapes",
+            "data": data_b,
+            "perturbations": {"feature_noise": 1, "guided_cutout": 1},
+            "consistency_weight": 10.0,
+        },
+    ]
+    return base
+
+
+@pytest.fixture
+def tiny_two_domain_config() -> Callable[..., dict[str, Any]]:
+    return _tiny_two_domain_config

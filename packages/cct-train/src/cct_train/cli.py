@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from cct_train.cli_common import ConfigOpt, SetOpt, console, err, fail, load
@@ -24,8 +25,21 @@ app = typer.Typer(
 )
 
 
+DomainOpt = Annotated[
+    Optional[str],
+    typer.Option("--domain", "-d", help="Domain of a multi-domain model (its label space)."),
+]
+
+
 def print_scores(scores: dict, title: str = "Evaluation") -> None:  # type: ignore[type-arg]
-    """A rich table of per-class IoU, then mIoU and pixel accuracy."""
+    """A rich table of per-class IoU, then mIoU and pixel accuracy (per domain, then their mean, for a
+    multi-domain model)."""
+    if "domains" in scores:
+        for name, domain_scores in scores["domains"].items():
+            print_scores(domain_scores, escape(f"{title} [{name}]"))
+        means = ", ".join(f"{name} {100 * s['miou']:.2f}" for name, s in scores["domains"].items())
+        console.print(f"[bold]mean mIoU over domains: {100 * scores['miou']:.2f}[/] ({means})")
+        return
     table = Table(title=title)
     table.add_column("class")
     table.add_column("IoU %", justify="right")
@@ -94,7 +108,7 @@ def _dry_run(cfg: Config, path: Path | None) -> None:
     table.add_column("part")
     table.add_column("built")
     for part, detail in report.rows:
-        table.add_row(part, detail)
+        table.add_row(escape(part), escape(detail))
     console.print(table)
     console.print(f"[bold green]ok[/] in {report.seconds:.1f} s: nothing trained, nothing written")
 
@@ -139,11 +153,13 @@ def eval_(
         typer.Option(help="Sliding-window stride HxW (default: eval.stride or 2/3 of the window)."),
     ] = None,
     json_out: Annotated[Optional[Path], typer.Option("--json", help="Write the scores as JSON here.")] = None,
+    domain: DomainOpt = None,
 ) -> None:
     """Evaluate a trained model: mIoU over the classes (void ignored), per-class IoU, pixel accuracy.
 
     Single-scale by default; multi-scale + flip with --scales / --flip; --window for a sliding window.
-    Defaults come from the config's eval section.
+    Defaults come from the config's eval section. A multi-domain model is evaluated on every domain (each
+    one's table and the mean mIoU) or on --domain only.
     """
     from cct_train.inference import evaluate_checkpoint
 
@@ -161,6 +177,7 @@ def eval_(
             flip=flip,
             window=_size(window, "--window"),
             stride=_size(stride, "--stride"),
+            domain=domain,
         )
     except (FileNotFoundError, ValueError, RuntimeError) as error:
         fail(str(error))
@@ -184,17 +201,39 @@ def predict(
         typer.Option(help="Resize inputs to HxW before the model (e.g. 360x480); default: as is."),
     ] = None,
     overlay: Annotated[bool, typer.Option(help="Also write colour overlays.")] = True,
+    domain: DomainOpt = None,
 ) -> None:
-    """Predict index PNGs (and colour overlays) for a folder of images."""
+    """Predict index PNGs (and colour overlays) for a folder of images.
+
+    A multi-domain model predicts in the label space of --domain (required for it).
+    """
     from cct_train.inference import predict_folder
 
-    resize = tuple(int(v) for v in size.lower().split("x")) if size else None
+    resize = _size(size, "--size")
     try:
-        written = predict_folder(checkpoint, inputs, output, resize=resize, overlay=overlay)  # type: ignore[arg-type]
+        written = predict_folder(checkpoint, inputs, output, resize=resize, overlay=overlay, domain=domain)
     except (FileNotFoundError, ValueError, RuntimeError) as error:
         fail(str(error))
         return
     console.print(f"{written} predictions written to [bold]{output}[/]")
+
+
+@app.command()
+def export(
+    checkpoint: Annotated[Path, typer.Argument(help="A .pt checkpoint (or .safetensors weights).")],
+    output: Annotated[Path, typer.Option("--output", "-o", help="The .safetensors file to write.")],
+    domain: DomainOpt = None,
+) -> None:
+    """Write inference weights (.safetensors with config and classes); with --domain, a standalone
+    single-domain model (shared encoder + that domain's decoders) from a multi-domain checkpoint."""
+    from cct_train.inference import export_model
+
+    try:
+        path = export_model(checkpoint, output, domain=domain)
+    except (FileNotFoundError, ValueError, RuntimeError) as error:
+        fail(str(error))
+    what = f"domain {domain!r}" if domain else "model"
+    console.print(f"{what} exported to [bold]{path}[/]")
 
 
 @app.command()
@@ -314,12 +353,20 @@ def data_check(
     from cct_train.data.check import check_data, print_report
 
     cfg = load(config, set_)
-    report = check_data(cfg, deep=not quick, workers=workers, progress=True)
-    print_report(report, console)
+    reports = {}
+    for name, view in cfg.domain_views():
+        if cfg.multi_domain:
+            console.rule(f"domain {name}")
+        reports[name] = check_data(view, deep=not quick, workers=workers, progress=True)
+        print_report(reports[name], console)
     if json_out is not None:
-        report.write_json(json_out)
+        if cfg.multi_domain:
+            json_out.parent.mkdir(parents=True, exist_ok=True)
+            json_out.write_text(json.dumps({n: r.to_dict() for n, r in reports.items()}, indent=2))
+        else:
+            next(iter(reports.values())).write_json(json_out)
         console.print(f"report written to {json_out}")
-    if report.fatal:
+    if any(r.fatal for r in reports.values()):
         raise typer.Exit(code=1)
 
 

@@ -222,7 +222,7 @@ class Config(_Section):
 
     @model_validator(mode="after")
     def _consistent(self) -> Config:
-        if self.domains and "data" in self.model_fields_set:
+        if self.domains and "data" in self.model_fields_set and self.data != DataConfig():
             raise ValueError("give either data (one domain) or domains (several), not both")
         names = [d.name for d in self.domains]
         repeated = sorted({n for n in names if names.count(n) > 1})
@@ -276,7 +276,8 @@ class Config(_Section):
         return views
 
     def to_dict(self) -> dict[str, Any]:
-        return self.model_dump(mode="json")
+        # A multi-domain config has no top-level data section of its own: leave the unused default out.
+        return self.model_dump(mode="json", exclude={"data"} if self.domains else None)
 
 
 def _check_crop(key: str, data: DataConfig) -> None:

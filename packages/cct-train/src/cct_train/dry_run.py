@@ -41,25 +41,72 @@ def _batch(loader: Any) -> dict[str, Any]:
 def dry_run(config: Config) -> DryRunReport:
     """Build config, data sets, loaders (one batch each, augmented for the training streams) and model.
 
+    A multi-domain config gets the data rows of each domain (prefixed with its name) and one model.
     Raises what building raises (FileNotFoundError, ValueError, RuntimeError ...) with its message.
     """
-    from cct_train.data_setup import build_data
     from cct_train.trainer import build_model
 
     start = time.perf_counter()
     report = DryRunReport()
     raw = config.to_dict()
-    raw["data"]["num_workers"] = 0
+    for data in [raw.get("data") or {}, *(d["data"] for d in raw.get("domains") or [])]:
+        data["num_workers"] = 0
     cfg = config_from_dict(raw, "dry run")
-    data = cfg.data
     report.add(
         "experiment", f"{cfg.experiment.name} -> {cfg.experiment.output_dir} (seed {cfg.experiment.seed})"
     )
+    num_classes: dict[str, int] = {}
+    for name, view in cfg.domain_views():
+        prefix = f"[{name}] " if cfg.multi_domain else ""
+        try:
+            num_classes[name] = _data_rows(report, view, prefix)
+        except (FileNotFoundError, ValueError, RuntimeError, KeyError) as error:
+            if not cfg.multi_domain:
+                raise
+            raise type(error)(f"domain {name!r}: {error}") from error
+    classes: int | dict[str, int] = num_classes if cfg.multi_domain else next(iter(num_classes.values()))
+    if cfg.model.weights is None and not cfg.model.pretrained:
+        # Nothing to load: shapes only (no allocation, no initialisation), a fraction of a second.
+        with torch.device("meta"):
+            model = build_model(cfg, classes)
+    else:
+        model = build_model(cfg, classes)  # loads the weights file / downloads the weights
+    params = sum(p.numel() for p in model.parameters())
+    counts = {
+        name: 0 if view.supervised_only else sum(view.model.perturbations.values())
+        for name, view in cfg.domain_views()
+    }
+    decoders = (
+        ", ".join(f"{name} {k}" for name, k in counts.items())
+        if cfg.multi_domain
+        else str(sum(counts.values()))
+    )
+    shared = f"shared by {len(counts)} domains ({cfg.train.domain_sampling}), " if cfg.multi_domain else ""
+    report.add(
+        "model",
+        f"{cfg.model.encoder} OS{cfg.model.output_stride}, {shared}{params / 1e6:.1f} M parameters, "
+        f"auxiliary decoders: {decoders}",
+    )
+    train = cfg.train
+    report.add(
+        "schedule",
+        f"{train.mode}, {train.iterations} iterations, {'ab-CE' if train.supervised_loss == 'abce' else 'CE'}, "
+        f"{train.optimizer.name} lr {train.optimizer.lr}",
+    )
+    report.seconds = time.perf_counter() - start
+    return report
+
+
+def _data_rows(report: DryRunReport, cfg: Config, prefix: str) -> int:
+    """Build one domain's data (one batch of each loader) and add its rows; returns its class count."""
+    from cct_train.data_setup import build_data
+
+    data = cfg.data
     options = f" {data.options}" if data.options else ""
-    report.add("data set", f"{data.dataset} at {data.root}{options}")
+    report.add(f"{prefix}data set", f"{data.dataset} at {data.root}{options}")
     bundle = build_data(cfg)
     report.add(
-        "classes",
+        f"{prefix}classes",
         f"{bundle.num_classes}: {', '.join(bundle.class_names[:6])}{' ...' if bundle.num_classes > 6 else ''}",
     )
     split = data.split
@@ -69,7 +116,7 @@ def dry_run(config: Config) -> DryRunReport:
         else (f"n_labeled={split.n_labeled} seed {split.seed}" if split.n_labeled else "all labeled")
     )
     report.add(
-        f"train split '{data.train_split}'",
+        f"{prefix}train split '{data.train_split}'",
         f"{bundle.n_labeled} labeled + {bundle.n_unlabeled} unlabeled ({how})",
     )
     generator = torch.Generator().manual_seed(0)
@@ -78,51 +125,35 @@ def dry_run(config: Config) -> DryRunReport:
     assert masks is not None
     seen = torch.unique(masks)
     report.add(
-        "labeled batch",
+        f"{prefix}labeled batch",
         f"{_shape(labeled, 'image')} -> augmented {'x'.join(map(str, images.shape))}; mask values {seen.tolist()[:12]}",
     )
     if bundle.unlabeled_loader is not None:
         unlabeled = _batch(bundle.unlabeled_loader)
         weak = "mask" in unlabeled
         report.add(
-            "unlabeled batch",
+            f"{prefix}unlabeled batch",
             f"{_shape(unlabeled, 'image')}"
             + (f" with pseudo-labels {_shape(unlabeled, 'mask')}" if weak else ""),
         )
     else:
-        report.add("unlabeled batch", "none (supervised)")
+        report.add(f"{prefix}unlabeled batch", "none (supervised)")
     if bundle.val_loader is not None:
         val = _batch(bundle.val_loader)
         n_val = len(cast(Sized, bundle.val_loader.dataset))
-        report.add(f"val split '{data.val_split}'", f"{n_val} images; batch {_shape(val, 'image')}")
-    if cfg.model.weights is None and not cfg.model.pretrained:
-        # Nothing to load: shapes only (no allocation, no initialisation), a fraction of a second.
-        with torch.device("meta"):
-            model = build_model(cfg, bundle.num_classes)
-    else:
-        model = build_model(cfg, bundle.num_classes)  # loads the weights file / downloads the weights
-    params = sum(p.numel() for p in model.parameters())
-    perturbations = {} if cfg.supervised_only else cfg.model.perturbations
-    k = sum(perturbations.values())
-    report.add(
-        "model",
-        f"{cfg.model.encoder} OS{cfg.model.output_stride}, {params / 1e6:.1f} M parameters, {k} auxiliary decoders",
-    )
+        report.add(f"{prefix}val split '{data.val_split}'", f"{n_val} images; batch {_shape(val, 'image')}")
     train = cfg.train
-    loss = "ab-CE" if train.supervised_loss == "abce" else "CE"
     weak_part = (
         f", weak labels w={train.weak_weight}"
         if data.pseudo_labels is not None and not cfg.supervised_only
         else ""
     )
     report.add(
-        "schedule",
-        f"{train.mode}, {train.iterations} iterations, {loss}, {train.optimizer.name} lr {train.optimizer.lr}, "
-        f"batch {data.batch_size}+{data.unlabeled_batch_size or data.batch_size}, crop {data.crop_size[0]}x{data.crop_size[1]} "
-        f"scale {data.scale_range[0]}-{data.scale_range[1]}{weak_part}",
+        f"{prefix}batches",
+        f"{data.batch_size}+{data.unlabeled_batch_size or data.batch_size}, crop {data.crop_size[0]}x{data.crop_size[1]} "
+        f"scale {data.scale_range[0]}-{data.scale_range[1]}, lambda_u {train.consistency.weight}{weak_part}",
     )
     ev = cfg.eval
     window = f", window {ev.window[0]}x{ev.window[1]}" if ev.window else ""
-    report.add("evaluation", f"scales {ev.scales}{', flip' if ev.flip else ''}{window}")
-    report.seconds = time.perf_counter() - start
-    return report
+    report.add(f"{prefix}evaluation", f"scales {ev.scales}{', flip' if ev.flip else ''}{window}")
+    return bundle.num_classes

@@ -13,10 +13,11 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from cct_train.checkpoint import CheckpointError, load_checkpoint, load_weights
+from cct_train.checkpoint import CheckpointError, load_checkpoint, load_weights, save_weights
 from cct_train.config import config_from_dict, load_config
 from cct_train.evaluate import evaluate, predict_logits, prepare_images
 from cct_train.model import CCTModel
+from cct_train.multidomain import MultiDomainCCT
 from cct_train.progress import progress_iter
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"}
@@ -24,11 +25,17 @@ IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"}
 
 @dataclass
 class LoadedModel:
+    """A model ready for inference. From a multi-domain checkpoint loaded with ``domain=``: that domain's
+    standalone model, its classes and palette, and its single-domain view of the training config."""
+
     model: CCTModel
     class_names: list[str]
     palette: list[list[int]]
     config: dict[str, Any] | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    domain: str | None = None
+    #: Every domain of the checkpoint (empty for a single-domain checkpoint).
+    domains: list[str] = field(default_factory=list)
 
 
 def default_palette(num_classes: int) -> list[list[int]]:
@@ -46,9 +53,8 @@ def default_palette(num_classes: int) -> list[list[int]]:
     return colours
 
 
-def load_model(path: str | Path, device: str | torch.device = "cpu") -> LoadedModel:
-    """A model from a training checkpoint (.pt) or exported weights (.safetensors)."""
-    path = Path(path)
+def _read(path: Path) -> tuple[dict[str, Any], dict[str, Any], Any, Any, dict[str, Any] | None]:
+    """state dict, model config, class names, palette and training config of a .pt or .safetensors file."""
     if path.suffix == ".safetensors":
         state, meta = load_weights(path)
         if "model_config" not in meta:
@@ -61,6 +67,49 @@ def load_model(path: str | Path, device: str | torch.device = "cpu") -> LoadedMo
         data = load_checkpoint(path)
         state, model_config = data["model"], data["model_config"]
         class_names, palette, config = data.get("class_names"), data.get("palette"), data.get("config")
+    return state, model_config, class_names, palette, config
+
+
+def checkpoint_domains(path: str | Path) -> list[str]:
+    """The domain names of a multi-domain checkpoint / weights file; empty for a single-domain one."""
+    _, model_config, *_ = _read(Path(path))
+    return list(model_config.get("domains") or {})
+
+
+def load_model(
+    path: str | Path, device: str | torch.device = "cpu", domain: str | None = None
+) -> LoadedModel:
+    """A model from a training checkpoint (.pt) or exported weights (.safetensors).
+
+    A multi-domain file needs ``domain``: the result is that domain's standalone ``CCTModel`` (shared
+    encoder + its head). ``domain`` given for a single-domain file must be its only domain's name or None.
+    """
+    path = Path(path)
+    state, model_config, class_names, palette, config = _read(path)
+    domains = list(model_config.get("domains") or {})
+    if domains:
+        if domain is None:
+            raise ValueError(f"{path} is a multi-domain model: choose one of {domains} (--domain NAME)")
+        if domain not in domains:
+            raise ValueError(f"{path} has no domain {domain!r}; its domains are {domains}")
+        multi = MultiDomainCCT.from_config(model_config)
+        multi.load_state_dict(state)
+        single = multi.export_domain(domain)
+        single.to(device).eval()
+        if config is not None:
+            view = dict(config_from_dict(config, str(path)).domain_views())[domain]
+            config = view.to_dict()
+        num_classes = single.num_classes
+        return LoadedModel(
+            model=single,
+            class_names=(class_names or {}).get(domain) or [str(i) for i in range(num_classes)],
+            palette=(palette or {}).get(domain) or default_palette(num_classes),
+            config=config,
+            domain=domain,
+            domains=domains,
+        )
+    if domain is not None and (config is None or config.get("data", {}).get("dataset") != domain):
+        raise ValueError(f"{path} is a single-domain model; leave --domain out")
     model = CCTModel.from_config(model_config)
     model.load_state_dict(state)
     model.to(device).eval()
@@ -84,23 +133,49 @@ def evaluate_checkpoint(
     device: str | None = None,
     window: tuple[int, int] | None = None,
     stride: tuple[int, int] | None = None,
+    domain: str | None = None,
 ) -> dict[str, Any]:
     """Scores of a checkpoint on the validation split of its config (or of `config_path`).
 
     ``scales``, ``flip``, ``window`` and ``stride`` left None come from the config's ``eval`` section.
+    A multi-domain checkpoint is evaluated on ``domain``, or on every domain when ``domain`` is None:
+    ``{"miou": mean over domains, "domains": {name: scores}}``.
     """
-    from cct_train.data_setup import build_eval_loader
+    from cct_train.config import apply_overrides
 
+    domains = checkpoint_domains(checkpoint)
+    if domains and domain is None:
+        per_domain = {
+            name: evaluate_checkpoint(
+                checkpoint,
+                config_path=config_path,
+                overrides=overrides,
+                split=split,
+                scales=scales,
+                flip=flip,
+                device=device,
+                window=window,
+                stride=stride,
+                domain=name,
+            )
+            for name in domains
+        }
+        return {"miou": sum(s["miou"] for s in per_domain.values()) / len(per_domain), "domains": per_domain}
     dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    loaded = load_model(checkpoint, dev)
+    loaded = load_model(checkpoint, dev, domain=domain if domains else None)
     if config_path is not None:
         cfg = load_config(config_path, overrides)
+        if domain is not None and cfg.multi_domain:
+            views = dict(cfg.domain_views())
+            if domain not in views:
+                raise ValueError(f"{config_path} has no domain {domain!r}; its domains are {list(views)}")
+            cfg = views[domain]
     elif loaded.config is not None:
-        from cct_train.config import apply_overrides
-
         cfg = config_from_dict(apply_overrides(loaded.config, overrides), str(checkpoint))
     else:
         raise ValueError(f"{checkpoint} carries no data config: pass --config")
+    from cct_train.data_setup import build_eval_loader
+
     loader, normalize, num_classes, class_names = build_eval_loader(cfg, split)
     if num_classes != loaded.model.num_classes:
         raise ValueError(
@@ -147,12 +222,14 @@ def predict_folder(
     resize: tuple[int, int] | None = None,
     overlay: bool = True,
     device: str | None = None,
+    domain: str | None = None,
 ) -> int:
-    """Write `<name>.png` index masks (and `<name>_overlay.png`) for every image under `inputs`."""
+    """Write `<name>.png` index masks (and `<name>_overlay.png`) for every image under `inputs`
+    (with a multi-domain model: in the label space of ``domain``)."""
     from cct_train.data import Normalize
 
     dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    loaded = load_model(checkpoint, dev)
+    loaded = load_model(checkpoint, dev, domain=domain)
     normalize = Normalize().to(dev)
     output = Path(output)
     output.mkdir(parents=True, exist_ok=True)
@@ -177,3 +254,31 @@ def predict_folder(
             blended = (0.5 * np.asarray(image, dtype=np.float32) + 0.5 * colours).astype(np.uint8)
             Image.fromarray(blended).save(output / f"{file.stem}_overlay.png")
     return len(files)
+
+
+def export_model(checkpoint: str | Path, output: str | Path, *, domain: str | None = None) -> Path:
+    """Inference weights (.safetensors with the model config and classes as metadata) from a checkpoint.
+
+    From a multi-domain checkpoint, ``domain`` writes a standalone single-domain model (shared encoder +
+    that domain's decoders) that `cct eval` / `cct predict` / ``load_model`` use like any other; without
+    ``domain`` the whole multi-domain model is written.
+    """
+    output = Path(output)
+    if output.suffix != ".safetensors":
+        raise ValueError(f"the export is a .safetensors file, got {output}")
+    if domain is None and checkpoint_domains(checkpoint):
+        state, model_config, class_names, palette, _ = _read(Path(checkpoint))
+        model: torch.nn.Module = MultiDomainCCT.from_config(model_config)
+        model.load_state_dict(state)
+        config: dict[str, Any] = model_config
+    else:
+        loaded = load_model(checkpoint, "cpu", domain=domain)
+        model, config = loaded.model, loaded.model.config
+        class_names, palette = loaded.class_names, loaded.palette
+    meta = {
+        "model_config": json.dumps(config, default=str),
+        "class_names": json.dumps(class_names),
+        "palette": json.dumps(palette),
+    }
+    save_weights(output, model.state_dict(), meta)
+    return output

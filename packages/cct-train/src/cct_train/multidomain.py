@@ -193,7 +193,7 @@ class MultiDomainCCT(nn.Module):
 
     def domain_model(self, domain: str) -> DomainModel:
         """A module whose ``forward(images)`` predicts ``domain`` (for evaluation loops); shares weights."""
-        return DomainModel(self, domain)
+        return DomainModel(self, domain, self.num_classes(domain))
 
     def param_groups(
         self, lr: float, backbone_lr_factor: float = 0.1, weight_decay: float = 1e-4
@@ -343,18 +343,20 @@ class MultiDomainCCT(nn.Module):
 
 
 class DomainModel(nn.Module):
-    """One domain's main path of a :class:`MultiDomainCCT`: ``forward(images) -> (B, C_d, H, W)`` logits.
+    """One domain's main path: ``forward(images) -> (B, C_d, H, W)`` logits.
 
-    Shares the multi-domain model's parameters (no copy), so evaluation code written for a single-domain
-    model works unchanged.
+    Wraps a :class:`MultiDomainCCT`, or a wrapper of one whose forward takes ``(images, domain=...)``
+    (DDP: evaluating through it keeps its buffer broadcast, so every process sees the same BatchNorm
+    statistics). Shares the parameters (no copy), so evaluation code written for a single-domain model
+    works unchanged.
     """
 
-    def __init__(self, model: MultiDomainCCT, domain: str) -> None:
+    def __init__(self, model: nn.Module, domain: str, num_classes: int) -> None:
         super().__init__()
-        model.head(domain)
         self.model = model
         self.domain = domain
-        self.num_classes = model.num_classes(domain)
+        self.num_classes = int(num_classes)
 
     def forward(self, images: Tensor) -> Tensor:
-        return self.model.predict(images, self.domain)
+        logits: Tensor = self.model(images, domain=self.domain)
+        return logits

@@ -46,7 +46,7 @@ from cct_train.data import InfiniteLoader, cycle
 from cct_train.data_setup import DataBundle, TrainTransform, build_data
 from cct_train.evaluate import evaluate
 from cct_train.model import CCTModel
-from cct_train.multidomain import MultiDomainCCT
+from cct_train.multidomain import DomainModel, MultiDomainCCT
 from cct_train.progress import training_progress
 from cct_train.trackers import CSVTracker
 
@@ -247,6 +247,7 @@ class Trainer:
                 self.accelerator.prepare_data_loader(loader) if loader is not None else None
                 for loader in (run.data.labeled_loader, run.data.unlabeled_loader, run.data.val_loader)
             )
+            _check_batches(run, self.accelerator.num_processes, config.multi_domain)
             # Endless streams whose position (pass, batches consumed) is saved, so a resume continues with
             # exactly the batches an uninterrupted run would have seen.
             run.labeled_stream = cycle(run.labeled_loader)
@@ -534,7 +535,12 @@ class Trainer:
         for run in self.domains:
             if run.val_loader is None:
                 continue
-            model = self.unwrapped.domain_model(run.name) if self.config.multi_domain else self.model
+            # Through the prepared model (DDP broadcasts BatchNorm buffers), not the unwrapped one.
+            model = (
+                DomainModel(self.model, run.name, run.data.num_classes)
+                if self.config.multi_domain
+                else self.model
+            )
             scores = evaluate(
                 model,
                 run.val_loader,
@@ -672,6 +678,29 @@ def _multi_process_cpu() -> bool:
     # Accelerate only forms a process group of CPU processes (gloo) when asked for the CPU explicitly;
     # without a GPU, several launched processes would otherwise each train alone.
     return not torch.cuda.is_available() and int(os.environ.get("WORLD_SIZE", "1")) > 1
+
+
+def _check_batches(run: DomainRun, processes: int, multi_domain: bool) -> None:
+    """A training set too small for one full batch on every process would stall the stream: say so."""
+    data = run.config.data
+    parts = [
+        ("labeled", run.labeled_loader, run.data.n_labeled, data.batch_size, "data.batch_size"),
+        (
+            "unlabeled",
+            run.unlabeled_loader,
+            run.data.n_unlabeled,
+            data.unlabeled_batch_size or data.batch_size,
+            "data.unlabeled_batch_size",
+        ),
+    ]
+    for part, loader, count, batch, key in parts:
+        if loader is not None and len(loader) == 0:
+            where = f"domain {run.name!r}: " if multi_domain else ""
+            raise ValueError(
+                f"{where}the {part} set has {count} image(s), fewer than one batch of {batch} per process "
+                f"x {processes} process(es) (batches drop the incomplete last one); lower {key} or label "
+                "more images"
+            )
 
 
 def _val_logs(metrics: dict[str, Any]) -> dict[str, float]:
