@@ -66,3 +66,12 @@ def test_bad_override_syntax() -> None:
 def test_missing_file() -> None:
     with pytest.raises(ConfigError, match="not found"):
         load_config("/nonexistent/config.yaml")
+
+
+def test_yaml_words_stay_words_on_the_command_line() -> None:
+    # YAML 1.1 reads `off` / `no` as booleans: `--set data.check=off` must still mean the word.
+    from cct_train.config import load_config
+
+    assert load_config(None, ["data.check=off"]).data.check == "off"
+    assert load_config(None, ["data.hflip=no"]).data.hflip is False
+    assert load_config(None, ["data.hflip=true"]).data.hflip is True

@@ -9,6 +9,7 @@ from types import ModuleType
 import numpy as np
 import pytest
 import torch
+import yaml
 from PIL import Image
 from typer.testing import CliRunner
 
@@ -99,11 +100,47 @@ def roots(tmp_path_factory: pytest.TempPathFactory, bench: ModuleType) -> dict[s
         mask = np.zeros((500, 500), dtype=np.uint8)  # sized like the (padded) samples
         Image.fromarray(mask, mode="L").save(pseudo / f"{name}.png")
     camvid = bench.make_camvid(base / "camvid", n_train=110, n_val=2, height=24, width=32)
-    return {"voc": voc, "camvid": camvid, "pseudo": pseudo}
+    cityscapes = bench.make_cityscapes(base / "cityscapes")
+    sunrgbd = bench.make_sunrgbd(base / "sunrgbd", n_train=4)
+    return {
+        "voc": voc,
+        "camvid": camvid,
+        "pseudo": pseudo,
+        "cityscapes": cityscapes,
+        "sunrgbd": sunrgbd,
+    }
 
 
-@pytest.mark.parametrize("path", sorted(CONFIGS.glob("*.yaml")), ids=lambda p: p.name)
-def test_shipped_configs_pass_dry_run(path: Path, roots: dict[str, Path]) -> None:
+def _domain_args(path: Path, roots: dict[str, Path]) -> list[str]:
+    """--set options pointing each domain of a multi-domain config at its fixture; the tiny Cityscapes and
+    SUN RGB-D fixtures (3-4 train images) get 2 labeled images and batches of 1."""
+    args = []
+    for domain in yaml.safe_load(path.read_text())["domains"]:
+        name = domain["name"]
+        args += ["--set", f"domains.{name}.data.root={roots[domain['data']['dataset']]}"]
+        if domain["data"]["dataset"] in ("cityscapes", "sunrgbd"):
+            args += [
+                "--set",
+                f"domains.{name}.data.split.n_labeled=2",
+                "--set",
+                f"domains.{name}.data.batch_size=1",
+            ]
+    return args
+
+
+SHIPPED = sorted(CONFIGS.glob("*.yaml")) + sorted((CONFIGS / "multidomain").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("path", SHIPPED, ids=lambda p: p.name)
+def test_shipped_configs_pass_dry_run(path: Path, roots: dict[str, Path], tmp_path: Path) -> None:
+    if "domains" in yaml.safe_load(path.read_text()):
+        if path.parent.name == "multidomain":  # CamVid + horses
+            roots = {**roots, "horses": _horses(tmp_path / "horses")}
+        args = ["train", "--dry-run", "-c", str(path), *_domain_args(path, roots)]
+        result = runner.invoke(app, args)
+        assert result.exit_code == 0, result.output
+        assert "shared by 2 domains" in result.output
+        return
     kind = "voc" if path.name.startswith("voc") else "camvid"
     args = ["train", "--dry-run", "-c", str(path), "--set", f"data.root={roots[kind]}"]
     if "weak" in path.name:
@@ -171,3 +208,16 @@ def test_eval_config_section_and_cli_window_parsing(tmp_path: Path) -> None:
     assert result.exit_code == 2
     assert "HxW" in result.output
     assert json.dumps(cfg.to_dict()["eval"])
+
+
+def _horses(root: Path) -> Path:
+    """A Weizmann-horses layout: 24 train + 2 val greyscale photographs with JPEG figure/ground masks."""
+    (root / "gray").mkdir(parents=True)
+    (root / "figure_ground").mkdir(parents=True)
+    mask = np.zeros((30, 40), dtype=np.uint8)
+    mask[8:22, 10:30] = 255
+    for number in [*range(1, 25), 265, 266]:
+        photo = np.random.default_rng(number).integers(0, 255, (30, 40), dtype=np.uint8)
+        Image.fromarray(photo).save(root / "gray" / f"horse{number:03d}.jpg")
+        Image.fromarray(mask).save(root / "figure_ground" / f"horse{number:03d}.jpg")
+    return root

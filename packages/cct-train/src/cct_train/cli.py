@@ -66,12 +66,30 @@ def train(
             help="Build config, data, model and one batch of each loader; print a summary; train nothing.",
         ),
     ] = False,
+    domain: Annotated[
+        Optional[str],
+        typer.Option(
+            "--domain",
+            "-d",
+            help="Train only this domain of a multi-domain config (its single-domain baseline, same settings).",
+        ),
+    ] = None,
 ) -> None:
-    """Train CCT (or the supervised baseline with train.mode=supervised) from a config."""
+    """Train CCT (or the supervised baseline with train.mode=supervised) from a config.
+
+    A config with `domains` trains one shared encoder with a head per domain (multi-domain CCT).
+    """
     from cct_train.checkpoint import CheckpointError
     from cct_train.trainer import NonFiniteLossError, Trainer, TrainingInterrupted
 
     cfg = load(config, set_)
+    if domain is not None:
+        views = dict(cfg.domain_views())
+        if not cfg.multi_domain or domain not in views:
+            fail(
+                f"--domain {domain!r}: the config's domains are {list(views) if cfg.multi_domain else 'none'}"
+            )
+        cfg = views[domain]
     if dry_run:
         _dry_run(cfg, config)
         return

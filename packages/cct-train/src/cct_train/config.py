@@ -98,6 +98,12 @@ class DataConfig(_Section):
     #: Leave out samples that fail the check (counted in a warning) instead of stopping.
     skip_bad_samples: bool = False
 
+    @field_validator("check", mode="before")
+    @classmethod
+    def _check_word(cls, value: Any) -> Any:
+        # `check: off` in a YAML file arrives as False (YAML 1.1 booleans).
+        return "off" if value is False else value
+
     @field_validator("scale_range")
     @classmethod
     def _ordered(cls, value: tuple[float, float]) -> tuple[float, float]:
@@ -304,8 +310,15 @@ def _split_lists_under_root(data: DataConfig) -> None:
             split.__dict__[key] = Path(data.root) / path  # no re-validation: the value stays a Path
 
 
+#: YAML 1.1 reads these as booleans; on the command line they are words (`data.check=off`). Pydantic
+#: still turns them into booleans for boolean keys.
+_WORDS = {"on", "off", "yes", "no", "y", "n"}
+
+
 def _parse_value(text: str) -> Any:
     # YAML scalars: `8`, `0.5`, `true`, `[1, 2]`, `{a: 1}`, `null`; anything else stays a string.
+    if text.strip().lower() in _WORDS:
+        return text.strip()
     return yaml.safe_load(text)
 
 
