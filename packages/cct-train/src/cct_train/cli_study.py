@@ -63,6 +63,9 @@ def study(
     jobs: Annotated[
         int | None, typer.Option(min=1, help="Runs in parallel processes (threads: cores / jobs).")
     ] = None,
+    threads: Annotated[
+        int | None, typer.Option(min=1, help="torch threads per run (default: cores / jobs).")
+    ] = None,
     seeds: Annotated[str | None, typer.Option(help="Subset of seeds, e.g. 0,1.")] = None,
     n: Annotated[str | None, typer.Option("--n", help="Subset of labeled counts, e.g. 20,50.")] = None,
     methods: Annotated[str | None, typer.Option(help="Subset of methods, e.g. supervised,cct,vat.")] = None,
@@ -76,6 +79,7 @@ def study(
     on val; write results.json, results.md and plots. Runs already done (same settings) are skipped."""
     from cct_train.config import ConfigError
     from cct_train.study import load_study_config, run_study
+    from cct_train.trainer import TrainingInterrupted
 
     if (preset is None) == (config is None):
         fail("give a preset (e.g. `cct study camvid --budget cpu`) or --config study.yaml, not both")
@@ -96,12 +100,17 @@ def study(
     except ConfigError as error:
         fail(str(error))
     output = output or Path("runs") / "study" / f"{cfg.name}-{cfg.budget}"
-    command = _command(preset, budget, config, output, runs, jobs, seeds, n, methods, data_root, set_)
+    command = _command(
+        preset, budget, config, output, runs, jobs, threads, seeds, n, methods, data_root, set_
+    )
     console.print(f"study [bold]{cfg.name}[/] ({cfg.budget} budget) from {path}; report -> {output}")
     try:
-        report = run_study(cfg, output, runs_dir=runs, jobs=jobs, command=command)
+        report = run_study(cfg, output, runs_dir=runs, jobs=jobs, threads=threads, command=command)
     except (ConfigError, FileNotFoundError, ValueError) as error:
         fail(str(error))
+    except (KeyboardInterrupt, TrainingInterrupted):
+        err.print("[bold yellow]interrupted:[/] finished runs are kept; run the same command again to resume")
+        raise typer.Exit(code=130) from None
     console.print(f"\n{(output / 'results.md').read_text().split('Gain over')[0]}")
     console.print("written: " + ", ".join(str(f) for f in report.files))
     if report.failed:
@@ -116,6 +125,7 @@ def _command(
     output: Path,
     runs: Path | None,
     jobs: int | None,
+    threads: int | None,
     seeds: str | None,
     n: str | None,
     methods: str | None,
@@ -125,7 +135,8 @@ def _command(
     """The command line that repeats this study (recorded in the report)."""
     words = ["cct", "study"]
     words += [preset, "--budget", budget] if preset is not None else ["--config", str(config)]
-    options = {"--output": output, "--runs": runs, "--jobs": jobs, "--seeds": seeds, "--n": n}
+    options = {"--output": output, "--runs": runs, "--jobs": jobs, "--threads": threads, "--seeds": seeds}
+    options["--n"] = n
     options.update({"--methods": methods, "--data-root": data_root})
     for option, value in options.items():
         if value is not None:

@@ -41,6 +41,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from cct_train.config import PAPER_PERTURBATIONS, Config, ConfigError, apply_overrides, config_from_dict
+from cct_train.trainer import TrainingInterrupted
 
 SUPERVISED = "supervised"
 CCT = "cct"
@@ -94,6 +95,8 @@ class StudyConfig(_Strict):
     resize: tuple[int, int] | None = None
     #: Runs in parallel worker processes, each with (cores / jobs) torch threads.
     jobs: int = Field(1, ge=1)
+    #: torch threads of each run; None: the cores shared out between the jobs.
+    threads: int | None = Field(None, ge=1)
     qualitative: QualitativeConfig = Field(default_factory=QualitativeConfig)
 
     @field_validator("n_labeled", "seeds")
@@ -309,9 +312,10 @@ def execute_run(spec: RunSpec) -> RunResult:
 
     start = time.perf_counter()
     config = config_from_dict(spec.config, spec.key)
+    _drop_stale_checkpoints(spec)
     trainer = Trainer(config, quiet=True)
     last = trainer.checkpoint_path("last")
-    if last.is_file() and config.train.checkpoint_every:
+    if last.is_file():  # an interrupted run continues where it stopped
         trainer.resume(last)
     fit = trainer.fit()
     metrics = fit.metrics
@@ -332,6 +336,19 @@ def execute_run(spec: RunSpec) -> RunResult:
     )
     _write_json(spec.run_dir / RESULT_FILE, result.to_dict())
     return result
+
+
+def _drop_stale_checkpoints(spec: RunSpec) -> None:
+    """Remove the checkpoints of an earlier run in this folder made with other settings (its config.yaml
+    differs), so that only a run of the same configuration is resumed."""
+    saved = spec.run_dir / "config.yaml"
+    if not saved.is_file():
+        return
+    previous = yaml.safe_load(saved.read_text()) or {}
+    if fingerprint(previous) != fingerprint(config_from_dict(spec.config).to_dict()):
+        import shutil
+
+        shutil.rmtree(spec.run_dir / "checkpoints", ignore_errors=True)
 
 
 def _worker_init(threads: int) -> None:
@@ -414,6 +431,8 @@ def run_all(
             for spec in specs:
                 try:
                     finished(spec, execute_run(spec))
+                except TrainingInterrupted:
+                    raise  # SIGINT / SIGTERM: the run saved a checkpoint; stop the study
                 except Exception as error:
                     finished(spec, error)
     else:
@@ -427,12 +446,19 @@ def run_all(
             initargs=(threads,),
         ) as pool:
             pending: dict[Future[RunResult], RunSpec] = {pool.submit(_worker_run, s): s for s in specs}
-            while pending:
-                done_now, _ = wait(pending, return_when=FIRST_COMPLETED)
-                for future in done_now:
-                    spec = pending.pop(future)
-                    failure = future.exception()
-                    finished(spec, failure if failure is not None else future.result())
+            try:
+                while pending:
+                    done_now, _ = wait(pending, return_when=FIRST_COMPLETED)
+                    for future in done_now:
+                        spec = pending.pop(future)
+                        failure = future.exception()
+                        if isinstance(failure, TrainingInterrupted):
+                            raise failure
+                        finished(spec, failure if failure is not None else future.result())
+            except (KeyboardInterrupt, TrainingInterrupted):
+                # Ctrl-C reaches the workers too: each saves its run's checkpoint and stops; start no more.
+                pool.shutdown(wait=True, cancel_futures=True)
+                raise
     return [results[spec.key] for spec in specs]
 
 
@@ -598,7 +624,7 @@ METHOD_LABELS: dict[str, str] = {
     "context_mask": "Con-Msk",
     "guided_cutout": "G-Cutout",
     "vat": "I-VAT",
-    CCT: "CCT (all seven)",
+    CCT: "full CCT",
 }
 
 
@@ -857,6 +883,7 @@ def run_study(
     *,
     runs_dir: Path | None = None,
     jobs: int | None = None,
+    threads: int | None = None,
     command: str | None = None,
     progress: bool = True,
 ) -> StudyReport:
@@ -865,7 +892,7 @@ def run_study(
     output = Path(output)
     runs_dir = Path(runs_dir) if runs_dir is not None else output / "runs"
     jobs = jobs or study.jobs
-    threads = threads_per_job(jobs)
+    threads = threads or study.threads or threads_per_job(jobs)
     started = datetime.now(timezone.utc).isoformat(timespec="seconds")
     machine = hardware()
     start = time.perf_counter()

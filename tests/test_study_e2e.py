@@ -1,0 +1,86 @@
+"""End-to-end `cct study` on the generated scenes: 1 n x 2 methods x 2 seeds, report files, resume (CPU)."""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import yaml
+from typer.testing import CliRunner
+
+from cct_train.cli_study import app
+
+PNG = b"\x89PNG\r\n\x1a\n"
+
+
+def test_tiny_study_writes_a_consistent_report_and_resumes(
+    synthetic_root: Path, tmp_path: Path, tiny_config: Callable[..., dict[str, Any]]
+) -> None:
+    base = tiny_config(synthetic_root, tmp_path / "unused", iterations=2, checkpoint_every=0, trackers=[])
+    base["model"]["background"] = [0, 1, 2]  # the scenes' stuff classes
+    base["data"]["check"] = "quick"
+    study = {
+        "name": "tiny",
+        "budget": "test",
+        "base": base,
+        "n_labeled": [4],
+        "seeds": [0, 1],
+        "methods": ["supervised", "cct"],
+        "cct_decoders": {"feature_noise": 1, "object_mask": 1},
+        "resize": [48, 48],
+        "qualitative": {"images": 2},
+    }
+    (tmp_path / "study.yaml").write_text(yaml.safe_dump(study))
+    output = tmp_path / "report"
+    args = [
+        "--config",
+        str(tmp_path / "study.yaml"),
+        "--output",
+        str(output),
+        "--runs",
+        str(tmp_path / "runs"),
+    ]
+
+    run = CliRunner().invoke(app, args)
+    assert run.exit_code == 0, run.output
+    report = json.loads((output / "results.json").read_text())
+    markdown = (output / "results.md").read_text()
+    for name in ("miou_vs_n.png", "qualitative.png"):
+        assert (output / name).read_bytes()[:8] == PNG
+    assert "![mIoU vs n](miou_vs_n.png)" in markdown
+    assert "![predictions](qualitative.png)" in markdown
+    assert report["runs_trained"] == 4
+    assert report["runs_skipped"] == 0
+    assert report["command"].startswith("cct study --config")
+    assert {(r["method"], r["seed"]) for r in report["runs"]} == {
+        ("supervised", 0),
+        ("supervised", 1),
+        ("cct", 0),
+        ("cct", 1),
+    }
+    assert all(r["error"] is None and r["steps"] == 2 for r in report["runs"])
+    assert (tmp_path / "runs" / "data-48x48" / "dataset.json").is_file()
+    assert (tmp_path / "runs" / "n4" / "cct" / "seed1" / "model.safetensors").is_file()
+
+    # The Markdown holds the JSON's numbers: mean ± std (seeds) per method, gain ± std (wins/seeds).
+    by_method = {s["method"]: s for s in report["summary"]}
+    runs = {(r["method"], r["seed"]): 100 * r["miou"] for r in report["runs"]}
+    sup, cct = by_method["supervised"], by_method["cct"]
+    assert sup["values"] == [runs[("supervised", 0)], runs[("supervised", 1)]]
+    assert abs(cct["delta_mean"] - (cct["mean"] - sup["mean"])) < 1e-9
+    sup_rows = re.findall(r"^\| supervised baseline \| 0 \| (.*) \|$", markdown, flags=re.MULTILINE)
+    assert sup_rows == [f"{sup['mean']:.1f} ± {sup['std']:.1f} (2)", "reference"]
+    gain_rows = re.findall(r"^\| full CCT \| 2 \| (.*) \|$", markdown, flags=re.MULTILINE)
+    assert gain_rows[0] == f"{cct['mean']:.1f} ± {cct['std']:.1f} (2)"
+    assert gain_rows[1] == f"{cct['delta_mean']:+.1f} ± {cct['delta_std']:.1f} ({cct['wins']}/2)"
+
+    # Again: every run is found done and skipped; the same numbers come out.
+    again = CliRunner().invoke(app, args)
+    assert again.exit_code == 0, again.output
+    second = json.loads((output / "results.json").read_text())
+    assert second["runs_trained"] == 0
+    assert second["runs_skipped"] == 4
+    assert second["summary"] == report["summary"]
