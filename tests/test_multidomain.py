@@ -264,7 +264,8 @@ def test_cli_eval_predict_export_with_domains(
     assert result.exit_code == 0, result.output
     assert "[scenes]" in result.output
     assert "[shapes]" in result.output
-    result = runner.invoke(app, ["eval", str(ckpt), "--domain", "shapes"])
+    moved = ["--set", f"domains.shapes.data.root={synthetic_root_b}"]  # overrides address the domains
+    result = runner.invoke(app, ["eval", str(ckpt), "--domain", "shapes", *moved])
     assert result.exit_code == 0
     assert "[scenes]" not in result.output
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +15,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 from cct_train.checkpoint import CheckpointError, load_checkpoint, load_weights, save_weights
-from cct_train.config import config_from_dict, load_config
+from cct_train.config import Config, config_from_dict, load_config
 from cct_train.evaluate import evaluate, predict_logits, prepare_images
 from cct_train.model import CCTModel
 from cct_train.multidomain import MultiDomainCCT
@@ -53,27 +54,49 @@ def default_palette(num_classes: int) -> list[list[int]]:
     return colours
 
 
-def _read(path: Path) -> tuple[dict[str, Any], dict[str, Any], Any, Any, dict[str, Any] | None]:
-    """state dict, model config, class names, palette and training config of a .pt or .safetensors file."""
+@dataclass
+class _Stored:
+    """What a .pt checkpoint or .safetensors export holds, read once."""
+
+    path: Path
+    state: dict[str, Any]
+    model_config: dict[str, Any]
+    class_names: Any
+    palette: Any
+    config: dict[str, Any] | None
+
+    @property
+    def domains(self) -> list[str]:
+        return list(self.model_config.get("domains") or {})
+
+
+def _read(path: Path) -> _Stored:
     if path.suffix == ".safetensors":
         state, meta = load_weights(path)
         if "model_config" not in meta:
             raise CheckpointError(f"{path} has no model_config metadata: export it with cct-train")
-        model_config = json.loads(meta["model_config"])
-        class_names = json.loads(meta.get("class_names", "null"))
-        palette = json.loads(meta.get("palette", "null"))
-        config = None
-    else:
-        data = load_checkpoint(path)
-        state, model_config = data["model"], data["model_config"]
-        class_names, palette, config = data.get("class_names"), data.get("palette"), data.get("config")
-    return state, model_config, class_names, palette, config
+        return _Stored(
+            path,
+            state,
+            json.loads(meta["model_config"]),
+            json.loads(meta.get("class_names", "null")),
+            json.loads(meta.get("palette", "null")),
+            None,
+        )
+    data = load_checkpoint(path)
+    return _Stored(
+        path,
+        data["model"],
+        data["model_config"],
+        data.get("class_names"),
+        data.get("palette"),
+        data.get("config"),
+    )
 
 
 def checkpoint_domains(path: str | Path) -> list[str]:
     """The domain names of a multi-domain checkpoint / weights file; empty for a single-domain one."""
-    _, model_config, *_ = _read(Path(path))
-    return list(model_config.get("domains") or {})
+    return _read(Path(path)).domains
 
 
 def load_model(
@@ -84,40 +107,41 @@ def load_model(
     A multi-domain file needs ``domain``: the result is that domain's standalone ``CCTModel`` (shared
     encoder + its head). ``domain`` given for a single-domain file must be its only domain's name or None.
     """
-    path = Path(path)
-    state, model_config, class_names, palette, config = _read(path)
-    domains = list(model_config.get("domains") or {})
+    return _load(_read(Path(path)), device, domain)
+
+
+def _load(stored: _Stored, device: str | torch.device, domain: str | None) -> LoadedModel:
+    path, domains, config = stored.path, stored.domains, stored.config
     if domains:
         if domain is None:
             raise ValueError(f"{path} is a multi-domain model: choose one of {domains} (--domain NAME)")
         if domain not in domains:
             raise ValueError(f"{path} has no domain {domain!r}; its domains are {domains}")
-        multi = MultiDomainCCT.from_config(model_config)
-        multi.load_state_dict(state)
+        multi = MultiDomainCCT.from_config(stored.model_config)
+        multi.load_state_dict(stored.state)
         single = multi.export_domain(domain)
         single.to(device).eval()
         if config is not None:
-            view = dict(config_from_dict(config, str(path)).domain_views())[domain]
-            config = view.to_dict()
+            config = dict(config_from_dict(config, str(path)).domain_views())[domain].to_dict()
         num_classes = single.num_classes
         return LoadedModel(
             model=single,
-            class_names=(class_names or {}).get(domain) or [str(i) for i in range(num_classes)],
-            palette=(palette or {}).get(domain) or default_palette(num_classes),
+            class_names=(stored.class_names or {}).get(domain) or [str(i) for i in range(num_classes)],
+            palette=(stored.palette or {}).get(domain) or default_palette(num_classes),
             config=config,
             domain=domain,
             domains=domains,
         )
     if domain is not None and (config is None or config.get("data", {}).get("dataset") != domain):
         raise ValueError(f"{path} is a single-domain model; leave --domain out")
-    model = CCTModel.from_config(model_config)
-    model.load_state_dict(state)
+    model = CCTModel.from_config(stored.model_config)
+    model.load_state_dict(stored.state)
     model.to(device).eval()
-    num_classes = int(model_config["num_classes"])
+    num_classes = int(stored.model_config["num_classes"])
     return LoadedModel(
         model=model,
-        class_names=class_names or [str(i) for i in range(num_classes)],
-        palette=palette or default_palette(num_classes),
+        class_names=stored.class_names or [str(i) for i in range(num_classes)],
+        palette=stored.palette or default_palette(num_classes),
         config=config,
     )
 
@@ -139,41 +163,48 @@ def evaluate_checkpoint(
 
     ``scales``, ``flip``, ``window`` and ``stride`` left None come from the config's ``eval`` section.
     A multi-domain checkpoint is evaluated on ``domain``, or on every domain when ``domain`` is None:
-    ``{"miou": mean over domains, "domains": {name: scores}}``.
+    ``{"miou": mean over domains, "domains": {name: scores}}``; ``overrides`` then address the
+    multi-domain config (``domains.<name>.data.root=...``).
     """
     from cct_train.config import apply_overrides
 
-    domains = checkpoint_domains(checkpoint)
-    if domains and domain is None:
-        per_domain = {
-            name: evaluate_checkpoint(
-                checkpoint,
-                config_path=config_path,
-                overrides=overrides,
-                split=split,
-                scales=scales,
-                flip=flip,
-                device=device,
-                window=window,
-                stride=stride,
-                domain=name,
-            )
-            for name in domains
-        }
-        return {"miou": sum(s["miou"] for s in per_domain.values()) / len(per_domain), "domains": per_domain}
-    dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    loaded = load_model(checkpoint, dev, domain=domain if domains else None)
+    stored = _read(Path(checkpoint))
     if config_path is not None:
         cfg = load_config(config_path, overrides)
-        if domain is not None and cfg.multi_domain:
-            views = dict(cfg.domain_views())
-            if domain not in views:
-                raise ValueError(f"{config_path} has no domain {domain!r}; its domains are {list(views)}")
-            cfg = views[domain]
-    elif loaded.config is not None:
-        cfg = config_from_dict(apply_overrides(loaded.config, overrides), str(checkpoint))
+    elif stored.config is not None:
+        cfg = config_from_dict(apply_overrides(stored.config, overrides), str(checkpoint))
     else:
         raise ValueError(f"{checkpoint} carries no data config: pass --config")
+    dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    score = partial(
+        _evaluate, checkpoint=checkpoint, split=split, scales=scales, flip=flip, window=window, stride=stride
+    )
+    if stored.domains:
+        views = dict(cfg.domain_views()) if cfg.multi_domain else {}
+        names = stored.domains if domain is None else [domain]
+        per_domain = {}
+        for name in names:
+            loaded = _load(stored, dev, name)
+            if cfg.multi_domain and name not in views:
+                raise ValueError(f"the config has no domain {name!r}; its domains are {list(views)}")
+            per_domain[name] = score(loaded, views[name] if cfg.multi_domain else cfg)
+        if domain is not None:
+            return per_domain[domain]
+        return {"miou": sum(s["miou"] for s in per_domain.values()) / len(per_domain), "domains": per_domain}
+    return score(_load(stored, dev, domain), cfg)
+
+
+def _evaluate(
+    loaded: LoadedModel,
+    cfg: Config,
+    *,
+    checkpoint: str | Path,
+    split: str | None,
+    scales: Sequence[float] | None,
+    flip: bool | None,
+    window: tuple[int, int] | None,
+    stride: tuple[int, int] | None,
+) -> dict[str, Any]:
     from cct_train.data_setup import build_eval_loader
 
     loader, normalize, num_classes, class_names = build_eval_loader(cfg, split)
@@ -266,13 +297,14 @@ def export_model(checkpoint: str | Path, output: str | Path, *, domain: str | No
     output = Path(output)
     if output.suffix != ".safetensors":
         raise ValueError(f"the export is a .safetensors file, got {output}")
-    if domain is None and checkpoint_domains(checkpoint):
-        state, model_config, class_names, palette, _ = _read(Path(checkpoint))
-        model: torch.nn.Module = MultiDomainCCT.from_config(model_config)
-        model.load_state_dict(state)
-        config: dict[str, Any] = model_config
+    stored = _read(Path(checkpoint))
+    if domain is None and stored.domains:
+        model: torch.nn.Module = MultiDomainCCT.from_config(stored.model_config)
+        model.load_state_dict(stored.state)
+        config: dict[str, Any] = stored.model_config
+        class_names, palette = stored.class_names, stored.palette
     else:
-        loaded = load_model(checkpoint, "cpu", domain=domain)
+        loaded = _load(stored, "cpu", domain)
         model, config = loaded.model, loaded.model.config
         class_names, palette = loaded.class_names, loaded.palette
     meta = {
