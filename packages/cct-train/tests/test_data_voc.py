@@ -115,3 +115,40 @@ def test_image_level_labels_from_masks(tmp_path: Path, bench: ModuleType) -> Non
     labels = image_level_labels(train)
     assert labels["2007_000032"] == [0, 1]  # background + class 1; void not a class
     assert image_level_labels(train, include_background=False)["2007_000039"] == [2]
+
+
+def test_trainaug_from_the_sbd_release_mat_files(tmp_path: Path, bench: ModuleType) -> None:
+    """VOC without SegmentationClassAug + the SBD release (benchmark_RELEASE/dataset/cls/*.mat, MATLAB
+    structs GTcls.Segmentation as scipy writes them): SBD-only ids take their masks from the .mat files."""
+    scipy_io = pytest.importorskip("scipy.io")
+    root = bench.make_voc(tmp_path, aug=False)
+    sbd = root / "benchmark_RELEASE" / "dataset"
+    (sbd / "cls").mkdir(parents=True)
+    expected = {}
+    for i, name in enumerate(bench.SBD_ONLY):
+        width, height = Image.open(root / "VOCdevkit" / "VOC2012" / "JPEGImages" / f"{name}.jpg").size
+        mask = np.zeros((height, width), dtype=np.uint8)
+        mask[2 + i : 12 + i, 3:15] = 1 + i  # class ids 1..4, a different box per image
+        mask[0, :] = 255  # SBD has no void border, but 255 must still read as void
+        scipy_io.savemat(
+            sbd / "cls" / f"{name}.mat",
+            {
+                "GTcls": {
+                    "Segmentation": mask,
+                    "Boundaries": np.zeros(1),
+                    "CategoriesPresent": np.array([1 + i]),
+                }
+            },
+        )
+        expected[name] = mask
+    (sbd / "train.txt").write_text("\n".join(bench.SBD_ONLY[:3]) + "\n")
+    (sbd / "val.txt").write_text(bench.SBD_ONLY[3] + "\n")
+    data = PascalVOC(root, split="trainaug")
+    assert set(bench.SBD_ONLY) <= set(data.names)
+    assert not set(bench.VOC_VAL) & set(data.names)  # VOC val never enters trainaug
+    for name, mask in expected.items():
+        got = data[data.names.index(name)]["mask"].numpy()
+        assert np.array_equal(got, mask.astype(np.int64)), name
+    scipy_io.savemat(tmp_path / "other.mat", {"x": np.zeros(2)})
+    with pytest.raises(ValueError, match="no GTcls"):
+        load_voc_mask(tmp_path / "other.mat")
