@@ -101,6 +101,53 @@ def _as_encoder(module: nn.Module, in_channels: int) -> Encoder:
     return Encoder(module, name=type(module).__name__, out_channels=int(channels), output_stride=int(stride))
 
 
+def build_feature_extractor(
+    encoder: str | nn.Module,
+    *,
+    in_channels: int,
+    output_stride: int,
+    pretrained: bool,
+    weights: str | Path | None,
+    psp_channels: int | None,
+    psp_bins: Sequence[int],
+    encoder_kwargs: Mapping[str, Any] | None,
+) -> tuple[Encoder, nn.Module, int]:
+    """The encoder ``h`` = backbone + PSP: ``(backbone, psp, z_channels)`` (``psp`` an identity when
+    ``psp_channels`` is None). Shared by :class:`CCTModel` and the multi-domain model."""
+    if isinstance(encoder, str):
+        backbone = build_encoder(
+            encoder,
+            in_channels=in_channels,
+            output_stride=output_stride,
+            pretrained=pretrained,
+            weights=weights,
+            **dict(encoder_kwargs or {}),
+        )
+    else:
+        backbone = _as_encoder(encoder, in_channels)
+    if psp_channels is None:
+        return backbone, nn.Identity(), backbone.out_channels
+    return backbone, PSPModule(backbone.out_channels, psp_channels, psp_bins), int(psp_channels)
+
+
+def rebuild_arguments(
+    config: Mapping[str, Any], *, encoder: nn.Module | None, load_weights: bool, **overrides: Any
+) -> dict[str, Any]:
+    """Constructor arguments from a stored model ``config``: without the initial backbone weights unless
+    ``load_weights`` (a checkpoint's state dict replaces them, and this works offline)."""
+    cfg = {**dict(config), **overrides}
+    if not load_weights:
+        cfg["pretrained"] = False
+        cfg["weights"] = None
+    if encoder is not None:
+        cfg["encoder"] = encoder
+    elif cfg.get("encoder") is None:
+        raise ValueError(
+            "this config was built from an encoder module: pass it as from_config(..., encoder=)"
+        )
+    return cfg
+
+
 class CCTModel(nn.Module):
     """Cross-Consistency Training model (segmentation-models-pytorch style constructor).
 
@@ -207,28 +254,20 @@ class CCTModel(nn.Module):
         self.concat_batches = bool(concat_batches)
         self.background = bg
 
-        if isinstance(encoder, str):
-            self.encoder = build_encoder(
-                encoder,
-                in_channels=in_channels,
-                output_stride=output_stride,
-                pretrained=pretrained,
-                weights=weights,
-                **dict(encoder_kwargs or {}),
-            )
-        else:
-            self.encoder = _as_encoder(encoder, in_channels)
+        self.encoder, self.psp, z_channels = build_feature_extractor(
+            encoder,
+            in_channels=in_channels,
+            output_stride=output_stride,
+            pretrained=pretrained,
+            weights=weights,
+            psp_channels=psp_channels,
+            psp_bins=psp_bins,
+            encoder_kwargs=encoder_kwargs,
+        )
         self.output_stride = self.encoder.output_stride
         # log2(os) sub-pixel blocks; a stride that is not a power of two (e.g. ViT/14) gets the nearest one,
         # and the logits are resized to the input size.
         upscale = 1 << max(0, round(math.log2(self.output_stride)))
-
-        if psp_channels is None:
-            self.psp: nn.Module = nn.Identity()
-            z_channels = self.encoder.out_channels
-        else:
-            self.psp = PSPModule(self.encoder.out_channels, psp_channels, psp_bins)
-            z_channels = int(psp_channels)
         self.z_channels = z_channels
 
         def decoder() -> UpsampleDecoder:
@@ -314,16 +353,7 @@ class CCTModel(nn.Module):
         ``encoder`` must be given when the model was built from an ``nn.Module`` (``config["encoder"]`` is
         ``None``); ``overrides`` replace config entries.
         """
-        cfg = {**dict(config), **overrides}
-        if not load_weights:
-            cfg["pretrained"] = False
-            cfg["weights"] = None
-        if encoder is not None:
-            cfg["encoder"] = encoder
-        elif cfg.get("encoder") is None:
-            raise ValueError(
-                "this config was built from an encoder module: pass it as from_config(..., encoder=)"
-            )
+        cfg = rebuild_arguments(config, encoder=encoder, load_weights=load_weights, **overrides)
         cfg["perturbations"] = dict(cfg.get("perturbations") or {})
         return cls(**cfg)
 

@@ -29,9 +29,8 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from cct_train.decoders import PSPModule
-from cct_train.encoders import Encoder, build_encoder
-from cct_train.model import CCTModel, _as_encoder, _jsonable, _resize
+from cct_train.encoders import Encoder
+from cct_train.model import CCTModel, _jsonable, _resize, build_feature_extractor, rebuild_arguments
 
 __all__ = ["DomainModel", "MultiDomainCCT"]
 
@@ -119,24 +118,17 @@ class MultiDomainCCT(nn.Module):
             }
         )
         self.concat_batches = bool(concat_batches)
-        if isinstance(encoder, str):
-            self.encoder = build_encoder(
-                encoder,
-                in_channels=in_channels,
-                output_stride=output_stride,
-                pretrained=pretrained,
-                weights=weights,
-                **dict(encoder_kwargs or {}),
-            )
-        else:
-            self.encoder = _as_encoder(encoder, in_channels)
+        self.encoder, self.psp, z_channels = build_feature_extractor(
+            encoder,
+            in_channels=in_channels,
+            output_stride=output_stride,
+            pretrained=pretrained,
+            weights=weights,
+            psp_channels=psp_channels,
+            psp_bins=psp_bins,
+            encoder_kwargs=encoder_kwargs,
+        )
         self.output_stride = self.encoder.output_stride
-        if psp_channels is None:
-            self.psp: nn.Module = nn.Identity()
-            z_channels = self.encoder.out_channels
-        else:
-            self.psp = PSPModule(self.encoder.out_channels, psp_channels, psp_bins)
-            z_channels = int(psp_channels)
         self.z_channels = z_channels
         # Each head sees z as its "image": an identity encoder with z's channels and the real stride, so
         # its decoders upsample by the backbone's stride and its losses are CCTModel's own.
@@ -236,17 +228,7 @@ class MultiDomainCCT(nn.Module):
     ) -> MultiDomainCCT:
         """Rebuild from :attr:`config` (e.g. a checkpoint's), without the initial backbone weights unless
         ``load_weights`` (see ``CCTModel.from_config``)."""
-        cfg = {**dict(config), **overrides}
-        if not load_weights:
-            cfg["pretrained"] = False
-            cfg["weights"] = None
-        if encoder is not None:
-            cfg["encoder"] = encoder
-        elif cfg.get("encoder") is None:
-            raise ValueError(
-                "this config was built from an encoder module: pass it as from_config(..., encoder=)"
-            )
-        return cls(**cfg)
+        return cls(**rebuild_arguments(config, encoder=encoder, load_weights=load_weights, **overrides))
 
     # ------------------------------------------------------------------------------------------ forward
 
