@@ -84,3 +84,6 @@ def test_tiny_study_writes_a_consistent_report_and_resumes(
     assert second["runs_trained"] == 0
     assert second["runs_skipped"] == 4
     assert second["summary"] == report["summary"]
+    assert [i["runs_trained"] for i in second["invocations"]] == [4, 0]
+    assert second["wall_seconds_training"] == report["wall_seconds"]  # the training invocation's time is kept
+    assert second["run_cpu_seconds_total"] > 0

@@ -251,6 +251,8 @@ class RunResult:
     decoders: int
     run_dir: str = ""
     error: str | None = None
+    #: CPU time of the run's process (all its threads): what the run costs whatever else the machine runs.
+    cpu_seconds: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -310,7 +312,7 @@ def execute_run(spec: RunSpec) -> RunResult:
     """Train and validate one run (resuming from its last checkpoint when one exists) and store its result."""
     from cct_train.trainer import Trainer
 
-    start = time.perf_counter()
+    start, cpu_start = time.perf_counter(), time.process_time()
     config = config_from_dict(spec.config, spec.key)
     _drop_stale_checkpoints(spec)
     trainer = Trainer(config, quiet=True)
@@ -333,6 +335,7 @@ def execute_run(spec: RunSpec) -> RunResult:
         steps=fit.step,
         decoders=sum(config.model.perturbations.values()) if not config.supervised_only else 0,
         run_dir=str(spec.run_dir),
+        cpu_seconds=round(time.process_time() - cpu_start, 2),
     )
     _write_json(spec.run_dir / RESULT_FILE, result.to_dict())
     return result
@@ -850,12 +853,9 @@ def render_markdown(report: Mapping[str, Any]) -> str:
         "## How these numbers were made",
         "",
         f"- command: `{report['command']}`",
-        f"- wall time of this invocation: {report['wall_seconds'] / 60:.1f} min with {report['jobs']} "
-        f"parallel run(s) x {report['threads_per_job']} torch thread(s); sum of the runs' own times: "
-        f"{report['run_seconds_total'] / 60:.1f} min ({report['runs_trained']} trained now, "
-        f"{report['runs_skipped']} found done)",
+        *_timing_lines(report),
         f"- hardware: {hw['cpu']}, {hw['cores']} cores, GPU: {hw['gpu'] or 'none'}; torch {hw['torch']}, "
-        f"Python {hw['python']}; load average at the start {hw.get('load_average')}",
+        f"Python {hw['python']}",
         f"- code: commit {report['git_commit']}; started {report['started']}",
         f"- base training config: see results.json (`base_config`); per run: `{report['runs_dir']}/n<n>/"
         "<method>/seed<seed>/config.yaml`",
@@ -864,6 +864,34 @@ def render_markdown(report: Mapping[str, Any]) -> str:
         lines += ["", "Failed runs (left out of the tables):", ""]
         lines += [f"- n{r['n']}/{r['method']}/seed{r['seed']}: {r['error']}" for r in failed]
     return "\n".join(lines) + "\n"
+
+
+def _timing_lines(report: Mapping[str, Any]) -> list[str]:
+    invocations = report.get("invocations") or [report]
+    lines = []
+    for item in invocations:
+        if not item.get("runs_trained"):
+            continue
+        load = (item.get("hardware") or {}).get("load_average")
+        lines.append(
+            f"- invocation started {item['started']}: {item['runs_trained']} run(s) trained in "
+            f"{item['wall_seconds'] / 60:.1f} min wall, {item['jobs']} parallel run(s) x "
+            f"{item['threads_per_job']} torch thread(s); load average (1, 5, 15 min) at the start {load}, "
+            f"at the end {item.get('load_average_end')}"
+        )
+    total = report.get("wall_seconds_training", report["wall_seconds"])
+    lines.append(
+        f"- wall time, all training invocations: {total / 60:.1f} min; the runs' own wall times add up to "
+        f"{report['run_seconds_total'] / 60:.1f} min"
+    )
+    cpu = report.get("run_cpu_seconds_total")
+    if cpu:
+        cores = report["hardware"]["cores"]
+        lines.append(
+            f"- CPU time of all runs: {cpu / 60:.1f} min, i.e. {cpu / 60 / cores:.1f} min of wall time on "
+            f"{cores} otherwise idle cores (the cost of the study, whatever else ran on the machine)"
+        )
+    return lines
 
 
 @dataclass
@@ -923,19 +951,30 @@ def run_study(
     grid = qualitative_grid(specs, study, output / "qualitative.png", by_key)
     if grid is not None:
         files.append(grid)
-    report: dict[str, Any] = {
-        "study": study.name,
-        "budget": study.budget,
-        "description": study.description,
+    invocation = {
         "command": command or " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]),
         "started": started,
         "wall_seconds": round(wall, 1),
-        "run_seconds_total": round(math.fsum(r.seconds for r in results if r.error is None), 1),
         "runs_trained": len(todo),
         "runs_skipped": len(done),
         "jobs": jobs,
         "threads_per_job": threads,
         "hardware": machine,
+        "load_average_end": hardware().get("load_average"),
+    }
+    invocations = [*_earlier_invocations(output / "results.json", study), invocation]
+    report: dict[str, Any] = {
+        "study": study.name,
+        "budget": study.budget,
+        "description": study.description,
+        **invocation,
+        # A resumed study's time is spread over the invocations that trained runs.
+        "invocations": invocations,
+        "wall_seconds_training": round(
+            math.fsum(i["wall_seconds"] for i in invocations if i["runs_trained"]), 1
+        ),
+        "run_seconds_total": round(math.fsum(r.seconds for r in results if r.error is None), 1),
+        "run_cpu_seconds_total": _cpu_total(results),
         "git_commit": _git_commit(),
         "data": source_data,
         "runs_dir": str(runs_dir),
@@ -952,6 +991,30 @@ def run_study(
     _write_json(output / "results.json", report)
     (output / "results.md").write_text(render_markdown(report))
     return StudyReport(report, results, files)
+
+
+def _earlier_invocations(path: Path, study: StudyConfig) -> list[dict[str, Any]]:
+    """The invocations recorded in an earlier results.json of the same study (settings unchanged)."""
+    if not path.is_file():
+        return []
+    try:
+        previous = json.loads(path.read_text())
+    except ValueError:
+        return []
+    if previous.get("study_config") != study.model_dump(mode="json"):
+        return []
+    if "invocations" in previous:
+        return list(previous["invocations"])
+    keys = ("command", "started", "wall_seconds", "runs_trained", "runs_skipped", "jobs", "threads_per_job")
+    return [{k: previous.get(k) for k in (*keys, "hardware")}]
+
+
+def _cpu_total(results: Sequence[RunResult]) -> float | None:
+    """The runs' CPU seconds summed, when every finished run recorded them."""
+    times = [r.cpu_seconds for r in results if r.error is None]
+    if not times or any(t is None for t in times):
+        return None
+    return round(math.fsum(t for t in times if t is not None), 1)
 
 
 @contextmanager
