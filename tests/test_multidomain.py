@@ -255,9 +255,13 @@ def test_cli_eval_predict_export_with_domains(
     result = runner.invoke(app, ["data", "check", "-c", str(cfg_path), "--quick"])
     assert result.exit_code == 0, result.output
     assert "domain shapes" in result.output
-    result = runner.invoke(app, ["train", "-c", str(cfg_path)])
+    result = runner.invoke(app, ["train", "-c", str(cfg_path), "--set", "train.log_every=2"])
     assert result.exit_code == 0, result.output
     assert "mean mIoU over domains" in result.output
+    # Logged every 2 steps while the domains alternate: both domains' latest losses are in the log.
+    csv = (tmp_path / "run" / "logs" / "metrics.csv").read_text()
+    assert "scenes/loss_sup" in csv
+    assert "shapes/loss_sup" in csv
     ckpt = tmp_path / "run" / "checkpoints" / "last.pt"
 
     result = runner.invoke(app, ["eval", str(ckpt)])

@@ -569,6 +569,7 @@ class Trainer:
         self.accelerator.init_trackers(self.config.experiment.name, config=_flat(self.config.to_dict()))
         start_time = time.perf_counter()
         metrics: dict[str, Any] = {}
+        latest: dict[str, torch.Tensor] = {}
         self.model.train()
         with (
             _stop_on_signals(self),
@@ -581,13 +582,15 @@ class Trainer:
                 else:
                     ((labeled, unlabeled),) = batches.values()
                     out = self.train_step(labeled, unlabeled)
+                latest.update((k, v.detach()) for k, v in out.items() if "loss" in k)
                 self.step += 1
                 if self._stop_signal is not None:
                     path = self.save("last")
                     raise TrainingInterrupted(self._stop_signal, self.step, path)
                 if self.step % cfg.log_every == 0 or self.step == cfg.iterations:
                     # One host sync per log interval, not per step.
-                    logs = {k: float(v.detach()) for k, v in out.items() if "loss" in k}
+                    # Alternating domains: each domain's latest losses, not only the last step's domain.
+                    logs = {k: float(v.detach()) for k, v in latest.items()}
                     logs["lr"] = float(self.scheduler.get_last_lr()[0])
                     logs["consistency_weight"] = float(self.consistency_weight(self.step))
                     if self.config.multi_domain:
