@@ -697,7 +697,9 @@ def plot_miou_vs_n(summaries: Sequence[Summary], methods: Sequence[str], path: P
         cells = sorted((s for s in summaries if s.method == method), key=lambda s: s.n)
         if not cells:
             continue
-        xs = [s.n for s in cells]
+        # Each method a little to the side (log axis) so that the error bars do not hide each other.
+        dodge = 1.0 + 0.025 * (index - (len(methods) - 1) / 2)
+        xs = [s.n * dodge for s in cells]
         style: dict[str, Any] = {"color": cmap(index % 10), "marker": "o", "linewidth": 1.2, "capsize": 3}
         if method == SUPERVISED:
             style.update(color="black", linestyle="--", linewidth=2.2, marker="s")
@@ -708,7 +710,7 @@ def plot_miou_vs_n(summaries: Sequence[Summary], methods: Sequence[str], path: P
         deltas = [s for s in cells if s.delta_mean is not None]
         if method != SUPERVISED and deltas:
             right.errorbar(
-                [s.n for s in deltas],
+                [s.n * dodge for s in deltas],
                 [s.delta_mean for s in deltas],
                 yerr=[s.delta_std for s in deltas],
                 label=label,
@@ -856,7 +858,7 @@ def render_markdown(report: Mapping[str, Any]) -> str:
         *_timing_lines(report),
         f"- hardware: {hw['cpu']}, {hw['cores']} cores, GPU: {hw['gpu'] or 'none'}; torch {hw['torch']}, "
         f"Python {hw['python']}",
-        f"- code: commit {report['git_commit']}; started {report['started']}",
+        f"- report written {report['started']} at commit {report['git_commit']}",
         f"- base training config: see results.json (`base_config`); per run: `{report['runs_dir']}/n<n>/"
         "<method>/seed<seed>/config.yaml`",
     ]
@@ -877,7 +879,8 @@ def _timing_lines(report: Mapping[str, Any]) -> list[str]:
             f"- invocation started {item['started']}: {item['runs_trained']} run(s) trained in "
             f"{item['wall_seconds'] / 60:.1f} min wall, {item['jobs']} parallel run(s) x "
             f"{item['threads_per_job']} torch thread(s); load average (1, 5, 15 min) at the start {load}, "
-            f"at the end {item.get('load_average_end')}"
+            f"at the end {item.get('load_average_end') or 'not recorded'}; "
+            f"HEAD {item.get('git_commit') or 'not recorded'} when it ended"
         )
     total = report.get("wall_seconds_training", report["wall_seconds"])
     lines.append(
@@ -961,6 +964,7 @@ def run_study(
         "threads_per_job": threads,
         "hardware": machine,
         "load_average_end": hardware().get("load_average"),
+        "git_commit": _git_commit(),
     }
     invocations = [*_earlier_invocations(output / "results.json", study), invocation]
     report: dict[str, Any] = {
@@ -1006,7 +1010,7 @@ def _earlier_invocations(path: Path, study: StudyConfig) -> list[dict[str, Any]]
     if "invocations" in previous:
         return list(previous["invocations"])
     keys = ("command", "started", "wall_seconds", "runs_trained", "runs_skipped", "jobs", "threads_per_job")
-    return [{k: previous.get(k) for k in (*keys, "hardware")}]
+    return [{k: previous.get(k) for k in (*keys, "hardware", "git_commit")}]
 
 
 def _cpu_total(results: Sequence[RunResult]) -> float | None:
