@@ -11,6 +11,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from cct_train.cli_common import ConfigOpt, SetOpt, console, err, fail, load
+from cct_train.cli_study import study
 from cct_train.cli_weak import cam_app, pseudo_labels
 
 if TYPE_CHECKING:
@@ -348,6 +349,7 @@ def encoders(
 
 app.add_typer(cam_app, name="cam")
 app.command("pseudo-labels")(pseudo_labels)
+app.command()(study)
 
 
 data_app = typer.Typer(name="data", help="Check and prepare data sets.", no_args_is_help=True)
