@@ -326,3 +326,13 @@ def test_camvid_splits_are_the_cct_splits_ones(camvid_root: Path) -> None:
     drawn = make_split(names, spec.config["data"]["split"]["n_labeled"], spec.config["data"]["split"]["seed"])
     assert len(drawn.labeled) == 20
     assert len(drawn.unlabeled) == 347
+
+
+def test_study_is_a_cct_command() -> None:
+    from typer.testing import CliRunner
+
+    from cct_train.cli import app
+
+    result = CliRunner().invoke(app, ["study", "--help"])
+    assert result.exit_code == 0, result.output
+    assert "--budget" in result.output
