@@ -21,6 +21,7 @@ _EXPORTS = {
     "list_encoders": "cct_train.encoders",
     "Encoder": "cct_train.encoders",
     "CCTModel": "cct_train.model",
+    "MultiDomainCCT": "cct_train.multidomain",
     "PSPModule": "cct_train.decoders",
     "UpsampleDecoder": "cct_train.decoders",
     "Config": "cct_train.config",
