@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from cct_train.bench import WORKLOADS, Workload, run_bench
+from cct_train.bench import DEFAULT_WORKLOADS, TARGETS, WORKLOADS, Workload, run_bench
 
 
 def test_workloads_are_the_documented_ones() -> None:
@@ -19,6 +19,10 @@ def test_workloads_are_the_documented_ones() -> None:
     assert WORKLOADS["cuda"].batch == 8
     assert WORKLOADS["cuda"].amp == "bf16"
     assert sum(WORKLOADS["cpu"].perturbations.values()) == 30
+    # The targets are checked on the original implementation's setting (issue #10), the default on CPU.
+    assert DEFAULT_WORKLOADS == {"cuda": "cuda", "cpu": "cpu-r50"}
+    assert WORKLOADS["cpu-r50"].reference_s_per_step == (3.3, 4.3)
+    assert TARGETS == {"time": 1.1, "peak_memory": 1.1}
 
 
 def test_tiny_bench_json(tmp_path: Path) -> None:
@@ -57,9 +61,44 @@ def test_tiny_bench_json(tmp_path: Path) -> None:
     for row in (sup, cct):
         for key in ("s_per_step", "cpu_s_per_step", "images_per_s", "peak_memory_mb", "step_memory_mb"):
             assert row[key] > 0 or key == "step_memory_mb"
-    assert set(res["cct_over_supervised"]) == {"time", "cpu_time", "peak_memory", "step_memory"}
+    assert set(res["cct_over_supervised"]) == {"time", "cpu_time", "peak_memory", "step_memory", "flops"}
+    # The compute floor: CCT adds the auxiliary decoders' and VAT's FLOPs to the same encoder work (the
+    # supervised step's main decoder backward on 2B images is more than CCT's on B, hence not much above 1).
+    assert sup["gflop_per_step"] > 0
+    assert 1.0 < res["cct_over_supervised"]["flops"] < 2.0
+    targets = res["targets"]
+    assert set(targets) == {"time", "peak_memory"}  # no reference figure for this workload
+    for name, t in targets.items():
+        assert t["limit"] == 1.1
+        assert t["value"] == res["cct_over_supervised"][name]
+        assert t["met"] == (t["value"] <= 1.1)
     assert set(res["perturbations_ms"]) == {"feature_noise", "vat", "object_mask"}
     assert res["inference_images_per_s"] > 0
+
+
+def test_reference_figure_gives_the_speedup_over_the_original(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    tiny = Workload(
+        "tiny-ref",
+        "timm:resnet18",
+        (32, 32),
+        batch=2,
+        classes=2,
+        psp_channels=8,
+        perturbations={"dropout": 1},
+        reference_s_per_step=(3.3, 4.3),
+    )
+    res = run_bench("cpu", None, steps=1, workload=tiny, rounds=1, warmup=0, subprocess=False)
+    vs = res["targets"]["vs_original"]
+    ours = res["train_steps"][1]["s_per_step"]
+    assert vs["speedup"] == pytest.approx([3.3 / ours, 4.3 / ours])
+    assert vs["limit"] == 1.25
+    assert vs["met"] == (3.3 / ours >= 1.25)
+    printed = capsys.readouterr().out
+    assert "[tiny-ref]" in printed  # the name is not eaten as rich markup
+    assert "targets (CCT / supervised" in printed
+    assert "vs the original" in printed
 
 
 def test_unknown_workload() -> None:

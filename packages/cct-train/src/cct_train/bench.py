@@ -8,9 +8,12 @@ Fixed, documented workloads (:data:`WORKLOADS`; so that figures from different m
 random initialisation, 21 classes, output stride 8, PSP 512, SGD with momentum:
 
 - ``cuda``:    timm:resnet50, 321x321, 8 labeled + 8 unlabeled (supervised: 16), bf16 autocast.
-- ``cpu``:     timm:resnet18, 160x160, 2 + 2 (supervised: 4), fp32. The default on CPU.
 - ``cpu-r50``: timm:resnet50, 160x160, 2 + 2 (supervised: 4), fp32: the setting of the original
-  implementation's figures quoted in the issue (3.3-4.3 s per step, 1.15-1.44x time, 1.5x memory).
+  implementation's figures quoted in the issue (3.3-4.3 s per step, 1.15-1.44x time, 1.5x memory), so the
+  one whose targets are checked. The default on CPU.
+- ``cpu``:     timm:resnet18, 160x160, 2 + 2 (supervised: 4), fp32: a quicker check. The auxiliary part
+  costs the same as with ResNet-50 but the encoder a third, so its ratio is higher (docs/performance.md:
+  the compute floor and why the 1.1x target is out of reach for it in eager PyTorch on a 2-core CPU).
 - ``cpu-r50-bf16``: the same under bf16 autocast (oneDNN's AVX512-BF16 kernels roughly halve the
   encoder's time on CPUs that have them; docs/performance.md).
 
@@ -28,7 +31,13 @@ is recorded before and after.
 
 Also measured, in the CCT processes: each perturbation type alone on the unlabeled z (ms per call, VAT
 includes its decoder forward + backward), and main-path inference throughput (eval mode, no grad, on the
-2B images).
+2B images), and the floating-point operations of one step of each mode (``torch.utils.flop_counter``:
+convolutions and matrix products), whose ratio is the compute floor of ``cct / supervised``: the ratio a
+step would have if the auxiliary decoders ran as efficiently as the encoder.
+
+The targets of issue #10 (:data:`TARGETS`: time and peak memory <= 1.1x the supervised step) are checked
+and printed; for the original implementation's setting the per-step time is also compared with its
+figures (:attr:`Workload.reference_s_per_step`, quoted from the issue, not measured here).
 """
 
 from __future__ import annotations
@@ -70,14 +79,28 @@ class Workload:
     perturbations: Mapping[str, int] = field(default_factory=lambda: dict(PAPER_PERTURBATIONS))
     #: Extra attributes set on the CCT model (e.g. ``{"fused_aux": False}`` for the unfused reference).
     model_attrs: Mapping[str, Any] = field(default_factory=dict)
+    #: The original implementation's CCT step (low, high) in seconds on this setting, as quoted in issue #10
+    #: (2-core CPU, ResNet-50 + PSP, crop 160, 2 + 2); ``None`` where there is no such figure.
+    reference_s_per_step: tuple[float, float] | None = None
+
+
+#: CCT / supervised limits of issue #10 (paper's 30 auxiliary decoders): time and peak memory.
+TARGETS: dict[str, float] = {"time": 1.1, "peak_memory": 1.1}
+#: How much faster than the original implementation a CCT step must be (issue #10), by device type.
+SPEEDUP_TARGETS: dict[str, float] = {"cpu": 1.25, "cuda": 2.0}
+_ORIGINAL_CPU_R50 = (3.3, 4.3)
 
 
 WORKLOADS: dict[str, Workload] = {
     "cuda": Workload("cuda", "timm:resnet50", (321, 321), 8, amp="bf16"),
     "cpu": Workload("cpu", "timm:resnet18", (160, 160), 2),
-    "cpu-r50": Workload("cpu-r50", "timm:resnet50", (160, 160), 2),
-    "cpu-r50-bf16": Workload("cpu-r50-bf16", "timm:resnet50", (160, 160), 2, amp="bf16"),
+    "cpu-r50": Workload("cpu-r50", "timm:resnet50", (160, 160), 2, reference_s_per_step=_ORIGINAL_CPU_R50),
+    "cpu-r50-bf16": Workload(
+        "cpu-r50-bf16", "timm:resnet50", (160, 160), 2, amp="bf16", reference_s_per_step=_ORIGINAL_CPU_R50
+    ),
 }
+#: The workload ``cct bench`` runs when none is named, by device type.
+DEFAULT_WORKLOADS: dict[str, str] = {"cuda": "cuda", "cpu": "cpu-r50"}
 
 
 def _sync(device: torch.device) -> None:
@@ -184,11 +207,25 @@ def _measure(
         "peak_memory_mb": peak,
         "step_memory_mb": step_peak,
     }
+    if extras:
+        result["gflop_per_step"] = _count_flops(step) / 1e9
     if extras and cct:
         result["perturbations_ms"] = _perturbation_times(model, data["unlabeled"], dev, work, steps)
         both = torch.cat([data["images"], data["unlabeled"]])
         result["inference_images_per_s"] = _inference(model, both, dev, work, steps)
     return result
+
+
+def _count_flops(step: Callable[[], None]) -> int:
+    """Floating-point operations of one call of ``step`` (forward + backward; convolutions, matrix products).
+
+    Run after the timed steps (the counter's bookkeeping must not be timed) and after the memory readings.
+    """
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with FlopCounterMode(display=False) as counter:
+        step()
+    return int(counter.get_total_flops())
 
 
 def _time(fn: Callable[[], Any], device: torch.device, steps: int, warmup: int = 1) -> float:
@@ -268,8 +305,8 @@ def run_bench(
         device: ``"cpu"`` / ``"cuda"`` (default: cuda when present).
         json_out: write the results there as JSON.
         steps: timed steps per process (after ``warmup`` untimed ones).
-        workload: a name of :data:`WORKLOADS` or a :class:`Workload` (default: ``"cuda"`` on a GPU, else
-            ``"cpu"``).
+        workload: a name of :data:`WORKLOADS` or a :class:`Workload` (default:
+            :data:`DEFAULT_WORKLOADS`: ``"cuda"`` on a GPU, else ``"cpu-r50"``).
         rounds: supervised / CCT process pairs; ratios are medians over rounds.
         subprocess: one fresh spawned process per measurement (needed for a per-workload peak RSS on
             CPU); ``False`` runs in this process (tests; the CPU memory figures are then meaningless).
@@ -281,12 +318,14 @@ def run_bench(
     Returns:
         the results (also written to ``json_out``): ``workload``, ``device``, ``train_steps`` (one row per
         mode, medians over rounds), ``rounds`` (raw per-process rows), ``cct_over_supervised`` (ratios of
-        ``time``, ``cpu_time``, ``peak_memory``, ``step_memory``), ``perturbations_ms``,
+        ``time``, ``cpu_time``, ``peak_memory``, ``step_memory``, ``flops``: the compute floor),
+        ``targets`` (each limit of :data:`TARGETS` with the measured ratio and whether it is met; plus
+        ``vs_original`` where the workload has a reference figure), ``perturbations_ms``,
         ``inference_images_per_s``, ``load_average`` (before / after).
     """
     dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     if workload is None:
-        workload = "cuda" if dev.type == "cuda" else "cpu"
+        workload = DEFAULT_WORKLOADS.get(dev.type, "cpu")
     if isinstance(workload, str):
         if workload not in WORKLOADS:
             raise ValueError(f"unknown workload {workload!r}; known: {sorted(WORKLOADS)}")
@@ -329,6 +368,7 @@ def run_bench(
                 "images_per_s": images / seconds,
                 "peak_memory_mb": max(x["peak_memory_mb"] for x in mine),
                 "step_memory_mb": max(x["step_memory_mb"] for x in mine),
+                "gflop_per_step": mine[0].get("gflop_per_step", float("nan")),
             }
         )
     pairs = list(zip(rows("supervised"), rows("cct"), strict=True))
@@ -337,7 +377,22 @@ def run_bench(
         "cpu_time": statistics.median(_ratio(c["cpu_s_per_step"], s["cpu_s_per_step"]) for s, c in pairs),
         "peak_memory": _ratio(summary[1]["peak_memory_mb"], summary[0]["peak_memory_mb"]),
         "step_memory": _ratio(summary[1]["step_memory_mb"], summary[0]["step_memory_mb"]),
+        "flops": _ratio(summary[1]["gflop_per_step"], summary[0]["gflop_per_step"]),
     }
+    targets: dict[str, Any] = {
+        name: {"limit": limit, "value": ratios[name], "met": bool(ratios[name] <= limit)}
+        for name, limit in TARGETS.items()
+    }
+    if work.reference_s_per_step is not None:
+        low, high = work.reference_s_per_step
+        ours = summary[1]["s_per_step"]
+        limit = SPEEDUP_TARGETS.get(dev.type, SPEEDUP_TARGETS["cpu"])
+        targets["vs_original"] = {
+            "original_s_per_step": [low, high],
+            "speedup": [low / ours, high / ours],
+            "limit": limit,
+            "met": bool(low / ours >= limit),
+        }
     first_cct = rows("cct")[0]
     workload_json = asdict(work)
     workload_json["size"] = list(work.size)
@@ -354,6 +409,7 @@ def run_bench(
         "load_average": {"before": list(load_before), "after": list(load_after)},
         "train_steps": summary,
         "cct_over_supervised": ratios,
+        "targets": targets,
         "perturbations_ms": first_cct.get("perturbations_ms", {}),
         "inference_images_per_s": first_cct.get("inference_images_per_s", float("nan")),
         "rounds": raw,
@@ -368,6 +424,29 @@ def run_bench(
     return results
 
 
+def _targets_line(targets: dict[str, Any], flops: float) -> str:
+    """The issue's targets as one line of rich markup: each ratio, its limit and whether it is met."""
+
+    def mark(met: bool) -> str:
+        return "[green]met[/]" if met else "[red]not met[/]"
+
+    parts = [
+        f"{name.replace('_', ' ')} {t['value']:.2f}x <= {t['limit']}x {mark(t['met'])}"
+        for name, t in targets.items()
+        if name in TARGETS
+    ]
+    line = f"targets (CCT / supervised; compute floor {flops:.3f}x): " + ", ".join(parts)
+    vs = targets.get("vs_original")
+    if vs is not None:
+        low, high = vs["original_s_per_step"]
+        fast_low, fast_high = vs["speedup"]
+        line += (
+            f"\nvs the original's {low}-{high} s/step (the issue's figure, not measured here): "
+            f"{fast_low:.2f}-{fast_high:.2f}x faster, >= {vs['limit']}x {mark(vs['met'])}"
+        )
+    return line
+
+
 def _print(results: dict[str, Any]) -> None:
     # Not a terminal (nox, CI, a log file): rich would fold the table to 80 columns.
     out = console if console.is_terminal else Console(width=130)
@@ -375,12 +454,23 @@ def _print(results: dict[str, Any]) -> None:
     b = work["batch"]
     load = results["load_average"]
     table = Table(
-        title=f"cct bench [{work['name']}] on {results['device']}: {work['encoder']} "
+        title=f"cct bench \\[{work['name']}] on {results['device']}: {work['encoder']} "
         f"{work['size'][0]}x{work['size'][1]}, CCT {b}+{b} vs supervised {2 * b}, amp {work['amp']}, "
         f"{results['threads']} threads, {results['rounds_count']} rounds x {results['steps']} steps, load {load['before'][0]:.2f} -> "
         f"{load['after'][0]:.2f}"
     )
-    for column in ["step", "images", "aux dec.", "s/step", "cpu s/step", "images/s", "peak MB", "step MB"]:
+    columns = [
+        "step",
+        "images",
+        "aux dec.",
+        "s/step",
+        "cpu s/step",
+        "images/s",
+        "peak MB",
+        "step MB",
+        "GFLOP",
+    ]
+    for column in columns:
         table.add_column(column, justify="right")
     for row in results["train_steps"]:
         table.add_row(
@@ -392,6 +482,7 @@ def _print(results: dict[str, Any]) -> None:
             f"{row['images_per_s']:.2f}",
             f"{row['peak_memory_mb']:.0f}",
             f"{row['step_memory_mb']:.0f}",
+            f"{row['gflop_per_step']:.1f}",
         )
     ratio = results["cct_over_supervised"]
     table.add_section()
@@ -404,10 +495,14 @@ def _print(results: dict[str, Any]) -> None:
         "",
         f"{ratio['peak_memory']:.2f}x",
         f"{ratio['step_memory']:.2f}x",
+        f"{ratio['flops']:.3f}x",
     )
-    table.add_row("inference (main path)", "", "", "", "", f"{results['inference_images_per_s']:.2f}", "", "")
+    table.add_row(
+        "inference (main path)", "", "", "", "", f"{results['inference_images_per_s']:.2f}", "", "", ""
+    )
     out.print(table)
-    perturb = Table(title="perturbations alone (ms per call on the unlabeled batch's z)")
+    out.print(_targets_line(results["targets"], ratio["flops"]))
+    perturb = Table(title="perturbations alone (ms per call on the unlabeled batch's z)", min_width=64)
     perturb.add_column("perturbation")
     perturb.add_column("ms", justify="right")
     for name, ms in results["perturbations_ms"].items():

@@ -307,7 +307,10 @@ def bench(
     device: Annotated[Optional[str], typer.Option(help="cpu or cuda (default: cuda when present).")] = None,
     workload: Annotated[
         Optional[str],
-        typer.Option(help="cuda (r50 321px 8+8 bf16), cpu (r18 160px 2+2) or cpu-r50 (r50 160px 2+2)."),
+        typer.Option(
+            help="cuda (r50 321px 8+8 bf16; default on a GPU), cpu-r50 (r50 160px 2+2; default on CPU), "
+            "cpu-r50-bf16 or cpu (r18 160px 2+2)."
+        ),
     ] = None,
     json_out: Annotated[
         Optional[Path], typer.Option("--json", help="Write the results as JSON here.")
@@ -320,8 +323,10 @@ def bench(
     ] = None,
 ) -> None:
     """CCT step (B+B) vs supervised step (2B): s/step, images/s, peak memory, ratio; perturbations; inference."""
-    from cct_train.bench import run_bench
+    from cct_train.bench import WORKLOADS, run_bench
 
+    if workload is not None and workload not in WORKLOADS:
+        fail(f"--workload: unknown workload {workload!r}; known: {', '.join(sorted(WORKLOADS))}")
     run_bench(
         device=device,
         json_out=json_out,
