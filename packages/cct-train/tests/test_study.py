@@ -336,3 +336,13 @@ def test_study_is_a_cct_command() -> None:
     result = CliRunner().invoke(app, ["study", "--help"])
     assert result.exit_code == 0, result.output
     assert "--budget" in result.output
+
+
+def test_study_methods_cover_every_registered_perturbation() -> None:
+    # The study lists the seven types in the paper's order; the registry is the source of the names.
+    from cct_perturb import PERTURBATIONS
+    from cct_train.study import ALL_METHODS, PERTURBATION_TYPES
+
+    assert sorted(PERTURBATION_TYPES) == sorted(PERTURBATIONS)
+    assert ALL_METHODS[0] == "supervised"
+    assert ALL_METHODS[-1] == "cct"
