@@ -13,6 +13,7 @@ from rich.table import Table
 from cct_train.cli_common import ConfigOpt, SetOpt, console, err, fail, load
 from cct_train.cli_study import study
 from cct_train.cli_weak import cam_app, pseudo_labels
+from cct_train.cli_weights import weights_app
 
 if TYPE_CHECKING:
     from cct_train.config import Config
@@ -353,6 +354,7 @@ def encoders(
 
 
 app.add_typer(cam_app, name="cam")
+app.add_typer(weights_app, name="weights")
 app.command("pseudo-labels")(pseudo_labels)
 app.command()(study)
 

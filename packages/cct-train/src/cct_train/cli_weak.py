@@ -203,6 +203,7 @@ def pseudo_labels(
             dataset,
             output,
             class_names=loaded.class_names,
+            normalization=loaded.normalization,
             palette=getattr(dataset, "palette", None),
             labels=image_labels,
             from_masks=from_masks,

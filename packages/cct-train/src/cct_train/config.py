@@ -39,13 +39,48 @@ class _Section(BaseModel):
 class ModelConfig(_Section):
     encoder: str = "timm:resnet50"
     pretrained: bool = False
-    weights: Path | None = None
+    #: A local state dict (.pth / .pt / .safetensors) or "package:<name>", an installed weights package
+    #: (`cct weights list`).
+    weights: str | None = None
     output_stride: Literal[8, 16, 32] = 8
     psp_channels: int = Field(512, gt=0)
     perturbations: dict[str, int] = Field(default_factory=lambda: dict(PAPER_PERTURBATIONS))
     perturbation_kwargs: dict[str, dict[str, Any]] = Field(default_factory=dict)
     background: list[int] = Field(default_factory=lambda: [0])
     consistency: Literal["mse", "kl", "js"] = "mse"
+    #: Input normalisation ``(x - mean) / std`` of [0, 1] RGB images; None: what the encoder's pretrained
+    #: weights expect (timm's ``pretrained_cfg``, else ImageNet's), see :meth:`normalization`.
+    mean: tuple[float, ...] | None = None
+    std: tuple[float, ...] | None = None
+
+    @field_validator("weights", mode="before")
+    @classmethod
+    def _weights(cls, value: Any) -> Any:
+        # A path, or "package:<name>": an installed weights package (cct_train.weights), kept as text.
+        return str(value) if isinstance(value, Path) else value
+
+    @field_validator("std")
+    @classmethod
+    def _positive_std(cls, value: tuple[float, ...] | None) -> tuple[float, ...] | None:
+        if value is not None and min(value) <= 0:
+            raise ValueError(f"std must be positive, got {value}")
+        return value
+
+    @model_validator(mode="after")
+    def _mean_std(self) -> ModelConfig:
+        if (self.mean is None) != (self.std is None):
+            raise ValueError("give model.mean and model.std together (or neither: the encoder's own)")
+        if self.mean is not None and self.std is not None and len(self.mean) != len(self.std):
+            raise ValueError(f"model.mean {self.mean} and model.std {self.std} differ in length")
+        return self
+
+    def normalization(self) -> tuple[tuple[float, ...], tuple[float, ...]]:
+        """``(mean, std)`` for the images: the ones given, or the encoder's pretrained statistics."""
+        if self.mean is not None and self.std is not None:
+            return tuple(self.mean), tuple(self.std)
+        from cct_train.encoders import input_normalization
+
+        return input_normalization(self.encoder)
 
     @field_validator("perturbations")
     @classmethod

@@ -163,7 +163,7 @@ def build_data(config: Config, drop: Mapping[str, set[str]] | None = None) -> Da
         val_loader = build_loader(
             val_set, batch_size=data.val_batch_size, shuffle=False, num_workers=data.num_workers, seed=seed
         )
-    normalize = Normalize()
+    normalize = Normalize(*config.model.normalization())
     augment = SegmentationAugment(
         crop_size=data.crop_size,
         scale_range=data.scale_range,
@@ -200,4 +200,4 @@ def build_eval_loader(
         num_workers=config.data.num_workers,
         seed=config.experiment.seed,
     )
-    return loader, Normalize(), num_classes, list(dataset.class_names)
+    return loader, Normalize(*config.model.normalization()), num_classes, list(dataset.class_names)

@@ -20,7 +20,10 @@ from __future__ import annotations
 
 import difflib
 import fnmatch
+import json
+import os
 import re
+import tempfile
 import warnings
 from collections.abc import Mapping
 from pathlib import Path
@@ -28,6 +31,15 @@ from typing import Any, Protocol
 
 import torch
 from torch import Tensor, nn
+
+from cct_train.weights import (
+    Match,
+    is_head_key,
+    map_state_dict,
+    read_state_dict,
+    resolve_weights,
+    strip_prefixes,
+)
 
 __all__ = [
     "ENCODER_SOURCES",
@@ -37,21 +49,11 @@ __all__ = [
     "TimmSource",
     "build_encoder",
     "list_encoders",
+    "convert_weights",
+    "input_normalization",
     "load_encoder_weights",
     "split_encoder_name",
 ]
-
-#: Prefixes stripped from state-dict keys before matching (checkpoints of wrapped / nested models).
-STRIP_PREFIXES: tuple[str, ...] = ("module.", "model.", "encoder.", "backbone.", "_orig_mod.")
-
-#: Key patterns of classification heads and pooling-side layers that a backbone does not hold; such keys in a
-#: weights file are dropped silently (other unexpected keys are reported with a warning).
-HEAD_KEY_PATTERNS: tuple[str, ...] = (
-    r"^(fc|head|heads|classifier|last_linear|logits|pre_logits|head_drop)(\.|_|$)",
-    r"^(conv_head|bn2|norm_head|fc_norm|global_pool|head_norm)(\.|$)",
-    r"^norm\.(weight|bias)$",
-)
-
 
 class Encoder(nn.Module):
     """A backbone that returns its deepest feature map.
@@ -315,46 +317,41 @@ def build_encoder(
     return encoder
 
 
+#: The ImageNet statistics most pretrained backbones expect (torchvision, smp, most timm models).
+IMAGENET_MEAN: tuple[float, float, float] = (0.485, 0.456, 0.406)
+IMAGENET_STD: tuple[float, float, float] = (0.229, 0.224, 0.225)
+
+
+def input_normalization(name: str) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """``(mean, std)`` of the images the encoder's pretrained weights were trained on, in [0, 1] units.
+
+    timm names (and smp's ``tu-`` names) read timm's ``pretrained_cfg`` (``"timm:tf_efficientnet_lite0"``:
+    0.5 / 0.5; a tag such as ``"resnet50.a1_in1k"`` is honoured); other smp encoders and names timm does
+    not know use the ImageNet statistics. Random initialisation is indifferent to the choice; pretrained
+    weights are not, so training, evaluation, prediction and export all use this pair (stored in the
+    model's config).
+
+    >>> input_normalization("timm:tf_efficientnet_lite0")
+    ((0.5, 0.5, 0.5), (0.5, 0.5, 0.5))
+    >>> input_normalization("timm:resnet18")
+    ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
+    """
+    source, model = split_encoder_name(name)
+    if source == "smp" and model.startswith("tu-"):
+        source, model = "timm", model[3:]
+    if source == "timm":
+        import timm.models
+
+        try:
+            cfg = timm.models.get_pretrained_cfg(model, allow_unregistered=False)
+        except (RuntimeError, ValueError):
+            cfg = None
+        if cfg is not None and cfg.mean and cfg.std:
+            return tuple(float(v) for v in cfg.mean), tuple(float(v) for v in cfg.std)
+    return IMAGENET_MEAN, IMAGENET_STD
+
+
 # --------------------------------------------------------------------------------------------- weights
-
-
-def _read_state_dict(path: Path) -> dict[str, Tensor]:
-    if not path.is_file():
-        raise FileNotFoundError(f"weights file not found: {path}")
-    if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
-
-        return dict(load_file(str(path), device="cpu"))
-    obj = torch.load(str(path), map_location="cpu", weights_only=True)
-    # Common checkpoint layouts: {"state_dict": ...}, {"model": ...}, {"model_state_dict": ...}.
-    for key in ("state_dict", "model", "model_state_dict", "module", "encoder"):
-        if isinstance(obj, Mapping) and key in obj and isinstance(obj[key], Mapping):
-            obj = obj[key]
-            break
-    if not isinstance(obj, Mapping):
-        raise ValueError(f"{path} does not hold a state dict (got {type(obj).__name__})")
-    return {str(k): v for k, v in obj.items() if isinstance(v, Tensor)}
-
-
-def _strip_prefixes(key: str) -> str:
-    changed = True
-    while changed:
-        changed = False
-        for prefix in STRIP_PREFIXES:
-            if key.startswith(prefix):
-                key = key[len(prefix) :]
-                changed = True
-    return key
-
-
-def _normalise_key(key: str) -> str:
-    # timm's features_only wrappers flatten nested sequentials ("stages.0" -> "stages_0"); "." vs "_"
-    # is not meaningful for matching.
-    return _strip_prefixes(key).replace(".", "_")
-
-
-def _is_head_key(key: str) -> bool:
-    return any(re.search(p, key) for p in HEAD_KEY_PATTERNS)
 
 
 def load_encoder_weights(
@@ -362,85 +359,113 @@ def load_encoder_weights(
 ) -> dict[str, list[str]]:
     """Load a local state dict into an encoder's backbone, tolerant of prefixes and classifier heads.
 
-    Keys are matched after stripping ``module.``, ``model.``, ``encoder.``, ``backbone.`` (repeatedly) and
-    ignoring ``.`` vs ``_`` (timm's flattened feature wrappers). Every backbone tensor must be found
-    (strict): missing keys or shape mismatches raise ``ValueError`` listing them. A first convolution saved
-    for 3 input channels is adapted to ``in_channels`` (timm's ``adapt_input_conv``). Keys of the file that
-    the backbone does not use are dropped: classifier heads silently, others with a warning.
+    Keys are matched by :func:`match_by_name` (strict: missing keys or shape mismatches raise ``ValueError``
+    listing them; a 3-channel first convolution is adapted to ``in_channels``). Keys of the file that the
+    backbone does not use are dropped: classifier heads silently, others with a warning.
 
     Args:
         encoder: an :class:`Encoder` (its ``backbone`` is loaded) or any module.
         weights: a ``.pth`` / ``.pt`` file (read with ``torch.load(weights_only=True)``; a nested
-            ``"state_dict"`` / ``"model"`` entry is used), a ``.safetensors`` file, or a state dict.
+            ``"state_dict"`` / ``"model"`` entry is used), a ``.safetensors`` file, a state dict, or
+            ``"package:<name>"``: the file of an installed weights package
+            (:data:`cct_train.weights.WEIGHT_PACKAGES`), mapped by that package's rule (e.g. by order).
 
     Returns:
         ``{"loaded": [...], "unexpected": [...], "adapted": [...]}`` (also stored as ``encoder.load_report``).
     """
-    source = weights if isinstance(weights, Mapping) else _read_state_dict(Path(weights))
-    label = "state dict" if isinstance(weights, Mapping) else str(weights)
     target_module = encoder.backbone if isinstance(encoder, Encoder) else encoder
     target = target_module.state_dict()
-
-    by_norm: dict[str, str] = {}
-    ambiguous: set[str] = set()
-    for key in source:
-        norm = _normalise_key(key)
-        if norm in by_norm:
-            ambiguous.add(norm)
-        by_norm[norm] = key
-
-    new_state: dict[str, Tensor] = {}
-    missing: list[str] = []
-    mismatched: list[str] = []
-    adapted: list[str] = []
-    used: set[str] = set()
-    for key, ref in target.items():
-        src_key = key if key in source else by_norm.get(_normalise_key(key))
-        if src_key is None or (src_key != key and _normalise_key(key) in ambiguous):
-            missing.append(key)
-            continue
-        value = source[src_key]
-        if value.shape != ref.shape:
-            if (
-                value.ndim == 4
-                and ref.ndim == 4
-                and value.shape[0] == ref.shape[0]
-                and value.shape[2:] == ref.shape[2:]
-            ):
-                from timm.models import adapt_input_conv
-
-                value = adapt_input_conv(int(ref.shape[1]), value, base_chans=int(value.shape[1]))
-                adapted.append(key)
-            else:
-                mismatched.append(f"{key}: file {tuple(value.shape)} vs model {tuple(ref.shape)}")
-                continue
-        new_state[key] = value.to(dtype=ref.dtype)
-        used.add(src_key)
-
     name = getattr(encoder, "name", type(encoder).__name__)
-    if not new_state:
-        raise ValueError(
-            f"No tensor of {label} matches encoder {name}: is it the right architecture? "
-            f"File keys start with {list(source)[:5]}, model keys with {list(target)[:5]}"
-        )
-    if missing or mismatched:
-        parts = []
-        if missing:
-            parts.append(f"{len(missing)} missing keys, e.g. {missing[:10]}")
-        if mismatched:
-            parts.append(f"{len(mismatched)} shape mismatches, e.g. {mismatched[:10]}")
-        raise ValueError(f"Weights {label} do not fit encoder {name}: " + "; ".join(parts))
-
-    unexpected = [k for k in source if k not in used]
-    noisy = [k for k in unexpected if not _is_head_key(_strip_prefixes(k))]
-    if noisy:
+    if isinstance(weights, Mapping):
+        source, label, rule = dict(weights), "state dict", "name"
+    else:
+        path, package = resolve_weights(weights)
+        source, label = read_state_dict(path), str(weights if package is None else f"{weights} ({path})")
+        rule = package.match if package is not None else "name"
+        if package is not None and package.encoder.split(":")[-1] != name.split(":")[-1]:
+            raise ValueError(f"{weights} holds weights for {package.encoder}, not for encoder {name}")
+    try:
+        mapped = map_state_dict(source, target, match=rule, label=label)  # type: ignore[arg-type]
+    except ValueError as error:
+        raise ValueError(f"Weights {label} do not fit encoder {name}: {error}") from None
+    adapted = [k for k, v in mapped.state.items() if v.shape != source[dict(mapped.pairs)[k]].shape]
+    noisy = [k for k in mapped.unused if not is_head_key(strip_prefixes(k))]
+    if noisy and rule == "name":
         warnings.warn(
             f"{len(noisy)} tensors of {label} are not used by encoder {name}, e.g. {noisy[:10]}",
             UserWarning,
             stacklevel=2,
         )
-    target_module.load_state_dict(new_state, strict=True)
-    report = {"loaded": sorted(new_state), "unexpected": unexpected, "adapted": adapted}
+    target_module.load_state_dict(mapped.state, strict=rule == "name")
+    report = {"loaded": sorted(mapped.state), "unexpected": mapped.unused, "adapted": adapted}
     if isinstance(encoder, Encoder):
         encoder.load_report = report
     return report
+
+
+def _atomic_save(state: Mapping[str, Tensor], path: Path, metadata: dict[str, str]) -> None:
+    from safetensors.torch import save_file
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".partial")
+    os.close(handle)
+    try:
+        save_file({k: v.contiguous() for k, v in state.items()}, tmp, metadata=metadata)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def convert_weights(
+    source: str | Path,
+    encoder: str,
+    output: str | Path,
+    *,
+    match: Match | None = None,
+    output_stride: int = 32,
+    in_channels: int = 3,
+) -> dict[str, object]:
+    """Map a weights file onto ``encoder``'s names and save it as ``.safetensors`` (written atomically).
+
+    Args:
+        source: a ``.pth`` / ``.pt`` / ``.safetensors`` file or ``package:<name>`` (:data:`WEIGHT_PACKAGES`).
+        encoder: the ``build_encoder`` name the weights are for, e.g. ``"timm:tf_efficientnet_lite0"``.
+        output: the ``.safetensors`` file to write.
+        match: ``"name"`` or ``"order"``; default: the package's rule, else ``"name"``.
+        output_stride, in_channels: as in ``build_encoder`` (dilation does not change the weights).
+
+    Returns:
+        The mapping's summary (``loaded``, ``renamed``, ``unused`` counts and keys, ``match``) plus ``source``,
+        ``encoder`` and ``output``. The converted file is checked by loading it into a fresh encoder.
+
+    Raises:
+        ValueError: the file does not fit the encoder (missing keys, shapes), or ``output`` is not
+        ``.safetensors``.
+    """
+    output = Path(output)
+    if output.suffix != ".safetensors":
+        raise ValueError(f"output must be a .safetensors file, got {output}")
+    path, package = resolve_weights(source)
+    rule: Match = match or (package.match if package is not None else "name")
+    model = build_encoder(encoder, output_stride=output_stride, in_channels=in_channels)
+    try:
+        mapped = map_state_dict(read_state_dict(path), model.backbone.state_dict(), match=rule, label=str(path))
+    except ValueError as error:
+        raise ValueError(f"Weights {source} do not fit encoder {encoder}: {error}") from None
+    metadata = {
+        "cct_source": str(source),
+        "cct_encoder": encoder,
+        "cct_match": rule,
+        "cct_pairs": json.dumps(mapped.pairs),
+    }
+    _atomic_save(mapped.state, output, metadata)
+    load_encoder_weights(build_encoder(encoder, output_stride=output_stride, in_channels=in_channels), output)
+    return {
+        **mapped.summary(),
+        "pairs": mapped.pairs,
+        "source": str(source),
+        "file": str(path),
+        "encoder": encoder,
+        "output": str(output),
+    }

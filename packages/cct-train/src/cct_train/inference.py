@@ -207,7 +207,8 @@ def _evaluate(
 ) -> dict[str, Any]:
     from cct_train.data_setup import build_eval_loader
 
-    loader, normalize, num_classes, class_names = build_eval_loader(cfg, split)
+    loader, _, num_classes, class_names = build_eval_loader(cfg, split)
+    normalize = Normalize(*loaded.model.normalization)  # as the model was trained, whatever cfg says
     if num_classes != loaded.model.num_classes:
         raise ValueError(
             f"the data has {num_classes} classes but the model in {checkpoint} predicts {loaded.model.num_classes}"
@@ -261,7 +262,7 @@ def predict_folder(
 
     dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     loaded = load_model(checkpoint, dev, domain=domain)
-    normalize = Normalize().to(dev)
+    normalize = Normalize(*loaded.model.normalization).to(dev)
     output = Path(output)
     output.mkdir(parents=True, exist_ok=True)
     files = _list_images(Path(inputs))

@@ -36,7 +36,13 @@ from cct_train.decoders import (
     fused_consistency_loss,
     icnr_,
 )
-from cct_train.encoders import Encoder, build_encoder
+from cct_train.encoders import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    Encoder,
+    build_encoder,
+    input_normalization,
+)
 
 __all__ = [
     "DEFAULT_PERTURBATIONS",
@@ -130,6 +136,21 @@ def build_feature_extractor(
     return backbone, PSPModule(backbone.out_channels, psp_channels, psp_bins), int(psp_channels)
 
 
+def resolve_normalization(
+    encoder: str | nn.Module, mean: Sequence[float] | None, std: Sequence[float] | None
+) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """The model's input ``(mean, std)``: the ones given, else the encoder's pretrained statistics."""
+    if (mean is None) != (std is None):
+        raise ValueError("give mean and std together (or neither: the encoder's pretrained statistics)")
+    if mean is not None and std is not None:
+        if len(mean) != len(std) or min(std) <= 0:
+            raise ValueError(f"mean {tuple(mean)} and std {tuple(std)}: same length, std > 0")
+        return tuple(float(m) for m in mean), tuple(float(s) for s in std)
+    if isinstance(encoder, str):
+        return input_normalization(encoder)
+    return IMAGENET_MEAN, IMAGENET_STD
+
+
 def rebuild_arguments(
     config: Mapping[str, Any], *, encoder: nn.Module | None, load_weights: bool, **overrides: Any
 ) -> dict[str, Any]:
@@ -139,6 +160,8 @@ def rebuild_arguments(
     if not load_weights:
         cfg["pretrained"] = False
         cfg["weights"] = None
+    if "mean" not in cfg:  # saved before the normalisation was stored: those models used ImageNet's
+        cfg["mean"], cfg["std"] = IMAGENET_MEAN, IMAGENET_STD
     if encoder is not None:
         cfg["encoder"] = encoder
     elif cfg.get("encoder") is None:
@@ -181,6 +204,10 @@ class CCTModel(nn.Module):
             (logits >= 0). Default ``False`` (unconstrained logits): with it, fresh decoders often start
             with a class channel dead at every pixel (no gradient); see :class:`UpsampleDecoder`.
         encoder_kwargs: extra arguments for ``build_encoder`` (e.g. ``{"drop_path_rate": 0.1}``).
+        mean, std: the input normalisation the model expects of [0, 1] RGB images (``(x - mean) / std``);
+            ``None``: the encoder's pretrained statistics (:func:`~cct_train.encoders.input_normalization`,
+            ImageNet's for a module). Stored in ``config``, so evaluation, prediction and export normalise
+            as training did.
 
     Attributes:
         encoder: the backbone (:class:`~cct_train.encoders.Encoder`), ``psp``, ``main_decoder``,
@@ -208,6 +235,8 @@ class CCTModel(nn.Module):
         concat_batches: bool = True,
         decoder_final_relu: bool = False,
         encoder_kwargs: Mapping[str, Any] | None = None,
+        mean: Sequence[float] | None = None,
+        std: Sequence[float] | None = None,
     ) -> None:
         super().__init__()
         if num_classes < 1:
@@ -225,6 +254,7 @@ class CCTModel(nn.Module):
             if isinstance(count, bool) or not isinstance(count, int) or count < 0:
                 raise ValueError(f"perturbations[{name!r}] must be an int >= 0, got {count!r}")
         bg = (background,) if isinstance(background, int) else tuple(int(b) for b in background)
+        mean, std = resolve_normalization(encoder, mean, std)
 
         self.config: dict[str, Any] = _jsonable(
             {
@@ -245,6 +275,8 @@ class CCTModel(nn.Module):
                 "concat_batches": concat_batches,
                 "decoder_final_relu": decoder_final_relu,
                 "encoder_kwargs": dict(encoder_kwargs or {}),
+                "mean": mean,
+                "std": std,
             }
         )
         self.num_classes = int(num_classes)
@@ -296,6 +328,11 @@ class CCTModel(nn.Module):
         self.aux_chunk_elements = 1 << 21
 
     # ------------------------------------------------------------------------------------------ helpers
+
+    @property
+    def normalization(self) -> tuple[tuple[float, ...], tuple[float, ...]]:
+        """``(mean, std)`` of the input normalisation this model expects (``Normalize(*model.normalization)``)."""
+        return tuple(self.config["mean"]), tuple(self.config["std"])
 
     @property
     def num_aux_decoders(self) -> int:

@@ -30,7 +30,14 @@ import torch
 from torch import Tensor, nn
 
 from cct_train.encoders import Encoder
-from cct_train.model import CCTModel, _jsonable, _resize, build_feature_extractor, rebuild_arguments
+from cct_train.model import (
+    CCTModel,
+    _jsonable,
+    _resize,
+    build_feature_extractor,
+    rebuild_arguments,
+    resolve_normalization,
+)
 
 __all__ = ["DomainModel", "MultiDomainCCT"]
 
@@ -59,8 +66,8 @@ class MultiDomainCCT(nn.Module):
         domains: ``{name: {"num_classes": C, "perturbations": {name: K} | None, "background": [...],
             "perturbation_kwargs": {...}}}``, in order; ``perturbations`` ``None`` = the paper's 30, ``{}`` =
             a supervised head.
-        psp_channels, psp_bins, output_stride, pretrained, weights, in_channels, encoder_kwargs: the shared
-            encoder, as for ``CCTModel``.
+        psp_channels, psp_bins, output_stride, pretrained, weights, in_channels, encoder_kwargs, mean, std:
+            the shared encoder and its input normalisation, as for ``CCTModel``.
         consistency, ignore_index, min_kept, decoder_final_relu: the heads' settings, as for ``CCTModel``.
         concat_batches: encode every image of a step (all domains, labeled and unlabeled) in one backbone
             pass when their shapes match.
@@ -87,6 +94,8 @@ class MultiDomainCCT(nn.Module):
         concat_batches: bool = True,
         decoder_final_relu: bool = False,
         encoder_kwargs: Mapping[str, Any] | None = None,
+        mean: Sequence[float] | None = None,
+        std: Sequence[float] | None = None,
     ) -> None:
         super().__init__()
         if not domains:
@@ -99,6 +108,7 @@ class MultiDomainCCT(nn.Module):
             if "num_classes" not in spec:
                 raise ValueError(f"domain {name!r}: num_classes is required")
             specs[str(name)] = dict(spec)
+        mean, std = resolve_normalization(encoder, mean, std)
         self.config: dict[str, Any] = _jsonable(
             {
                 "encoder": encoder if isinstance(encoder, str) else None,
@@ -115,6 +125,8 @@ class MultiDomainCCT(nn.Module):
                 "concat_batches": concat_batches,
                 "decoder_final_relu": decoder_final_relu,
                 "encoder_kwargs": dict(encoder_kwargs or {}),
+                "mean": mean,
+                "std": std,
             }
         )
         self.concat_batches = bool(concat_batches)
@@ -187,6 +199,11 @@ class MultiDomainCCT(nn.Module):
         """A module whose ``forward(images)`` predicts ``domain`` (for evaluation loops); shares weights."""
         return DomainModel(self, domain, self.num_classes(domain))
 
+    @property
+    def normalization(self) -> tuple[tuple[float, ...], tuple[float, ...]]:
+        """``(mean, std)`` of the input normalisation (shared by every domain)."""
+        return tuple(self.config["mean"]), tuple(self.config["std"])
+
     def param_groups(
         self, lr: float, backbone_lr_factor: float = 0.1, weight_decay: float = 1e-4
     ) -> list[dict[str, Any]]:
@@ -208,6 +225,8 @@ class MultiDomainCCT(nn.Module):
             in_channels=self.config["in_channels"],
             encoder_kwargs=self.config["encoder_kwargs"],
             concat_batches=self.config["concat_batches"],
+            mean=self.config["mean"],
+            std=self.config["std"],
         )
         encoder = copy.deepcopy(self.encoder) if self.config["encoder"] is None else None
         single = CCTModel.from_config(cfg, encoder=encoder)

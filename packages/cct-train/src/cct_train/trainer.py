@@ -59,6 +59,7 @@ def build_model(config: Config, num_classes: int | Mapping[str, int]) -> CCTMode
     A multi-domain config (``domains``) gives a :class:`MultiDomainCCT`; ``num_classes`` is then a mapping
     domain name -> C (an int is used for every domain).
     """
+    mean, std = config.model.normalization()
     if config.multi_domain:
         supervised = config.train.mode == "supervised"
         heads = {}
@@ -78,6 +79,8 @@ def build_model(config: Config, num_classes: int | Mapping[str, int]) -> CCTMode
             pretrained=config.model.pretrained,
             weights=config.model.weights,
             consistency=config.model.consistency,
+            mean=mean,
+            std=std,
         )
     if isinstance(num_classes, Mapping):
         raise TypeError("a single-domain config takes num_classes as an int")
@@ -93,6 +96,8 @@ def build_model(config: Config, num_classes: int | Mapping[str, int]) -> CCTMode
         background=tuple(config.model.background),
         perturbation_kwargs=config.model.perturbation_kwargs,
         consistency=config.model.consistency,
+        mean=mean,
+        std=std,
     )
 
 

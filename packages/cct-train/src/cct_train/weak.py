@@ -32,7 +32,7 @@ from rich.progress import Progress
 from cct_train.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from cct_train.data import IGNORE_INDEX, Normalize, SegmentationAugment, build_loader, cycle, default_palette
 from cct_train.data.pseudo import pseudo_label_path
-from cct_train.encoders import build_encoder
+from cct_train.encoders import IMAGENET_MEAN, IMAGENET_STD, build_encoder, input_normalization
 from cct_train.metrics import confusion_matrix, scores_from_confusion
 from cct_train.progress import _columns, console, training_progress
 from cct_weak import (
@@ -205,6 +205,8 @@ class CAMCheckpoint:
     encoder: str
     output_stride: int
     info: dict[str, Any] = field(default_factory=dict)
+    #: ``(mean, std)`` of the input normalisation it was trained with (ImageNet's for older checkpoints).
+    normalization: tuple[tuple[float, ...], tuple[float, ...]] = (IMAGENET_MEAN, IMAGENET_STD)
 
 
 def _build_classifier(
@@ -305,7 +307,8 @@ def train_cam_classifier(
         raise ValueError(f"optimizer must be 'sgd' or 'adamw', got {optimizer!r}")
     scheduler = torch.optim.lr_scheduler.LambdaLR(opt, lambda it: max(0.0, 1.0 - it / iterations) ** 0.9)
     augment = SegmentationAugment(crop_size, scale_range=scale_range, hflip=hflip).to(dev)
-    normalize = Normalize().to(dev)
+    mean, std = input_normalization(encoder)  # what the (pretrained) encoder expects; stored below
+    normalize = Normalize(mean, std).to(dev)
     generator = torch.Generator(device=dev)
     generator.manual_seed(seed)
     loader = build_loader(
@@ -352,6 +355,8 @@ def train_cam_classifier(
             "kind": CAM_CHECKPOINT_KIND,
             "model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
             "encoder": encoder,
+            "mean": list(mean),
+            "std": list(std),
             "output_stride": int(output_stride),
             "in_features": int(model.in_features),
             "num_classes": int(num_classes),
@@ -389,6 +394,10 @@ def load_cam_classifier(path: str | Path, map_location: str | torch.device = "cp
         encoder=str(state["encoder"]),
         output_stride=int(state["output_stride"]),
         info=info,
+        normalization=(
+            tuple(float(v) for v in state.get("mean", IMAGENET_MEAN)),
+            tuple(float(v) for v in state.get("std", IMAGENET_STD)),
+        ),
     )
 
 
@@ -473,6 +482,7 @@ def generate_pseudo_labels(
     ignore_index: int = IGNORE_INDEX,
     quiet: bool = False,
     extra_report: Mapping[str, Any] | None = None,
+    normalization: tuple[Sequence[float], Sequence[float]] = (IMAGENET_MEAN, IMAGENET_STD),
 ) -> dict[str, Any]:
     """Pseudo-labels for every image of ``dataset``: ``<output>/<name>.png`` and ``<output>/report.json``.
 
@@ -517,7 +527,7 @@ def generate_pseudo_labels(
     out_dir.mkdir(parents=True, exist_ok=True)
     dev = _device(device)
     model = classifier.to(dev).eval()
-    normalize = Normalize().to(dev)
+    normalize = Normalize(*normalization).to(dev)
     loader = build_loader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers)
     mp_context = multiprocessing.get_context("spawn") if torch.cuda.is_initialized() else None
 
