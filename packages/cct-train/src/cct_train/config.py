@@ -52,6 +52,9 @@ class ModelConfig(_Section):
     #: weights expect (timm's ``pretrained_cfg``, else ImageNet's), see :meth:`normalization`.
     mean: tuple[float, ...] | None = None
     std: tuple[float, ...] | None = None
+    #: Labeled and unlabeled images through the encoder in ONE batch (one pass; BatchNorm statistics over
+    #: both). False: two passes, as the original code (BatchNorm sees each batch alone).
+    concat_batches: bool = True
 
     @field_validator("weights", mode="before")
     @classmethod

@@ -81,6 +81,7 @@ def build_model(config: Config, num_classes: int | Mapping[str, int]) -> CCTMode
             consistency=config.model.consistency,
             mean=mean,
             std=std,
+            concat_batches=config.model.concat_batches,
         )
     if isinstance(num_classes, Mapping):
         raise TypeError("a single-domain config takes num_classes as an int")
@@ -98,6 +99,7 @@ def build_model(config: Config, num_classes: int | Mapping[str, int]) -> CCTMode
         consistency=config.model.consistency,
         mean=mean,
         std=std,
+        concat_batches=config.model.concat_batches,
     )
 
 
