@@ -341,7 +341,7 @@ def choose_threads(
     """
     jobs = max(1, jobs)
     if requested is not None:
-        return ThreadChoice(requested, "set explicitly: --threads or threads:")
+        return ThreadChoice(requested, "set explicitly (--threads)")
     cores = cores or available_cores()
     if load is not None and load < 0:
         load = other_load(cores)
