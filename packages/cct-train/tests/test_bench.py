@@ -18,6 +18,10 @@ def test_workloads_are_the_documented_ones() -> None:
     assert WORKLOADS["cuda"].size == (321, 321)
     assert WORKLOADS["cuda"].batch == 8
     assert WORKLOADS["cuda"].amp == "bf16"
+    # The CamVid CPU study's model (configs/study/camvid-cpu.yaml), in the precision auto picks.
+    camvid = WORKLOADS["camvid-cpu"]
+    assert (camvid.encoder, camvid.size, camvid.batch, camvid.classes) == ("timm:resnet10t", (72, 96), 4, 11)
+    assert (camvid.amp, camvid.psp_channels, sum(camvid.perturbations.values())) == ("auto", 64, 11)
     assert sum(WORKLOADS["cpu"].perturbations.values()) == 30
     # The targets are checked on the original implementation's setting (issue #10), the default on CPU.
     assert DEFAULT_WORKLOADS == {"cuda": "cuda", "cpu": "cpu-r50"}
@@ -74,6 +78,40 @@ def test_tiny_bench_json(tmp_path: Path) -> None:
         assert t["met"] == (t["value"] <= 1.1)
     assert set(res["perturbations_ms"]) == {"feature_noise", "vat", "object_mask"}
     assert res["inference_images_per_s"] > 0
+    # What it was measured on and how (issue #18): precision and why, the CPU and its capability, threads.
+    assert res["precision"]["requested"] == "no"
+    assert res["precision"]["used"] == "no"
+    assert res["precision"]["reason"]
+    assert set(res["cpu"]) == {"model", "capability", "bf16_instructions", "onednn_bf16", "native_bf16"}
+    assert res["cpu"]["capability"] in res["device_description"]
+    assert res["threads"] >= 1
+    assert res["threads_reason"]
+
+
+@pytest.mark.parametrize(("native", "used"), [(False, "no"), (True, "bf16")])
+def test_precision_auto_follows_the_cpu(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], native: bool, used: str
+) -> None:
+    from cct_train import machine
+
+    info = machine.CPUInfo(
+        "Test CPU", "AVX512" if native else "AVX2", ("avx512_bf16",) if native else (), onednn_bf16=native
+    )
+    monkeypatch.setattr(machine, "cpu_info", lambda: info)
+    monkeypatch.setattr("cct_train.bench.cpu_info", lambda: info)
+    tiny = Workload(
+        "tiny", "timm:resnet18", (32, 32), batch=2, classes=2, psp_channels=8, perturbations={"dropout": 1}
+    )
+    res = run_bench(
+        "cpu", None, steps=1, workload=tiny, rounds=1, warmup=0, subprocess=False, precision="auto", threads=1
+    )
+    assert res["precision"]["requested"] == "auto"
+    assert res["precision"]["used"] == used
+    assert res["workload"]["amp"] == used
+    assert res["cpu"]["model"] == "Test CPU"
+    printed = " ".join(capsys.readouterr().out.split())
+    assert f"precision: {'bf16 autocast' if native else 'float32'} (auto:" in printed
+    assert "threads: 1 (set explicitly" in printed
 
 
 def test_reference_figure_gives_the_speedup_over_the_original(

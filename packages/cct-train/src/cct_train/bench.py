@@ -15,7 +15,18 @@ random initialisation, 21 classes, output stride 8, PSP 512, SGD with momentum:
   costs the same as with ResNet-50 but the encoder a third, so its ratio is higher (docs/performance.md:
   the compute floor and why the 1.1x target is out of reach for it in eager PyTorch on a 2-core CPU).
 - ``cpu-r50-bf16``: the same under bf16 autocast (oneDNN's AVX512-BF16 kernels roughly halve the
-  encoder's time on CPUs that have them; docs/performance.md).
+  encoder's time on CPUs that have them; docs/performance.md). On a CPU without native bf16 it still runs
+  in bf16, with a warning: bf16 there is many times slower than float32.
+- ``camvid-cpu``: the model of the CamVid CPU study (``configs/study/camvid-cpu.yaml``: timm:resnet10t, output
+  stride 8, PSP 64, 11 classes, 72x96 crops, 4 + 4 images, the full-CCT run's 11 auxiliary decoders), in the
+  precision ``auto`` picks: a minute or two, to see what the study costs on this machine
+  (``--precision fp32`` / ``bf16`` to compare).
+
+Precision. ``--precision`` (``auto``, ``fp32``, ``bf16``) overrides the workload's; ``auto`` is resolved by
+:func:`cct_train.machine.resolve_precision` (bf16 where native, float32 elsewhere). The precision used,
+why, the CPU's model and the capability torch reports (:func:`cct_train.machine.cpu_info`) are printed
+and stored in the JSON (``precision``, ``cpu``), as are the torch threads and why
+(:func:`cct_train.machine.choose_threads`; ``threads_reason``).
 
 Method. Each (mode, round) runs in a FRESH subprocess (multiprocessing "spawn"): on CPU the peak memory
 is the process's resident-set high-water mark (``ru_maxrss``), which only grows within a process, so one
@@ -36,8 +47,9 @@ convolutions and matrix products), whose ratio is the compute floor of ``cct / s
 step would have if the auxiliary decoders ran as efficiently as the encoder.
 
 The targets of issue #10 (:data:`TARGETS`: time and peak memory <= 1.1x the supervised step) are checked
-and printed; for the original implementation's setting the per-step time is also compared with its
-figures (:attr:`Workload.reference_s_per_step`, quoted from the issue, not measured here).
+and printed; for the original implementation's setting the per-step time is also set beside its
+figures (:attr:`Workload.reference_s_per_step`, quoted in issue #10 from another machine, never run here:
+a ratio to them is not a side-by-side measurement).
 """
 
 from __future__ import annotations
@@ -61,6 +73,13 @@ from rich.table import Table
 
 from cct_train.config import PAPER_PERTURBATIONS
 from cct_train.decoders import SubPixelRows
+from cct_train.machine import (
+    PRECISION_LABELS,
+    choose_threads,
+    cpu_info,
+    device_description,
+    resolve_precision,
+)
 
 console = Console()
 
@@ -74,7 +93,8 @@ class Workload:
     size: tuple[int, int]
     batch: int
     classes: int = 21
-    amp: str = "no"  # "no" | "bf16" | "fp16"
+    amp: str = "no"  # "auto" | "no" | "bf16" | "fp16" ("auto": cct_train.machine.resolve_precision)
+    output_stride: int = 8
     psp_channels: int = 512
     perturbations: Mapping[str, int] = field(default_factory=lambda: dict(PAPER_PERTURBATIONS))
     #: Extra attributes set on the CCT model (e.g. ``{"fused_aux": False}`` for the unfused reference).
@@ -97,6 +117,25 @@ WORKLOADS: dict[str, Workload] = {
     "cpu-r50": Workload("cpu-r50", "timm:resnet50", (160, 160), 2, reference_s_per_step=_ORIGINAL_CPU_R50),
     "cpu-r50-bf16": Workload(
         "cpu-r50-bf16", "timm:resnet50", (160, 160), 2, amp="bf16", reference_s_per_step=_ORIGINAL_CPU_R50
+    ),
+    # configs/study/camvid-cpu.yaml's model and full-CCT decoders.
+    "camvid-cpu": Workload(
+        "camvid-cpu",
+        "timm:resnet10t",
+        (72, 96),
+        4,
+        classes=11,
+        amp="auto",
+        psp_channels=64,
+        perturbations={
+            "feature_noise": 2,
+            "feature_drop": 2,
+            "guided_cutout": 2,
+            "dropout": 2,
+            "context_mask": 1,
+            "object_mask": 1,
+            "vat": 1,
+        },
     ),
 }
 #: The workload ``cct bench`` runs when none is named, by device type.
@@ -154,6 +193,7 @@ def _measure(
         work.classes,
         perturbations=dict(work.perturbations) if cct else {},
         psp_channels=work.psp_channels,
+        output_stride=work.output_stride,
     )
     if cct:
         for key, value in work.model_attrs.items():
@@ -299,6 +339,7 @@ def run_bench(
     subprocess: bool = True,
     quiet: bool = False,
     threads: int | None = None,
+    precision: str | None = None,
 ) -> dict[str, Any]:
     """Run one workload: supervised (2B) and CCT (B + B) steps, alternated ``rounds`` times.
 
@@ -312,9 +353,12 @@ def run_bench(
         subprocess: one fresh spawned process per measurement (needed for a per-workload peak RSS on
             CPU); ``False`` runs in this process (tests; the CPU memory figures are then meaningless).
         quiet: do not print the tables.
-        threads: ``torch.set_num_threads`` in each measuring process (default: torch's). On a CPU shared
-            with other jobs, 1 thread gives far steadier figures: with 2 OpenMP threads on 2 busy cores,
-            each parallel region waits for the descheduled thread, and both wall and CPU time swing 2-5x.
+        threads: ``torch.set_num_threads`` in each measuring process (default: chosen from the free
+            cores, :func:`cct_train.machine.choose_threads`). On a CPU shared with other jobs, 1 thread gives
+            far steadier figures: with 2 OpenMP threads on 2 busy cores, each parallel region waits for the
+            descheduled thread, and both wall and CPU time swing 2-5x.
+        precision: ``auto``, ``fp32`` (``no``), ``bf16`` or ``fp16`` instead of the workload's own
+            (:func:`cct_train.machine.resolve_precision`).
 
     Returns:
         the results (also written to ``json_out``): ``workload``, ``device``, ``train_steps`` (one row per
@@ -322,7 +366,9 @@ def run_bench(
         ``time``, ``cpu_time``, ``peak_memory``, ``step_memory``, ``flops``: the compute floor),
         ``targets`` (each limit of :data:`TARGETS` with the measured ratio and whether it is met; plus
         ``vs_original`` where the workload has a reference figure), ``perturbations_ms``,
-        ``inference_images_per_s``, ``load_average`` (before / after).
+        ``inference_images_per_s``, ``load_average`` (before / after), ``precision`` (requested, used,
+        reason), ``cpu`` (model, torch capability, bf16 instructions, oneDNN bf16, native bf16),
+        ``device_description``, ``threads`` and ``threads_reason``.
     """
     dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     if workload is None:
@@ -333,8 +379,15 @@ def run_bench(
         work = WORKLOADS[workload]
     else:
         work = workload
-    if dev.type == "cpu" and work.amp == "fp16":
-        work = replace(work, amp="no")
+    requested = precision or work.amp
+    if dev.type == "cpu" and requested == "fp16":
+        requested = "no"
+    choice = resolve_precision(requested, dev)
+    work = replace(work, amp=choice.precision)
+    thread_choice = choose_threads(1, requested=threads)
+    threads = thread_choice.threads
+    if not quiet:
+        console.print(f"{device_description(dev)}: {choice.describe()}; {thread_choice.describe()}")
     load_before = os.getloadavg()
     raw: list[dict[str, Any]] = []
     ctx = mp.get_context("spawn")
@@ -345,7 +398,11 @@ def run_bench(
                 with ctx.Pool(1) as pool:
                     row = pool.apply(_measure, args)
             else:
-                row = _measure(*args)
+                before = torch.get_num_threads()
+                try:
+                    row = _measure(*args)
+                finally:
+                    torch.set_num_threads(before)
             row["round"] = r
             raw.append(row)
     load_after = os.getloadavg()
@@ -401,9 +458,13 @@ def run_bench(
     workload_json["model_attrs"] = dict(work.model_attrs)
     results: dict[str, Any] = {
         "workload": workload_json,
-        "device": torch.cuda.get_device_name(dev) if dev.type == "cuda" else platform.processor() or "cpu",
+        "device": torch.cuda.get_device_name(dev) if dev.type == "cuda" else cpu_info().model,
+        "device_description": device_description(dev),
+        "cpu": cpu_info().to_dict(),
+        "precision": {"requested": requested, "used": choice.precision, "reason": choice.reason},
         "torch": torch.__version__,
-        "threads": threads or torch.get_num_threads(),
+        "threads": threads,
+        "threads_reason": thread_choice.reason,
         "steps": steps,
         "rounds_count": rounds,
         "subprocess": subprocess,
@@ -442,8 +503,9 @@ def _targets_line(targets: dict[str, Any], flops: float) -> str:
         low, high = vs["original_s_per_step"]
         fast_low, fast_high = vs["speedup"]
         line += (
-            f"\nvs the original's {low}-{high} s/step (the issue's figure, not measured here): "
-            f"{fast_low:.2f}-{fast_high:.2f}x faster, >= {vs['limit']}x {mark(vs['met'])}"
+            f"\nvs the original's {low}-{high} s/step (quoted in issue #10 from another machine, never run "
+            f"here: not a side-by-side measurement): {fast_low:.2f}-{fast_high:.2f}x, "
+            f">= {vs['limit']}x {mark(vs['met'])}"
         )
     return line
 
@@ -455,8 +517,9 @@ def _print(results: dict[str, Any]) -> None:
     b = work["batch"]
     load = results["load_average"]
     table = Table(
-        title=f"cct bench \\[{work['name']}] on {results['device']}: {work['encoder']} "
-        f"{work['size'][0]}x{work['size'][1]}, CCT {b}+{b} vs supervised {2 * b}, amp {work['amp']}, "
+        title=f"cct bench \\[{work['name']}] on {results['device_description']}: {work['encoder']} "
+        f"{work['size'][0]}x{work['size'][1]}, CCT {b}+{b} vs supervised {2 * b}, "
+        f"{PRECISION_LABELS.get(work['amp'], work['amp'])}, "
         f"{results['threads']} threads, {results['rounds_count']} rounds x {results['steps']} steps, load {load['before'][0]:.2f} -> "
         f"{load['after'][0]:.2f}"
     )
@@ -502,6 +565,11 @@ def _print(results: dict[str, Any]) -> None:
         "inference (main path)", "", "", "", "", f"{results['inference_images_per_s']:.2f}", "", "", ""
     )
     out.print(table)
+    precision = results["precision"]
+    out.print(
+        f"precision: {PRECISION_LABELS.get(precision['used'], precision['used'])} ({precision['reason']})"
+    )
+    out.print(f"threads: {results['threads']} ({results['threads_reason']})")
     out.print(_targets_line(results["targets"], ratio["flops"]))
     perturb = Table(title="perturbations alone (ms per call on the unlabeled batch's z)", min_width=64)
     perturb.add_column("perturbation")

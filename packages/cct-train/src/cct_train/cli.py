@@ -296,11 +296,23 @@ def demo(
         str, typer.Option(help="Backbone, e.g. timm:resnet18 or smp:resnet18.")
     ] = "timm:resnet18",
     seed: Annotated[int, typer.Option(help="Seed.")] = 0,
+    threads: Annotated[
+        Optional[int], typer.Option(min=1, help="torch threads (default: chosen from the free cores).")
+    ] = None,
 ) -> None:
-    """A short real CCT training + evaluation that needs no download (a few minutes on 2 CPU cores)."""
+    """A short real CCT training + evaluation that needs no download (a few minutes on 2 CPU cores).
+    Precision: bf16 autocast where it is native, float32 elsewhere; both choices are printed."""
     from cct_train.demo import run_demo
 
-    run_demo(data=data, output=output, iterations=iterations, compare=compare, encoder=encoder, seed=seed)
+    run_demo(
+        data=data,
+        output=output,
+        iterations=iterations,
+        compare=compare,
+        encoder=encoder,
+        seed=seed,
+        threads=threads,
+    )
 
 
 @app.command()
@@ -310,7 +322,7 @@ def bench(
         Optional[str],
         typer.Option(
             help="cuda (r50 321px 8+8 bf16; default on a GPU), cpu-r50 (r50 160px 2+2; default on CPU), "
-            "cpu-r50-bf16 or cpu (r18 160px 2+2)."
+            "cpu-r50-bf16, cpu (r18 160px 2+2) or camvid-cpu (the CamVid CPU study's model, precision auto)."
         ),
     ] = None,
     json_out: Annotated[
@@ -320,7 +332,17 @@ def bench(
     rounds: Annotated[int, typer.Option(help="Supervised / CCT process pairs (ratios: medians).")] = 2,
     warmup: Annotated[int, typer.Option(help="Untimed steps per process.")] = 1,
     threads: Annotated[
-        Optional[int], typer.Option(help="torch threads per process (1: steadier on a shared CPU).")
+        Optional[int],
+        typer.Option(
+            min=1,
+            help="torch threads per process (default: chosen from the free cores; 1: steadier on a shared CPU).",
+        ),
+    ] = None,
+    precision: Annotated[
+        Optional[str],
+        typer.Option(
+            help="auto (bf16 where native, else float32), fp32 or bf16, instead of the workload's own."
+        ),
     ] = None,
 ) -> None:
     """CCT step (B+B) vs supervised step (2B): s/step, images/s, peak memory, ratio; perturbations; inference."""
@@ -328,6 +350,8 @@ def bench(
 
     if workload is not None and workload not in WORKLOADS:
         fail(f"--workload: unknown workload {workload!r}; known: {', '.join(sorted(WORKLOADS))}")
+    if precision is not None and precision not in ("auto", "fp32", "no", "bf16", "fp16"):
+        fail(f"--precision: unknown precision {precision!r}; known: auto, fp32, bf16, fp16")
     run_bench(
         device=device,
         json_out=json_out,
@@ -336,6 +360,7 @@ def bench(
         rounds=rounds,
         warmup=warmup,
         threads=threads,
+        precision=precision,
     )
 
 

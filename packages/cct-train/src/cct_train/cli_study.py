@@ -61,10 +61,13 @@ def study(
         Path | None, typer.Option(help="Folder of the runs (checkpoints, logs; default OUTPUT/runs).")
     ] = None,
     jobs: Annotated[
-        int | None, typer.Option(min=1, help="Runs in parallel processes (threads: cores / jobs).")
+        int | None, typer.Option(min=1, help="Runs in parallel processes (threads: free cores / jobs).")
     ] = None,
     threads: Annotated[
-        int | None, typer.Option(min=1, help="torch threads per run (default: cores / jobs).")
+        int | None,
+        typer.Option(
+            min=1, help="torch threads per run (default: the free cores / jobs, printed with the reason)."
+        ),
     ] = None,
     seeds: Annotated[str | None, typer.Option(help="Subset of seeds, e.g. 0,1.")] = None,
     n: Annotated[str | None, typer.Option("--n", help="Subset of labeled counts, e.g. 20,50.")] = None,

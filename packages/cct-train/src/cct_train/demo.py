@@ -96,6 +96,8 @@ def demo_config(
                 "log_every": 10,
                 "consistency": {"weight": 30.0, "rampup": 0.1},
                 "optimizer": {"lr": 0.01},
+                # bf16 autocast where the CPU / GPU runs it natively, float32 elsewhere (printed at the start).
+                "mixed_precision": "auto",
             },
         },
         source="cct demo",
@@ -110,8 +112,30 @@ def run_demo(
     compare: bool = True,
     encoder: str = "timm:resnet18",
     seed: int = 0,
+    threads: int | None = None,
 ) -> dict[str, Any]:
-    output = Path(output)
+    """Train (and compare), print the table, write results.json and the prediction grid.
+
+    ``threads``: torch threads (default: chosen from the free cores, :func:`cct_train.machine.choose_threads`);
+    the precision follows ``mixed_precision: auto``. Both choices are printed with their reasons.
+    """
+    import torch
+
+    from cct_train.machine import choose_threads
+
+    choice = choose_threads(1, requested=threads)
+    console.print(choice.describe().replace(" per run", ""))
+    before = torch.get_num_threads()
+    torch.set_num_threads(choice.threads)
+    try:
+        return _run_demo(data, Path(output), iterations, compare, encoder, seed)
+    finally:
+        torch.set_num_threads(before)
+
+
+def _run_demo(
+    data: Path | None, output: Path, iterations: int | None, compare: bool, encoder: str, seed: int
+) -> dict[str, Any]:
     output.mkdir(parents=True, exist_ok=True)
     iterations = iterations or DEMO_ITERATIONS
     modes = ["supervised", "cct"] if compare else ["cct"]

@@ -93,6 +93,11 @@ def dry_run(config: Config) -> DryRunReport:
         f"{train.mode}, {train.iterations} iterations, {'ab-CE' if train.supervised_loss == 'abce' else 'CE'}, "
         f"{train.optimizer.name} lr {train.optimizer.lr}",
     )
+    from cct_train.machine import resolve_precision
+    from cct_train.trainer import _training_device
+
+    choice = resolve_precision(train.mixed_precision, _training_device(), warn=False)
+    report.add("precision", f"{choice.label} ({choice.reason})")
     report.seconds = time.perf_counter() - start
     return report
 

@@ -41,6 +41,15 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from cct_train.config import PAPER_PERTURBATIONS, Config, ConfigError, apply_overrides, config_from_dict
+from cct_train.machine import (
+    PRECISION_LABELS,
+    PrecisionChoice,
+    available_cores,
+    choose_threads,
+    cpu_info,
+    resolve_precision,
+)
+from cct_train.machine import threads_per_job as threads_per_job  # re-exported (tests, scripts)
 from cct_train.trainer import TrainingInterrupted
 
 SUPERVISED = "supervised"
@@ -355,10 +364,16 @@ def _drop_stale_checkpoints(spec: RunSpec) -> None:
 
 
 def _worker_init(threads: int) -> None:
+    import warnings
+
     import torch
+
+    from cct_train.machine import SlowPrecisionWarning
 
     os.environ["OMP_NUM_THREADS"] = str(threads)
     torch.set_num_threads(threads)
+    # The study warned once in the main process (study_precision); each worker would repeat it.
+    warnings.simplefilter("ignore", SlowPrecisionWarning)
 
 
 def _worker_run(spec: RunSpec) -> RunResult:
@@ -375,19 +390,6 @@ def _torch_threads(threads: int) -> Any:
         yield
     finally:
         torch.set_num_threads(before)
-
-
-def available_cores() -> int:
-    """CPU cores this process may use (its affinity mask where the platform has one)."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # pragma: no cover - macOS / Windows
-        return os.cpu_count() or 1
-
-
-def threads_per_job(jobs: int, cores: int | None = None) -> int:
-    """torch threads of each of ``jobs`` parallel runs: the cores shared out, at least one each."""
-    return max(1, (cores or available_cores()) // max(1, jobs))
 
 
 RunCallback = Callable[[RunSpec, RunResult], None]
@@ -419,7 +421,7 @@ def run_all(
     ``callback(spec, result)`` is called as each run finishes. A failed run gives a RunResult with
     ``error`` set (NaN scores) instead of stopping the others.
     """
-    threads = threads or threads_per_job(jobs)
+    threads = threads or choose_threads(jobs).threads
     results: dict[str, RunResult] = {}
 
     def finished(spec: RunSpec, outcome: RunResult | BaseException) -> None:
@@ -780,16 +782,12 @@ def hardware() -> dict[str, Any]:
     """The machine the study ran on, as far as Python can tell."""
     import torch
 
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
+    cpu = cpu_info()
     info: dict[str, Any] = {
-        "cpu": cpu,
+        "cpu": cpu.model,
+        "cpu_capability": cpu.capability,
+        "cpu_bf16_instructions": list(cpu.bf16_instructions),
+        "cpu_native_bf16": cpu.native_bf16,
         "cores": available_cores(),
         "python": platform.python_version(),
         "torch": torch.__version__,
@@ -856,8 +854,8 @@ def render_markdown(report: Mapping[str, Any]) -> str:
         "",
         f"- command: `{report['command']}`",
         *_timing_lines(report),
-        f"- hardware: {hw['cpu']}, {hw['cores']} cores, GPU: {hw['gpu'] or 'none'}; torch {hw['torch']}, "
-        f"Python {hw['python']}",
+        f"- hardware: {hw['cpu']}{_capability_text(hw)}, {hw['cores']} cores, GPU: {hw['gpu'] or 'none'}; "
+        f"torch {hw['torch']}, Python {hw['python']}",
         f"- report written {report['started']} at commit {report['git_commit']}",
         f"- base training config: see results.json (`base_config`); per run: `{report['runs_dir']}/n<n>/"
         "<method>/seed<seed>/config.yaml`",
@@ -866,6 +864,14 @@ def render_markdown(report: Mapping[str, Any]) -> str:
         lines += ["", "Failed runs (left out of the tables):", ""]
         lines += [f"- n{r['n']}/{r['method']}/seed{r['seed']}: {r['error']}" for r in failed]
     return "\n".join(lines) + "\n"
+
+
+def _capability_text(hw: Mapping[str, Any]) -> str:
+    """The CPU capability as " (torch CPU capability AVX512, avx512_bf16)"; empty for older reports."""
+    if "cpu_capability" not in hw:
+        return ""
+    bf16 = ", ".join(hw.get("cpu_bf16_instructions") or []) or "no bf16 instructions"
+    return f" (torch CPU capability {hw['cpu_capability']}, {bf16})"
 
 
 def _timing_lines(report: Mapping[str, Any]) -> list[str]:
@@ -882,6 +888,12 @@ def _timing_lines(report: Mapping[str, Any]) -> list[str]:
             f"at the end {item.get('load_average_end') or 'not recorded'}; "
             f"HEAD {item.get('git_commit') or 'not recorded'} when it ended"
         )
+        if item.get("precision"):
+            precision = item["precision"]
+            label = PRECISION_LABELS.get(precision["used"], precision["used"])
+            lines.append(f"  - precision {label} (asked: {precision['requested']}; {precision['reason']})")
+        if item.get("threads_reason"):
+            lines.append(f"  - threads: {item['threads_per_job']} per run ({item['threads_reason']})")
     total = report.get("wall_seconds_training", report["wall_seconds"])
     lines.append(
         f"- wall time, all training invocations: {total / 60:.1f} min; the runs' own wall times add up to "
@@ -908,6 +920,24 @@ class StudyReport:
         return [r for r in self.results if r.error is not None]
 
 
+def study_precision(base: Config) -> tuple[Config, PrecisionChoice]:
+    """The base config with ``train.mixed_precision: auto`` resolved for the device the runs train on
+    (:func:`cct_train.machine.resolve_precision`), and the choice with its reason.
+
+    The runs' configs hold the precision actually used, so that a run's fingerprint says what it computed:
+    ``auto`` on a CPU with native bf16 is the same run as ``bf16`` (results on disk stay valid), and on one
+    without it a float32 run, not the bf16 one of another machine.
+    """
+    from cct_train.trainer import _training_device
+
+    choice = resolve_precision(base.train.mixed_precision, _training_device())
+    if base.train.mixed_precision == choice.precision:
+        return base, choice
+    data = base.to_dict()
+    data["train"]["mixed_precision"] = choice.precision
+    return config_from_dict(data, "study base (precision resolved)"), choice
+
+
 def run_study(
     study: StudyConfig,
     output: Path,
@@ -923,11 +953,18 @@ def run_study(
     output = Path(output)
     runs_dir = Path(runs_dir) if runs_dir is not None else output / "runs"
     jobs = jobs or study.jobs
-    threads = threads or study.threads or threads_per_job(jobs)
+    thread_choice = choose_threads(jobs, requested=threads or study.threads)
+    threads = thread_choice.threads
     started = datetime.now(timezone.utc).isoformat(timespec="seconds")
     machine = hardware()
     start = time.perf_counter()
     base = base_config(study)
+    base, precision = study_precision(base)
+    if progress:
+        from cct_train.progress import console
+
+        console.print(precision.describe())
+        console.print(f"{jobs} parallel run(s); {thread_choice.describe()}")
     source_data = {"dataset": base.data.dataset, "root": str(base.data.root)}
     if study.resize is not None:
         size = tuple(study.resize)
@@ -962,6 +999,12 @@ def run_study(
         "runs_skipped": len(done),
         "jobs": jobs,
         "threads_per_job": threads,
+        "threads_reason": thread_choice.reason,
+        "precision": {
+            "requested": base_config(study).train.mixed_precision,
+            "used": precision.precision,
+            "reason": precision.reason,
+        },
         "hardware": machine,
         "load_average_end": hardware().get("load_average"),
         "git_commit": _git_commit(),

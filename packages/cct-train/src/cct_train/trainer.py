@@ -45,6 +45,7 @@ from cct_train.config import Config, save_config
 from cct_train.data import InfiniteLoader, cycle
 from cct_train.data_setup import DataBundle, TrainTransform, build_data
 from cct_train.evaluate import evaluate
+from cct_train.machine import PrecisionChoice, resolve_precision
 from cct_train.model import CCTModel
 from cct_train.multidomain import DomainModel, MultiDomainCCT
 from cct_train.progress import training_progress
@@ -177,8 +178,14 @@ class Trainer:
         if config.multi_domain and config.train.domain_sampling == "alternate" and len(config.domains) > 1:
             # Alternating steps leave the other domains' decoders out of the graph: DDP must expect that.
             handlers.append(DistributedDataParallelKwargs(find_unused_parameters=True))
+        #: The precision this run trains in and why (train.mixed_precision "auto" resolved for the device).
+        self.precision = (
+            PrecisionChoice(str(accelerator.mixed_precision), "set by the Accelerator passed in")
+            if accelerator is not None
+            else resolve_precision(config.train.mixed_precision, _training_device())
+        )
         self.accelerator = accelerator or Accelerator(
-            mixed_precision=config.train.mixed_precision,
+            mixed_precision=self.precision.precision,
             gradient_accumulation_steps=config.train.gradient_accumulation,
             log_with=trackers or None,
             project_config=ProjectConfiguration(
@@ -188,6 +195,10 @@ class Trainer:
             kwargs_handlers=handlers or None,
         )
         self.quiet = quiet or not self.accelerator.is_main_process
+        if not self.quiet:
+            from cct_train.progress import console
+
+            console.print(self.precision.describe())
         set_seed(config.experiment.seed, device_specific=False)
         views = config.domain_views()
         drops = self._check_data(views)
@@ -389,6 +400,7 @@ class Trainer:
                 "generators": generators,
                 "streams": streams,
                 "nonfinite_skipped": self.nonfinite_skipped,
+                "precision": {"used": self.precision.precision, "reason": self.precision.reason},
                 "scaler": self.accelerator.scaler.state_dict() if self.accelerator.scaler else None,
                 "config": self.config.to_dict(),
                 "num_classes": num_classes,
@@ -682,6 +694,12 @@ def _check_writable(folder: Path) -> None:
             f"experiment.output_dir {folder} is not a writable folder ({error.strerror or error}); "
             "choose another with --set experiment.output_dir=..."
         ) from error
+
+
+def _training_device() -> str:
+    """The device type Accelerate will train on (before it is created): cuda when present, else cpu."""
+    forced_cpu = os.environ.get("ACCELERATE_USE_CPU", "").lower() in ("1", "true", "yes")
+    return "cpu" if forced_cpu or _multi_process_cpu() or not torch.cuda.is_available() else "cuda"
 
 
 def _multi_process_cpu() -> bool:
