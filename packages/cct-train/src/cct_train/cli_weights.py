@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 from rich.markup import escape
@@ -41,11 +41,14 @@ def convert(
         str, typer.Argument(help="A .pth / .pt / .safetensors file, or package:<name> (`cct weights list`).")
     ],
     encoder: Annotated[
-        str, typer.Option("--encoder", "-e", help="The encoder the weights are for, e.g. timm:tf_efficientnet_lite0.")
+        str,
+        typer.Option(
+            "--encoder", "-e", help="The encoder the weights are for, e.g. timm:tf_efficientnet_lite0."
+        ),
     ],
     output: Annotated[Path, typer.Option("--output", "-o", help="The .safetensors file to write.")],
     match: Annotated[
-        Optional[str],
+        str | None,
         typer.Option(
             help="How file keys map onto the encoder's: name (default for files) or order (the i-th tensor "
             "to the i-th, every shape checked; the default of a package whose names are another library's)."
@@ -73,6 +76,10 @@ def convert(
     console.print(
         f"[green]wrote[/] {escape(str(output))}: {report['loaded']} tensors for {escape(encoder)} "
         f"matched by {report['match']} ({report['renamed']} renamed), {len(unused)} unused"
-        + (f" ({escape(', '.join(map(str, unused[:6])))}{', ...' if len(unused) > 6 else ''})" if unused else "")
+        + (
+            f" ({escape(', '.join(map(str, unused[:6])))}{', ...' if len(unused) > 6 else ''})"
+            if unused
+            else ""
+        )
     )
     console.print(f"use it as: model.weights: {escape(str(output))}")

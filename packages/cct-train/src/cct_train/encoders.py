@@ -29,7 +29,6 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Protocol
 
-import torch
 from torch import Tensor, nn
 
 from cct_train.weights import (
@@ -54,6 +53,7 @@ __all__ = [
     "load_encoder_weights",
     "split_encoder_name",
 ]
+
 
 class Encoder(nn.Module):
     """A backbone that returns its deepest feature map.
@@ -450,7 +450,9 @@ def convert_weights(
     rule: Match = match or (package.match if package is not None else "name")
     model = build_encoder(encoder, output_stride=output_stride, in_channels=in_channels)
     try:
-        mapped = map_state_dict(read_state_dict(path), model.backbone.state_dict(), match=rule, label=str(path))
+        mapped = map_state_dict(
+            read_state_dict(path), model.backbone.state_dict(), match=rule, label=str(path)
+        )
     except ValueError as error:
         raise ValueError(f"Weights {source} do not fit encoder {encoder}: {error}") from None
     metadata = {

@@ -205,6 +205,7 @@ def _evaluate(
     window: tuple[int, int] | None,
     stride: tuple[int, int] | None,
 ) -> dict[str, Any]:
+    from cct_train.data import Normalize
     from cct_train.data_setup import build_eval_loader
 
     loader, _, num_classes, class_names = build_eval_loader(cfg, split)

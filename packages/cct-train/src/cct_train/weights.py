@@ -245,7 +245,6 @@ def match_by_name(
     return state, pairs, [k for k in source if k not in used]
 
 
-
 # ---------------------------------------------------------------------------------------------- mapping
 @dataclass
 class MappedWeights:
@@ -289,9 +288,7 @@ def _by_order(
     mismatched: list[str] = []
     for index, (d, s) in enumerate(zip(dst, src, strict=False)):
         if source[s].shape != target[d].shape:
-            mismatched.append(
-                f"#{index} {s} {tuple(source[s].shape)} -> {d} {tuple(target[d].shape)}"
-            )
+            mismatched.append(f"#{index} {s} {tuple(source[s].shape)} -> {d} {tuple(target[d].shape)}")
             continue
         state[d] = source[s]
         pairs.append((d, s))
@@ -331,5 +328,3 @@ def map_state_dict(
         raise ValueError(f"match must be 'name' or 'order', got {match!r}")
     state, pairs, unused = match_by_name(source, target, label)
     return MappedWeights(state=state, pairs=pairs, unused=unused, match="name")
-
-
