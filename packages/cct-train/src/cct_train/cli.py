@@ -293,8 +293,15 @@ def demo(
     ] = None,
     compare: Annotated[bool, typer.Option(help="Also train the supervised baseline and compare.")] = True,
     encoder: Annotated[
-        str, typer.Option(help="Backbone, e.g. timm:resnet18 or smp:resnet18.")
-    ] = "timm:resnet18",
+        Optional[str],
+        typer.Option(
+            help="Backbone, e.g. timm:resnet18 (random init). Default: ImageNet EfficientNet-Lite0 when "
+            "cct-train[pretrained] is installed, else timm:resnet18."
+        ),
+    ] = None,
+    weights: Annotated[
+        Optional[str], typer.Option(help="Weights for --encoder: a file or package:<name>.")
+    ] = None,
     seed: Annotated[int, typer.Option(help="Seed.")] = 0,
     threads: Annotated[
         Optional[int], typer.Option(min=1, help="torch threads (default: chosen from the free cores).")
@@ -304,6 +311,8 @@ def demo(
     Precision: bf16 autocast where it is native, float32 elsewhere; both choices are printed."""
     from cct_train.demo import run_demo
 
+    if weights is not None and encoder is None:
+        fail("--weights needs --encoder (the default encoder brings its own weights)")
     run_demo(
         data=data,
         output=output,
@@ -312,6 +321,7 @@ def demo(
         encoder=encoder,
         seed=seed,
         threads=threads,
+        weights=weights,
     )
 
 
