@@ -373,3 +373,47 @@ def test_vat_through_subpixel_rows_gives_the_same_perturbation() -> None:
     got = vat(z, rows, rows.target(main), xi=1e-3, generator=torch.Generator().manual_seed(1))
     torch.testing.assert_close(got, ref)
     assert all(p.grad is None for p in dec.parameters())
+
+
+def test_vat_own_target_through_subpixel_rows() -> None:
+    """Standard VAT (the decoder's own target) on SubPixelRows finds the ordinary decoder's direction."""
+    from cct_perturb import vat
+    from cct_train.decoders import SubPixelRows
+
+    torch.manual_seed(0)
+    dec = UpsampleDecoder(8, 5, 8).double()
+    z = torch.randn(2, 8, 3, 4, dtype=torch.float64).relu()
+    rows = SubPixelRows(dec)
+    ref = vat(z, dec, generator=torch.Generator().manual_seed(1))
+    got = vat(z, rows, generator=torch.Generator().manual_seed(1))
+    torch.testing.assert_close(got, ref)
+    ref_fd = vat(z, dec, xi=1e-3, method="finite_difference", generator=torch.Generator().manual_seed(1))
+    got_fd = vat(z, rows, xi=1e-3, method="finite_difference", generator=torch.Generator().manual_seed(1))
+    torch.testing.assert_close(got_fd, ref_fd)
+    assert all(p.grad is None for p in dec.parameters())
+
+
+@pytest.mark.parametrize("fused", [True, False])
+@pytest.mark.parametrize("target", ["decoder", "main"])
+def test_model_vat_target(fused: bool, target: str) -> None:
+    """CCTModel's VAT: the auxiliary decoder's own prediction by default, the main one as an option."""
+    from cct_perturb import vat
+
+    kwargs: dict[str, Any] = (
+        {} if target == "decoder" else {"perturbation_kwargs": {"vat": {"target": "main"}}}
+    )
+    model = _model(perturbations={"vat": 1}, **kwargs).train()
+    model.fused_aux = fused
+    (_, pert, dec), *_ = model.perturbation_instances()
+    assert pert.target == target  # type: ignore[attr-defined]
+    assert model.config["perturbation_kwargs"] == ({} if target == "decoder" else {"vat": {"target": "main"}})
+    _, _, unlabeled = _batch(6)
+    with torch.no_grad():
+        z_u = model.encode(unlabeled)
+        main_u = model.main_decoder(z_u)
+    (got,) = model._perturb(z_u, main_u, torch.Generator().manual_seed(2))
+    ref = vat(z_u, dec, None if target == "decoder" else main_u, generator=torch.Generator().manual_seed(2))
+    other = vat(z_u, dec, main_u if target == "decoder" else None, generator=torch.Generator().manual_seed(2))
+    torch.testing.assert_close(got, ref, rtol=1e-4, atol=1e-4)
+    assert not torch.allclose(got, other, rtol=1e-3, atol=1e-3)
+    assert all(p.grad is None for p in model.parameters())

@@ -14,7 +14,7 @@ from cct_perturb.noise import FeatureNoise, feature_noise
 from cct_perturb.registry import PERTURBATIONS, create_perturbation
 from cct_perturb.vat import VAT, vat, vat_direction
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 __all__ = [
     "PERTURBATIONS",

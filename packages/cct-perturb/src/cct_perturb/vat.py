@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import ClassVar
+import contextlib
+from collections.abc import Callable, Iterator
+from typing import ClassVar, Literal
 
 import torch
+import torch.autograd.forward_ad as fwAD
 import torch.nn.functional as F
+from torch import nn
 
 from cct_perturb._base import Perturbation, PerturbationInputs
 from cct_perturb._utils import _check_features, l2_normalize_per_sample
@@ -14,6 +17,14 @@ from cct_perturb._utils import _check_features, l2_normalize_per_sample
 __all__ = ["VAT", "vat", "vat_direction"]
 
 Decoder = Callable[[torch.Tensor], torch.Tensor]
+VATMethod = Literal["auto", "limit", "finite_difference"]
+VATTarget = Literal["decoder", "main"]
+
+#: Below this ``xi``, "auto" computes the power iteration's xi -> 0 limit exactly (own target only): in
+#: float32, ``z + xi * d`` with ``||d|| = 1`` over ``D * h * w`` elements rounds back to ``z`` and the
+#: finite difference of the decoder's own KL is rounding noise (measured: cosine ~0.0 with the float64
+#: direction at xi = 1e-6, 0.998 at xi = 1e-3).
+_LIMIT_BELOW_XI = 1e-3
 
 
 def _kl_to_target(logits: torch.Tensor, target_prob: torch.Tensor) -> torch.Tensor:
@@ -32,13 +43,92 @@ def _kl_to_target(logits: torch.Tensor, target_prob: torch.Tensor) -> torch.Tens
     return -(target_prob * log_q).sum()
 
 
+@contextlib.contextmanager
+def _frozen_running_stats(decoder: Decoder) -> Iterator[None]:
+    """Restore the running statistics of the decoder's normalisation layers (BatchNorm...) on exit.
+
+    The search runs the decoder in whatever mode the caller set (train mode: BatchNorm normalises with
+    the batch's statistics, as the training forward does), but its extra forwards must not count as
+    batches seen: ``running_mean``, ``running_var`` and ``num_batches_tracked`` are put back.
+    """
+    saved: list[tuple[torch.Tensor, torch.Tensor]] = []
+    if isinstance(decoder, nn.Module):
+        for module in decoder.modules():
+            if isinstance(module, nn.modules.batchnorm._NormBase) and module.training:
+                for buf in (module.running_mean, module.running_var, module.num_batches_tracked):
+                    if buf is not None:
+                        saved.append((buf, buf.detach().clone()))
+    try:
+        yield
+    finally:
+        if saved:
+            with torch.no_grad():
+                for buf, value in saved:
+                    buf.copy_(value)
+
+
+def _check_vat_args(z: torch.Tensor, decoder: object, target: object, xi: object, iterations: object) -> None:
+    if not isinstance(z, torch.Tensor):
+        raise TypeError(f"vat: `z` must be a tensor (B, D, h, w), got {type(z).__name__}")
+    _check_features(z)
+    if isinstance(decoder, torch.Tensor) or not callable(decoder):
+        got = (
+            f"a tensor of shape {tuple(decoder.shape)}"
+            if isinstance(decoder, torch.Tensor)
+            else type(decoder)
+        )
+        raise TypeError(
+            "vat: `decoder` must be a callable (B, D, h, w) -> (B, C, H, W) logits (the auxiliary decoder), "
+            f"got {got}; the order is vat(z, decoder, target=None)"
+        )
+    if target is not None:
+        if not isinstance(target, torch.Tensor):
+            raise TypeError(
+                "vat: `target` must be None (the decoder's own clean prediction, standard VAT) or the main "
+                f"logits tensor (B, C, H, W), got {type(target).__name__}; the order is vat(z, decoder, target)"
+            )
+        if target.ndim != 4 or not target.is_floating_point():
+            raise ValueError(
+                "vat: `target` must be floating-point logits (B, C, H, W) in the decoder's output layout, "
+                f"got {target.dtype} of shape {tuple(target.shape)}"
+            )
+    if isinstance(xi, bool) or not isinstance(xi, int | float):
+        raise TypeError(
+            f"vat: `xi` must be a float, got {type(xi).__name__} (pass a generator as generator=)"
+        )
+    if isinstance(iterations, bool) or not isinstance(iterations, int) or iterations < 1:
+        raise ValueError(f"iterations must be an int >= 1, got {iterations!r}")
+
+
+def _limit_step(z_var: torch.Tensor, decoder: Decoder, d: torch.Tensor) -> torch.Tensor:
+    r"""``J^T F J d``: the Hessian of ``d -> KL(p(z) || p(z + d))`` at ``d = 0`` times ``d``, float32.
+
+    ``J`` is the decoder's Jacobian at ``z`` (``J d`` by forward-mode AD, ``J^T v`` by one backward pass
+    with respect to ``z`` only) and ``F = diag(p) - p p^T`` per pixel, with ``p`` the clean softmax. At
+    ``d = 0`` the KL's gradient is zero, so this is its exact second-order term: the direction the finite
+    difference with a tiny ``xi`` approximates, without the cancellation.
+    """
+    with fwAD.dual_level():
+        out = decoder(fwAD.make_dual(z_var, d.to(z_var.dtype)))
+        logits, tangent = fwAD.unpack_dual(out)
+    if tangent is None:  # the decoder's output does not depend on z
+        return torch.zeros_like(d)
+    with torch.autocast(device_type=z_var.device.type, enabled=False):
+        p = F.softmax(logits.detach().float(), dim=1)
+        u = tangent.detach().float()
+        fu = p * (u - (p * u).sum(dim=1, keepdim=True))
+    (grad,) = torch.autograd.grad(logits, [z_var], grad_outputs=fu.to(logits.dtype), allow_unused=True)
+    return torch.zeros_like(d) if grad is None else grad
+
+
 def vat_direction(
     z: torch.Tensor,
     decoder: Decoder,
-    target: torch.Tensor,
+    target: torch.Tensor | None = None,
     xi: float = 1e-6,
     iterations: int = 1,
     *,
+    method: VATMethod = "auto",
     generator: torch.Generator | None = None,
 ) -> torch.Tensor:
     r"""The adversarial direction of :func:`vat`, unit L2 norm per sample, float32, detached.
@@ -46,25 +136,49 @@ def vat_direction(
     Args:
         z: features :math:`(B, D, h, w)`.
         decoder: the auxiliary decoder, :math:`(B, D, h, w) \to (B, C, H', W')` logits.
-        target: the main decoder's logits :math:`(B, C, H, W)`; treated as a constant.
+        target: ``None`` (default): the decoder's own clean prediction ``softmax(decoder(z))``, standard
+            VAT (paper 3.2.3, the original's ``get_r_adv``). Or the main decoder's logits
+            :math:`(B, C, H, W)` (a constant): the direction that most increases the divergence from the
+            main prediction (a first-order step on the consistency loss, not VAT).
         xi: size of the finite-difference step of the power iteration.
         iterations: power iterations.
+        method: ``"finite_difference"``: the gradient of the KL at ``z + xi d`` (as written in the
+            paper). ``"limit"`` (own target only): its ``xi -> 0`` limit computed exactly, ``J^T F J d``
+            (forward-mode AD for ``J d``, one backward for ``J^T``). ``"auto"``: ``"limit"`` for the own
+            target with ``xi <= 1e-3``, else ``"finite_difference"``.
         generator: optional generator on ``z.device`` for the random start.
 
     Returns:
         direction :math:`(B, D, h, w)`, float32, norm 1 per sample, no graph.
     """
-    _check_features(z)
-    if iterations < 1:
-        raise ValueError(f"iterations must be >= 1, got {iterations}")
+    _check_vat_args(z, decoder, target, xi, iterations)
+    if method not in ("auto", "limit", "finite_difference"):
+        raise ValueError(f"method must be 'auto', 'limit' or 'finite_difference', got {method!r}")
+    if method == "limit" and target is not None:
+        raise ValueError("method='limit' applies to the decoder's own target (target=None) only")
+    use_limit = method == "limit" or (method == "auto" and target is None and xi <= _LIMIT_BELOW_XI)
     device_type = z.device.type
-    z_const = z.detach().float()
-    start = torch.rand(z.shape, generator=generator, device=z.device, dtype=torch.float32) - 0.5
-    start = l2_normalize_per_sample(start)
-    d = start
-    with torch.enable_grad():
-        with torch.autocast(device_type=device_type, enabled=False):
-            target_prob = F.softmax(target.detach().float(), dim=1)
+    # inference_mode(False): the search needs autograd even when the caller runs under inference_mode.
+    with torch.inference_mode(False), torch.enable_grad(), _frozen_running_stats(decoder):
+        start = torch.rand(z.shape, generator=generator, device=z.device, dtype=torch.float32) - 0.5
+        d = l2_normalize_per_sample(start)
+        z_const = z.detach()
+        if z_const.is_inference():
+            z_const = z_const.clone()
+        if use_limit:
+            z_var = z_const.requires_grad_(True)  # a new leaf: z itself is not touched
+            for _ in range(iterations):
+                grad = _limit_step(z_var, decoder, d)
+                d = l2_normalize_per_sample(grad, fallback=d)
+            return d.detach()
+        z_const = z_const.float()
+        with torch.no_grad():
+            if target is None:
+                target_logits = decoder(z_const.to(z.dtype))
+            else:
+                target_logits = target.detach()
+            with torch.autocast(device_type=device_type, enabled=False):
+                target_prob = F.softmax(target_logits.float(), dim=1)
         for _ in range(iterations):
             d_var = d.detach().requires_grad_(True)
             # z + xi * d in float32 (xi = 1e-6 vanishes in bf16), cast back to what the decoder expects.
@@ -82,76 +196,140 @@ def vat_direction(
 def vat(
     z: torch.Tensor,
     decoder: Decoder,
-    target: torch.Tensor,
+    target: torch.Tensor | None = None,
     xi: float = 1e-6,
     eps: float = 2.0,
     iterations: int = 1,
     *,
+    method: VATMethod = "auto",
+    out_dtype: torch.dtype | None = None,
     generator: torch.Generator | None = None,
 ) -> torch.Tensor:
     r"""Virtual adversarial perturbation of ``z`` through an auxiliary decoder (I-VAT).
 
     ``d ~ U(-0.5, 0.5)`` normalised per sample (L2 over ``D, h, w``); each power iteration takes the
-    gradient of :math:`KL(\mathrm{softmax}(target) \,\|\, \mathrm{softmax}(decoder(z + \xi d)))` with
-    respect to ``d`` only (``torch.autograd.grad``: no parameter's ``.grad`` is created or changed, every
-    ``.grad`` found stays as it was) and normalises it; then ``r_adv = eps * d`` and the result is
-    ``z + r_adv``. ``r_adv`` is a constant: the search builds no graph into ``z`` or the decoder, while the
-    returned tensor keeps ``z``'s own graph (the caller's loss still reaches the encoder through ``z``).
-    :math:`\|r_{adv}\| = eps` per sample (exactly, up to rounding to ``z.dtype``): the gradient is scaled
-    by its largest absolute value before dividing by its norm, and a zero gradient keeps the random
-    direction, so there is never a NaN.
+    gradient of :math:`KL(q \,\|\, \mathrm{softmax}(decoder(z + \xi d)))` with respect to ``d`` only and
+    normalises it; then ``r_adv = eps * d`` and the result is ``z + r_adv``.
 
-    The KL is computed in float32 with autocast disabled, so this works inside ``torch.autocast``; the
-    decoder itself runs under whatever autocast state the caller set. When the decoder's output and
-    ``target`` differ in spatial size, the decoder's output is resized to ``target``'s size (bilinear,
-    ``align_corners=False``). The decoder's train/eval mode is not touched (note that a decoder with
-    BatchNorm in train mode updates its running statistics during the search; CCT's decoders have none).
-    Inside DDP, pass the unwrapped auxiliary decoder (``ddp_model.module.aux_decoder``), not the DDP
-    wrapper, so that the extra forward does not disturb DDP's gradient bookkeeping.
+    The target ``q`` is, by default (``target=None``), the decoder's OWN clean prediction
+    ``softmax(decoder(z))``: standard VAT, the perturbation that alters the auxiliary decoder's prediction
+    the most (paper 3.2.3; the original's ``get_r_adv``). Passing the main decoder's logits as ``target``
+    uses them as ``q`` instead: a different perturbation (a first-order step on the consistency loss).
+
+    With the own target the KL's gradient at ``d = 0`` is zero and the power iteration measures its
+    curvature; with ``xi = 1e-6`` (original config) a float32 finite difference cannot resolve it
+    (``z + xi * d`` rounds back to ``z``), so ``method="auto"`` computes the ``xi -> 0`` limit exactly
+    (``J^T F J d``, see :func:`vat_direction`). The search uses ``torch.autograd.grad`` / forward-mode AD
+    with respect to ``z`` or ``d`` only: no parameter's ``.grad`` is created or changed. ``r_adv`` is a
+    constant: the search builds no graph into ``z`` or the decoder, while the returned tensor keeps
+    ``z``'s own graph (the caller's loss still reaches the encoder through ``z``).
+    :math:`\|r_{adv}\| = eps` per sample exactly in float32 (max-abs then L2 normalisation; a zero
+    gradient keeps the random direction: never NaN).
+
+    The KL runs in float32 with autocast disabled, so this works inside ``torch.autocast``; the decoder
+    runs under the caller's autocast state and train/eval mode, and it works under
+    ``torch.inference_mode()`` too. The running statistics of BatchNorm-like layers of the decoder (an
+    ``nn.Module``) are restored after the search: its extra forwards are not counted as batches. When
+    the decoder's output and ``target`` differ in spatial size, the output is resized to ``target``'s size
+    (bilinear). Inside DDP, pass the unwrapped auxiliary decoder (``ddp_model.module.aux_decoder``).
+
+    Low precision: ``z + r_adv`` rounded to bfloat16 keeps the norm but not the direction (an
+    ``r_adv`` element much smaller than its ``z`` element is rounded away: measured 40% of the elements
+    unchanged, cosine 0.87 with the intended ``r_adv``). ``out_dtype=torch.float32`` returns the sum in
+    float32 (exact direction); or take ``eps * vat_direction(...)`` and add it where you want.
 
     Args:
         z: features :math:`(B, D, h, w)`, with or without ``requires_grad``.
         decoder: the auxiliary decoder, any callable :math:`(B, D, h, w) \to (B, C, H', W')` logits.
-        target: the main decoder's logits :math:`(B, C, H, W)`; detached inside.
+        target: ``None`` (default, standard VAT: the decoder's own clean prediction) or the main
+            decoder's logits :math:`(B, C, H, W)` (detached inside).
         xi: power-iteration step (original config: 1e-6).
         eps: norm of the perturbation per sample (original config: 2.0).
         iterations: power iterations (original config: 1).
+        method: ``"auto"``, ``"limit"`` or ``"finite_difference"``, see :func:`vat_direction`.
+        out_dtype: dtype of the result (default ``z.dtype``); the sum is computed in float32.
         generator: optional generator on ``z.device`` for the random start.
 
     Returns:
-        perturbed features :math:`(B, D, h, w)`, same dtype as ``z``.
+        perturbed features :math:`(B, D, h, w)`, dtype ``out_dtype`` or ``z.dtype``.
     """
-    d = vat_direction(z, decoder, target, xi, iterations, generator=generator)
-    r_adv = (float(eps) * d).to(z.dtype)
-    return z + r_adv
+    if isinstance(eps, bool) or not isinstance(eps, int | float):
+        raise TypeError(
+            f"vat: `eps` must be a float, got {type(eps).__name__} (pass a generator as generator=)"
+        )
+    if eps < 0:
+        raise ValueError(f"vat: `eps` must be >= 0, got {eps}")
+    d = vat_direction(z, decoder, target, xi, iterations, method=method, generator=generator)
+    dtype = z.dtype if out_dtype is None else out_dtype
+    r_adv = float(eps) * d
+    if dtype == torch.float32 and z.dtype == torch.float32:
+        return z + r_adv
+    return (z.float() + r_adv).to(dtype)
 
 
 class VAT(Perturbation):
-    r"""Module form of :func:`vat`: ``forward(z, decoder, target)``, :math:`(B, D, h, w)` in and out.
+    r"""Module form of :func:`vat`: ``forward(z, decoder, target=None)``, :math:`(B, D, h, w)` in and out.
 
+    ``target`` (constructor): ``"decoder"`` (default, standard VAT: the auxiliary decoder's own clean
+    prediction; a ``target`` tensor given to ``forward`` is then not used, so generic callers may always
+    pass the main logits) or ``"main"`` (the main decoder's logits given to ``forward``, required).
     The decoder is passed at call time (each auxiliary decoder perturbs through itself); it is not
     registered as a submodule.
     """
 
     inputs: ClassVar[PerturbationInputs] = "decoder"
 
-    def __init__(self, xi: float = 1e-6, eps: float = 2.0, iterations: int = 1) -> None:
+    def __init__(
+        self,
+        xi: float = 1e-6,
+        eps: float = 2.0,
+        iterations: int = 1,
+        *,
+        target: VATTarget = "decoder",
+        method: VATMethod = "auto",
+        out_dtype: torch.dtype | None = None,
+    ) -> None:
         super().__init__()
-        if iterations < 1:
-            raise ValueError(f"iterations must be >= 1, got {iterations}")
+        if isinstance(iterations, bool) or not isinstance(iterations, int) or iterations < 1:
+            raise ValueError(f"iterations must be an int >= 1, got {iterations!r}")
+        if target not in ("decoder", "main"):
+            raise ValueError(f"VAT target must be 'decoder' (standard VAT) or 'main', got {target!r}")
+        if method not in ("auto", "limit", "finite_difference"):
+            raise ValueError(f"method must be 'auto', 'limit' or 'finite_difference', got {method!r}")
         self.xi = float(xi)
         self.eps = float(eps)
         self.iterations = int(iterations)
+        self.target: VATTarget = target
+        self.method: VATMethod = method
+        self.out_dtype = out_dtype
 
     def forward(
         self,
         z: torch.Tensor,
         decoder: Decoder,
-        target: torch.Tensor,
+        target: torch.Tensor | None = None,
         *,
         generator: torch.Generator | None = None,
     ) -> torch.Tensor:
-        return vat(z, decoder, target, self.xi, self.eps, self.iterations, generator=generator)
+        if self.target == "main":
+            if target is None:
+                raise ValueError(
+                    "VAT(target='main') needs the main decoder's logits: forward(z, decoder, target)"
+                )
+            q: torch.Tensor | None = target
+        else:
+            q = None
+        return vat(
+            z,
+            decoder,
+            q,
+            self.xi,
+            self.eps,
+            self.iterations,
+            method=self.method,
+            out_dtype=self.out_dtype,
+            generator=generator,
+        )
 
     def extra_repr(self) -> str:
-        return f"xi={self.xi}, eps={self.eps}, iterations={self.iterations}"
+        return f"xi={self.xi}, eps={self.eps}, iterations={self.iterations}, target={self.target!r}"

@@ -171,7 +171,9 @@ class CCTModel(nn.Module):
         in_channels: image channels.
         background: background class indices, given to the perturbations that take ``background``
             (object_mask, context_mask, guided_cutout) unless ``perturbation_kwargs`` sets it.
-        perturbation_kwargs: per-name constructor arguments, e.g. ``{"vat": {"eps": 1.0}}``.
+        perturbation_kwargs: per-name constructor arguments, e.g. ``{"vat": {"eps": 1.0}}``;
+            ``{"vat": {"target": "main"}}`` makes VAT's target the main prediction instead of the auxiliary
+            decoder's own (standard VAT, the default since cct-train 0.2).
         consistency: ``"mse"`` (paper), ``"kl"`` or ``"js"``.
         ignore_index: label of void pixels (targets and weak targets).
         min_kept: ab-CE's minimum kept pixels per image (when ``ce_threshold`` is given).
@@ -461,9 +463,11 @@ class CCTModel(nn.Module):
     def _perturb(self, z_u: Tensor, main_u: Tensor, generator: torch.Generator | None) -> list[Tensor]:
         """Each auxiliary decoder's perturbation of ``z_u``: K tensors ``(B_u, D, h, w)``, in order.
 
-        ``main_u``: the main decoder's logits on ``z_u`` (no graph), for the prediction-guided masks / cutout
-        and as VAT's target (VAT runs its own auxiliary decoder alone: with ``fused_aux`` through
-        :class:`~cct_train.decoders.SubPixelRows`, the same decoder and parameters as GEMMs).
+        ``main_u``: the main decoder's logits on ``z_u`` (no graph), for the prediction-guided masks / cutout.
+        VAT runs its own auxiliary decoder alone (with ``fused_aux`` through
+        :class:`~cct_train.decoders.SubPixelRows`, the same decoder and parameters as GEMMs); its target is
+        that decoder's own clean prediction (standard VAT, the default) or, with
+        ``perturbation_kwargs={"vat": {"target": "main"}}``, ``main_u``.
         """
         outputs: list[Tensor] = []
         rows_target: Tensor | None = None
@@ -477,9 +481,12 @@ class CCTModel(nn.Module):
                 # VAT's power iteration on the decoder as GEMMs in sub-pixel order (same direction: its
                 # loss is a sum over pixels; see decoders.SubPixelRows). Cached: one reorder per step.
                 rows = SubPixelRows(dec)
-                if rows_target is None:
-                    rows_target = rows.target(main_u)
-                z_p = pert(z_u, rows, rows_target, generator=generator)
+                if pert.target == "main":
+                    if rows_target is None:
+                        rows_target = rows.target(main_u)
+                    z_p = pert(z_u, rows, rows_target, generator=generator)
+                else:  # standard VAT: the target is the auxiliary decoder's own clean prediction
+                    z_p = pert(z_u, rows, generator=generator)
             elif kind == "decoder":
                 z_p = pert(z_u, dec, main_u, generator=generator)
             else:
