@@ -114,10 +114,18 @@ def bench(session: nox.Session) -> None:
     session.run(_bin("cct"), "bench", *session.posargs, external=True)
 
 
+_RUN_README = """
+import re
+text = open({readme!r}).read()
+for block in re.findall(r"```python\\n(.*?)```", text, flags=re.S):
+    exec(compile(block, "README.md", "exec"), {{"__name__": "__readme__"}})
+"""
+
+
 @nox.session
 def install_alone(session: nox.Session) -> None:
-    """Install each small package alone into an empty venv and check what it pulled."""
-    forbidden = {"timm", "accelerate", "typer", "segmentation-models-pytorch"}
+    """Install each small package alone into an empty venv, check what it pulled; run cct-perturb's README there."""
+    forbidden = {"timm", "accelerate", "typer", "segmentation-models-pytorch", "kornia"}
     for package, module in [
         ("cct-perturb", "cct_perturb"),
         ("cct-losses", "cct_losses"),
@@ -141,6 +149,9 @@ def install_alone(session: nox.Session) -> None:
         session.run(
             py, "-c", f"import {module}; print({module}.__name__, {module}.__version__)", external=True
         )
+        readme = ROOT / "packages" / package / "README.md"
+        if package == "cct-perturb":  # its README example must run with cct-perturb and torch alone
+            session.run(py, "-c", _RUN_README.format(readme=str(readme)), external=True)
         listed = session.run(py, "-m", "pip", "list", "--format=freeze", silent=True, external=True) or ""
         names = {line.split("==")[0].lower().replace("_", "-") for line in listed.splitlines()}
         pulled = forbidden & names

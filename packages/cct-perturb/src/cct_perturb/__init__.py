@@ -2,21 +2,22 @@
 
 Seven perturbations of encoder features ``z`` of shape ``(B, D, h, w)``, as pure functions and as
 ``nn.Module`` wrappers: F-Noise, F-Drop, DropOut, Obj-Msk, Con-Msk, G-Cutout and I-VAT
-(Ouali, Hudelot, Tami, CVPR 2020). Depends on torch (and kornia) only.
+(Ouali, Hudelot, Tami, CVPR 2020). Depends on torch only.
 """
 
 from cct_perturb._base import Perturbation, PerturbationInputs
-from cct_perturb._utils import class_map, l2_normalize_per_sample, object_mask_from_prediction
+from cct_perturb._utils import class_map, l2_normalize_per_sample, nearest_resize, object_mask_from_prediction
 from cct_perturb.cutout import GuidedCutout, guided_cutout, guided_cutout_mask, label_regions
 from cct_perturb.drop import FeatureDrop, SpatialDropout, feature_drop, spatial_dropout
 from cct_perturb.masks import ContextMask, ObjectMask, context_mask, object_mask
 from cct_perturb.noise import FeatureNoise, feature_noise
-from cct_perturb.registry import PERTURBATIONS, create_perturbation
+from cct_perturb.registry import ALIASES, PERTURBATIONS, create_perturbation
 from cct_perturb.vat import VAT, vat, vat_direction
 
 __version__ = "0.2.0"
 
 __all__ = [
+    "ALIASES",
     "PERTURBATIONS",
     "VAT",
     "ContextMask",
@@ -37,6 +38,7 @@ __all__ = [
     "guided_cutout_mask",
     "l2_normalize_per_sample",
     "label_regions",
+    "nearest_resize",
     "object_mask",
     "object_mask_from_prediction",
     "spatial_dropout",

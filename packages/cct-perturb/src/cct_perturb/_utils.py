@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import operator
+from collections.abc import Iterable, Sequence
+from typing import cast
 
 import torch
 
@@ -14,15 +16,90 @@ __all__ = [
 ]
 
 
-def _check_features(z: torch.Tensor) -> None:
+_SWAP_MIN_CHANNELS = 64
+
+
+def _describe(value: object) -> str:
+    if isinstance(value, torch.Tensor):
+        return f"a {value.dtype} tensor of shape {tuple(value.shape)}"
+    return type(value).__name__
+
+
+def _check_features(z: torch.Tensor, fn: str = "") -> None:
+    where = f"{fn}: " if fn else ""
+    if not isinstance(z, torch.Tensor):
+        raise TypeError(f"{where}`z` must be a features tensor (B, D, h, w), got {_describe(z)}")
     if z.ndim != 4:
-        raise ValueError(f"expected features z of shape (B, D, h, w), got shape {tuple(z.shape)}")
+        raise ValueError(f"{where}expected features z of shape (B, D, h, w), got shape {tuple(z.shape)}")
+    if not z.is_floating_point():
+        raise TypeError(f"{where}`z` must be floating-point features (B, D, h, w), got {_describe(z)}")
+
+
+def _check_number(fn: str, name: str, value: object) -> float:
+    """A real number parameter; a generator passed positionally gets told to use ``generator=``."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        hint = " (pass a generator as generator=)" if isinstance(value, torch.Generator) else ""
+        raise TypeError(f"{fn}: `{name}` must be a number, got {_describe(value)}{hint}")
+    return float(value)
+
+
+def _check_generator(fn: str, generator: object) -> None:
+    if generator is not None and not isinstance(generator, torch.Generator):
+        raise TypeError(f"{fn}: `generator` must be a torch.Generator or None, got {_describe(generator)}")
+
+
+def _check_prediction(fn: str, z: torch.Tensor, pred: object) -> None:
+    """``pred``: logits (B, C, H, W) or an integer class map (B, H, W) with z's batch size; not z swapped."""
+    if not isinstance(pred, torch.Tensor):
+        raise TypeError(
+            f"{fn}: `pred` must be the main decoder's logits (B, C, H, W) or an integer class map (B, H, W), "
+            f"got {_describe(pred)}; the order is {fn}(z, pred)"
+        )
+    if pred.ndim == 3:
+        if pred.is_floating_point():
+            raise TypeError(
+                f"{fn}: a 3-d `pred` must be an integer class map (B, H, W), got {_describe(pred)}"
+            )
+    elif pred.ndim == 4:
+        if not pred.is_floating_point():
+            raise TypeError(
+                f"{fn}: a 4-d `pred` must be floating-point logits (B, C, H, W), got {_describe(pred)}"
+            )
+        # Features have hundreds of channels D, a prediction C classes at the input's (larger) size: a
+        # "prediction" smaller than z in both dimensions, with >= 64 channels and more than z, is almost
+        # surely z itself (object_mask(pred, z)).
+        smaller = pred.shape[-2] < z.shape[-2] and pred.shape[-1] < z.shape[-1]
+        if smaller and pred.shape[1] > z.shape[1] and pred.shape[1] >= _SWAP_MIN_CHANNELS:
+            raise ValueError(
+                f"{fn}: `pred` {tuple(pred.shape)} is smaller than `z` {tuple(z.shape)} and has more channels: "
+                f"the arguments look swapped; the order is {fn}(z, pred) with z (B, D, h, w) the features and "
+                "pred (B, C, H, W) the main decoder's logits"
+            )
+    else:
+        raise ValueError(
+            f"{fn}: `pred` must be logits (B, C, H, W) or a class map (B, H, W), got shape {tuple(pred.shape)}"
+        )
+    if pred.shape[0] != z.shape[0]:
+        raise ValueError(f"{fn}: batch sizes differ: z has {z.shape[0]}, pred has {pred.shape[0]}")
 
 
 def _as_background(background: Sequence[int] | int) -> tuple[int, ...]:
-    if isinstance(background, int):
+    if isinstance(background, int) and not isinstance(background, bool):
         return (background,)
-    return tuple(int(c) for c in background)
+    if isinstance(background, torch.Generator | str | bytes) or not hasattr(background, "__iter__"):
+        hint = " (pass a generator as generator=)" if isinstance(background, torch.Generator) else ""
+        raise TypeError(
+            f"`background` must be a class index or a sequence of class indices, got {_describe(background)}{hint}"
+        )
+    out = []
+    for c in cast(Iterable[object], background):
+        try:
+            if isinstance(c, bool):
+                raise TypeError
+            out.append(operator.index(c))  # type: ignore[arg-type]
+        except TypeError:
+            raise TypeError(f"`background` must hold integer class indices, got {c!r}") from None
+    return tuple(out)
 
 
 def _nearest_index(src: int, dst: int, device: torch.device) -> torch.Tensor:

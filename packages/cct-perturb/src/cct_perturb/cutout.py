@@ -3,15 +3,30 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import ClassVar
+from typing import ClassVar, Literal
 
 import torch
 import torch.nn.functional as F
 
 from cct_perturb._base import Perturbation, PerturbationInputs
-from cct_perturb._utils import _as_background, _check_features, class_map
+from cct_perturb._utils import (
+    _as_background,
+    _check_features,
+    _check_generator,
+    _check_number,
+    _check_prediction,
+    class_map,
+)
 
 __all__ = ["GuidedCutout", "guided_cutout", "guided_cutout_mask", "label_regions"]
+
+Rounding = Literal["round", "stochastic"]
+
+#: Default minimum region area in pixels of the PREDICTION's resolution (the input's, in CCT): 512 is 8
+#: feature pixels at output stride 8 (the former default, about what the original's "contour of more
+#: than 50 points" encloses) and 2 at stride 16.
+DEFAULT_MIN_AREA = 512.0
+_PAPER_STRIDE = 8
 
 # Half of the 8-neighbourhood: every undirected edge of the pixel grid appears once.
 _OFFSETS = ((0, 1), (1, -1), (1, 0), (1, 1))
@@ -74,13 +89,35 @@ def label_regions(keys: torch.Tensor, num_iterations: int | None = None) -> torc
     return torch.where(valid, labels, torch.full_like(labels, -1))
 
 
+def _check_cutout_args(
+    fn: str, erase: object, min_region: object, min_area: object, rounding: object
+) -> tuple[float, float | None, float]:
+    e = _check_number(fn, "erase", erase)
+    if not 0.0 <= e <= 1.0:
+        raise ValueError(f"erase must be in [0, 1], got {erase}")
+    if min_region is not None and (
+        isinstance(min_region, bool) or not isinstance(min_region, int) or min_region < 0
+    ):
+        raise TypeError(
+            f"{fn}: `min_region` must be None or an int >= 0 (pixels at z's size), got {min_region!r}"
+        )
+    area = _check_number(fn, "min_area", min_area)
+    if area < 0:
+        raise ValueError(f"{fn}: `min_area` must be >= 0, got {min_area}")
+    if rounding not in ("round", "stochastic"):
+        raise ValueError(f"{fn}: `rounding` must be 'round' or 'stochastic', got {rounding!r}")
+    return e, None if min_region is None else float(min_region), area
+
+
 def guided_cutout_mask(
     pred: torch.Tensor,
     size: tuple[int, int],
     erase: float = 0.4,
     background: Sequence[int] | int = (0,),
-    min_region: int = 8,
+    min_region: int | None = None,
     *,
+    min_area: float = DEFAULT_MIN_AREA,
+    rounding: Rounding = "round",
     per_class: bool = True,
     num_iterations: int | None = None,
     generator: torch.Generator | None = None,
@@ -90,13 +127,14 @@ def guided_cutout_mask(
     Args:
         pred: logits :math:`(B, C, H, W)` of any spatial size, or a class map :math:`(B, H, W)`.
         size: spatial size ``(h, w)`` of the features.
-        erase, background, min_region, per_class, num_iterations, generator: see :func:`guided_cutout`.
+        erase, background, min_region, min_area, rounding, per_class, num_iterations, generator: see
+            :func:`guided_cutout`.
 
     Returns:
         boolean mask :math:`(B, 1, h, w)` on ``pred.device``, ``True`` where features are kept.
     """
-    if not 0.0 <= erase <= 1.0:
-        raise ValueError(f"erase must be in [0, 1], got {erase}")
+    erase, min_z, min_area = _check_cutout_args("guided_cutout", erase, min_region, min_area, rounding)
+    _check_generator("guided_cutout", generator)
     h, w = int(size[0]), int(size[1])
     device = pred.device
     labels_map = class_map(pred, (h, w))
@@ -122,13 +160,25 @@ def guided_cutout_mask(
     r_max = small.scatter_reduce(0, seg, rows, reduce="amax")[:n]
     c_min = big.scatter_reduce(0, seg, cols, reduce="amin")[:n]
     c_max = small.scatter_reduce(0, seg, cols, reduce="amax")[:n]
-    active = (count[:n] > 0) & (count[:n] >= min_region)
+    if min_z is None:
+        # min_area is in pixels of the prediction: scale it by the area ratio to z's resolution. A
+        # prediction no larger than z (a class map at z's size) tells no stride: the paper's 8 is assumed.
+        pred_px = int(pred.shape[-2]) * int(pred.shape[-1])
+        area_ratio = pred_px / float(h * w) if pred_px > h * w else float(_PAPER_STRIDE**2)
+        min_z = min_area / area_ratio
+    active = (count[:n] > 0) & (count[:n].float() >= min_z)
 
     box_h = (r_max - r_min + 1).clamp(min=0)
     box_w = (c_max - c_min + 1).clamp(min=0)
-    rect_h = torch.minimum(torch.floor(box_h.float() * erase + 0.5).long(), box_h)
-    rect_w = torch.minimum(torch.floor(box_w.float() * erase + 0.5).long(), box_w)
-    u = torch.rand((2, n), generator=generator, device=device, dtype=torch.float32)
+    u = torch.rand(
+        (4 if rounding == "stochastic" else 2, n), generator=generator, device=device, dtype=torch.float32
+    )
+    # "round": nearest (half up); "stochastic": up with probability the fractional part, so the expected
+    # side is exactly erase * box even when a box is 1-3 feature pixels wide (coarse strides).
+    shift_h = u[2] if rounding == "stochastic" else 0.5
+    shift_w = u[3] if rounding == "stochastic" else 0.5
+    rect_h = torch.minimum(torch.floor(box_h.float() * erase + shift_h).long(), box_h)
+    rect_w = torch.minimum(torch.floor(box_w.float() * erase + shift_w).long(), box_w)
     slack_h = box_h - rect_h
     slack_w = box_w - rect_w
     off_h = torch.minimum(torch.floor(u[0] * (slack_h + 1).float()).long(), slack_h)
@@ -159,8 +209,10 @@ def guided_cutout(
     pred: torch.Tensor,
     erase: float = 0.4,
     background: Sequence[int] | int = (0,),
-    min_region: int = 8,
+    min_region: int | None = None,
     *,
+    min_area: float = DEFAULT_MIN_AREA,
+    rounding: Rounding = "round",
     per_class: bool = True,
     num_iterations: int | None = None,
     generator: torch.Generator | None = None,
@@ -170,13 +222,20 @@ def guided_cutout(
     Objects are the positions where ``argmax(pred)`` is not a background class, resized to ``z``'s size
     (nearest). Each 8-connected region of one class (``per_class=True``, the default: touching objects of
     different classes get their own boxes; ``per_class=False`` uses the connected regions of the binary
-    object mask) with at least ``min_region`` pixels at ``z``'s resolution gets a rectangle of
-    ``round(erase * box_h) x round(erase * box_w)`` pixels at a uniformly random position inside its
-    bounding box, zeroed in all channels (so about ``erase**2`` of the box: 16% with ``erase=0.4``). The
-    rectangle may cover background pixels inside the box, as in the original.
+    object mask) that is large enough gets a rectangle of ``round(erase * box_h) x round(erase * box_w)``
+    pixels at a uniformly random position inside its bounding box, zeroed in all channels (so about
+    ``erase**2`` of the box: 16% with ``erase=0.4``). The rectangle may cover background pixels inside the
+    box, as in the original.
 
-    ``min_region`` replaces the original's "contours of more than 50 points at full resolution": at the
-    usual output stride 8, such a region covers roughly 8 or more feature pixels, hence the default.
+    Large enough, at any output stride: ``min_area`` is measured in pixels of the PREDICTION (the input
+    resolution when ``pred`` is the main decoder's full-size logits) and converted to z's resolution by the
+    area ratio ``h * w / (H * W)``; the default 512 is 8 feature pixels at output stride 8 (the former
+    default, about what the original's "contours of more than 50 points at full resolution" enclose) and
+    2 at stride 16 (a 32x32-pixel object is cut). A ``pred`` no larger than ``z`` (e.g. a class map at
+    z's size) tells no stride: stride 8 is assumed (8 feature pixels). ``min_region`` (pixels at z's
+    resolution) overrides ``min_area``. ``rounding="stochastic"`` rounds each side up with
+    probability its fractional part, so that the expected erased side is ``erase * box`` exactly even for
+    boxes of 1-3 feature pixels (``"round"``, the default: 1 of 2 pixels, 0 of 1).
 
     Everything runs on ``z``'s device for the whole batch at once (region labelling by label propagation,
     bounding boxes by ``scatter_reduce``, rectangles painted with a difference array): no per-sample or
@@ -184,11 +243,15 @@ def guided_cutout(
 
     Args:
         z: features :math:`(B, D, h, w)`.
-        pred: the main decoder's logits :math:`(B, C, H, W)` (any ``H, W``), or a class map
-            :math:`(B, H, W)`.
+        pred: the main decoder's logits :math:`(B, C, H, W)` (any ``H, W``), or an integer class map
+            :math:`(B, H, W)` (e.g. ``logits.argmax(1)`` or labels; 255-like ids are ordinary classes
+            unless listed in ``background``).
         erase: side fraction of the box to erase, in ``[0, 1]`` (paper: 0.4).
         background: background class indices.
-        min_region: regions with fewer pixels (at ``z``'s resolution) are ignored.
+        min_region: ``None`` (default: from ``min_area``) or the minimum region size in pixels at ``z``'s
+            resolution.
+        min_area: minimum region area in pixels at ``pred``'s resolution (default 512).
+        rounding: ``"round"`` (default) or ``"stochastic"`` rounding of the rectangle's sides.
         per_class: label connected regions per class (default) or on the binary object mask.
         num_iterations: label-propagation steps, see :func:`label_regions`.
         generator: optional generator on ``z.device``.
@@ -196,15 +259,16 @@ def guided_cutout(
     Returns:
         features :math:`(B, D, h, w)` with the rectangles zeroed, same dtype as ``z``.
     """
-    _check_features(z)
-    if pred.shape[0] != z.shape[0]:
-        raise ValueError(f"batch sizes differ: z has {z.shape[0]}, pred has {pred.shape[0]}")
+    _check_features(z, "guided_cutout")
+    _check_prediction("guided_cutout", z, pred)
     keep = guided_cutout_mask(
         pred.to(z.device),
         (int(z.shape[-2]), int(z.shape[-1])),
         erase,
         background,
         min_region,
+        min_area=min_area,
+        rounding=rounding,
         per_class=per_class,
         num_iterations=num_iterations,
         generator=generator,
@@ -221,17 +285,20 @@ class GuidedCutout(Perturbation):
         self,
         erase: float = 0.4,
         background: Sequence[int] | int = (0,),
-        min_region: int = 8,
+        min_region: int | None = None,
         *,
+        min_area: float = DEFAULT_MIN_AREA,
+        rounding: Rounding = "round",
         per_class: bool = True,
         num_iterations: int | None = None,
     ) -> None:
         super().__init__()
-        if not 0.0 <= erase <= 1.0:
-            raise ValueError(f"erase must be in [0, 1], got {erase}")
-        self.erase = float(erase)
+        self.erase, _, self.min_area = _check_cutout_args(
+            "GuidedCutout", erase, min_region, min_area, rounding
+        )
         self.background = _as_background(background)
-        self.min_region = int(min_region)
+        self.min_region = min_region
+        self.rounding: Rounding = rounding
         self.per_class = bool(per_class)
         self.num_iterations = num_iterations
 
@@ -244,6 +311,8 @@ class GuidedCutout(Perturbation):
             self.erase,
             self.background,
             self.min_region,
+            min_area=self.min_area,
+            rounding=self.rounding,
             per_class=self.per_class,
             num_iterations=self.num_iterations,
             generator=generator,
@@ -252,5 +321,5 @@ class GuidedCutout(Perturbation):
     def extra_repr(self) -> str:
         return (
             f"erase={self.erase}, background={self.background}, min_region={self.min_region}, "
-            f"per_class={self.per_class}"
+            f"min_area={self.min_area}, rounding={self.rounding!r}, per_class={self.per_class}"
         )

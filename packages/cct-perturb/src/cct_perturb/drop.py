@@ -7,13 +7,23 @@ from typing import ClassVar
 import torch
 
 from cct_perturb._base import Perturbation, PerturbationInputs
-from cct_perturb._utils import _check_features
+from cct_perturb._utils import _check_features, _check_generator, _check_number, _describe
 
 __all__ = ["FeatureDrop", "SpatialDropout", "feature_drop", "spatial_dropout"]
 
 
 def _check_gamma_range(gamma_range: tuple[float, float]) -> tuple[float, float]:
-    lo, hi = float(gamma_range[0]), float(gamma_range[1])
+    if (
+        isinstance(gamma_range, torch.Tensor)
+        or not isinstance(gamma_range, tuple | list)
+        or len(gamma_range) != 2
+    ):
+        hint = " (pass a generator as generator=)" if isinstance(gamma_range, torch.Generator) else ""
+        raise TypeError(
+            f"feature_drop: `gamma_range` must be a pair (low, high), got {_describe(gamma_range)}{hint}"
+        )
+    lo = _check_number("feature_drop", "gamma_range[0]", gamma_range[0])
+    hi = _check_number("feature_drop", "gamma_range[1]", gamma_range[1])
     if not 0.0 <= lo <= hi <= 1.0:
         raise ValueError(f"gamma_range must satisfy 0 <= low <= high <= 1, got {gamma_range}")
     return lo, hi
@@ -45,8 +55,9 @@ def feature_drop(
     Returns:
         features :math:`(B, D, h, w)` with the dropped positions zeroed, same dtype as ``z``.
     """
-    _check_features(z)
+    _check_features(z, "feature_drop")
     lo, hi = _check_gamma_range(gamma_range)
+    _check_generator("feature_drop", generator)
     batch = z.shape[0]
     attention = z.detach().float().mean(dim=1).flatten(1)  # (B, h*w)
     # Non-negative maps (post-ReLU features, the usual case) are divided by their max, as the original's
@@ -77,6 +88,7 @@ class FeatureDrop(Perturbation):
 
 
 def _check_p(p: float) -> float:
+    _check_number("spatial_dropout", "p", p)
     if not 0.0 <= p <= 1.0:
         raise ValueError(f"dropout probability p must be in [0, 1], got {p}")
     return float(p)
@@ -99,8 +111,9 @@ def spatial_dropout(
     Returns:
         features :math:`(B, D, h, w)`, same dtype as ``z``.
     """
-    _check_features(z)
+    _check_features(z, "spatial_dropout")
     p = _check_p(p)
+    _check_generator("spatial_dropout", generator)
     batch, channels = z.shape[:2]
     u = torch.rand((batch, channels, 1, 1), generator=generator, device=z.device, dtype=torch.float32)
     scale = 0.0 if p >= 1.0 else 1.0 / (1.0 - p)

@@ -8,20 +8,34 @@ from typing import ClassVar
 import torch
 
 from cct_perturb._base import Perturbation, PerturbationInputs
-from cct_perturb._utils import _as_background, _check_features, object_mask_from_prediction
+from cct_perturb._utils import (
+    _as_background,
+    _check_features,
+    _check_generator,
+    _check_prediction,
+    object_mask_from_prediction,
+)
 
 __all__ = ["ContextMask", "ObjectMask", "context_mask", "object_mask"]
 
 
-def _objects(z: torch.Tensor, pred: torch.Tensor, background: Sequence[int] | int) -> torch.Tensor:
-    _check_features(z)
-    if pred.shape[0] != z.shape[0]:
-        raise ValueError(f"batch sizes differ: z has {z.shape[0]}, pred has {pred.shape[0]}")
+def _objects(
+    fn: str, z: torch.Tensor, pred: torch.Tensor, background: Sequence[int] | int, generator: object
+) -> torch.Tensor:
+    _check_features(z, fn)
+    _check_prediction(fn, z, pred)
+    _check_generator(fn, generator)
     size = (int(z.shape[-2]), int(z.shape[-1]))
     return object_mask_from_prediction(pred, size, background).to(z.device)[:, None]
 
 
-def object_mask(z: torch.Tensor, pred: torch.Tensor, background: Sequence[int] | int = (0,)) -> torch.Tensor:
+def object_mask(
+    z: torch.Tensor,
+    pred: torch.Tensor,
+    background: Sequence[int] | int = (0,),
+    *,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
     r"""Zero the features at the detected objects and keep the context.
 
     Objects are the positions where ``argmax(pred)`` is not a background class, resized to ``z``'s
@@ -33,14 +47,22 @@ def object_mask(z: torch.Tensor, pred: torch.Tensor, background: Sequence[int] |
             :math:`(B, H, W)`. Not differentiated.
         background: background class indices (VOC: ``(0,)``; datasets without a background class
             pass ``()`` or their void-like classes).
+        generator: accepted (and checked) for a call signature uniform with the random perturbations; the
+            mask is deterministic, nothing is drawn.
 
     Returns:
         features :math:`(B, D, h, w)`, zero on objects, same dtype as ``z``.
     """
-    return torch.where(_objects(z, pred, background), z.new_zeros(()), z)
+    return torch.where(_objects("object_mask", z, pred, background, generator), z.new_zeros(()), z)
 
 
-def context_mask(z: torch.Tensor, pred: torch.Tensor, background: Sequence[int] | int = (0,)) -> torch.Tensor:
+def context_mask(
+    z: torch.Tensor,
+    pred: torch.Tensor,
+    background: Sequence[int] | int = (0,),
+    *,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
     r"""Zero the context (background positions) and keep the detected objects.
 
     The complement of :func:`object_mask`: ``object_mask(z, pred) + context_mask(z, pred) == z``.
@@ -50,11 +72,12 @@ def context_mask(z: torch.Tensor, pred: torch.Tensor, background: Sequence[int] 
         pred: the main decoder's logits :math:`(B, C, H, W)` (any ``H, W``), or a class map
             :math:`(B, H, W)`.
         background: background class indices.
+        generator: accepted for a uniform signature; nothing is drawn.
 
     Returns:
         features :math:`(B, D, h, w)`, zero on the context, same dtype as ``z``.
     """
-    return torch.where(_objects(z, pred, background), z, z.new_zeros(()))
+    return torch.where(_objects("context_mask", z, pred, background, generator), z, z.new_zeros(()))
 
 
 class _PredictionMask(Perturbation):
@@ -69,9 +92,9 @@ class _PredictionMask(Perturbation):
     def forward(
         self, z: torch.Tensor, pred: torch.Tensor, *, generator: torch.Generator | None = None
     ) -> torch.Tensor:
-        return self._mask(z, pred)
+        return self._mask(z, pred, generator)
 
-    def _mask(self, z: torch.Tensor, pred: torch.Tensor) -> torch.Tensor:
+    def _mask(self, z: torch.Tensor, pred: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
         raise NotImplementedError
 
     def extra_repr(self) -> str:
@@ -81,12 +104,12 @@ class _PredictionMask(Perturbation):
 class ObjectMask(_PredictionMask):
     r"""Module form of :func:`object_mask`: ``forward(z, pred)``, :math:`(B, D, h, w)` in and out."""
 
-    def _mask(self, z: torch.Tensor, pred: torch.Tensor) -> torch.Tensor:
-        return object_mask(z, pred, self.background)
+    def _mask(self, z: torch.Tensor, pred: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
+        return object_mask(z, pred, self.background, generator=generator)
 
 
 class ContextMask(_PredictionMask):
     r"""Module form of :func:`context_mask`: ``forward(z, pred)``, :math:`(B, D, h, w)` in and out."""
 
-    def _mask(self, z: torch.Tensor, pred: torch.Tensor) -> torch.Tensor:
-        return context_mask(z, pred, self.background)
+    def _mask(self, z: torch.Tensor, pred: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
+        return context_mask(z, pred, self.background, generator=generator)

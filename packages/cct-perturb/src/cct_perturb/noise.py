@@ -7,7 +7,7 @@ from typing import ClassVar
 import torch
 
 from cct_perturb._base import Perturbation, PerturbationInputs
-from cct_perturb._utils import _check_features
+from cct_perturb._utils import _check_features, _check_generator, _check_number
 
 __all__ = ["FeatureNoise", "feature_noise"]
 
@@ -29,10 +29,11 @@ def feature_noise(
     Returns:
         perturbed features :math:`(B, D, h, w)`, same dtype and device as ``z``.
     """
-    _check_features(z)
-    if uniform_range < 0:
+    _check_features(z, "feature_noise")
+    r = _check_number("feature_noise", "uniform_range", uniform_range)
+    _check_generator("feature_noise", generator)
+    if r < 0:
         raise ValueError(f"uniform_range must be >= 0, got {uniform_range}")
-    r = float(uniform_range)
     noise = torch.empty(z.shape, device=z.device, dtype=torch.float32).uniform_(-r, r, generator=generator)
     if z.dtype == torch.float32:
         return torch.addcmul(z, z, noise)
@@ -47,6 +48,7 @@ class FeatureNoise(Perturbation):
 
     def __init__(self, uniform_range: float = 0.3) -> None:
         super().__init__()
+        _check_number("FeatureNoise", "uniform_range", uniform_range)
         if uniform_range < 0:
             raise ValueError(f"uniform_range must be >= 0, got {uniform_range}")
         self.uniform_range = float(uniform_range)
