@@ -14,19 +14,9 @@ import json
 
 import torch
 
-from cct_perturb import create_perturbation
+from cct_perturb import PERTURBATIONS, create_perturbation
 from cct_train.data import Normalize, build_dataset
 from cct_train.inference import load_model
-
-PERTURBATIONS = [
-    "feature_noise",
-    "feature_drop",
-    "dropout",
-    "object_mask",
-    "context_mask",
-    "guided_cutout",
-    "vat",
-]
 
 
 def main() -> None:
@@ -60,7 +50,7 @@ def main() -> None:
         "predicted_classes": sorted(int(c) for c in pred.unique()),
     }
     decoder = model.aux_decoders[0] if len(model.aux_decoders) else model.main_decoder
-    for name in PERTURBATIONS:
+    for name in list(PERTURBATIONS):  # the registry: the paper's seven
         kwargs = (
             {"background": background} if name in ("object_mask", "context_mask", "guided_cutout") else {}
         )
