@@ -71,7 +71,7 @@ import torch
 from rich.console import Console
 from rich.table import Table
 
-from cct_train.config import PAPER_PERTURBATIONS
+from cct_train.config import CPU_PERTURBATIONS, PAPER_PERTURBATIONS
 from cct_train.decoders import SubPixelRows
 from cct_train.machine import (
     PRECISION_LABELS,
@@ -127,15 +127,7 @@ WORKLOADS: dict[str, Workload] = {
         classes=11,
         amp="auto",
         psp_channels=64,
-        perturbations={
-            "feature_noise": 2,
-            "feature_drop": 2,
-            "guided_cutout": 2,
-            "dropout": 2,
-            "context_mask": 1,
-            "object_mask": 1,
-            "vat": 1,
-        },
+        perturbations=dict(CPU_PERTURBATIONS),
     ),
 }
 #: The workload ``cct bench`` runs when none is named, by device type.

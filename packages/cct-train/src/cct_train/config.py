@@ -25,6 +25,19 @@ PAPER_PERTURBATIONS: dict[str, int] = {
 }
 
 
+#: The paper's seven types with fewer decoders (its 6:6:6:6:2:2:2 proportions scaled to 11): the CPU budgets'
+#: full CCT (`cct demo`, the `cpu` bench workloads, the CPU study presets).
+CPU_PERTURBATIONS: dict[str, int] = {
+    "feature_noise": 2,
+    "feature_drop": 2,
+    "guided_cutout": 2,
+    "dropout": 2,
+    "context_mask": 1,
+    "object_mask": 1,
+    "vat": 1,
+}
+
+
 Tracker = Literal["csv", "tensorboard"]
 
 

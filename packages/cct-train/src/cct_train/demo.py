@@ -16,7 +16,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from cct_train.config import Config, config_from_dict
+from cct_train.config import CPU_PERTURBATIONS, Config, config_from_dict
 from cct_train.trainer import Trainer
 
 console = Console()
@@ -99,15 +99,7 @@ def demo_config(
                 "concat_batches": False,
                 "background": background,
                 # The paper's seven perturbation types with fewer decoders each, to fit a CPU demo.
-                "perturbations": {
-                    "feature_noise": 2,
-                    "feature_drop": 2,
-                    "guided_cutout": 2,
-                    "dropout": 2,
-                    "context_mask": 1,
-                    "object_mask": 1,
-                    "vat": 1,
-                },
+                "perturbations": dict(CPU_PERTURBATIONS),
             },
             "data": data_section,
             "train": {
