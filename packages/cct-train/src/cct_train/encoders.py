@@ -388,7 +388,8 @@ def load_encoder_weights(
         mapped = map_state_dict(source, target, match=rule, label=label)  # type: ignore[arg-type]
     except ValueError as error:
         raise ValueError(f"Weights {label} do not fit encoder {name}: {error}") from None
-    adapted = [k for k, v in mapped.state.items() if v.shape != source[dict(mapped.pairs)[k]].shape]
+    source_of = dict(mapped.pairs)
+    adapted = [k for k, v in mapped.state.items() if v.shape != source[source_of[k]].shape]
     noisy = [k for k in mapped.unused if not is_head_key(strip_prefixes(k))]
     if noisy and rule == "name":
         warnings.warn(
