@@ -75,6 +75,19 @@ def test_supervised_baseline_has_no_aux_decoders(
     assert trainer.fit().step == 2
 
 
+def test_rampup_in_iterations_and_cosine_schedule(
+    synthetic_root: Path, tmp_path: Path, tiny_config: Callable[..., dict[str, Any]]
+) -> None:
+    raw = tiny_config(synthetic_root, tmp_path / "ramp", iterations=2)
+    raw["train"]["consistency"] = {"rampup": 3, "schedule": "cosine", "weight": 2.0}
+    raw["data"]["check"] = "off"
+    trainer = Trainer(config_from_dict(raw), quiet=True)  # both used to raise at construction
+    assert trainer.consistency_weight.rampup_iters == 3
+    assert trainer.consistency_weight(0) == 0.0
+    assert trainer.consistency_weight(3) == 2.0
+    assert trainer.fit().step == 2
+
+
 def test_cli_train_eval_and_bad_config(
     synthetic_root: Path, tmp_path: Path, tiny_config: Callable[..., dict[str, Any]]
 ) -> None:

@@ -10,7 +10,7 @@ import cct_losses
 
 
 def test_version_and_all() -> None:
-    assert cct_losses.__version__ == "0.1.0"
+    assert cct_losses.__version__ == "0.2.0"
     for name in [
         "ab_ce_loss",
         "AnnealedBootstrappedCE",

@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 from cct_losses import (
     ConsistencyWeight,
     cosine_rampdown,
+    cosine_rampup,
     linear_rampup,
     log_rampup,
     sigmoid_rampup,
@@ -25,6 +26,7 @@ from cct_losses.rampups import step_rampup
         (linear_rampup, 0.0, 0.5, 1.0),
         (log_rampup, 0.0, 1.0 - math.exp(-2.5), 1.0 - math.exp(-5.0)),
         (cosine_rampdown, 1.0, 0.5, 0.0),
+        (cosine_rampup, 0.0, 0.5, 1.0),
     ],
 )
 def test_values_at_start_mid_end(fn, start, mid, end) -> None:
@@ -51,6 +53,25 @@ def test_sigmoid_formula_against_direct_expression() -> None:
 def test_zero_length_means_finished(fn) -> None:
     assert fn(0, 0) == 1.0
     assert fn(5, 0) == 1.0
+
+
+def test_cosine_rampup_shape() -> None:
+    # exactly 0 and 1 at the ends, flat there (zero slope), symmetric about the middle, the mirror of the
+    # ramp-down, and the configured `train.consistency.schedule: cosine` through ConsistencyWeight
+    assert cosine_rampup(0, 0) == 1.0
+    assert cosine_rampup(0, 8) == 0.0
+    assert cosine_rampup(8, 8) == 1.0
+    for t in (0.1, 0.25, 0.4):
+        assert cosine_rampup(t) + cosine_rampup(1 - t) == pytest.approx(1.0)
+        assert cosine_rampup(t) == pytest.approx(1.0 - cosine_rampdown(t))
+        assert cosine_rampup(t) == pytest.approx(0.5 * (1 - math.cos(math.pi * t)))
+    eps = 1e-4
+    assert cosine_rampup(eps) / eps < 1e-3  # starts flat
+    assert (1.0 - cosine_rampup(1 - eps)) / eps < 1e-3  # ends flat
+    w = ConsistencyWeight(30.0, rampup=100, schedule="cosine")
+    assert w(0) == 0.0
+    assert w(50) == pytest.approx(15.0)
+    assert w(100) == w(500) == 30.0
 
 
 def test_step_rampup() -> None:
@@ -80,7 +101,7 @@ def test_bool_and_garbage_rejected() -> None:
 )
 def test_rampups_monotone_and_bounded(a: float, b: float, length: float) -> None:
     lo, hi = min(a, b), max(a, b)
-    for fn in (sigmoid_rampup, linear_rampup, log_rampup):
+    for fn in (sigmoid_rampup, linear_rampup, log_rampup, cosine_rampup):
         assert 0.0 <= fn(lo, length) <= fn(hi, length) <= 1.0
     assert 1.0 >= cosine_rampdown(lo, length) >= cosine_rampdown(hi, length) >= 0.0
 

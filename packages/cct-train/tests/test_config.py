@@ -75,3 +75,31 @@ def test_yaml_words_stay_words_on_the_command_line() -> None:
     assert load_config(None, ["data.check=off"]).data.check == "off"
     assert load_config(None, ["data.hflip=no"]).data.hflip is False
     assert load_config(None, ["data.hflip=true"]).data.hflip is True
+
+
+def test_consistency_rampup_counts_iterations_above_one() -> None:
+    from cct_train.trainer import consistency_schedule
+
+    for text, expected in (("150", 150), ("150.0", 150), ("0", 0)):
+        cfg = load_config(None, [f"train.consistency.rampup={text}", "train.iterations=1000"])
+        assert cfg.train.consistency.rampup == expected
+        assert type(cfg.train.consistency.rampup) is int
+        assert consistency_schedule(cfg).rampup_iters == expected  # used to raise ValueError
+    fraction = load_config(None, ["train.consistency.rampup=1", "train.iterations=1000"])
+    assert fraction.train.consistency.rampup == 1.0  # 1 is the whole of training, not one iteration
+    assert consistency_schedule(fraction).rampup_iters == 1000
+    with pytest.raises(ConfigError, match=r"train\.consistency\.rampup"):
+        load_config(None, ["train.consistency.rampup=150.5"])
+
+
+def test_consistency_schedules_all_build() -> None:
+    from cct_train.trainer import consistency_schedule
+
+    for schedule in ("sigmoid", "linear", "log", "cosine"):
+        cfg = load_config(None, [f"train.consistency.schedule={schedule}", "train.iterations=100"])
+        weight = consistency_schedule(cfg)  # "cosine" used to fail: no such ramp-up
+        # (the log ramp ends at 1 - exp(-5) of lambda_u, as the original's)
+        assert weight(0) <= weight(5) <= weight(10) == pytest.approx(30.0, rel=0.01)
+    cosine = consistency_schedule(load_config(None, ["train.consistency.schedule=cosine"]))
+    assert cosine(0) == 0.0
+    assert cosine(cosine.rampup_iters / 2) == pytest.approx(15.0)

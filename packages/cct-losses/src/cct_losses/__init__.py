@@ -3,8 +3,8 @@
 - Supervised: :func:`ab_ce_loss` / :class:`AnnealedBootstrappedCE` (annealed bootstrapped CE).
 - Unsupervised: :func:`consistency_loss` / :class:`ConsistencyLoss` (mse / kl / js against the detached
   main prediction), :func:`softmax_mse_loss` (memory-lean MSE-on-softmax).
-- Schedules: :func:`sigmoid_rampup`, :func:`linear_rampup`, :func:`log_rampup`, :func:`cosine_rampdown`,
-  :class:`ConsistencyWeight`.
+- Schedules: :func:`sigmoid_rampup`, :func:`linear_rampup`, :func:`log_rampup`, :func:`cosine_rampup`,
+  :func:`cosine_rampdown`, :class:`ConsistencyWeight`.
 - Weak labels: :func:`weak_label_loss` / :class:`WeakLabelLoss`.
 
 Torch only; every loss is computed in float32 (autocast-safe) and returns a 0-d tensor.
@@ -21,6 +21,7 @@ from .rampups import (
     RAMPS,
     ConsistencyWeight,
     cosine_rampdown,
+    cosine_rampup,
     linear_rampup,
     log_rampup,
     ramp_progress,
@@ -30,7 +31,7 @@ from .rampups import (
 from .supervised import AnnealedBootstrappedCE, ab_ce_loss
 from .weak import WeakLabelLoss, weak_label_loss
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 __all__ = [
     "CONSISTENCY_KINDS",
@@ -43,6 +44,7 @@ __all__ = [
     "ab_ce_loss",
     "consistency_loss",
     "cosine_rampdown",
+    "cosine_rampup",
     "linear_rampup",
     "log_rampup",
     "ramp_progress",

@@ -10,6 +10,7 @@ function            formula of ``t``                          ``t = 0``  ``t = 1
 ``sigmoid_rampup``  ``exp(-5 (1 - t)^2)``                     0.0067     1.0
 ``linear_rampup``   ``t``                                     0.0        1.0
 ``log_rampup``      ``1 - exp(-5 t)``                         0.0        0.9933
+``cosine_rampup``   ``0.5 (1 - cos(pi t))``                   0.0        1.0
 ``cosine_rampdown`` ``0.5 (cos(pi t) + 1)``                   1.0        0.0
 ==================  =======================================  =========  =========
 """
@@ -23,6 +24,7 @@ __all__ = [
     "RAMPS",
     "ConsistencyWeight",
     "cosine_rampdown",
+    "cosine_rampup",
     "linear_rampup",
     "log_rampup",
     "ramp_progress",
@@ -91,6 +93,21 @@ def log_rampup(current: float, rampup_length: float = 1.0) -> float:
     return float(1.0 - math.exp(-5.0 * t))
 
 
+def cosine_rampup(current: float, rampup_length: float = 1.0) -> float:
+    """Cosine ramp-up ``0.5 (1 - cos(pi t))``: 0.0 at ``t = 0``, 1.0 at ``t = 1``, 0.5 half-way.
+
+    The mirror image of :func:`cosine_rampdown` (``cosine_rampup(t) == 1 - cosine_rampdown(t)``): flat at
+    both ends, so the weight leaves 0 gently and settles on its final value without a kink.
+
+    >>> cosine_rampup(0, 10), cosine_rampup(5, 10), cosine_rampup(10, 10)
+    (0.0, 0.5, 1.0)
+    >>> cosine_rampup(3, 0)  # no ramp: finished
+    1.0
+    """
+    t = ramp_progress(current, rampup_length)
+    return float(0.5 * (1.0 - math.cos(math.pi * t)))
+
+
 def cosine_rampdown(current: float, rampdown_length: float = 1.0) -> float:
     """Cosine ramp-down ``0.5 (cos(pi t) + 1)``: 1.0 at ``t = 0``, 0.0 at ``t = 1``."""
     t = ramp_progress(current, rampdown_length)
@@ -109,6 +126,7 @@ RAMPS: dict[str, Callable[[float, float], float]] = {
     "exp": sigmoid_rampup,
     "linear": linear_rampup,
     "log": log_rampup,
+    "cosine": cosine_rampup,
     "step": step_rampup,
 }
 
@@ -130,7 +148,7 @@ class ConsistencyWeight:
         rampup: length of the ramp, either a number of iterations (``int >= 0``; 0 = no ramp) or a fraction
             of training (``float`` in ``(0, 1]``, which needs ``total_iters``).
         total_iters: total number of training iterations (needed when ``rampup`` is a fraction).
-        schedule: ``"sigmoid"`` (alias ``"exp"``), ``"linear"``, ``"log"`` or ``"step"``.
+        schedule: ``"sigmoid"`` (alias ``"exp"``), ``"linear"``, ``"log"``, ``"cosine"`` or ``"step"``.
 
     Call it with the current (0-based) iteration to get the weight as a ``float``.
 

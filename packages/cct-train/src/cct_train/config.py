@@ -180,9 +180,23 @@ class OptimConfig(_Section):
 
 
 class ConsistencyConfig(_Section):
+    #: lambda_u, the weight of Lu once ramped up (the paper: 30).
     weight: float = Field(30.0, ge=0)
-    rampup: float = Field(0.1, ge=0, description="fraction of training (<= 1) or iterations (> 1)")
+    #: The ramp's length: a fraction of training (0 < rampup <= 1) or a number of iterations (0 or > 1).
+    rampup: int | float = Field(0.1, ge=0, description="fraction of training (<= 1) or iterations (> 1)")
+    #: The ramp's shape (cct_losses.RAMPS): sigmoid exp(-5 (1 - t)^2) as the paper, linear, log or cosine.
     schedule: Literal["sigmoid", "linear", "log", "cosine"] = "sigmoid"
+
+    @field_validator("rampup")
+    @classmethod
+    def _rampup(cls, value: int | float) -> int | float:
+        # One type per meaning, as cct_losses.ConsistencyWeight reads it: an int counts iterations, a float
+        # is a fraction. YAML and --set give 150 or 150.0 alike, so the value decides.
+        if value == 0 or value > 1:
+            if value != int(value):
+                raise ValueError(f"above 1 the ramp-up counts iterations: a whole number, got {value}")
+            return int(value)
+        return float(value)
 
 
 class TrainConfig(_Section):

@@ -119,6 +119,18 @@ def poly_schedule(total: int, power: float) -> Callable[[int], float]:
     return lambda it: max(0.0, 1.0 - it / total) ** power
 
 
+def consistency_schedule(config: Config, weight: float | None = None) -> ConsistencyWeight:
+    """w_u(t): from 0 up to lambda_u (``weight``, default ``train.consistency.weight``) along
+    ``train.consistency.schedule`` over ``rampup`` (a fraction of training, or iterations)."""
+    consistency = config.train.consistency
+    return ConsistencyWeight(
+        consistency.weight if weight is None else weight,
+        rampup=consistency.rampup,
+        total_iters=config.train.iterations,
+        schedule=consistency.schedule,
+    )
+
+
 @dataclass
 class DomainRun:
     """What the trainer keeps per domain (a single-domain run has one, named after its data set)."""
@@ -218,12 +230,7 @@ class Trainer:
                     config=view,
                     data=data,
                     augment=data.augment.to(device),
-                    consistency_weight=ConsistencyWeight(
-                        final_weight=view.train.consistency.weight,
-                        rampup=config.train.consistency.rampup,
-                        total_iters=iterations,
-                        schedule=config.train.consistency.schedule,
-                    ),
+                    consistency_weight=consistency_schedule(config, view.train.consistency.weight),
                     # ab-CE's annealed threshold (the loss itself is computed inside the model's forward).
                     abce=AnnealedBootstrappedCE(
                         data.num_classes, iterations, ramp_fraction=config.train.abce_ramp
