@@ -16,7 +16,7 @@ from typer.testing import CliRunner
 from cct_train.cli import app
 from cct_train.config import Config, config_from_dict
 from cct_train.data import CamVid, FolderDataset, UnlabeledFolder
-from cct_train.data.base import MissingFilesError
+from cct_train.data.base import MissingFilesError, OutsideRootError
 from cct_train.data.check import (
     DataCheckError,
     DataReport,
@@ -142,6 +142,57 @@ def test_camvid_missing_files_all_listed(tmp_path: Path) -> None:
         CamVid(tmp_path, "train")
     assert sorted(p.as_posix()[-16:] for p in info.value.paths) == ["trainannot/b.png", "trainannot/c.png"]
     assert CamVid(tmp_path, "train", missing="skip").names == ["a"]
+
+
+def _secret(tmp_path: Path) -> Path:
+    """A decodable image OUTSIDE the data roots the tests build under tmp_path/<name>."""
+    return _png(tmp_path / "secret.png", _image(7))
+
+
+def test_camvid_list_leaving_the_root_is_refused_by_name(tmp_path: Path) -> None:
+    secret = _secret(tmp_path)
+    root = tmp_path / "camvid"
+    for name in ("a", "b"):
+        _png(root / "train" / f"{name}.png", _image(0))
+        _png(root / "trainannot" / f"{name}.png", _mask(0))
+    (root / "train" / "link.png").symlink_to(secret)  # inside the folder, pointing outside the root
+    _png(root / "trainannot" / "link.png", _mask(0))
+    (root / "train.txt").write_text(
+        "train/a.png trainannot/a.png\n../secret.png trainannot/b.png\ntrain/link.png trainannot/link.png\n"
+    )
+    with pytest.raises(OutsideRootError, match="leave the data root") as info:
+        CamVid(root, "train")  # the loader refuses, whatever missing= says...
+    assert isinstance(info.value, ValueError)
+    assert sorted(Path(e.path).name for e in info.value.entries) == ["link.png", "secret.png"]
+    assert "../secret.png" in str(info.value) and str(secret) in str(info.value)
+    skipping = CamVid(root, "train", missing="skip")  # ...and with "skip" keeps them out, recorded
+    assert skipping.names == ["a"]
+    assert {e.kind for e in skipping.skipped_entries} == {"outside-root"}
+    config = config_from_dict(
+        {"data": {"dataset": "camvid", "root": str(root), "val_split": None}, "train": {"mode": "supervised"}}
+    )
+    report = _check(config)  # the check names them as such, never as "cannot be decoded"
+    outside = _of(report, "outside-root")
+    assert sorted(Path(p.path).name for p in outside) == ["link.png", "secret.png"]
+    assert all(p.fatal and "leaves the data root" in p.message for p in outside)
+    assert _kinds(report) == ["outside-root", "outside-root"]
+    assert report.checked == 1  # only train/a.png was decoded
+
+
+def test_folder_list_leaving_the_root_is_refused_by_name(tmp_path: Path) -> None:
+    secret = _secret(tmp_path)
+    root = _folder(tmp_path / "data", NAMES)
+    (root / "masks" / "s0.png").unlink()
+    (root / "masks" / "s0.png").symlink_to(secret)  # a mask found by name, linked outside
+    (root / "train.txt").write_text(f"s0\ns1\n../../secret.png masks/s2.png\n{secret} masks/s3.png\n")
+    with pytest.raises(OutsideRootError, match="3 path"):
+        FolderDataset(root, split="train", num_classes=4)
+    report = _check(_config(root, split={}, mode="supervised"), deep=False)
+    outside = _of(report, "outside-root")
+    assert [Path(p.path).name for p in outside] == ["s0.png", "secret.png", "secret.png"]
+    assert all(str(root / "train.txt") in p.message for p in outside)  # the list file and line
+    assert report.counts["train"] == 1  # s1 only
+    assert "unreadable" not in _kinds(report)
 
 
 def test_unknown_names_in_split_lists(tmp_path: Path) -> None:
@@ -469,3 +520,4 @@ def test_camvid_real_data_has_no_fatal_problem(camvid_root: Path) -> None:
     assert not deep.fatal, deep.format()
     assert deep.checked == 101
     assert time.perf_counter() - start < 30
+

@@ -51,8 +51,9 @@ class SkippedEntry:
     """A list entry a dataset left out (built with ``missing="skip"``), and why.
 
     ``kind`` is ``"missing"`` (a listed file does not exist), ``"unknown-name"`` (a bare sample name
-    that matches no file) or ``"duplicate"`` (a sample name listed again); ``path`` is the file (or
-    the best guess of it), ``name`` the sample id when known.
+    that matches no file), ``"duplicate"`` (a sample name listed again) or ``"outside-root"`` (a listed
+    path that leaves the data root, refused unread); ``path`` is the file (or the best guess of it),
+    ``name`` the sample id when known.
     """
 
     kind: str
@@ -80,6 +81,63 @@ class MissingFilesError(FileNotFoundError):
 
     def __reduce__(self) -> tuple[type[MissingFilesError], tuple[str, list[Path], list[SkippedEntry]]]:
         return type(self), (self.what, self.paths, self.entries)
+
+
+OUTSIDE_ROOT = "outside-root"
+"""The :class:`SkippedEntry` / data-check kind of a listed path that leaves the data root."""
+
+
+class OutsideRootError(ValueError):
+    """Split-list entries name files outside the data root (``../``, an absolute path elsewhere, or a link
+    whose target lies elsewhere): refused, whatever ``missing`` says, and none of them is opened.
+
+    ``entries`` holds one :class:`SkippedEntry` per refused path; the message names each one.
+    """
+
+    def __init__(self, what: str, entries: Sequence[SkippedEntry]) -> None:
+        self.what = what
+        self.entries: list[SkippedEntry] = list(entries)
+        lines = [e.message for e in self.entries]
+        shown = "".join(f"\n  {line}" for line in lines[:MAX_LISTED])
+        more = f"\n  ... and {len(lines) - MAX_LISTED} more" if len(lines) > MAX_LISTED else ""
+        super().__init__(f"{what}: {len(lines)} path(s) leave the data root:{shown}{more}")
+
+    def __reduce__(self) -> tuple[type[OutsideRootError], tuple[str, list[SkippedEntry]]]:
+        return type(self), (self.what, self.entries)
+
+
+def inside_root(path: Path, root: Path) -> bool:
+    """Whether ``path`` lies under ``root`` once both are resolved (``..`` and symbolic links followed).
+
+    Lexical checks are not enough: ``train/x.png`` may be a link to ``/etc/passwd``.
+
+    >>> inside_root(Path("/data/camvid/train/a.png"), Path("/data/camvid"))
+    True
+    >>> inside_root(Path("/data/camvid/../../etc/passwd"), Path("/data/camvid"))
+    False
+    """
+    return path.resolve().is_relative_to(root.resolve())
+
+
+def outside_root_entry(path: Path, root: Path, source: str, name: str | None = None) -> SkippedEntry:
+    """The :class:`SkippedEntry` of a listed ``path`` that leaves ``root`` (``source``: the list and line)."""
+    message = f"{source}: {path} leaves the data root {root} (it resolves to {path.resolve()}): refused"
+    return SkippedEntry(OUTSIDE_ROOT, path, message, name)
+
+
+def refuse_lost(what: str, lost: Sequence[SkippedEntry], missing: MissingPolicy) -> None:
+    """Raise for the entries a list reader could not use, or let ``missing="skip"`` keep them as records.
+
+    Paths outside the root raise :class:`OutsideRootError` first (they are never a matter of skipping a
+    missing file); then, with ``missing="raise"``, missing files raise :class:`MissingFilesError`.
+    """
+    if missing != "raise":
+        return
+    outside = [e for e in lost if e.kind == OUTSIDE_ROOT]
+    if outside:
+        raise OutsideRootError(what, outside)
+    if lost:
+        raise MissingFilesError(what, [e.path for e in lost], lost)
 
 
 def check_missing_policy(missing: str) -> MissingPolicy:
@@ -378,24 +436,27 @@ def require_files(paths: Sequence[Path], what: str) -> None:
 
 
 def split_missing(
-    items: Sequence[Item], what: str, missing: MissingPolicy
+    items: Sequence[Item], what: str, missing: MissingPolicy, root: Path | None = None
 ) -> tuple[list[Item], list[SkippedEntry]]:
     """Items whose image and mask exist, and a :class:`SkippedEntry` per missing file of the others.
 
-    With ``missing="raise"`` any missing file raises :class:`MissingFilesError` listing all of them.
+    With ``root``, a file that leaves it (:func:`inside_root`) is an ``"outside-root"`` entry instead,
+    not opened. With ``missing="raise"`` such entries raise (:func:`refuse_lost`).
     """
     kept: list[Item] = []
     skipped: list[SkippedEntry] = []
     for item in items:
-        lost = [
-            SkippedEntry("missing", path, f"{path}: {role} of {item.name!r} not found", item.name)
-            for role, path in (("image", item.image), ("mask", item.mask))
-            if path is not None and not path.is_file()
-        ]
+        lost: list[SkippedEntry] = []
+        for role, path in (("image", item.image), ("mask", item.mask)):
+            if path is None:
+                continue
+            if root is not None and not inside_root(path, root):
+                lost.append(outside_root_entry(path, root, what, item.name))
+            elif not path.is_file():
+                lost.append(SkippedEntry("missing", path, f"{path}: {role} of {item.name!r} not found", item.name))
         if lost:
             skipped.extend(lost)
         else:
             kept.append(item)
-    if skipped and missing == "raise":
-        raise MissingFilesError(what, [e.path for e in skipped], skipped)
+    refuse_lost(what, skipped, missing)
     return kept, skipped

@@ -22,6 +22,7 @@ from cct_train.data.base import (
     SegmentationDataset,
     SkippedEntry,
     check_missing_policy,
+    inside_root,
     map_index_mask,
     require_dir,
     select_items,
@@ -63,13 +64,16 @@ CAMVID_SPLITS = ("train", "val", "test")
 
 
 def _resolve(root: Path, token: str) -> Path:
-    """Map one path of a split file to a file under ``root``."""
+    """Map one path of a split file to a file under ``root`` (or, for ``../``, the path that leaves it,
+    which :func:`~cct_train.data.base.split_missing` then refuses by name)."""
     path = Path(token)
-    if not path.is_absolute() and (root / path).is_file():
-        return root / path
-    if path.is_absolute() and path.is_file() and root in path.parents:
+    if not path.is_absolute():
+        candidate = root / path
+        if candidate.is_file() or not inside_root(candidate, root):
+            return candidate
+    elif path.is_file() and inside_root(path, root):
         return path
-    return root.joinpath(*path.parts[-2:])
+    return root.joinpath(*path.parts[-2:])  # a SegNet path (/SegNet/CamVid/train/x.png): its last two parts
 
 
 def read_camvid_list(
@@ -96,7 +100,7 @@ def read_camvid_list(
             raise ValueError(f"{list_file}:{number}: expected 'image label', got {line!r}")
         image, mask = _resolve(root, parts[0]), _resolve(root, parts[1])
         items.append(Item(name=image.stem, image=image, mask=mask))
-    kept, lost = split_missing(items, f"CamVid {split}", missing)
+    kept, lost = split_missing(items, f"CamVid {split}", missing, root=root)
     if skipped is not None:
         skipped.extend(lost)
     return kept

@@ -5,6 +5,8 @@
 val split) and collects a :class:`Problem` for each of:
 
 * ``missing``: a listed image or mask file does not exist (every one, not the first only);
+* ``outside-root``: a split-list path that leaves the data root (``../``, an absolute path elsewhere, a link
+  whose target lies elsewhere): refused and never opened;
 * ``unknown-name``: a name in a split list (``train.txt``, ``data.split.labeled_list``...) matches no sample;
 * ``unreadable`` / ``truncated``: an image or mask that does not decode completely (deep mode);
 * ``size-mismatch``: a mask whose size differs from its image (deep);
@@ -44,6 +46,7 @@ from cct_train.data.base import (
     ImageDataset,
     Item,
     MissingFilesError,
+    OutsideRootError,
     SkippedEntry,
     read_mask_raw,
 )
@@ -65,6 +68,7 @@ SPLITS: tuple[str, ...] = (TRAIN, UNLABELED_ROOT, VAL)
 SAMPLE_KINDS: frozenset[str] = frozenset(
     {
         "missing",
+        "outside-root",
         "unknown-name",
         "unreadable",
         "truncated",
@@ -222,6 +226,8 @@ def _build(config: Config, split_name: str, part: str) -> tuple[ImageDataset | N
             if "missing" not in str(error):
                 raise
             dataset = _dataset(config, split_name)
+    except OutsideRootError as error:
+        return None, [_problem_from_entry(e, part) for e in error.entries]
     except MissingFilesError as error:
         entries = error.entries or [
             SkippedEntry("missing", p, f"{error.what}: {p} not found") for p in error.paths

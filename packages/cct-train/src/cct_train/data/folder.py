@@ -9,7 +9,8 @@
     root/dataset.json            optional defaults: num_classes, class_names, palette, ignore_index, void_values,
                              void_colors
 
-Paths in lists are relative to ``root`` (or to the image / mask folder), or absolute.
+Paths in lists are relative to ``root`` (or to the image / mask folder), or absolute; either way they must
+lie under ``root`` once resolved (``..`` and links followed): one that leaves it is refused by name.
 """
 
 from __future__ import annotations
@@ -26,14 +27,16 @@ from cct_train.data.base import (
     IGNORE_INDEX,
     IMAGE_EXTENSIONS,
     Item,
-    MissingFilesError,
     MissingPolicy,
     SegmentationDataset,
     SkippedEntry,
     check_missing_policy,
+    inside_root,
     map_index_mask,
     map_rgb_mask,
+    outside_root_entry,
     read_mask_raw,
+    refuse_lost,
     require_dir,
     select_items,
 )
@@ -85,20 +88,31 @@ class _Resolver:
 
     def _path(self, token: str, folder: Path, by_stem: dict[str, Path], what: str, source: str) -> Path:
         path = Path(token)
+        stem = path.name if path.suffix == "" else path.stem
         if path.is_absolute():
             candidates = [path]
         else:
             candidates = [self.root / path, folder / path]
+        outside: Path | None = None
         for candidate in candidates:
-            if candidate.is_file():
+            if not inside_root(candidate, self.root):
+                outside = outside or candidate
+            elif candidate.is_file():
                 return candidate
-        stem = path.name if path.suffix == "" else path.stem
         if path.suffix == "" and stem in by_stem:
-            return by_stem[stem]
+            return self._inside(by_stem[stem], source, stem)
+        if outside is not None:  # named as such, never opened: not "missing", not "cannot be decoded"
+            raise _Unresolved(outside_root_entry(outside, self.root, source, stem))
         kind = "unknown-name" if path.suffix == "" else "missing"
         guess = path if path.is_absolute() else (self.root / path if len(path.parts) > 1 else folder / path)
         message = f"{source}: {what} {token!r} not found (looked in {self.root} and {folder})"
         raise _Unresolved(SkippedEntry(kind, guess, message, stem))
+
+    def _inside(self, path: Path, source: str, name: str) -> Path:
+        """``path`` (found by listing a folder) unless it is a link that leaves the root."""
+        if not inside_root(path, self.root):
+            raise _Unresolved(outside_root_entry(path, self.root, source, name))
+        return path
 
     def image(self, token: str, source: str) -> Path:
         return self._path(token, self.image_dir, self.images, "image", source)
@@ -108,7 +122,7 @@ class _Resolver:
 
     def mask_for(self, image: Path, source: str) -> Path:
         if image.stem in self.masks:
-            return self.masks[image.stem]
+            return self._inside(self.masks[image.stem], source, image.stem)
         message = f"{source}: no mask for image {image.name} in {self.mask_dir}"
         raise _Unresolved(SkippedEntry("missing", self.mask_dir / f"{image.stem}.png", message, image.stem))
 
@@ -194,8 +208,7 @@ def _finish(
     missing: MissingPolicy,
     skipped: list[SkippedEntry] | None,
 ) -> list[Item]:
-    if lost and missing == "raise":
-        raise MissingFilesError(str(path), [e.path for e in lost], lost)
+    refuse_lost(str(path), lost, missing)
     if skipped is not None:
         skipped.extend(lost)
     return items
