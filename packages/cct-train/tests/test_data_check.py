@@ -25,6 +25,7 @@ from cct_train.data.check import (
     check_data,
     drop_samples,
     preflight,
+    print_report,
     samples_to_skip,
     skipping_config,
 )
@@ -164,7 +165,8 @@ def test_camvid_list_leaving_the_root_is_refused_by_name(tmp_path: Path) -> None
         CamVid(root, "train")  # the loader refuses, whatever missing= says...
     assert isinstance(info.value, ValueError)
     assert sorted(Path(e.path).name for e in info.value.entries) == ["link.png", "secret.png"]
-    assert "../secret.png" in str(info.value) and str(secret) in str(info.value)
+    assert "../secret.png" in str(info.value)
+    assert str(secret) in str(info.value)
     skipping = CamVid(root, "train", missing="skip")  # ...and with "skip" keeps them out, recorded
     assert skipping.names == ["a"]
     assert {e.kind for e in skipping.skipped_entries} == {"outside-root"}
@@ -521,3 +523,28 @@ def test_camvid_real_data_has_no_fatal_problem(camvid_root: Path) -> None:
     assert deep.checked == 101
     assert time.perf_counter() - start < 30
 
+
+def test_report_off_a_terminal_is_one_line_per_problem(tmp_path: Path) -> None:
+    import io
+
+    from rich.console import Console
+
+    deep = tmp_path / ("a-folder-name-long-enough-to-overflow-eighty-columns-" * 2)
+    root = _broken(deep)
+    report = _check(_config(root, split={}, mode="supervised"))
+    plain = io.StringIO()
+    print_report(report, Console(file=plain, width=80))  # a file: not a terminal
+    lines = plain.getvalue().splitlines()
+    assert len(lines) == len(report.problems) + 1  # one per problem, then the summary
+    for problem in report.problems:  # each file name whole, on the line of its problem
+        (line,) = [ln for ln in lines if problem.path in ln and problem.message in ln]
+        assert line.split()[:3] == ["FATAL" if problem.fatal else "warn", problem.split, f"{problem.kind}:"]
+    table = io.StringIO()
+    print_report(report, Console(file=table, width=80, force_terminal=True))
+    assert "data problems" in table.getvalue()  # the rich table, on a terminal only
+
+    runner = CliRunner()  # `cct data check` in a pipe
+    config = _write_config(tmp_path / "bad.yaml", _config(root, split={}, mode="supervised"))
+    result = runner.invoke(app, ["data", "check", "-c", str(config), "--workers", "0"])
+    assert result.exit_code == 1
+    assert all(p.path in result.output for p in report.problems)

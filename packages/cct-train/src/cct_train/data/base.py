@@ -453,7 +453,9 @@ def split_missing(
             if root is not None and not inside_root(path, root):
                 lost.append(outside_root_entry(path, root, what, item.name))
             elif not path.is_file():
-                lost.append(SkippedEntry("missing", path, f"{path}: {role} of {item.name!r} not found", item.name))
+                lost.append(
+                    SkippedEntry("missing", path, f"{path}: {role} of {item.name!r} not found", item.name)
+                )
         if lost:
             skipped.extend(lost)
         else:

@@ -99,6 +99,10 @@ class Problem:
     name: str | None = None
     split: str | None = None
 
+    def line(self) -> str:
+        """One line, the whole path in it (greppable logs): ``FATAL train missing: <path>: <message>``."""
+        return f"{'FATAL' if self.fatal else 'warn '} {self.split or '-'} {self.kind}: {self.path}: {self.message}"
+
 
 @dataclass
 class DataReport:
@@ -174,7 +178,7 @@ class DataReport:
     def format(self, limit: int | None = 50) -> str:
         """Plain text: one line per problem (at most ``limit``), then :meth:`summary`."""
         shown = self.problems if limit is None else self.problems[:limit]
-        lines = [f"{'FATAL' if p.fatal else 'warn '} {p.kind}: {p.path}: {p.message}" for p in shown]
+        lines = [p.line() for p in shown]
         if len(shown) < len(self.problems):
             lines.append(f"... and {len(self.problems) - len(shown)} more")
         lines.append(self.summary())
@@ -678,11 +682,21 @@ def drop_samples(dataset: _D, names: Iterable[str]) -> _D:
 
 
 def print_report(report: DataReport, console: Console, limit: int | None = 200) -> None:
-    """A rich table of the problems (at most ``limit`` rows), then the summary line."""
+    """The problems (at most ``limit``), then the summary line.
+
+    On a terminal: a rich table. Elsewhere (CI logs, ``> file``): :meth:`Problem.line` per problem, never
+    wrapped, so that a log can be searched for a file name (a table at 80 columns breaks paths apart).
+    """
     from rich.markup import escape
     from rich.table import Table
 
-    if report.problems:
+    if report.problems and not console.is_terminal:
+        shown = report.problems if limit is None else report.problems[:limit]
+        for p in shown:
+            console.print(p.line(), markup=False, highlight=False, soft_wrap=True)
+        if len(shown) < len(report.problems):
+            console.print(f"... {len(report.problems) - len(shown)} more (see --json)", soft_wrap=True)
+    elif report.problems:
         table = Table(title="data problems", show_lines=False)
         table.add_column("", no_wrap=True)
         table.add_column("split", no_wrap=True)
@@ -697,4 +711,4 @@ def print_report(report: DataReport, console: Console, limit: int | None = 200) 
         if len(shown) < len(report.problems):
             console.print(f"... {len(report.problems) - len(shown)} more (see --json)")
     style = "bold red" if report.fatal else ("yellow" if report.problems else "bold green")
-    console.print(f"[{style}]{escape(report.summary())}[/]")
+    console.print(f"[{style}]{escape(report.summary())}[/]", soft_wrap=True)
