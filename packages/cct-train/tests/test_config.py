@@ -103,3 +103,40 @@ def test_consistency_schedules_all_build() -> None:
     cosine = consistency_schedule(load_config(None, ["train.consistency.schedule=cosine"]))
     assert cosine(0) == 0.0
     assert cosine(cosine.rampup_iters / 2) == pytest.approx(15.0)
+
+
+def test_perturbation_typos_fail_at_load_before_any_data_is_read(tmp_path: Path) -> None:
+    import time
+
+    from typer.testing import CliRunner
+
+    from cct_train.cli import app
+
+    missing_root = tmp_path / "no-data-here"  # the check would fail on it: the config must fail first
+    with pytest.raises(ConfigError, match=r"model\.perturbations.*feature_nosie.*feature_noise"):
+        load_config(None, ["model.perturbations={feature_nosie: 2}", f"data.root={missing_root}"])
+    with pytest.raises(ConfigError, match=r"model\.perturbation_kwargs.*epsilon"):
+        load_config(None, ["model.perturbation_kwargs={vat: {epsilon: 1.0}}"])
+    with pytest.raises(ConfigError, match=r"model\.perturbation_kwargs.*cutout"):
+        load_config(None, ["model.perturbation_kwargs={cutout: {erase: 0.3}}"])
+    domain = {"name": "a", "data": {"root": str(missing_root)}, "perturbations": {"vta": 1}}
+    with pytest.raises(ConfigError, match=r"domains\.0\.perturbations.*vta"):
+        load_config(None, [f"domains=[{domain}]"])
+    assert load_config(None, ["model.perturbations={spatial_dropout: 1}"]).model.perturbations  # an alias
+
+    start = time.perf_counter()
+    for command in (["train"], ["data", "check"]):
+        result = CliRunner().invoke(
+            app,
+            [
+                *command,
+                "--set",
+                "model.perturbations={feature_nosie: 2}",
+                "--set",
+                f"data.root={missing_root}",
+            ],
+        )
+        assert result.exit_code == 2, result.output
+        assert "feature_nosie" in result.output
+        assert "no-data-here" not in result.output  # stopped by the config, not by the data
+    assert time.perf_counter() - start < 10

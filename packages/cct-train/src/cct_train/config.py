@@ -6,12 +6,16 @@ key named, instead of being silently ignored for a multi-hour run.
 
 from __future__ import annotations
 
+import difflib
+import inspect
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from cct_perturb import PERTURBATIONS
 
 #: The paper's final "CCT" setting: 30 auxiliary decoders in total.
 PAPER_PERTURBATIONS: dict[str, int] = {
@@ -39,6 +43,36 @@ CPU_PERTURBATIONS: dict[str, int] = {
 
 
 Tracker = Literal["csv", "tensorboard"]
+
+
+def _known_perturbation(name: str) -> type[Any]:
+    if name not in PERTURBATIONS:
+        close = difflib.get_close_matches(name, list(PERTURBATIONS), n=3)
+        hint = f"; did you mean {' or '.join(close)}?" if close else ""
+        raise ValueError(f"unknown perturbation {name!r}{hint} Known: {', '.join(PERTURBATIONS)}")
+    return PERTURBATIONS[name]
+
+
+def check_perturbations(value: dict[str, int]) -> dict[str, int]:
+    """``{name: K}`` with every name in the cct_perturb registry and K >= 0; K = 0 entries dropped.
+
+    At load time, so that a typo fails in a second instead of after the data check decoded every image.
+    """
+    for name, count in value.items():
+        _known_perturbation(name)
+        if count < 0:
+            raise ValueError(f"perturbations.{name}: K must be >= 0, got {count}")
+    return {name: count for name, count in value.items() if count > 0}
+
+
+def check_perturbation_kwargs(value: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """``{name: {argument: value}}`` with known perturbation names and constructor arguments."""
+    for name, kwargs in value.items():
+        accepted = inspect.signature(_known_perturbation(name)).parameters
+        unknown = sorted(set(kwargs) - set(accepted))
+        if unknown:
+            raise ValueError(f"{name} takes no argument {unknown}; it takes {', '.join(accepted)}")
+    return value
 
 
 class ConfigError(ValueError):
@@ -101,10 +135,12 @@ class ModelConfig(_Section):
     @field_validator("perturbations")
     @classmethod
     def _non_negative(cls, value: dict[str, int]) -> dict[str, int]:
-        for name, count in value.items():
-            if count < 0:
-                raise ValueError(f"perturbations.{name}: K must be >= 0, got {count}")
-        return {name: count for name, count in value.items() if count > 0}
+        return check_perturbations(value)
+
+    @field_validator("perturbation_kwargs")
+    @classmethod
+    def _known_kwargs(cls, value: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+        return check_perturbation_kwargs(value)
 
 
 class SplitConfig(_Section):
@@ -275,7 +311,12 @@ class DomainConfig(_Section):
     @field_validator("perturbations")
     @classmethod
     def _non_negative(cls, value: dict[str, int] | None) -> dict[str, int] | None:
-        return None if value is None else ModelConfig._non_negative(value)
+        return None if value is None else check_perturbations(value)
+
+    @field_validator("perturbation_kwargs")
+    @classmethod
+    def _known_kwargs(cls, value: dict[str, dict[str, Any]] | None) -> dict[str, dict[str, Any]] | None:
+        return None if value is None else check_perturbation_kwargs(value)
 
 
 class ExperimentConfig(_Section):
