@@ -151,6 +151,10 @@ def softmax_mse_loss(
 
     Returns:
         0-d tensor (float32, or float64 for float64 logits).
+
+    >>> logits = torch.zeros(1, 2, 1, 1, requires_grad=True)  # softmax (0.5, 0.5)
+    >>> float(softmax_mse_loss(logits, torch.tensor([[[[1.0]], [[0.0]]]])))  # ((0.5 - 1)^2 + 0.5^2) / 2
+    0.25
     """
     if reduction not in ("mean", "sum"):
         raise ValueError(f"reduction must be 'mean' or 'sum', got {reduction!r}")
@@ -265,6 +269,14 @@ def consistency_loss(
     Raises:
         ValueError: unknown ``kind`` / ``reduction`` / ``resize_to``, ``confidence`` outside [0, 1],
             mismatching batch / class dims, or ``reduction="none"`` with decoders of different sizes.
+
+    >>> main = torch.zeros(2, 3, 4, 4)
+    >>> float(consistency_loss([torch.zeros(2, 3, 4, 4)], main))  # agreeing decoders: 0
+    0.0
+    >>> aux = torch.randn(2, 3, 4, 4, requires_grad=True)
+    >>> consistency_loss([aux, aux * 2], main, kind="js").backward()  # main detached inside
+    >>> aux.grad.shape
+    torch.Size([2, 3, 4, 4])
     """
     _validate(kind, reduction, confidence, resize_to)
     auxes = as_tensor_list(aux_logits, "aux_logits")

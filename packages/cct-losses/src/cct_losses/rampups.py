@@ -70,13 +70,20 @@ def sigmoid_rampup(current: float, rampup_length: float = 1.0) -> float:
 
     Returns:
         ``exp(-5 (1 - t)^2)`` with ``t = clip(current / rampup_length, 0, 1)``; in ``[exp(-5), 1]``.
+
+    >>> round(sigmoid_rampup(0, 100), 4), round(sigmoid_rampup(50, 100), 4), sigmoid_rampup(100, 100)
+    (0.0067, 0.2865, 1.0)
     """
     t = ramp_progress(current, rampup_length)
     return float(math.exp(-5.0 * (1.0 - t) ** 2))
 
 
 def linear_rampup(current: float, rampup_length: float = 1.0) -> float:
-    """Linear ramp-up ``t = clip(current / rampup_length, 0, 1)``; 1.0 when ``rampup_length == 0``."""
+    """Linear ramp-up ``t = clip(current / rampup_length, 0, 1)``; 1.0 when ``rampup_length == 0``.
+
+    >>> linear_rampup(25, 100), linear_rampup(0.5), linear_rampup(3, 0)
+    (0.25, 0.5, 1.0)
+    """
     return float(ramp_progress(current, rampup_length))
 
 
@@ -85,6 +92,9 @@ def log_rampup(current: float, rampup_length: float = 1.0) -> float:
 
     Note that it ends at ``1 - exp(-5) ~= 0.9933`` for ``t = 1``, as in the original code, except for
     ``rampup_length == 0`` which returns exactly 1.0 (no ramp).
+
+    >>> log_rampup(0, 10), round(log_rampup(10, 10), 4)
+    (0.0, 0.9933)
     """
     if _as_float(rampup_length, "rampup_length") == 0:
         ramp_progress(current, rampup_length)  # validates ``current``
@@ -99,7 +109,7 @@ def cosine_rampup(current: float, rampup_length: float = 1.0) -> float:
     The mirror image of :func:`cosine_rampdown` (``cosine_rampup(t) == 1 - cosine_rampdown(t)``): flat at
     both ends, so the weight leaves 0 gently and settles on its final value without a kink.
 
-    >>> cosine_rampup(0, 10), cosine_rampup(5, 10), cosine_rampup(10, 10)
+    >>> cosine_rampup(0, 10), round(cosine_rampup(5, 10), 12), cosine_rampup(10, 10)
     (0.0, 0.5, 1.0)
     >>> cosine_rampup(3, 0)  # no ramp: finished
     1.0
@@ -109,7 +119,11 @@ def cosine_rampup(current: float, rampup_length: float = 1.0) -> float:
 
 
 def cosine_rampdown(current: float, rampdown_length: float = 1.0) -> float:
-    """Cosine ramp-down ``0.5 (cos(pi t) + 1)``: 1.0 at ``t = 0``, 0.0 at ``t = 1``."""
+    """Cosine ramp-down ``0.5 (cos(pi t) + 1)``: 1.0 at ``t = 0``, 0.0 at ``t = 1``.
+
+    >>> cosine_rampdown(0, 10), round(cosine_rampdown(5, 10), 12), cosine_rampdown(10, 10)
+    (1.0, 0.5, 0.0)
+    """
     t = ramp_progress(current, rampdown_length)
     return float(0.5 * (math.cos(math.pi * t) + 1.0))
 
@@ -155,6 +169,10 @@ class ConsistencyWeight:
     Raises:
         ValueError: on a negative ``final_weight``, an invalid ``rampup``, a missing / invalid
             ``total_iters`` or an unknown ``schedule``.
+
+    >>> w = ConsistencyWeight(30.0, rampup=0.1, total_iters=1000)  # the paper: 30 over the first 10%
+    >>> w.rampup_iters, round(w(0), 3), round(w(50), 2), w(100), w(900)
+    (100.0, 0.202, 8.6, 30.0, 30.0)
     """
 
     def __init__(

@@ -69,6 +69,13 @@ def ab_ce_loss(
     Raises:
         ValueError: on mismatching shapes, a non-integer target, a negative ``min_kept``, a non-scalar
             ``threshold`` or a ``weight`` not of shape (C,).
+
+    >>> logits = torch.tensor([[[[4.0]], [[0.0]]], [[[0.0]], [[4.0]]]])  # (2, 2, 1, 1): both confident
+    >>> target = torch.tensor([[[0]], [[0]]])  # the first right, the second wrong
+    >>> round(float(ab_ce_loss(logits, target, threshold=0.9, min_kept=0)), 4)  # only the hard pixel
+    4.0181
+    >>> round(float(ab_ce_loss(logits, target, threshold=0.9)), 4)  # min_kept=1 per image: the easy one too
+    2.0181
     """
     _check_logits_target(logits, target)
     check_int(min_kept, "min_kept", 0)
@@ -140,6 +147,10 @@ class AnnealedBootstrappedCE(nn.Module):
 
     Raises:
         ValueError: naming the offending argument.
+
+    >>> loss = AnnealedBootstrappedCE(num_classes=4, total_iters=100, ramp_fraction=0.4)
+    >>> round(loss.threshold(0), 4), round(loss.threshold(40), 4)  # from 1/C towards 0.9
+    (0.25, 0.8956)
     """
 
     weight: Tensor | None

@@ -63,6 +63,11 @@ def weak_label_loss(
 
     Raises:
         ValueError: on a non-integer label tensor, or batch / dimension mismatches.
+
+    >>> aux = [torch.zeros(1, 3, 2, 2, requires_grad=True)]
+    >>> pseudo = torch.tensor([[[0, 1], [255, 255]]])  # two ignored pixels
+    >>> round(float(weak_label_loss(aux, pseudo)), 4)  # CE of uniform logits: log(3)
+    1.0986
     """
     auxes = as_tensor_list(aux_logits, "aux_logits")
     if (

@@ -11,13 +11,14 @@ from cct_perturb.cutout import GuidedCutout, guided_cutout, guided_cutout_mask, 
 from cct_perturb.drop import FeatureDrop, SpatialDropout, feature_drop, spatial_dropout
 from cct_perturb.masks import ContextMask, ObjectMask, context_mask, object_mask
 from cct_perturb.noise import FeatureNoise, feature_noise
-from cct_perturb.registry import ALIASES, PERTURBATIONS, create_perturbation
+from cct_perturb.registry import ALIASES, PAPER_DECODERS, PERTURBATIONS, create_perturbation
 from cct_perturb.vat import VAT, vat, vat_direction
 
-__version__ = "0.2.0"
+__version__ = "0.3.0"
 
 __all__ = [
     "ALIASES",
+    "PAPER_DECODERS",
     "PERTURBATIONS",
     "VAT",
     "ContextMask",

@@ -258,6 +258,13 @@ def guided_cutout(
 
     Returns:
         features :math:`(B, D, h, w)` with the rectangles zeroed, same dtype as ``z``.
+
+    >>> z = torch.ones(1, 3, 8, 8)
+    >>> pred = torch.zeros(1, 2, 8, 8)
+    >>> pred[:, 1, 2:6, 2:6] = 5.0  # one object, a 4 x 4 box
+    >>> out = guided_cutout(z, pred, erase=0.5, generator=torch.Generator().manual_seed(0))
+    >>> int((out[0, 0] == 0).sum())  # a 2 x 2 rectangle zeroed inside the box
+    4
     """
     _check_features(z, "guided_cutout")
     _check_prediction("guided_cutout", z, pred)

@@ -54,6 +54,13 @@ def feature_drop(
 
     Returns:
         features :math:`(B, D, h, w)` with the dropped positions zeroed, same dtype as ``z``.
+
+    >>> z = torch.arange(16.0).reshape(1, 1, 4, 4)
+    >>> out = feature_drop(z, (0.6, 0.9), generator=torch.Generator().manual_seed(0))
+    >>> out.shape, bool(out[0, 0, -1, -1] == 0), bool(out[0, 0, 0, 1] == z[0, 0, 0, 1])  # the most active dropped
+    (torch.Size([1, 1, 4, 4]), True, True)
+    >>> feature_drop(torch.zeros(1, 2, 3, 3)).abs().sum().item()  # all zero: all zero, no NaN
+    0.0
     """
     _check_features(z, "feature_drop")
     lo, hi = _check_gamma_range(gamma_range)
@@ -110,6 +117,10 @@ def spatial_dropout(
 
     Returns:
         features :math:`(B, D, h, w)`, same dtype as ``z``.
+
+    >>> out = spatial_dropout(torch.ones(2, 8, 3, 3), p=0.5, generator=torch.Generator().manual_seed(0))
+    >>> sorted(set(out.flatten().tolist()))  # whole channels dropped, the rest scaled by 1 / (1 - p)
+    [0.0, 2.0]
     """
     _check_features(z, "spatial_dropout")
     p = _check_p(p)

@@ -52,6 +52,11 @@ def object_mask(
 
     Returns:
         features :math:`(B, D, h, w)`, zero on objects, same dtype as ``z``.
+
+    >>> z = torch.ones(1, 2, 2, 2)
+    >>> pred = torch.tensor([[[[5.0, 0.0], [5.0, 0.0]], [[0.0, 5.0], [0.0, 5.0]]]])  # class 1 on the right
+    >>> object_mask(z, pred, background=(0,))[0, 0].tolist()  # the object (right column) masked out
+    [[1.0, 0.0], [1.0, 0.0]]
     """
     return torch.where(_objects("object_mask", z, pred, background, generator), z.new_zeros(()), z)
 
@@ -76,6 +81,11 @@ def context_mask(
 
     Returns:
         features :math:`(B, D, h, w)`, zero on the context, same dtype as ``z``.
+
+    >>> z = torch.ones(1, 2, 2, 2)
+    >>> pred = torch.tensor([[[[5.0, 0.0], [5.0, 0.0]], [[0.0, 5.0], [0.0, 5.0]]]])  # class 1 on the right
+    >>> context_mask(z, pred, background=(0,))[0, 0].tolist()  # the context (left column) masked out
+    [[0.0, 1.0], [0.0, 1.0]]
     """
     return torch.where(_objects("context_mask", z, pred, background, generator), z, z.new_zeros(()))
 

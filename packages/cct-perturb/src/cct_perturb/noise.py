@@ -28,6 +28,11 @@ def feature_noise(
 
     Returns:
         perturbed features :math:`(B, D, h, w)`, same dtype and device as ``z``.
+
+    >>> z = torch.ones(2, 4, 3, 3)
+    >>> out = feature_noise(z, 0.3, generator=torch.Generator().manual_seed(0))
+    >>> out.shape, bool(((out - z).abs() <= 0.3).all())
+    (torch.Size([2, 4, 3, 3]), True)
     """
     _check_features(z, "feature_noise")
     r = _check_number("feature_noise", "uniform_range", uniform_range)

@@ -11,7 +11,7 @@ from cct_perturb.masks import ContextMask, ObjectMask
 from cct_perturb.noise import FeatureNoise
 from cct_perturb.vat import VAT
 
-__all__ = ["ALIASES", "PERTURBATIONS", "create_perturbation"]
+__all__ = ["ALIASES", "PAPER_DECODERS", "PERTURBATIONS", "create_perturbation"]
 
 #: Other names that resolve to a registered one: each function's own name where it differs from the
 #: registry name (``spatial_dropout`` -> ``dropout``). They work for lookups (``PERTURBATIONS[name]``,
@@ -50,11 +50,30 @@ PERTURBATIONS: dict[str, type[Perturbation]] = _Registry(
 )
 
 
+#: The paper's final "CCT" setting (Ouali et al. 2020, 4.2): K auxiliary decoders per perturbation, 30 in
+#: all, in the order a model builds them. The one source of these counts: cct-train's defaults, bench
+#: workloads and study presets read it.
+PAPER_DECODERS: dict[str, int] = {
+    "feature_noise": 6,
+    "feature_drop": 6,
+    "guided_cutout": 6,
+    "dropout": 6,
+    "context_mask": 2,
+    "object_mask": 2,
+    "vat": 2,
+}
+
+
 def create_perturbation(name: str, **kwargs: Any) -> Perturbation:
     """Build the perturbation module registered as ``name`` (or an alias) with the arguments ``kwargs``.
 
     Raises:
         ValueError: for an unknown name (the message lists the known ones and the aliases).
+
+    >>> create_perturbation("feature_noise", uniform_range=0.2).uniform_range
+    0.2
+    >>> type(create_perturbation("spatial_dropout")).__name__  # an alias of "dropout"
+    'SpatialDropout'
     """
     try:
         cls = PERTURBATIONS[name]

@@ -252,6 +252,14 @@ def vat(
 
     Returns:
         perturbed features :math:`(B, D, h, w)`, dtype ``out_dtype`` or ``z.dtype``.
+
+    >>> decoder = torch.nn.Conv2d(4, 3, 1)
+    >>> z = torch.randn(2, 4, 5, 5, generator=torch.Generator().manual_seed(0))
+    >>> out = vat(z, decoder, eps=2.0, generator=torch.Generator().manual_seed(1))
+    >>> [round(float(n), 4) for n in (out - z).flatten(1).norm(dim=1)]  # ||r_adv|| = eps per sample
+    [2.0, 2.0]
+    >>> decoder.weight.grad is None  # no gradient left on the decoder
+    True
     """
     if isinstance(eps, bool) or not isinstance(eps, int | float):
         raise TypeError(

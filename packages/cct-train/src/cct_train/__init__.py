@@ -14,29 +14,29 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-__version__ = "0.2.0"
+__version__ = "0.3.0"
 
 _EXPORTS = {
-    "build_encoder": "cct_train.encoders",
-    "list_encoders": "cct_train.encoders",
-    "Encoder": "cct_train.encoders",
-    "CCTModel": "cct_train.model",
-    "MultiDomainCCT": "cct_train.multidomain",
-    "PSPModule": "cct_train.decoders",
-    "UpsampleDecoder": "cct_train.decoders",
+    "build_encoder": "cct_train.models.encoders",
+    "list_encoders": "cct_train.models.encoders",
+    "Encoder": "cct_train.models.encoders",
+    "CCTModel": "cct_train.models.cct",
+    "MultiDomainCCT": "cct_train.models.multidomain",
+    "PSPModule": "cct_train.models.decoders",
+    "UpsampleDecoder": "cct_train.models.decoders",
     "Config": "cct_train.config",
     "ConfigError": "cct_train.config",
     "load_config": "cct_train.config",
     "PAPER_PERTURBATIONS": "cct_train.config",
-    "Trainer": "cct_train.trainer",
-    "build_model": "cct_train.trainer",
-    "evaluate": "cct_train.evaluate",
-    "load_model": "cct_train.inference",
-    "predict_folder": "cct_train.inference",
-    "ConfusionMatrix": "cct_train.metrics",
-    "save_checkpoint": "cct_train.checkpoint",
-    "load_checkpoint": "cct_train.checkpoint",
-    "CheckpointError": "cct_train.checkpoint",
+    "Trainer": "cct_train.engine.trainer",
+    "build_model": "cct_train.models.factory",
+    "evaluate": "cct_train.eval.evaluate",
+    "load_model": "cct_train.eval.inference",
+    "predict_folder": "cct_train.eval.inference",
+    "ConfusionMatrix": "cct_train.eval.metrics",
+    "save_checkpoint": "cct_train.engine.checkpoint",
+    "load_checkpoint": "cct_train.engine.checkpoint",
+    "CheckpointError": "cct_train.engine.checkpoint",
 }
 
 __all__ = [*sorted(_EXPORTS), "__version__"]

@@ -1,37 +1,11 @@
-"""What every `cct` command module shares: consoles, config options, and how errors end a command."""
+"""Moved to :mod:`cct_train.cli.common` (issue #16); importable here as the very same module.
 
-from __future__ import annotations
+``cct_train.cli_common`` IS ``cct_train.cli.common`` (one module object under two names), so every name, and
+every ``monkeypatch`` of one, is the same through either path. New code imports ``cct_train.cli.common``.
+"""
 
-from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, NoReturn
+import sys
 
-import typer
-from rich.console import Console
+from cct_train.cli import common as _moved
 
-if TYPE_CHECKING:
-    from cct_train.config import Config
-
-console = Console()
-err = Console(stderr=True)
-
-ConfigOpt = Annotated[Path | None, typer.Option("--config", "-c", help="YAML config file.")]
-SetOpt = Annotated[
-    list[str] | None,
-    typer.Option("--set", "-s", help="Override a config key: --set train.iterations=500."),
-]
-
-
-def fail(message: str) -> NoReturn:
-    """Print an error and end the command with exit code 2 (bad input), without a traceback."""
-    err.print(f"[bold red]error:[/] {message}")
-    raise typer.Exit(code=2)
-
-
-def load(config: Path | None, overrides: list[str] | None) -> Config:
-    """The validated config (or the defaults), with `--set` overrides; errors name the file and key."""
-    from cct_train.config import ConfigError, load_config
-
-    try:
-        return load_config(config, overrides or [])
-    except ConfigError as error:
-        fail(str(error))
+sys.modules[__name__] = _moved

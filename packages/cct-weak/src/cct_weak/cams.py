@@ -68,6 +68,12 @@ def compute_cams(
 
     Returns:
         float32 CAMs :math:`(B, C, H_{out}, W_{out})` in [0, 1].
+
+    >>> from cct_weak import CAMClassifier
+    >>> model = CAMClassifier(torch.nn.Conv2d(3, 8, 3, stride=4, padding=1), num_classes=4)
+    >>> cams = compute_cams(model, torch.rand(2, 3, 32, 32), labels=torch.tensor([[1.0, 0, 1, 0], [0, 1, 0, 0]]))
+    >>> cams.shape, bool(cams.min() >= 0), bool(cams.max() <= 1)  # at the images' size, in [0, 1]
+    (torch.Size([2, 4, 32, 32]), True, True)
     """
     if images.ndim != 4:
         raise ValueError(f"images must be (B, 3, H, W), got {tuple(images.shape)}")

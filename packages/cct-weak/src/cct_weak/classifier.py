@@ -101,6 +101,9 @@ def image_labels_from_masks(
 
     Raises:
         ValueError: for a label outside ``[0, C)`` that is not ``ignore_index``.
+
+    >>> image_labels_from_masks(torch.tensor([[[0, 2], [255, 2]]]), num_classes=3).tolist()
+    [[1.0, 0.0, 1.0]]
     """
     if masks.ndim == 2:
         masks = masks[None]
@@ -163,6 +166,12 @@ class CAMClassifier(nn.Module):
     Shapes:
         - ``forward``: :math:`(B, 3, H, W) \to (B, C)` logits.
         - ``cams``: :math:`(B, 3, H, W) \to (B, C, h, w)`, non-negative.
+
+    >>> encoder = torch.nn.Conv2d(3, 8, 3, stride=4, padding=1)
+    >>> model = CAMClassifier(encoder, num_classes=5)
+    >>> images = torch.zeros(2, 3, 32, 32)
+    >>> model(images).shape, model.cams(images).shape
+    (torch.Size([2, 5]), torch.Size([2, 5, 8, 8]))
     """
 
     def __init__(

@@ -45,6 +45,11 @@ def cams_to_pseudo_labels(
 
     Returns:
         int64 pseudo-labels :math:`(B, H, W)` (:math:`(H, W)` for an unbatched input), on ``cams.device``.
+
+    >>> cams = torch.zeros(1, 3, 1, 3)  # background channel 0 never read
+    >>> cams[0, 1, 0] = torch.tensor([0.01, 0.2, 0.9])
+    >>> cams_to_pseudo_labels(cams, theta_bg=0.05, theta_fg=0.30)[0].tolist()  # bg, unsure, class 1
+    [[0, 255, 1]]
     """
     unbatched = cams.ndim == 3
     if unbatched:

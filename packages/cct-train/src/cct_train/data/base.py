@@ -428,13 +428,6 @@ def require_dir(path: Path, what: str) -> Path:
     return path
 
 
-def require_files(paths: Sequence[Path], what: str) -> None:
-    """Raise :class:`MissingFilesError` (a FileNotFoundError) carrying every missing file of ``paths``."""
-    missing = [p for p in paths if not p.is_file()]
-    if missing:
-        raise MissingFilesError(what, missing)
-
-
 def split_missing(
     items: Sequence[Item], what: str, missing: MissingPolicy, root: Path | None = None
 ) -> tuple[list[Item], list[SkippedEntry]]:

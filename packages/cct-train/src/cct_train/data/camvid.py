@@ -28,6 +28,7 @@ from cct_train.data.base import (
     select_items,
     split_missing,
 )
+from cct_train.data.lists import read_list
 
 CAMVID_CLASSES: tuple[str, ...] = (
     "Sky",
@@ -92,13 +93,12 @@ def read_camvid_list(
         present = sorted(p.stem for p in root.glob("*.txt"))
         raise FileNotFoundError(f"CamVid split file not found: {list_file} (splits present: {present})")
     items: list[Item] = []
-    for number, line in enumerate(list_file.read_text().splitlines(), start=1):
-        parts = line.split()
-        if not parts:
-            continue
-        if len(parts) != 2:
-            raise ValueError(f"{list_file}:{number}: expected 'image label', got {line!r}")
-        image, mask = _resolve(root, parts[0]), _resolve(root, parts[1])
+    for entry in read_list(list_file):
+        if len(entry.tokens) != 2:
+            raise ValueError(
+                f"{list_file}:{entry.line}: expected 'image label', got {' '.join(entry.tokens)!r}"
+            )
+        image, mask = _resolve(root, entry.tokens[0]), _resolve(root, entry.tokens[1])
         items.append(Item(name=image.stem, image=image, mask=mask))
     kept, lost = split_missing(items, f"CamVid {split}", missing, root=root)
     if skipped is not None:

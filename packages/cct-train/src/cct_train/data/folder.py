@@ -40,6 +40,7 @@ from cct_train.data.base import (
     require_dir,
     select_items,
 )
+from cct_train.data.lists import read_list
 
 DATASET_JSON = "dataset.json"
 
@@ -185,13 +186,11 @@ def read_list_file(
                 image, mask = found
                 items.append(Item(name=row.get("name") or image.stem, image=image, mask=mask))
         return _finish(path, items, lost, missing, skipped)
-    for number, line in enumerate(path.read_text().splitlines(), start=1):
-        parts = line.split()
-        if not parts or parts[0].startswith("#"):
-            continue
-        source = f"{path}:{number}"
+    for entry in read_list(path):
+        parts = entry.tokens
+        source = f"{path}:{entry.line}"
         if len(parts) > 2:
-            raise ValueError(f"{source}: expected 'name' or 'image mask', got {line!r}")
+            raise ValueError(f"{source}: expected 'name' or 'image mask', got {' '.join(parts)!r}")
         found = resolver.pair(parts[0], parts[1] if len(parts) == 2 else None, source)
         if isinstance(found, list):
             lost.extend(found)

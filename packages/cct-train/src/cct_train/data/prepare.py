@@ -299,15 +299,15 @@ def prepare_camvid(root: Path, out: Path, *, seed: int, force: bool) -> PrepareR
 
 
 def prepare_sunrgbd(root: Path) -> PrepareReport:
-    from cct_train.data.sunrgbd import _IMAGE_DIRS, _LABEL_DIRS
+    from cct_train.data.sunrgbd import IMAGE_DIRS, LABEL_DIRS
 
     report = PrepareReport("sunrgbd", root)
     for split, expected in (("train", 5285), ("test", 5050)):
         folder = next(
-            (root / n for n in _IMAGE_DIRS[split] if (root / n).is_dir()), root / _IMAGE_DIRS[split][0]
+            (root / n for n in IMAGE_DIRS[split] if (root / n).is_dir()), root / IMAGE_DIRS[split][0]
         )
         report.checks.append(Check(f"{split} images", folder, _count(folder, "img-*.jpg"), expected))
-    labels = next((root / n for n in _LABEL_DIRS if (root / n).is_dir()), root / _LABEL_DIRS[0])
+    labels = next((root / n for n in LABEL_DIRS if (root / n).is_dir()), root / LABEL_DIRS[0])
     report.checks.append(Check("labels (37 classes)", labels, _count(labels, "img-*.png"), 10335))
     if not report.usable:
         report.fetch.append(

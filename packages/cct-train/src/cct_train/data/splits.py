@@ -17,6 +17,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from cct_train.data.lists import list_names
+
 LABELED_FILE = "labeled.txt"
 UNLABELED_FILE = "unlabeled.txt"
 SPLIT_JSON = "split.json"
@@ -75,10 +77,6 @@ def save_split(split: Split, directory: str | Path) -> Path:
     return out
 
 
-def _read_names(path: Path) -> list[str]:
-    return [line.strip() for line in path.read_text().splitlines() if line.strip()]
-
-
 def load_split(directory: str | Path) -> Split:
     """Read a split written by :func:`save_split` (``split.json`` is optional; unlabeled.txt too)."""
     root = Path(directory)
@@ -86,13 +84,11 @@ def load_split(directory: str | Path) -> Split:
     if not labeled_path.is_file():
         raise FileNotFoundError(f"split not found: {labeled_path}")
     unlabeled_path = root / UNLABELED_FILE
-    unlabeled = _read_names(unlabeled_path) if unlabeled_path.is_file() else []
+    unlabeled = list_names(unlabeled_path) if unlabeled_path.is_file() else []
     meta: dict[str, Any] = {}
     if (root / SPLIT_JSON).is_file():
         meta = json.loads((root / SPLIT_JSON).read_text())
     seed = meta.pop("seed", None)
     source = meta.pop("source", None)
     extra = {k: v for k, v in meta.items() if k not in ("n_labeled", "n_unlabeled", "n_total")}
-    return Split(
-        labeled=_read_names(labeled_path), unlabeled=unlabeled, seed=seed, source=source, extra=extra
-    )
+    return Split(labeled=list_names(labeled_path), unlabeled=unlabeled, seed=seed, source=source, extra=extra)

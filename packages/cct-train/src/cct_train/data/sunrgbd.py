@@ -152,11 +152,11 @@ SUNRGBD_SPLITS = ("train", "test", "val")
 SUNRGBD_TEST_SIZE = 5050
 """Number of test images: training label files are numbered after them."""
 
-_IMAGE_DIRS = {
+IMAGE_DIRS = {
     "train": ("SUNRGBD-train_images", "train_images"),
     "test": ("SUNRGBD-test_images", "test_images"),
 }
-_LABEL_DIRS = ("sunrgbd_train_test_labels", "labels")
+LABEL_DIRS = ("sunrgbd_train_test_labels", "labels")
 _NUMBER = re.compile(r"img-(\d+)$")
 
 
@@ -207,8 +207,8 @@ class SUNRGBD(SegmentationDataset):
         self.root = require_dir(Path(root), "SUN RGB-D root")
         self.split = "test" if split == "val" else split
         self.classes = classes
-        images = _find(self.root, _IMAGE_DIRS[self.split], f"{self.split} images")
-        labels = _find(self.root, _LABEL_DIRS, "labels")
+        images = _find(self.root, IMAGE_DIRS[self.split], f"{self.split} images")
+        labels = _find(self.root, LABEL_DIRS, "labels")
         offset = SUNRGBD_TEST_SIZE if self.split == "train" else 0
         items: list[Item] = []
         for image in sorted(images.glob("img-*.jpg")):

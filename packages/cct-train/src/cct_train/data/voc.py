@@ -51,6 +51,7 @@ from cct_train.data.base import (
     select_items,
     split_missing,
 )
+from cct_train.data.lists import list_names
 
 VOC_CLASSES: tuple[str, ...] = (
     "background",
@@ -122,13 +123,7 @@ def find_sbd_root(root: str | Path, voc: Path | None = None) -> Path | None:
 
 def read_id_list(path: Path) -> list[str]:
     """Sample ids of a split list: bare ids, or DeepLab-style ``/JPEGImages/<id>.jpg <mask>`` lines."""
-    ids: list[str] = []
-    for line in path.read_text().splitlines():
-        parts = line.split()
-        if not parts or parts[0].startswith("#"):
-            continue
-        ids.append(Path(parts[0]).stem)
-    return ids
+    return [Path(name).stem for name in list_names(path)]
 
 
 def read_sbd_mat(path: Path) -> np.ndarray:

@@ -4,16 +4,16 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Optional
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.markup import escape
 from rich.table import Table
 
-from cct_train.cli_common import ConfigOpt, SetOpt, console, err, fail, load
-from cct_train.cli_study import study
-from cct_train.cli_weak import cam_app, pseudo_labels
-from cct_train.cli_weights import weights_app
+from cct_train.cli.common import ConfigOpt, SetOpt, console, err, fail, load
+from cct_train.cli.study import study
+from cct_train.cli.weak import cam_app, pseudo_labels
+from cct_train.cli.weights import weights_app
 
 if TYPE_CHECKING:
     from cct_train.config import Config
@@ -28,7 +28,7 @@ app = typer.Typer(
 
 
 DomainOpt = Annotated[
-    Optional[str],
+    str | None,
     typer.Option("--domain", "-d", help="Domain of a multi-domain model (its label space)."),
 ]
 
@@ -58,7 +58,7 @@ def train(
     config: ConfigOpt = None,
     set_: SetOpt = None,
     resume: Annotated[
-        Optional[str],
+        str | None,
         typer.Option(help="Checkpoint to resume from, or 'auto' for <output_dir>/checkpoints/last.pt."),
     ] = None,
     dry_run: Annotated[
@@ -69,7 +69,7 @@ def train(
         ),
     ] = False,
     domain: Annotated[
-        Optional[str],
+        str | None,
         typer.Option(
             "--domain",
             "-d",
@@ -81,8 +81,8 @@ def train(
 
     A config with `domains` trains one shared encoder with a head per domain (multi-domain CCT).
     """
-    from cct_train.checkpoint import CheckpointError
-    from cct_train.trainer import NonFiniteLossError, Trainer, TrainingInterrupted
+    from cct_train.engine.checkpoint import CheckpointError
+    from cct_train.engine.trainer import NonFiniteLossError, Trainer, TrainingInterrupted
 
     cfg = load(config, set_)
     if domain is not None:
@@ -118,7 +118,7 @@ def train(
 
 
 def _dry_run(cfg: Config, path: Path | None) -> None:
-    from cct_train.dry_run import dry_run
+    from cct_train.tools.dry_run import dry_run
 
     try:
         report = dry_run(cfg)
@@ -152,27 +152,27 @@ def eval_(
     config: ConfigOpt = None,
     set_: SetOpt = None,
     split: Annotated[
-        Optional[str], typer.Option(help="Split to evaluate (default: the config's val split).")
+        str | None, typer.Option(help="Split to evaluate (default: the config's val split).")
     ] = None,
     scales: Annotated[
-        Optional[str],
+        str | None,
         typer.Option(
             help="Comma-separated test scales, e.g. 0.5,0.75,1,1.25,1.5,1.75 (default: eval.scales)."
         ),
     ] = None,
     flip: Annotated[
-        Optional[bool],
+        bool | None,
         typer.Option("--flip/--no-flip", help="Average with horizontal flips (default: eval.flip)."),
     ] = None,
     window: Annotated[
-        Optional[str],
+        str | None,
         typer.Option(help="Sliding-window size HxW for large images, e.g. 512x1024 (default: eval.window)."),
     ] = None,
     stride: Annotated[
-        Optional[str],
+        str | None,
         typer.Option(help="Sliding-window stride HxW (default: eval.stride or 2/3 of the window)."),
     ] = None,
-    json_out: Annotated[Optional[Path], typer.Option("--json", help="Write the scores as JSON here.")] = None,
+    json_out: Annotated[Path | None, typer.Option("--json", help="Write the scores as JSON here.")] = None,
     domain: DomainOpt = None,
 ) -> None:
     """Evaluate a trained model: mIoU over the classes (void ignored), per-class IoU, pixel accuracy.
@@ -181,7 +181,7 @@ def eval_(
     Defaults come from the config's eval section. A multi-domain model is evaluated on every domain (each
     one's table and the mean mIoU) or on --domain only.
     """
-    from cct_train.inference import evaluate_checkpoint
+    from cct_train.eval.inference import evaluate_checkpoint
 
     try:
         scale_list = [float(v) for v in scales.split(",")] if scales is not None else None
@@ -217,7 +217,7 @@ def predict(
         Path, typer.Option("--output", "-o", help="Folder for index PNGs and overlays.")
     ] = Path("predictions"),
     size: Annotated[
-        Optional[str],
+        str | None,
         typer.Option(help="Resize inputs to HxW before the model (e.g. 360x480); default: as is."),
     ] = None,
     overlay: Annotated[bool, typer.Option(help="Also write colour overlays.")] = True,
@@ -227,7 +227,7 @@ def predict(
 
     A multi-domain model predicts in the label space of --domain (required for it).
     """
-    from cct_train.inference import predict_folder
+    from cct_train.eval.inference import predict_folder
 
     resize = _size(size, "--size")
     try:
@@ -246,7 +246,7 @@ def export(
 ) -> None:
     """Write inference weights (.safetensors with config and classes); with --domain, a standalone
     single-domain model (shared encoder + that domain's decoders) from a multi-domain checkpoint."""
-    from cct_train.inference import export_model
+    from cct_train.eval.inference import export_model
 
     try:
         path = export_model(checkpoint, output, domain=domain)
@@ -283,33 +283,33 @@ def splits(
 @app.command()
 def demo(
     data: Annotated[
-        Optional[Path], typer.Option(help="A CamVid copy (SegNet layout) instead of the generated scenes.")
+        Path | None, typer.Option(help="A CamVid copy (SegNet layout) instead of the generated scenes.")
     ] = None,
     output: Annotated[
         Path, typer.Option("--output", "-o", help="Where runs, predictions and plots go.")
     ] = Path("runs/demo"),
     iterations: Annotated[
-        Optional[int], typer.Option(help="Training iterations (default: a few minutes).")
+        int | None, typer.Option(help="Training iterations (default: a few minutes).")
     ] = None,
     compare: Annotated[bool, typer.Option(help="Also train the supervised baseline and compare.")] = True,
     encoder: Annotated[
-        Optional[str],
+        str | None,
         typer.Option(
             help="Backbone, e.g. timm:resnet18 (random init). Default: ImageNet EfficientNet-Lite0 when "
             "cct-train[pretrained] is installed, else timm:resnet18."
         ),
     ] = None,
     weights: Annotated[
-        Optional[str], typer.Option(help="Weights for --encoder: a file or package:<name>.")
+        str | None, typer.Option(help="Weights for --encoder: a file or package:<name>.")
     ] = None,
     seed: Annotated[int, typer.Option(help="Seed.")] = 0,
     threads: Annotated[
-        Optional[int], typer.Option(min=1, help="torch threads (default: chosen from the free cores).")
+        int | None, typer.Option(min=1, help="torch threads (default: chosen from the free cores).")
     ] = None,
 ) -> None:
     """A short real CCT training + evaluation that needs no download (a few minutes on 2 CPU cores).
     Precision: bf16 autocast where it is native, float32 elsewhere; both choices are printed."""
-    from cct_train.demo import run_demo
+    from cct_train.tools.demo import run_demo
 
     if weights is not None and encoder is None:
         fail("--weights needs --encoder (the default encoder brings its own weights)")
@@ -327,36 +327,34 @@ def demo(
 
 @app.command()
 def bench(
-    device: Annotated[Optional[str], typer.Option(help="cpu or cuda (default: cuda when present).")] = None,
+    device: Annotated[str | None, typer.Option(help="cpu or cuda (default: cuda when present).")] = None,
     workload: Annotated[
-        Optional[str],
+        str | None,
         typer.Option(
             help="cuda (r50 321px 8+8 bf16; default on a GPU), cpu-r50 (r50 160px 2+2; default on CPU), "
             "cpu-r50-bf16, cpu (r18 160px 2+2) or camvid-cpu (the CamVid CPU study's model, precision auto)."
         ),
     ] = None,
-    json_out: Annotated[
-        Optional[Path], typer.Option("--json", help="Write the results as JSON here.")
-    ] = None,
+    json_out: Annotated[Path | None, typer.Option("--json", help="Write the results as JSON here.")] = None,
     steps: Annotated[int, typer.Option(help="Timed steps per process.")] = 3,
     rounds: Annotated[int, typer.Option(help="Supervised / CCT process pairs (ratios: medians).")] = 2,
     warmup: Annotated[int, typer.Option(help="Untimed steps per process.")] = 1,
     threads: Annotated[
-        Optional[int],
+        int | None,
         typer.Option(
             min=1,
             help="torch threads per process (default: chosen from the free cores; 1: steadier on a shared CPU).",
         ),
     ] = None,
     precision: Annotated[
-        Optional[str],
+        str | None,
         typer.Option(
             help="auto (bf16 where native, else float32), fp32 or bf16, instead of the workload's own."
         ),
     ] = None,
 ) -> None:
     """CCT step (B+B) vs supervised step (2B): s/step, images/s, peak memory, ratio; perturbations; inference."""
-    from cct_train.bench import WORKLOADS, run_bench
+    from cct_train.tools.bench import WORKLOADS, run_bench
 
     if workload is not None and workload not in WORKLOADS:
         fail(f"--workload: unknown workload {workload!r}; known: {', '.join(sorted(WORKLOADS))}")
@@ -376,11 +374,11 @@ def bench(
 
 @app.command()
 def encoders(
-    pattern: Annotated[Optional[str], typer.Argument(help="Filter, e.g. '*resnet*'.")] = None,
-    source: Annotated[Optional[str], typer.Option(help="timm or smp.")] = None,
+    pattern: Annotated[str | None, typer.Argument(help="Filter, e.g. '*resnet*'.")] = None,
+    source: Annotated[str | None, typer.Option(help="timm or smp.")] = None,
 ) -> None:
     """List backbone names usable as model.encoder."""
-    from cct_train.encoders import list_encoders
+    from cct_train.models.encoders import list_encoders
 
     names = list_encoders(source=source, pattern=pattern)
     for name in names:
@@ -404,9 +402,9 @@ def data_check(
     set_: SetOpt = None,
     quick: Annotated[bool, typer.Option(help="List-level checks only (no decoding): fast.")] = False,
     workers: Annotated[
-        Optional[int], typer.Option(help="Decoding processes (default: min(4, CPU count)).")
+        int | None, typer.Option(help="Decoding processes (default: min(4, CPU count)).")
     ] = None,
-    json_out: Annotated[Optional[Path], typer.Option("--json", help="Write the report as JSON here.")] = None,
+    json_out: Annotated[Path | None, typer.Option("--json", help="Write the report as JSON here.")] = None,
 ) -> None:
     """Check the config's data: missing / unreadable / truncated files, masks, duplicates, empty sets.
 
@@ -437,7 +435,7 @@ def data_prepare(
     name: Annotated[str, typer.Argument(help="voc, cityscapes, camvid or sunrgbd.")],
     root: Annotated[Path, typer.Option(help="The data set's folder (its official layout).")],
     output: Annotated[
-        Optional[Path], typer.Option("--output", "-o", help="Where split lists go (default: <root>/splits).")
+        Path | None, typer.Option("--output", "-o", help="Where split lists go (default: <root>/splits).")
     ] = None,
     seed: Annotated[int, typer.Option(help="Seed of the random subsets.")] = 0,
     force: Annotated[bool, typer.Option(help="Rewrite split lists that exist (default: keep them).")] = False,

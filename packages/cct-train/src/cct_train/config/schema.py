@@ -1,32 +1,22 @@
-"""Training configuration as validated data (pydantic), loaded from YAML with `key=value` overrides.
-
-Every section forbids unknown keys, so a typo such as `trian.iterations` fails at load time with the
-key named, instead of being silently ignored for a multi-hour run.
+"""The training configuration's sections as validated data (pydantic): every key, its default and its
+checks, the perturbation names included (against the cct_perturb registry), so a typo fails at load time.
 """
 
 from __future__ import annotations
 
 import difflib
 import inspect
-from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
 
-from cct_perturb import PERTURBATIONS
+from cct_perturb import PAPER_DECODERS, PERTURBATIONS
+from cct_train.config.base import StrictSection
 
-#: The paper's final "CCT" setting: 30 auxiliary decoders in total.
-PAPER_PERTURBATIONS: dict[str, int] = {
-    "feature_noise": 6,
-    "feature_drop": 6,
-    "guided_cutout": 6,
-    "dropout": 6,
-    "context_mask": 2,
-    "object_mask": 2,
-    "vat": 2,
-}
+#: The paper's final "CCT" setting, 30 auxiliary decoders: cct_perturb's PAPER_DECODERS (one source), under
+#: the name this package has always exported.
+PAPER_PERTURBATIONS: dict[str, int] = PAPER_DECODERS
 
 
 #: The paper's seven types with fewer decoders (its 6:6:6:6:2:2:2 proportions scaled to 11): the CPU budgets'
@@ -75,15 +65,7 @@ def check_perturbation_kwargs(value: dict[str, dict[str, Any]]) -> dict[str, dic
     return value
 
 
-class ConfigError(ValueError):
-    """A configuration could not be loaded; the message names the file and the offending keys."""
-
-
-class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
-
-
-class ModelConfig(_Section):
+class ModelConfig(StrictSection):
     encoder: str = "timm:resnet50"
     pretrained: bool = False
     #: A local state dict (.pth / .pt / .safetensors) or "package:<name>", an installed weights package
@@ -106,7 +88,7 @@ class ModelConfig(_Section):
     @field_validator("weights", mode="before")
     @classmethod
     def _weights(cls, value: Any) -> Any:
-        # A path, or "package:<name>": an installed weights package (cct_train.weights), kept as text.
+        # A path, or "package:<name>": an installed weights package (cct_train.models.weights), kept as text.
         return str(value) if isinstance(value, Path) else value
 
     @field_validator("std")
@@ -128,7 +110,7 @@ class ModelConfig(_Section):
         """``(mean, std)`` for the images: the ones given, or the encoder's pretrained statistics."""
         if self.mean is not None and self.std is not None:
             return tuple(self.mean), tuple(self.std)
-        from cct_train.encoders import input_normalization
+        from cct_train.models.encoders import input_normalization
 
         return input_normalization(self.encoder)
 
@@ -143,7 +125,7 @@ class ModelConfig(_Section):
         return check_perturbation_kwargs(value)
 
 
-class SplitConfig(_Section):
+class SplitConfig(StrictSection):
     """Which training images are labeled: `n_labeled` drawn with `seed`, or explicit lists."""
 
     n_labeled: int | None = Field(None, ge=1)
@@ -158,7 +140,7 @@ class SplitConfig(_Section):
         return self
 
 
-class DataConfig(_Section):
+class DataConfig(StrictSection):
     dataset: str = "camvid"
     root: Path | None = None
     num_classes: int | None = Field(None, ge=1)
@@ -206,7 +188,7 @@ class DataConfig(_Section):
         return value
 
 
-class OptimConfig(_Section):
+class OptimConfig(StrictSection):
     name: Literal["sgd", "adamw"] = "sgd"
     lr: float = Field(0.01, gt=0)
     momentum: float = Field(0.9, ge=0, lt=1)
@@ -215,7 +197,7 @@ class OptimConfig(_Section):
     poly_power: float = Field(0.9, ge=0)
 
 
-class ConsistencyConfig(_Section):
+class ConsistencyConfig(StrictSection):
     #: lambda_u, the weight of Lu once ramped up (the paper: 30).
     weight: float = Field(30.0, ge=0)
     #: The ramp's length: a fraction of training (0 < rampup <= 1) or a number of iterations (0 or > 1).
@@ -235,7 +217,7 @@ class ConsistencyConfig(_Section):
         return float(value)
 
 
-class TrainConfig(_Section):
+class TrainConfig(StrictSection):
     mode: Literal["cct", "supervised"] = "cct"
     iterations: int = Field(10_000, ge=1)
     optimizer: OptimConfig = Field(default_factory=OptimConfig)
@@ -246,7 +228,7 @@ class TrainConfig(_Section):
     #: The original ramps the weak-label weight with the consistency weight: w_w * w_u(t) / lambda_u.
     weak_rampup: bool = True
     #: "auto": bf16 autocast where bf16 is native (CUDA compute capability >= 8.0, CPUs with AVX512-BF16 /
-    #: AMX / Arm BF16), float32 elsewhere (cct_train.machine.resolve_precision); "no": float32.
+    #: AMX / Arm BF16), float32 elsewhere (cct_train.engine.machine.resolve_precision); "no": float32.
     mixed_precision: Literal["auto", "no", "bf16", "fp16"] = "no"
     gradient_accumulation: int = Field(1, ge=1)
     eval_every: int = Field(1000, ge=0)
@@ -262,7 +244,7 @@ class TrainConfig(_Section):
     domain_sampling: Literal["alternate", "mix"] = "alternate"
 
 
-class EvalConfig(_Section):
+class EvalConfig(StrictSection):
     """How `cct eval` evaluates by default (its options override these): the paper's single scale, or
     multi-scale + flip, optionally with a sliding window for large images (Cityscapes: 512x1024)."""
 
@@ -288,7 +270,7 @@ class EvalConfig(_Section):
         return value
 
 
-class DomainConfig(_Section):
+class DomainConfig(StrictSection):
     """One domain of a multi-domain run (paper 3.4): its data, its label space and its decoders.
 
     The encoder (backbone + PSP) is shared by every domain; each domain has its own main decoder and
@@ -319,13 +301,13 @@ class DomainConfig(_Section):
         return None if value is None else check_perturbation_kwargs(value)
 
 
-class ExperimentConfig(_Section):
+class ExperimentConfig(StrictSection):
     name: str = "cct"
     output_dir: Path = Path("runs/cct")
     seed: int = 0
 
 
-class Config(_Section):
+class Config(StrictSection):
     experiment: ExperimentConfig = Field(default_factory=ExperimentConfig)
     model: ModelConfig = Field(default_factory=ModelConfig)
     data: DataConfig = Field(default_factory=DataConfig)
@@ -416,120 +398,3 @@ def _split_lists_under_root(data: DataConfig) -> None:
         path: Path | None = getattr(split, key)
         if path is not None and not path.is_absolute() and not path.exists():
             split.__dict__[key] = Path(data.root) / path  # no re-validation: the value stays a Path
-
-
-#: YAML 1.1 reads these as booleans; on the command line they are words (`data.check=off`). Pydantic
-#: still turns them into booleans for boolean keys.
-_WORDS = {"on", "off", "yes", "no", "y", "n"}
-
-
-def _parse_value(text: str) -> Any:
-    # YAML scalars: `8`, `0.5`, `true`, `[1, 2]`, `{a: 1}`, `null`; anything else stays a string.
-    if text.strip().lower() in _WORDS:
-        return text.strip()
-    return yaml.safe_load(text)
-
-
-def apply_overrides(data: dict[str, Any], overrides: Iterable[str]) -> dict[str, Any]:
-    """Apply `a.b.c=value` overrides (values parsed as YAML) to a nested dict, returning a new dict."""
-    result: dict[str, Any] = yaml.safe_load(yaml.safe_dump(data)) or {}
-    for item in overrides:
-        if "=" not in item:
-            raise ConfigError(f"override {item!r} must look like key.path=value")
-        key, raw = item.split("=", 1)
-        parts = [p for p in key.strip().split(".") if p]
-        if not parts:
-            raise ConfigError(f"override {item!r} has an empty key")
-        node: Any = result
-        for part in parts[:-1]:
-            if isinstance(node, list):
-                node = _list_item(node, part, item)
-                continue
-            child = node.setdefault(part, {})
-            if not isinstance(child, (dict, list)):
-                raise ConfigError(f"override {item!r}: {part!r} is not a section")
-            node = child
-        if isinstance(node, list):
-            raise ConfigError(f"override {item!r}: replace a whole list as `{'.'.join(parts[:-1])}=[...]`")
-        node[parts[-1]] = _parse_value(raw)
-    return result
-
-
-def _list_item(items: list[Any], part: str, item: str) -> dict[str, Any]:
-    """``domains.0`` (an index) or ``domains.camvid`` (the entry whose ``name`` is camvid)."""
-    for entry in items:
-        if isinstance(entry, dict) and str(entry.get("name")) == part:
-            return entry
-    if part.isdigit() and int(part) < len(items) and isinstance(items[int(part)], dict):
-        return items[int(part)]  # type: ignore[no-any-return]
-    names = [str(e.get("name")) for e in items if isinstance(e, dict)]
-    raise ConfigError(f"override {item!r}: no entry {part!r} in the list (names: {names}, or an index)")
-
-
-def _format_errors(error: ValidationError) -> str:
-    lines = []
-    for item in error.errors():
-        key = ".".join(str(p) for p in item["loc"]) or "<root>"
-        lines.append(f"  {key}: {item['msg']}")
-    return "\n".join(lines)
-
-
-def config_from_dict(data: Mapping[str, Any], source: str = "<dict>") -> Config:
-    try:
-        return Config.model_validate(dict(data))
-    except ValidationError as error:
-        raise ConfigError(f"invalid configuration in {source}:\n{_format_errors(error)}") from None
-
-
-def load_config(path: str | Path | None = None, overrides: Iterable[str] = ()) -> Config:
-    """Load a YAML config (or the defaults when `path` is None) and apply `key=value` overrides."""
-    data: dict[str, Any] = {}
-    source = "<defaults>"
-    if path is not None:
-        path = Path(path)
-        source = str(path)
-        if not path.is_file():
-            raise ConfigError(f"config file not found: {path}")
-        try:
-            loaded = yaml.safe_load(path.read_text())
-        except yaml.YAMLError as error:
-            raise ConfigError(f"{path} is not valid YAML: {error}") from None
-        if loaded is not None and not isinstance(loaded, dict):
-            raise ConfigError(f"{path}: the top level must be a mapping of sections")
-        data = loaded or {}
-        # A relative path that does not exist from the working directory is tried relative to the
-        # config file, so a config can travel together with its data and split lists.
-        data = _resolve_relative_paths(data, path.parent)
-    data = apply_overrides(data, overrides)
-    return config_from_dict(data, source)
-
-
-_PATH_KEYS = {
-    ("data", "root"),
-    ("data", "unlabeled_root"),
-    ("data", "pseudo_labels"),
-    ("data", "split", "labeled_list"),
-    ("data", "split", "unlabeled_list"),
-    ("model", "weights"),
-}
-
-
-def _resolve_relative_paths(data: dict[str, Any], base: Path) -> dict[str, Any]:
-    domains = data.get("domains")
-    if isinstance(domains, list):
-        for domain in domains:
-            if isinstance(domain, dict):
-                _resolve_relative_paths({"data": domain.get("data")}, base)
-    for keys in _PATH_KEYS:
-        node: Any = data
-        for key in keys[:-1]:
-            node = node.get(key) if isinstance(node, dict) else None
-        if isinstance(node, dict) and isinstance(node.get(keys[-1]), str):
-            value = Path(node[keys[-1]]).expanduser()
-            if not value.is_absolute() and not value.exists() and (base / value).exists():
-                node[keys[-1]] = str(base / value)
-    return data
-
-
-def save_config(config: Config, path: str | Path) -> None:
-    Path(path).write_text(yaml.safe_dump(config.to_dict(), sort_keys=False))

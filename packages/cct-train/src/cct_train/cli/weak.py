@@ -1,0 +1,232 @@
+"""`cct cam train` and `cct pseudo-labels`: weak (image-level) labels to pseudo-labels (paper 3.3).
+
+Both commands find their images through the data section of a training config (``data.dataset``,
+``data.root``, ``data.resize``, ``data.options``; ``--split`` defaults to ``data.train_split``), so the
+pseudo-labels are named and sized like the samples the trainer reads with ``data.pseudo_labels``.
+Heavy imports stay inside the commands, as in :mod:`cct_train.cli`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from cct_train.cli.common import ConfigOpt, SetOpt, console, err, fail, load
+
+cam_app = typer.Typer(
+    help="Classification branch for weak labels: train it, then turn its CAMs into pseudo-labels.",
+    no_args_is_help=True,
+    add_completion=False,
+)
+SplitOpt = Annotated[str | None, typer.Option(help="Data set split (default: data.train_split).")]
+NamesOpt = Annotated[
+    Path | None, typer.Option(help="Only these images: a text file with one sample name per line.")
+]
+LabelsOpt = Annotated[
+    Path | None,
+    typer.Option(
+        help="Image-level labels: CSV 'name,labels' (class names or indices separated by spaces or ';') "
+        "or a text file 'name label label ...'."
+    ),
+]
+FromMasksOpt = Annotated[
+    bool, typer.Option("--from-masks", help="Derive the image-level labels from the masks (for testing).")
+]
+DeviceOpt = Annotated[str | None, typer.Option(help="cpu or cuda (default: cuda when present).")]
+
+
+def _images(cfg: Any, split: str | None, names: Path | None, unlabeled_only: bool = False) -> Any:
+    """The data set named by the config's data section, optionally restricted to some names."""
+    from cct_train.data.lists import list_names
+    from cct_train.data.setup import build_split_dataset, split_names
+
+    dataset = build_split_dataset(cfg, split or cfg.data.train_split)
+    if names is not None:
+        dataset = dataset.subset(list_names(names))
+    elif unlabeled_only:
+        _, unlabeled = split_names(cfg, list(dataset.names))
+        if not unlabeled:
+            raise ValueError(
+                "--unlabeled-only: the config leaves no unlabeled image (set data.split.n_labeled or split lists)"
+            )
+        dataset = dataset.subset(unlabeled)
+    return dataset
+
+
+def _classes(cfg: Any, dataset: Any) -> tuple[int, list[str]]:
+    num = getattr(dataset, "num_classes", None) or cfg.data.num_classes
+    if num is None:
+        raise ValueError(
+            f"the {cfg.data.dataset} data set does not say its number of classes: set data.num_classes"
+        )
+    names = list(getattr(dataset, "class_names", None) or [f"class_{i}" for i in range(num)])
+    return int(num), names
+
+
+@cam_app.command("train")
+def cam_train(
+    output: Annotated[Path, typer.Option("--output", "-o", help="Folder for cam_classifier.pt.")],
+    config: ConfigOpt = None,
+    set_: SetOpt = None,
+    labels: LabelsOpt = None,
+    from_masks: FromMasksOpt = False,
+    split: SplitOpt = None,
+    names: NamesOpt = None,
+    iterations: Annotated[int, typer.Option(help="Training iterations.")] = 1000,
+    batch_size: Annotated[int | None, typer.Option(help="Batch size (default: data.batch_size).")] = None,
+    encoder: Annotated[str | None, typer.Option(help="Backbone (default: model.encoder).")] = None,
+    output_stride: Annotated[int, typer.Option(help="Encoder output stride: 8 or 16 (or 32).")] = 16,
+    optimizer: Annotated[str, typer.Option(help="sgd or adamw.")] = "sgd",
+    lr: Annotated[float, typer.Option(help="Encoder learning rate (the linear layer: x10).")] = 0.01,
+    device: DeviceOpt = None,
+    seed: Annotated[int | None, typer.Option(help="Seed (default: experiment.seed).")] = None,
+) -> None:
+    """Train the CAM classifier (encoder + global average pooling + linear, multi-label BCE).
+
+    Images come from the config's data section (crop_size, scale_range and hflip drive the augmentation);
+    the encoder and its weights from model.encoder / model.pretrained / model.weights unless --encoder.
+    """
+    from cct_train.weak import read_image_labels, train_cam_classifier
+
+    if (labels is None) == (not from_masks):
+        fail("give exactly one of --labels FILE and --from-masks")
+    if output_stride not in (8, 16, 32):
+        fail(f"--output-stride must be 8, 16 or 32, got {output_stride}")
+    if optimizer not in ("sgd", "adamw"):
+        fail(f"--optimizer must be sgd or adamw, got {optimizer!r}")
+    cfg = load(config, set_)
+    try:
+        dataset = _images(cfg, split, names)
+        num_classes, class_names = _classes(cfg, dataset)
+        image_labels = read_image_labels(labels, class_names) if labels is not None else None
+        result = train_cam_classifier(
+            dataset,
+            output / "cam_classifier.pt",
+            num_classes=num_classes,
+            class_names=class_names,
+            labels=image_labels,
+            encoder=encoder or cfg.model.encoder,
+            output_stride=output_stride,  # type: ignore[arg-type]
+            pretrained=cfg.model.pretrained and encoder is None,
+            weights=cfg.model.weights if encoder is None else None,
+            iterations=iterations,
+            batch_size=batch_size or cfg.data.batch_size,
+            optimizer=optimizer,  # type: ignore[arg-type]
+            lr=lr,
+            weight_decay=cfg.train.optimizer.weight_decay,
+            crop_size=cfg.data.crop_size,
+            scale_range=cfg.data.scale_range,
+            hflip=cfg.data.hflip,
+            num_workers=cfg.data.num_workers,
+            device=device,
+            seed=cfg.experiment.seed if seed is None else seed,
+        )
+    except (FileNotFoundError, ValueError, RuntimeError) as error:
+        fail(str(error))
+    console.print(
+        f"CAM classifier on {result.num_images} images, {result.iterations} iterations "
+        f"(final loss {result.loss:.4f}, {result.seconds:.0f} s): [bold]{result.path}[/]"
+    )
+
+
+def pseudo_labels(
+    checkpoint: Annotated[Path, typer.Argument(help="cam_classifier.pt written by `cct cam train`.")],
+    output: Annotated[Path, typer.Option("--output", "-o", help="Folder for <name>.png and report.json.")],
+    config: ConfigOpt = None,
+    set_: SetOpt = None,
+    split: SplitOpt = None,
+    names: NamesOpt = None,
+    unlabeled_only: Annotated[
+        bool, typer.Option("--unlabeled-only", help="Only the config's unlabeled images (data.split).")
+    ] = False,
+    labels: LabelsOpt = None,
+    from_masks: FromMasksOpt = False,
+    label_threshold: Annotated[
+        float, typer.Option(help="Without labels: classes with sigmoid score above this are present.")
+    ] = 0.5,
+    theta_bg: Annotated[float, typer.Option(help="All scores below: background.")] = 0.05,
+    theta_fg: Annotated[float, typer.Option(help="Top score above: that class.")] = 0.30,
+    background_index: Annotated[
+        str, typer.Option(help="The background class, or 'none' (e.g. CamVid): low pixels are then ignored.")
+    ] = "0",
+    scales: Annotated[str, typer.Option(help="Comma-separated CAM scales.")] = "1,0.5,1.5,2",
+    flip: Annotated[bool, typer.Option(help="Add horizontally flipped CAMs.")] = True,
+    crf: Annotated[bool, typer.Option(help="Refine with a dense CRF (needs pydensecrf2).")] = True,
+    workers: Annotated[int, typer.Option(help="CRF worker processes (0: in this process).")] = 2,
+    batch_size: Annotated[int, typer.Option(help="Images per CAM batch.")] = 8,
+    device: DeviceOpt = None,
+) -> None:
+    """Write pseudo-labels (index PNGs, 255 = ignored) and report.json from a CAM classifier."""
+    if labels is not None and from_masks:
+        fail("give at most one of --labels FILE and --from-masks")
+    if crf:
+        from cct_train.weak import require_crf
+
+        try:
+            require_crf()
+        except ImportError as error:
+            fail(str(error))
+    from cct_train.engine.checkpoint import CheckpointError
+    from cct_train.weak import (
+        generate_pseudo_labels,
+        load_cam_classifier,
+        parse_background_index,
+        read_image_labels,
+    )
+
+    cfg = load(config, set_)
+    try:
+        scale_list = [float(s) for s in scales.split(",") if s.strip()]
+    except ValueError:
+        fail(f"--scales must be comma-separated numbers, got {scales!r}")
+    try:
+        loaded = load_cam_classifier(checkpoint)
+        background = parse_background_index(background_index, loaded.num_classes)
+        dataset = _images(cfg, split, names, unlabeled_only)
+        num_classes, _ = _classes(cfg, dataset)
+        if num_classes != loaded.num_classes:
+            raise ValueError(
+                f"{checkpoint} was trained for {loaded.num_classes} classes, the data set has {num_classes}"
+            )
+        if background is not None and loaded.class_names[background].lower() not in ("background", "bg"):
+            err.print(
+                f"[yellow]note:[/] background index {background} is class {loaded.class_names[background]!r}; "
+                "pass --background-index none for a data set without a background class"
+            )
+        image_labels = read_image_labels(labels, loaded.class_names) if labels is not None else None
+        if image_labels is not None and names is None and not unlabeled_only:
+            # No explicit image list: the images of the labels file.
+            dataset = dataset.subset([n for n in dataset.names if n in image_labels])
+        report = generate_pseudo_labels(
+            loaded.model,
+            dataset,
+            output,
+            class_names=loaded.class_names,
+            normalization=loaded.normalization,
+            palette=getattr(dataset, "palette", None),
+            labels=image_labels,
+            from_masks=from_masks,
+            label_threshold=label_threshold,
+            theta_bg=theta_bg,
+            theta_fg=theta_fg,
+            background_index=background,
+            scales=scale_list,
+            flip=flip,
+            crf=crf,
+            workers=workers,
+            batch_size=batch_size,
+            num_workers=cfg.data.num_workers,
+            device=device,
+            ignore_index=cfg.data.ignore_index,
+            extra_report={"checkpoint": str(checkpoint)},
+        )
+    except (FileNotFoundError, ValueError, RuntimeError, ImportError, CheckpointError) as error:
+        fail(str(error))
+    miou = report.get("miou")
+    quality = f", mIoU {100 * miou:.2f} vs ground truth on labelled pixels" if miou is not None else ""
+    console.print(
+        f"{report['num_images']} pseudo-labels in [bold]{output}[/]: "
+        f"{100 * report['ignore_fraction']:.1f}% ignored{quality}; see {output / 'report.json'}"
+    )

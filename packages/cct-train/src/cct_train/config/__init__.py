@@ -1,0 +1,55 @@
+"""Training configuration as validated data (pydantic), loaded from YAML with `key=value` overrides.
+
+Every section forbids unknown keys, so a typo such as `trian.iterations` fails at load time with the
+key named, instead of being silently ignored for a multi-hour run.
+
+- :mod:`.base`: ``StrictSection`` (the base of every section, the study's too), ``ConfigError``,
+  ``format_errors``;
+- :mod:`.schema`: the sections (``ModelConfig``, ``DataConfig``, ``TrainConfig``...) and ``Config``;
+- :mod:`.loading`: ``load_config``, ``config_from_dict``, ``apply_overrides``, ``save_config``.
+"""
+
+from cct_train.config.base import ConfigError, StrictSection, format_errors
+from cct_train.config.loading import apply_overrides, config_from_dict, load_config, save_config
+from cct_train.config.schema import (
+    CPU_PERTURBATIONS,
+    PAPER_PERTURBATIONS,
+    Config,
+    ConsistencyConfig,
+    DataConfig,
+    DomainConfig,
+    EvalConfig,
+    ExperimentConfig,
+    ModelConfig,
+    OptimConfig,
+    SplitConfig,
+    Tracker,
+    TrainConfig,
+    check_perturbation_kwargs,
+    check_perturbations,
+)
+
+__all__ = [
+    "CPU_PERTURBATIONS",
+    "PAPER_PERTURBATIONS",
+    "Config",
+    "ConfigError",
+    "ConsistencyConfig",
+    "DataConfig",
+    "DomainConfig",
+    "EvalConfig",
+    "ExperimentConfig",
+    "ModelConfig",
+    "OptimConfig",
+    "SplitConfig",
+    "StrictSection",
+    "TrainConfig",
+    "Tracker",
+    "apply_overrides",
+    "check_perturbation_kwargs",
+    "check_perturbations",
+    "config_from_dict",
+    "format_errors",
+    "load_config",
+    "save_config",
+]

@@ -1,0 +1,205 @@
+"""From a `Config` to data: datasets, the labeled / unlabeled split, loaders and the device transform."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, Dataset
+
+from cct_train.config import Config
+from cct_train.data import (
+    Normalize,
+    SegmentationAugment,
+    UnlabeledFolder,
+    build_dataset,
+    build_loader,
+    make_split,
+)
+from cct_train.data.base import ImageDataset
+from cct_train.data.lists import list_names
+from cct_train.data.pseudo import WithPseudoLabels
+
+
+class TrainTransform(nn.Module):
+    """uint8 batches -> augmented, normalised float batches, on the batches' device.
+
+    images: (B, 3, H, W) uint8; masks: (B, H, W) int64 or None. Returns ((B, 3, h, w) float, (B, h, w) | None).
+    """
+
+    def __init__(self, augment: SegmentationAugment, normalize: Normalize) -> None:
+        super().__init__()
+        self.augment = augment
+        self.normalize = normalize
+
+    def forward(
+        self,
+        images: torch.Tensor,
+        masks: torch.Tensor | None = None,
+        *,
+        generator: torch.Generator | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        floats = images.float() / 255.0
+        floats, masks = self.augment(floats, masks, generator=generator)
+        return self.normalize(floats), masks
+
+
+@dataclass
+class DataBundle:
+    num_classes: int
+    class_names: list[str]
+    palette: list[list[int]]
+    labeled_loader: DataLoader
+    unlabeled_loader: DataLoader | None
+    val_loader: DataLoader | None
+    augment: TrainTransform
+    normalize: Normalize
+    n_labeled: int
+    n_unlabeled: int
+
+
+def build_split_dataset(config: Config, split: str) -> Any:
+    """The data set of one split of ``data`` (``data.options`` and ``data.resize`` applied), as training builds it."""
+    data = config.data
+    kwargs: dict[str, Any] = dict(data.options)
+    if data.num_classes is not None and data.dataset == "folder":
+        kwargs.setdefault("num_classes", data.num_classes)
+    return build_dataset(data.dataset, root=data.root, split=split, resize=data.resize, **kwargs)
+
+
+def _check_classes(config: Config, dataset: Any) -> int:
+    num_classes = int(dataset.num_classes)
+    if config.data.num_classes is not None and config.data.num_classes != num_classes:
+        raise ValueError(
+            f"data.num_classes is {config.data.num_classes} but the {config.data.dataset} data set has {num_classes}"
+        )
+    return num_classes
+
+
+def split_names(config: Config, names: list[str]) -> tuple[list[str], list[str]]:
+    """The labeled and unlabeled sample names of the training split."""
+    split = config.data.split
+    if split.labeled_list is not None:
+        labeled = list_names(split.labeled_list)
+        if split.unlabeled_list is not None:
+            unlabeled = list_names(split.unlabeled_list)
+        else:
+            chosen = set(labeled)
+            unlabeled = [n for n in names if n not in chosen]
+        return labeled, unlabeled
+    if split.n_labeled is None:
+        return list(names), []
+    drawn = make_split(names, split.n_labeled, split.seed)
+    return list(drawn.labeled), list(drawn.unlabeled)
+
+
+_D = TypeVar("_D", bound=ImageDataset)
+
+
+def drop_samples(dataset: _D, names: Iterable[str]) -> _D:
+    """``dataset`` without the samples named in ``names`` (the same object when none of them is in it)."""
+    drop = set(names)
+    keep = [n for n in dataset.names if n not in drop]
+    return dataset if len(keep) == len(dataset) else dataset.subset(keep)
+
+
+def build_data(config: Config, drop: Mapping[str, set[str]] | None = None) -> DataBundle:
+    """Loaders and transforms for training. ``drop``: sample names to leave out per part ("train",
+    "unlabeled_root", "val"), from the data check with ``data.skip_bad_samples``."""
+    data = config.data
+    drop = drop or {}
+    train_set = drop_samples(build_split_dataset(config, data.train_split), drop.get("train", set()))
+    num_classes = _check_classes(config, train_set)
+    labeled_names, unlabeled_names = split_names(config, train_set.names)
+    present = set(train_set.names)  # split lists may name samples that were dropped as bad
+    labeled_names = [n for n in labeled_names if n in present]
+    unlabeled_names = [n for n in unlabeled_names if n in present]
+    labeled_set = train_set.subset(labeled_names)
+    unlabeled_sets: list[Dataset[Any]] = []
+    if unlabeled_names:
+        unlabeled_sets.append(train_set.subset(unlabeled_names).without_masks())
+    if data.unlabeled_root is not None:
+        folder = UnlabeledFolder(data.unlabeled_root, resize=data.resize)
+        unlabeled_sets.append(drop_samples(folder, drop.get("unlabeled_root", set())))
+    if data.pseudo_labels is not None and not config.supervised_only:
+        # Weak labels (paper 3.3): each unlabeled sample carries its pseudo-label as "mask".
+        unlabeled_sets = [
+            WithPseudoLabels(s, data.pseudo_labels, num_classes=num_classes, ignore_index=data.ignore_index)
+            for s in unlabeled_sets
+        ]
+    unlabeled_set: Any = None  # an ImageDataset or a ConcatDataset of them
+    if unlabeled_sets:
+        unlabeled_set = (
+            unlabeled_sets[0] if len(unlabeled_sets) == 1 else torch.utils.data.ConcatDataset(unlabeled_sets)
+        )
+    if config.train.mode == "cct" and config.model.perturbations and unlabeled_set is None:
+        raise ValueError(
+            "CCT needs unlabeled images: set data.split.n_labeled (the rest of the training split becomes "
+            "unlabeled), data.split.unlabeled_list or data.unlabeled_root; or use train.mode=supervised"
+        )
+    seed = config.experiment.seed
+    labeled_loader = build_loader(
+        labeled_set,
+        batch_size=data.batch_size,
+        shuffle=True,
+        num_workers=data.num_workers,
+        seed=seed,
+        drop_last=True,
+    )
+    unlabeled_loader = None
+    if unlabeled_set is not None and not config.supervised_only:
+        unlabeled_loader = build_loader(
+            unlabeled_set,
+            batch_size=data.unlabeled_batch_size or data.batch_size,
+            shuffle=True,
+            num_workers=data.num_workers,
+            seed=seed + 1,
+            drop_last=True,
+        )
+    val_loader = None
+    if data.val_split:
+        val_set = drop_samples(build_split_dataset(config, data.val_split), drop.get("val", set()))
+        val_loader = build_loader(
+            val_set, batch_size=data.val_batch_size, shuffle=False, num_workers=data.num_workers, seed=seed
+        )
+    normalize = Normalize(*config.model.normalization())
+    augment = SegmentationAugment(
+        crop_size=data.crop_size,
+        scale_range=data.scale_range,
+        hflip=data.hflip,
+        ignore_index=data.ignore_index,
+    )
+    return DataBundle(
+        num_classes=num_classes,
+        class_names=list(train_set.class_names),
+        palette=[list(c) for c in train_set.palette],
+        labeled_loader=labeled_loader,
+        unlabeled_loader=unlabeled_loader,
+        val_loader=val_loader,
+        augment=TrainTransform(augment, normalize),
+        normalize=normalize,
+        n_labeled=len(labeled_set),
+        n_unlabeled=len(unlabeled_set) if unlabeled_set is not None else 0,
+    )
+
+
+def build_eval_loader(
+    config: Config, split: str | None = None
+) -> tuple[DataLoader, Normalize, int, list[str]]:
+    """A loader over an evaluation split (default: the config's val split) and what evaluation needs."""
+    name = split or config.data.val_split
+    if not name:
+        raise ValueError("no split to evaluate: set data.val_split or pass --split")
+    dataset = build_split_dataset(config, name)
+    num_classes = _check_classes(config, dataset)
+    loader = build_loader(
+        dataset,
+        batch_size=config.data.val_batch_size,
+        shuffle=False,
+        num_workers=config.data.num_workers,
+        seed=config.experiment.seed,
+    )
+    return loader, Normalize(*config.model.normalization()), num_classes, list(dataset.class_names)

@@ -1,0 +1,662 @@
+"""The Accelerate-driven CCT training loop (CPU, one GPU, or many through `accelerate launch`).
+
+Accelerate does device placement, mixed precision, gradient accumulation, DDP and tracking; this module
+adds what is specific to CCT: a labeled and an unlabeled stream per step, on-device augmentation, the
+consistency-weight ramp-up and the poly learning-rate schedule, periodic validation and checkpoints.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from accelerate import Accelerator
+from accelerate.state import AcceleratorState, GradientState
+from accelerate.utils import (
+    DistributedDataParallelKwargs,
+    ProjectConfiguration,
+    broadcast_object_list,
+    gather_object,
+    set_seed,
+)
+from torch.utils.data import DataLoader
+
+from cct_losses import AnnealedBootstrappedCE, ConsistencyWeight
+from cct_train.config import Config, save_config
+from cct_train.data import InfiniteLoader, cycle
+from cct_train.data.setup import DataBundle, TrainTransform, build_data
+from cct_train.engine.checkpoint import (
+    CheckpointError,
+    export_weights,
+    load_checkpoint,
+    rng_state,
+    save_checkpoint,
+    set_rng_state,
+)
+from cct_train.engine.machine import PrecisionChoice, resolve_precision
+from cct_train.engine.progress import training_progress
+from cct_train.engine.schedules import build_optimizer, consistency_schedule, poly_schedule, poly_scheduler
+from cct_train.engine.signals import NonFiniteLossError, StopRequest, TrainingInterrupted, stop_on_signals
+from cct_train.engine.trackers import CSVTracker
+from cct_train.eval.evaluate import evaluate
+from cct_train.models.cct import CCTModel
+from cct_train.models.factory import build_model
+from cct_train.models.multidomain import DomainModel, MultiDomainCCT
+
+#: Re-exported: what this module defined before issue #16 (`cct_train.trainer.build_model` etc.).
+__all__ = [
+    "DomainRun",
+    "NonFiniteLossError",
+    "ProgressCallback",
+    "TrainResult",
+    "Trainer",
+    "TrainingInterrupted",
+    "build_model",
+    "build_optimizer",
+    "consistency_schedule",
+    "poly_schedule",
+]
+
+ProgressCallback = Callable[[int, dict[str, float]], None]
+
+
+@dataclass
+class DomainRun:
+    """What the trainer keeps per domain (a single-domain run has one, named after its data set)."""
+
+    name: str
+    config: Config  # the domain's single-domain view (Config.domain_views)
+    data: DataBundle
+    augment: TrainTransform
+    consistency_weight: ConsistencyWeight
+    abce: AnnealedBootstrappedCE | None
+    loss_weight: float = 1.0
+    labeled_loader: DataLoader | None = None
+    unlabeled_loader: DataLoader | None = None
+    val_loader: DataLoader | None = None
+    labeled_stream: InfiniteLoader | None = None
+    unlabeled_stream: InfiniteLoader | None = None
+
+    def ce_threshold(self, step: int) -> float | None:
+        return None if self.abce is None else self.abce.threshold(step)
+
+
+@dataclass
+class TrainResult:
+    step: int
+    output_dir: Path
+    metrics: dict[str, Any] = field(default_factory=dict)
+    best_miou: float | None = None
+    seconds: float = 0.0
+
+
+class Trainer:
+    """Trains one CCT (or supervised baseline) model as described by a `Config`.
+
+    A config with ``domains`` trains one shared encoder with a head per domain (paper 3.4): each step takes
+    the labeled + unlabeled batch of one domain in turn (``train.domain_sampling="alternate"``, the paper)
+    or of every domain (``"mix"``); validation reports each domain's mIoU and their mean.
+    """
+
+    def __init__(
+        self, config: Config, *, accelerator: Accelerator | None = None, quiet: bool = False
+    ) -> None:
+        self.config = config
+        self.output_dir = Path(config.experiment.output_dir)
+        _check_writable(self.output_dir)
+        trackers: list[Any] = []
+        if "tensorboard" in config.train.trackers:
+            trackers.append("tensorboard")
+        if "csv" in config.train.trackers:
+            trackers.append(CSVTracker(config.experiment.name, self.output_dir / "logs"))
+        if accelerator is None:
+            # Accelerate keeps its settings (mixed precision...) in a process-wide singleton; a second
+            # Trainer in the same process (the demo, a notebook, tests) must be free to choose its own.
+            # The process group itself (PartialState) is kept.
+            AcceleratorState._reset_state(reset_partial_state=False)
+            GradientState._reset_state()
+        handlers: list[Any] = []
+        if config.multi_domain and config.train.domain_sampling == "alternate" and len(config.domains) > 1:
+            # Alternating steps leave the other domains' decoders out of the graph: DDP must expect that.
+            handlers.append(DistributedDataParallelKwargs(find_unused_parameters=True))
+        #: The precision this run trains in and why (train.mixed_precision "auto" resolved for the device).
+        self.precision = (
+            PrecisionChoice(str(accelerator.mixed_precision), "set by the Accelerator passed in")
+            if accelerator is not None
+            else resolve_precision(config.train.mixed_precision, training_device())
+        )
+        self.accelerator = accelerator or Accelerator(
+            mixed_precision=self.precision.precision,
+            gradient_accumulation_steps=config.train.gradient_accumulation,
+            log_with=trackers or None,
+            project_config=ProjectConfiguration(
+                project_dir=str(self.output_dir), logging_dir=str(self.output_dir / "logs")
+            ),
+            cpu=_multi_process_cpu(),
+            kwargs_handlers=handlers or None,
+        )
+        self.quiet = quiet or not self.accelerator.is_main_process
+        if not self.quiet:
+            from cct_train.engine.progress import console
+
+            console.print(self.precision.describe())
+        set_seed(config.experiment.seed, device_specific=False)
+        views = config.domain_views()
+        drops = self._check_data(views)
+        device = self.accelerator.device
+        self.domains: list[DomainRun] = []
+        loss_weights = {d.name: d.loss_weight for d in config.domains}
+        for name, view in views:
+            if view.data.skip_bad_samples:
+                from cct_train.data.check import skipping_config
+
+                view = skipping_config(view)
+            data = build_data(view, drops.get(name))
+            iterations = config.train.iterations
+            self.domains.append(
+                DomainRun(
+                    name=name,
+                    config=view,
+                    data=data,
+                    augment=data.augment.to(device),
+                    consistency_weight=consistency_schedule(config, view.train.consistency.weight),
+                    # ab-CE's annealed threshold (the loss itself is computed inside the model's forward).
+                    abce=AnnealedBootstrappedCE(
+                        data.num_classes, iterations, ramp_fraction=config.train.abce_ramp
+                    )
+                    if config.train.supervised_loss == "abce"
+                    else None,
+                    loss_weight=loss_weights.get(name, 1.0),
+                )
+            )
+        if not config.multi_domain:
+            self.config = self.domains[0].config  # with skip_bad_samples: the skipping copy
+        self.model: Any = build_model(
+            config,
+            {d.name: d.data.num_classes for d in self.domains}
+            if config.multi_domain
+            else self.domains[0].data.num_classes,
+        )
+        self.optimizer = build_optimizer(config, self.model)
+        # Stepped once per optimizer step: with gradient accumulation, iterations / accumulation of them.
+        self.scheduler = poly_scheduler(
+            self.optimizer,
+            math.ceil(config.train.iterations / config.train.gradient_accumulation),
+            config.train.optimizer.poly_power,
+        )
+        self.step = 0
+        self.best_miou: float | None = None
+        # One generator per process for augmentation and perturbations: a seed reproduces a run, and
+        # each rank draws differently. Its state travels in the checkpoint.
+        self.generator = torch.Generator(device=device)
+        self.generator.manual_seed(config.experiment.seed * 1000 + self.accelerator.process_index)
+
+        # The scheduler is deliberately not prepared: Accelerate would step it once per process, while the
+        # paper's poly schedule is defined per iteration whatever the number of processes.
+        self.model, self.optimizer = self.accelerator.prepare(self.model, self.optimizer)
+        for run in self.domains:
+            run.labeled_loader, run.unlabeled_loader, run.val_loader = (
+                self.accelerator.prepare_data_loader(loader) if loader is not None else None
+                for loader in (run.data.labeled_loader, run.data.unlabeled_loader, run.data.val_loader)
+            )
+            _check_batches(run, self.accelerator.num_processes, config.multi_domain)
+            # Endless streams whose position (pass, batches consumed) is saved, so a resume continues with
+            # exactly the batches an uninterrupted run would have seen.
+            run.labeled_stream = cycle(run.labeled_loader)
+            run.unlabeled_stream = cycle(run.unlabeled_loader) if run.unlabeled_loader is not None else None
+        self.nonfinite_skipped = 0
+        self._nonfinite_in_row = 0
+        #: Set by SIGINT / SIGTERM (engine.signals): the loop saves a checkpoint and stops after the step.
+        self.stop = StopRequest()
+
+    # ------------------------------------------------------------------ single-domain shortcuts
+    @property
+    def data(self) -> DataBundle:
+        """The (first) domain's data."""
+        return self.domains[0].data
+
+    @property
+    def consistency_weight(self) -> ConsistencyWeight:
+        return self.domains[0].consistency_weight
+
+    @property
+    def labeled_loader(self) -> DataLoader | None:
+        return self.domains[0].labeled_loader
+
+    @property
+    def unlabeled_loader(self) -> DataLoader | None:
+        return self.domains[0].unlabeled_loader
+
+    @property
+    def val_loader(self) -> DataLoader | None:
+        return self.domains[0].val_loader
+
+    # ------------------------------------------------------------------ helpers
+    def _check_data(self, views: list[tuple[str, Config]]) -> dict[str, dict[str, set[str]]]:
+        """`cct data check` before training, for each domain: every problem reported at once, or bad
+        samples dropped. The main process checks; the outcome is broadcast so every process stops (or
+        drops) alike."""
+        from cct_train.data.check import preflight, samples_to_skip
+
+        outcome: list[Any] = [None]
+        if self.accelerator.is_main_process:
+            drops: dict[str, dict[str, set[str]]] = {}
+            try:
+                for name, view in views:
+                    if view.data.check == "off":
+                        continue
+                    report = preflight(
+                        view,
+                        deep=view.data.check == "full",
+                        skip_bad_samples=view.data.skip_bad_samples,
+                        progress=not self.quiet,
+                    )
+                    drops[name] = samples_to_skip(report) if view.data.skip_bad_samples else {}
+                outcome[0] = drops
+            except ValueError as error:  # DataCheckError lists every problem
+                if len(views) > 1:
+                    error.args = (
+                        f"domain {name!r}: {error.args[0] if error.args else error}",
+                        *error.args[1:],
+                    )
+                outcome[0] = error
+        outcome = broadcast_object_list(outcome)
+        if isinstance(outcome[0], Exception):
+            raise outcome[0]
+        return dict(outcome[0] or {})
+
+    @property
+    def unwrapped(self) -> Any:
+        """The model without its DDP / compile wrappers (``CCTModel`` or ``MultiDomainCCT``)."""
+        model = self.accelerator.unwrap_model(self.model)
+        assert isinstance(model, (CCTModel, MultiDomainCCT))
+        return model
+
+    def weak_weight(self, step: int, run: DomainRun | None = None) -> float:
+        """w_w, ramped like the consistency weight (w_w * w_u(t) / lambda_u) unless train.weak_rampup is off."""
+        run = run or self.domains[0]
+        weight = self.config.train.weak_weight
+        final = run.consistency_weight.final_weight
+        if self.config.train.weak_rampup and final > 0:
+            weight *= run.consistency_weight(step) / final
+        return weight
+
+    def ce_threshold(self, step: int) -> float | None:
+        """ab-CE threshold: anneals from 1/C to 0.9 along the original's log ramp over abce_ramp of training."""
+        return self.domains[0].ce_threshold(step)
+
+    def active_domains(self, step: int) -> list[DomainRun]:
+        """The domains that take part in ``step``: one in turn ("alternate") or all ("mix")."""
+        if len(self.domains) == 1 or self.config.train.domain_sampling == "mix":
+            return self.domains
+        return [self.domains[step % len(self.domains)]]
+
+    # ------------------------------------------------------------------ checkpoints
+    def checkpoint_path(self, name: str = "last") -> Path:
+        return self.output_dir / "checkpoints" / f"{name}.pt"
+
+    def _stream_key(self, run: DomainRun, part: str) -> str:
+        return f"{run.name}/{part}" if self.config.multi_domain else part
+
+    def _class_info(self) -> tuple[Any, Any, Any]:
+        """num_classes, class names and palette: plain for one domain, ``{domain: ...}`` for several."""
+        if not self.config.multi_domain:
+            data = self.data
+            return data.num_classes, data.class_names, data.palette
+        return (
+            {d.name: d.data.num_classes for d in self.domains},
+            {d.name: d.data.class_names for d in self.domains},
+            {d.name: d.data.palette for d in self.domains},
+        )
+
+    def save(self, name: str = "last") -> Path:
+        """Write a checkpoint atomically; a failed write keeps the previous one and says what to do."""
+        path = self.checkpoint_path(name)
+        self.accelerator.wait_for_everyone()
+        # Every process draws its own augmentations: keep each one's generator state.
+        generators = gather_object([self.generator.get_state()])
+        if self.accelerator.is_main_process:
+            streams: dict[str, Any] = {}
+            for run in self.domains:
+                assert run.labeled_stream is not None
+                streams[self._stream_key(run, "labeled")] = run.labeled_stream.state_dict()
+                streams[self._stream_key(run, "unlabeled")] = (
+                    run.unlabeled_stream.state_dict() if run.unlabeled_stream else None
+                )
+            num_classes, class_names, palette = self._class_info()
+            payload = {
+                "model": self.unwrapped.state_dict(),
+                "model_config": self.unwrapped.config,
+                "optimizer": self.optimizer.state_dict(),
+                "scheduler": self.scheduler.state_dict(),
+                "step": self.step,
+                "best_miou": self.best_miou,
+                "rng": rng_state(),
+                "generators": generators,
+                "streams": streams,
+                "nonfinite_skipped": self.nonfinite_skipped,
+                "precision": {"used": self.precision.precision, "reason": self.precision.reason},
+                "scaler": self.accelerator.scaler.state_dict() if self.accelerator.scaler else None,
+                "config": self.config.to_dict(),
+                "num_classes": num_classes,
+                "class_names": class_names,
+                "palette": palette,
+            }
+            try:
+                save_checkpoint(path, payload)
+            except OSError as error:
+                raise CheckpointError(
+                    f"could not write the checkpoint {path}: {error.strerror or error}. The previous "
+                    f"checkpoint there, if any, is intact. Free disk space or make the folder writable "
+                    f"(or set experiment.output_dir elsewhere), then continue with --resume auto."
+                ) from error
+        self.accelerator.wait_for_everyone()
+        return path
+
+    def resume(self, path: str | Path) -> None:
+        state = load_checkpoint(path, map_location="cpu")
+        self.unwrapped.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.step = int(state["step"])
+        self.best_miou = state.get("best_miou")
+        self.nonfinite_skipped = int(state.get("nonfinite_skipped", 0))
+        set_rng_state(state["rng"])
+        generators = state["generators"]
+        rank = self.accelerator.process_index
+        if rank < len(generators):
+            self.generator.set_state(generators[rank])
+        else:  # more processes than the run that saved: fresh per-rank draws, the rest is exact
+            self.generator.manual_seed(self.config.experiment.seed * 1000 + rank + 7919 * self.step)
+        if state.get("scaler") is not None and self.accelerator.scaler is not None:
+            self.accelerator.scaler.load_state_dict(state["scaler"])
+        streams = state.get("streams") or {}
+        per_batch = self.accelerator.num_processes
+        for run in self.domains:
+            data = run.config.data
+            labeled = streams.get(self._stream_key(run, "labeled"))
+            if labeled and run.labeled_stream is not None:
+                run.labeled_stream.load_state_dict(labeled, per_batch * data.batch_size)
+            unlabeled = streams.get(self._stream_key(run, "unlabeled"))
+            if unlabeled and run.unlabeled_stream is not None:
+                run.unlabeled_stream.load_state_dict(
+                    unlabeled, per_batch * (data.unlabeled_batch_size or data.batch_size)
+                )
+
+    def export(self, path: str | Path) -> None:
+        """Weights for inference as .safetensors, with the model config and class info as metadata."""
+        if self.accelerator.is_main_process:
+            _, class_names, palette = self._class_info()
+            export_weights(path, self.unwrapped, self.unwrapped.config, class_names, palette)
+
+    # ------------------------------------------------------------------ loop
+    def _inputs(
+        self, run: DomainRun, labeled: dict[str, Any], unlabeled: dict[str, Any] | None
+    ) -> dict[str, Any]:
+        """One domain's augmented batches and loss weights: the keyword inputs of the model's forward."""
+        images, masks = run.augment(labeled["image"], labeled["mask"], generator=self.generator)
+        inputs: dict[str, Any] = {
+            "images": images,
+            "targets": masks,
+            "ce_threshold": run.ce_threshold(self.step),
+        }
+        if unlabeled is not None and not run.config.supervised_only:
+            # Unlabeled samples carry a "mask" only when pseudo-labels (weak labels) were given for them.
+            weak = unlabeled.get("mask")
+            unlabeled_images, weak = run.augment(unlabeled["image"], weak, generator=self.generator)
+            inputs["unlabeled"] = unlabeled_images
+            inputs["consistency_weight"] = run.consistency_weight(self.step)
+            if weak is not None:
+                inputs["weak_targets"] = weak
+                inputs["weak_weight"] = self.weak_weight(self.step, run)
+        return inputs
+
+    def train_step(
+        self, labeled: dict[str, Any], unlabeled: dict[str, Any] | None
+    ) -> dict[str, torch.Tensor]:
+        """One step of the (first) domain on these batches."""
+        return self._step({self.domains[0].name: (labeled, unlabeled)})
+
+    def _next_batches(self) -> dict[str, tuple[dict[str, Any], dict[str, Any] | None]]:
+        batches = {}
+        for run in self.active_domains(self.step):
+            assert run.labeled_stream is not None
+            labeled = next(run.labeled_stream)
+            batches[run.name] = (labeled, next(run.unlabeled_stream) if run.unlabeled_stream else None)
+        return batches
+
+    def _step(
+        self, batches: dict[str, tuple[dict[str, Any], dict[str, Any] | None]]
+    ) -> dict[str, torch.Tensor]:
+        runs = {run.name: run for run in self.domains}
+        inputs = {name: self._inputs(runs[name], *pair) for name, pair in batches.items()}
+        with self.accelerator.accumulate(self.model):
+            if self.config.multi_domain:
+                for name, domain_inputs in inputs.items():
+                    domain_inputs["loss_weight"] = runs[name].loss_weight
+                out = self.model(batches=inputs, generator=self.generator)
+            else:
+                (single,) = inputs.values()
+                out = self.model(
+                    single.pop("images"), single.pop("targets"), generator=self.generator, **single
+                )
+            # Backward even on a non-finite loss, so every DDP process takes part in the same collectives.
+            self.accelerator.backward(out["loss"])
+            if self.config.train.nonfinite_patience and not self._all_finite(out["loss"]):
+                self._skip_nonfinite_step()
+                return out
+            self._nonfinite_in_row = 0
+            if self.config.train.max_grad_norm and self.accelerator.sync_gradients:
+                self.accelerator.clip_grad_norm_(self.model.parameters(), self.config.train.max_grad_norm)
+            self.optimizer.step()
+            if self.accelerator.sync_gradients:
+                self.scheduler.step()
+            self.optimizer.zero_grad(set_to_none=True)
+        return out
+
+    def _all_finite(self, loss: torch.Tensor) -> bool:
+        """Whether the loss is finite on every process (one scalar gather and host sync per step)."""
+        flags = self.accelerator.gather(torch.isfinite(loss.detach()).reshape(1))
+        return bool(flags.all())
+
+    def _skip_nonfinite_step(self) -> None:
+        """Drop the step's gradients (and any accumulated ones); stop after too many in a row."""
+        self.optimizer.zero_grad(set_to_none=True)
+        scaler = self.accelerator.scaler
+        if scaler is not None:
+            # fp16: the step never reached the scaler, so back its scale off by hand as it would for inf.
+            scaler.update(scaler.get_scale() * scaler.get_backoff_factor())
+        self.nonfinite_skipped += 1
+        self._nonfinite_in_row += 1
+        patience = self.config.train.nonfinite_patience
+        if self._nonfinite_in_row >= patience:
+            raise NonFiniteLossError(
+                f"the loss was NaN or infinite in {self._nonfinite_in_row} steps in a row (step {self.step + 1}; "
+                f"{self.nonfinite_skipped} skipped in all), so training stopped. The last good checkpoint is "
+                f"{self.checkpoint_path('last')}. Lower train.optimizer.lr, set train.max_grad_norm, use "
+                f"train.mixed_precision=bf16 instead of fp16, or check the data (cct data check); raise "
+                f"train.nonfinite_patience to tolerate more."
+            )
+
+    def validate(self) -> dict[str, Any]:
+        """Validation scores; with several domains ``{"miou": mean over domains, "domains": {name: scores}}``."""
+        per_domain: dict[str, dict[str, Any]] = {}
+        for run in self.domains:
+            if run.val_loader is None:
+                continue
+            # Through the prepared model (DDP broadcasts BatchNorm buffers), not the unwrapped one.
+            model = (
+                DomainModel(self.model, run.name, run.data.num_classes)
+                if self.config.multi_domain
+                else self.model
+            )
+            scores = evaluate(
+                model,
+                run.val_loader,
+                run.data.num_classes,
+                accelerator=self.accelerator,
+                normalize=run.data.normalize,
+                # Periodic validation stays single-scale; large images (Cityscapes) use the eval window.
+                window=run.config.eval.window,
+                stride=run.config.eval.stride,
+            )
+            per_domain[run.name] = scores.as_dict(run.data.class_names)
+        if not self.config.multi_domain:
+            return next(iter(per_domain.values()), {})
+        if not per_domain:
+            return {}
+        return {
+            "miou": sum(s["miou"] for s in per_domain.values()) / len(per_domain),
+            "domains": per_domain,
+        }
+
+    def fit(self, callback: ProgressCallback | None = None) -> TrainResult:
+        cfg = self.config.train
+        self.output_dir.mkdir(parents=True, exist_ok=True)
+        if self.accelerator.is_main_process:
+            save_config(self.config, self.output_dir / "config.yaml")
+        self.accelerator.init_trackers(self.config.experiment.name, config=_flat(self.config.to_dict()))
+        start_time = time.perf_counter()
+        metrics: dict[str, Any] = {}
+        latest: dict[str, torch.Tensor] = {}
+        self.model.train()
+        with (
+            stop_on_signals(self.stop),
+            training_progress(cfg.iterations, start=self.step, disable=self.quiet) as progress,
+        ):
+            while self.step < cfg.iterations:
+                batches = self._next_batches()
+                if self.config.multi_domain:
+                    out = self._step(batches)
+                else:
+                    ((labeled, unlabeled),) = batches.values()
+                    out = self.train_step(labeled, unlabeled)
+                latest.update((k, v.detach()) for k, v in out.items() if "loss" in k)
+                self.step += 1
+                if self.stop.signum is not None:
+                    path = self.save("last")
+                    raise TrainingInterrupted(self.stop.signum, self.step, path)
+                if self.step % cfg.log_every == 0 or self.step == cfg.iterations:
+                    # One host sync per log interval, not per step.
+                    # Alternating domains: each domain's latest losses, not only the last step's domain.
+                    logs = {k: float(v.detach()) for k, v in latest.items()}
+                    logs["lr"] = float(self.scheduler.get_last_lr()[0])
+                    logs["consistency_weight"] = float(self.consistency_weight(self.step))
+                    if self.config.multi_domain:
+                        for run in self.domains:
+                            logs[f"{run.name}/consistency_weight"] = float(run.consistency_weight(self.step))
+                    logs["nonfinite_skipped"] = float(self.nonfinite_skipped)
+                    self.accelerator.log(logs, step=self.step)
+                    progress.update(self.step, loss=logs["loss"])
+                    if callback is not None:
+                        callback(self.step, logs)
+                else:
+                    progress.update(self.step)
+                if cfg.eval_every and (self.step % cfg.eval_every == 0 or self.step == cfg.iterations):
+                    metrics = self.validate()
+                    self.model.train()
+                    if metrics:
+                        self.accelerator.log(_val_logs(metrics), step=self.step)
+                        progress.note(f"step {self.step}: val mIoU {_describe_miou(metrics)}")
+                        if self.best_miou is None or metrics["miou"] > self.best_miou:
+                            self.best_miou = metrics["miou"]
+                            self.save("best")
+                if cfg.checkpoint_every and (
+                    self.step % cfg.checkpoint_every == 0 or self.step == cfg.iterations
+                ):
+                    self.save("last")
+        if not cfg.eval_every:
+            metrics = self.validate()
+        self.export(self.output_dir / "model.safetensors")
+        self.accelerator.end_training()
+        seconds = time.perf_counter() - start_time
+        if self.accelerator.is_main_process and metrics:
+            (self.output_dir / "metrics.json").write_text(
+                json.dumps({"step": self.step, **metrics}, indent=2)
+            )
+        return TrainResult(self.step, self.output_dir, metrics, self.best_miou, seconds)
+
+
+def _check_writable(folder: Path) -> None:
+    """Fail before any training when checkpoints could not be written (unwritable or not a folder)."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=folder, prefix=".write-test-"):
+            pass
+    except OSError as error:
+        raise CheckpointError(
+            f"experiment.output_dir {folder} is not a writable folder ({error.strerror or error}); "
+            "choose another with --set experiment.output_dir=..."
+        ) from error
+
+
+def training_device() -> str:
+    """The device type Accelerate will train on (before it is created): cuda when present, else cpu."""
+    forced_cpu = os.environ.get("ACCELERATE_USE_CPU", "").lower() in ("1", "true", "yes")
+    return "cpu" if forced_cpu or _multi_process_cpu() or not torch.cuda.is_available() else "cuda"
+
+
+def _multi_process_cpu() -> bool:
+    # Accelerate only forms a process group of CPU processes (gloo) when asked for the CPU explicitly;
+    # without a GPU, several launched processes would otherwise each train alone.
+    return not torch.cuda.is_available() and int(os.environ.get("WORLD_SIZE", "1")) > 1
+
+
+def _check_batches(run: DomainRun, processes: int, multi_domain: bool) -> None:
+    """A training set too small for one full batch on every process would stall the stream: say so."""
+    data = run.config.data
+    parts = [
+        ("labeled", run.labeled_loader, run.data.n_labeled, data.batch_size, "data.batch_size"),
+        (
+            "unlabeled",
+            run.unlabeled_loader,
+            run.data.n_unlabeled,
+            data.unlabeled_batch_size or data.batch_size,
+            "data.unlabeled_batch_size",
+        ),
+    ]
+    for part, loader, count, batch, key in parts:
+        if loader is not None and len(loader) == 0:
+            where = f"domain {run.name!r}: " if multi_domain else ""
+            raise ValueError(
+                f"{where}the {part} set has {count} image(s), fewer than one batch of {batch} per process "
+                f"x {processes} process(es) (batches drop the incomplete last one); lower {key} or label "
+                "more images"
+            )
+
+
+def _val_logs(metrics: dict[str, Any]) -> dict[str, float]:
+    logs = {"val/miou": float(metrics["miou"])}
+    for name, scores in metrics.get("domains", {}).items():
+        logs[f"val/{name}/miou"] = float(scores["miou"])
+    return logs
+
+
+def _describe_miou(metrics: dict[str, Any]) -> str:
+    text = f"{100 * metrics['miou']:.2f}"
+    domains = metrics.get("domains")
+    if domains:
+        text += " (mean of " + ", ".join(f"{n} {100 * s['miou']:.2f}" for n, s in domains.items()) + ")"
+    return text
+
+
+def _flat(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    # Trackers take flat scalar hyperparameters.
+    flat: dict[str, Any] = {}
+    for key, value in data.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            flat.update(_flat(value, f"{name}."))
+        elif isinstance(value, (int, float, str, bool)) or value is None:
+            flat[name] = value
+        else:
+            flat[name] = str(value)
+    return flat

@@ -1,0 +1,161 @@
+"""Evaluation: mIoU, per-class IoU and pixel accuracy, single- or multi-scale with flips, distributed-correct."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from accelerate import Accelerator
+from torch import nn
+from torch.utils.data import DataLoader
+
+from cct_train.engine.progress import progress_iter
+from cct_train.eval.metrics import ConfusionMatrix, SegmentationScores
+
+Normalize = Callable[[torch.Tensor], torch.Tensor]
+
+
+def window_starts(length: int, window: int, stride: int) -> list[int]:
+    """Start offsets of windows of size ``window`` every ``stride`` covering ``0 .. length``; the last
+    window ends exactly at ``length`` (one window starting at 0 when ``window >= length``)."""
+    if window >= length:
+        return [0]
+    starts = list(range(0, length - window + 1, stride))
+    if starts[-1] != length - window:
+        starts.append(length - window)
+    return starts
+
+
+def sliding_window_probs(
+    model: nn.Module, images: torch.Tensor, window: tuple[int, int], stride: tuple[int, int] | None = None
+) -> torch.Tensor:
+    """Softmax probabilities (B, C, H, W) from overlapping ``window`` crops, averaged where they overlap.
+
+    Windows larger than the image are clipped to it; ``stride`` defaults to two thirds of the window.
+    The whole batch goes through the model window by window.
+    """
+    height, width = images.shape[-2:]
+    win_h, win_w = min(window[0], height), min(window[1], width)
+    step_h, step_w = (
+        stride if stride is not None else (max(1, window[0] * 2 // 3), max(1, window[1] * 2 // 3))
+    )
+    if step_h < 1 or step_w < 1:
+        raise ValueError(f"stride must be positive, got {stride}")
+    total: torch.Tensor | None = None
+    count = torch.zeros((1, 1, height, width), device=images.device)
+    for top in window_starts(height, win_h, step_h):
+        for left in window_starts(width, win_w, step_w):
+            crop = images[..., top : top + win_h, left : left + win_w]
+            logits = model(crop)
+            if logits.shape[-2:] != (win_h, win_w):
+                logits = F.interpolate(
+                    logits.float(), size=(win_h, win_w), mode="bilinear", align_corners=False
+                )
+            probs = logits.float().softmax(1)
+            if total is None:
+                total = torch.zeros(
+                    (images.shape[0], probs.shape[1], height, width), device=images.device, dtype=probs.dtype
+                )
+            total[..., top : top + win_h, left : left + win_w] += probs
+            count[..., top : top + win_h, left : left + win_w] += 1
+    assert total is not None
+    return total / count
+
+
+@torch.no_grad()
+def predict_logits(
+    model: nn.Module,
+    images: torch.Tensor,
+    *,
+    scales: Sequence[float] = (1.0,),
+    flip: bool = False,
+    window: tuple[int, int] | None = None,
+    stride: tuple[int, int] | None = None,
+) -> torch.Tensor:
+    """Class probabilities averaged over scales (and horizontal flips), at the input size.
+
+    Args:
+        images: (B, 3, H, W) normalised float images.
+        window: predict each (scaled, flipped) view with a sliding window of this (H, W) size, the
+            overlapping windows' probabilities averaged (e.g. Cityscapes 1024x2048 with 512x1024 windows).
+        stride: the windows' stride (H, W); default two thirds of the window.
+
+    Returns:
+        (B, C, H, W) averaged softmax probabilities (single scale without flip: plain softmax).
+    """
+    height, width = images.shape[-2:]
+    total: torch.Tensor | None = None
+    for scale in scales:
+        scaled = images
+        if scale != 1.0:
+            size = (max(8, round(height * scale)), max(8, round(width * scale)))
+            scaled = F.interpolate(images, size=size, mode="bilinear", align_corners=False)
+        views = [scaled, scaled.flip(-1)] if flip else [scaled]
+        for index, view in enumerate(views):
+            if window is not None:
+                probs = sliding_window_probs(model, view, window, stride)
+                if index == 1:
+                    probs = probs.flip(-1)
+                if probs.shape[-2:] != (height, width):
+                    probs = F.interpolate(probs, size=(height, width), mode="bilinear", align_corners=False)
+            else:
+                logits = model(view)
+                if index == 1:
+                    logits = logits.flip(-1)
+                if logits.shape[-2:] != (height, width):
+                    logits = F.interpolate(
+                        logits.float(), size=(height, width), mode="bilinear", align_corners=False
+                    )
+                probs = logits.float().softmax(1)
+            total = probs if total is None else total + probs
+    assert total is not None
+    return total / (len(scales) * (2 if flip else 1))
+
+
+def prepare_images(batch_images: torch.Tensor, normalize: Normalize | None) -> torch.Tensor:
+    """uint8 (B, 3, H, W) -> normalised float images on the same device."""
+    images = batch_images.float() / 255.0 if batch_images.dtype == torch.uint8 else batch_images.float()
+    return normalize(images) if normalize is not None else images
+
+
+@torch.no_grad()
+def evaluate(
+    model: nn.Module,
+    loader: DataLoader,
+    num_classes: int,
+    *,
+    accelerator: Accelerator | None = None,
+    normalize: Normalize | None = None,
+    scales: Sequence[float] = (1.0,),
+    flip: bool = False,
+    window: tuple[int, int] | None = None,
+    stride: tuple[int, int] | None = None,
+    ignore_index: int = 255,
+    progress: bool = False,
+) -> SegmentationScores:
+    """Evaluate the main path of `model` on a labeled loader.
+
+    ``scales`` / ``flip``: multi-scale + flip testing; ``window`` / ``stride``: sliding-window prediction
+    of each view (see :func:`predict_logits`). Void pixels (``ignore_index``) are not counted.
+
+    Under DDP each process predicts its shard; predictions and labels are gathered with
+    `gather_for_metrics` (which drops the sampler's padding duplicates) before the confusion matrix, so the
+    counts are summed over all processes before any division.
+    """
+    was_training = model.training
+    model.eval()
+    matrix = ConfusionMatrix(num_classes, ignore_index)
+    device = accelerator.device if accelerator is not None else next(model.parameters()).device
+    batches: Any = progress_iter(loader, "evaluating") if progress else loader
+    for batch in batches:
+        images = prepare_images(batch["image"].to(device), normalize)
+        target = batch["mask"].to(device)
+        probs = predict_logits(model, images, scales=scales, flip=flip, window=window, stride=stride)
+        pred = probs.argmax(1)
+        if accelerator is not None:
+            pred, target = accelerator.gather_for_metrics((pred, target))
+        matrix.update(pred, target)
+    model.train(was_training)
+    return matrix.compute()

@@ -1,0 +1,520 @@
+"""The CCT model: a shared encoder, a main decoder and perturbed auxiliary decoders (Ouali et al., CVPR 2020).
+
+``f = g(h(x))``: the encoder ``h`` is a backbone (:func:`cct_train.models.encoders.build_encoder`) plus a
+:class:`PSPModule`; ``z = h(x)`` is ``(B, psp_channels, H / os, W / os)``. The main decoder ``g`` and the K
+auxiliary decoders ``g_k`` are :class:`UpsampleDecoder` s. Each auxiliary decoder sees its own perturbation
+``p_k(z_u)`` of the UNLABELED features and is trained to agree with the (detached) main prediction.
+
+Example::
+
+    model = CCTModel("timm:resnet18", num_classes=11)            # the paper's 30 auxiliary decoders
+    logits = model(images)                                         # inference: (B, C, H, W)
+    out = model(images, targets, unlabeled, consistency_weight=w)  # training: dict of losses
+    out["loss"].backward()
+"""
+
+from __future__ import annotations
+
+import difflib
+import inspect
+import math
+from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any, cast
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from cct_perturb import PAPER_DECODERS, PERTURBATIONS, VAT, Perturbation, create_perturbation
+from cct_train.models.decoders import PSPModule, SubPixelBlock, UpsampleDecoder, icnr_
+from cct_train.models.encoders import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    Encoder,
+    build_encoder,
+    input_normalization,
+)
+from cct_train.objectives.cct import supervised_loss, total_loss, unsupervised_losses
+from cct_train.objectives.fused import SubPixelRows
+
+__all__ = [
+    "DEFAULT_PERTURBATIONS",
+    "CCTModel",
+    "PSPModule",
+    "SubPixelBlock",
+    "UpsampleDecoder",
+    "icnr_",
+]
+
+#: The paper's final "CCT" setting, 30 auxiliary decoders in this (stable) order: cct_perturb's
+#: PAPER_DECODERS (the one source), under the name this module has always exported.
+DEFAULT_PERTURBATIONS: dict[str, int] = PAPER_DECODERS
+
+
+def resize_logits(logits: Tensor, size: Sequence[int]) -> Tensor:
+    if tuple(logits.shape[-2:]) == tuple(size):
+        return logits
+    return F.interpolate(logits, size=tuple(size), mode="bilinear", align_corners=False)
+
+
+def jsonable(value: Any) -> Any:
+    """Tuples -> lists, Paths -> str, mappings -> dicts (for a JSON / YAML-friendly ``config``)."""
+    if isinstance(value, Mapping):
+        return {str(k): jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [jsonable(v) for v in value]
+    if isinstance(value, Path):
+        return str(value)
+    return value
+
+
+def _as_encoder(module: nn.Module, in_channels: int) -> Encoder:
+    """Wrap a user module as an :class:`Encoder` (probing ``out_channels`` / ``output_stride`` if missing)."""
+    if isinstance(module, Encoder):
+        return module
+    channels: Any = getattr(module, "out_channels", None)
+    stride: Any = getattr(module, "output_stride", None)
+    if isinstance(channels, (list, tuple)):
+        channels = channels[-1]
+    if not isinstance(channels, int) or not isinstance(stride, int):
+        probe = Encoder(module, name=type(module).__name__, out_channels=0, output_stride=1)
+        was_training = module.training
+        module.eval()
+        size = 64
+        try:
+            with torch.no_grad():
+                param = next(module.parameters(), None)
+                device = param.device if param is not None else torch.device("cpu")
+                out = probe(torch.zeros(1, in_channels, size, size, device=device))
+        finally:
+            module.train(was_training)
+        channels = int(out.shape[1])
+        stride = size // int(out.shape[-1])
+    return Encoder(module, name=type(module).__name__, out_channels=int(channels), output_stride=int(stride))
+
+
+def build_feature_extractor(
+    encoder: str | nn.Module,
+    *,
+    in_channels: int,
+    output_stride: int,
+    pretrained: bool,
+    weights: str | Path | None,
+    psp_channels: int | None,
+    psp_bins: Sequence[int],
+    encoder_kwargs: Mapping[str, Any] | None,
+) -> tuple[Encoder, nn.Module, int]:
+    """The encoder ``h`` = backbone + PSP: ``(backbone, psp, z_channels)`` (``psp`` an identity when
+    ``psp_channels`` is None). Shared by :class:`CCTModel` and the multi-domain model."""
+    if isinstance(encoder, str):
+        backbone = build_encoder(
+            encoder,
+            in_channels=in_channels,
+            output_stride=output_stride,
+            pretrained=pretrained,
+            weights=weights,
+            **dict(encoder_kwargs or {}),
+        )
+    else:
+        backbone = _as_encoder(encoder, in_channels)
+    if psp_channels is None:
+        return backbone, nn.Identity(), backbone.out_channels
+    return backbone, PSPModule(backbone.out_channels, psp_channels, psp_bins), int(psp_channels)
+
+
+def resolve_normalization(
+    encoder: str | nn.Module, mean: Sequence[float] | None, std: Sequence[float] | None
+) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """The model's input ``(mean, std)``: the ones given, else the encoder's pretrained statistics."""
+    if (mean is None) != (std is None):
+        raise ValueError("give mean and std together (or neither: the encoder's pretrained statistics)")
+    if mean is not None and std is not None:
+        if len(mean) != len(std) or min(std) <= 0:
+            raise ValueError(f"mean {tuple(mean)} and std {tuple(std)}: same length, std > 0")
+        return tuple(float(m) for m in mean), tuple(float(s) for s in std)
+    if isinstance(encoder, str):
+        return input_normalization(encoder)
+    return IMAGENET_MEAN, IMAGENET_STD
+
+
+def rebuild_arguments(
+    config: Mapping[str, Any], *, encoder: nn.Module | None, load_weights: bool, **overrides: Any
+) -> dict[str, Any]:
+    """Constructor arguments from a stored model ``config``: without the initial backbone weights unless
+    ``load_weights`` (a checkpoint's state dict replaces them, and this works offline)."""
+    cfg = {**dict(config), **overrides}
+    if not load_weights:
+        cfg["pretrained"] = False
+        cfg["weights"] = None
+    if "mean" not in cfg:  # saved before the normalisation was stored: those models used ImageNet's
+        cfg["mean"], cfg["std"] = IMAGENET_MEAN, IMAGENET_STD
+    if encoder is not None:
+        cfg["encoder"] = encoder
+    elif cfg.get("encoder") is None:
+        raise ValueError(
+            "this config was built from an encoder module: pass it as from_config(..., encoder=)"
+        )
+    return cfg
+
+
+class CCTModel(nn.Module):
+    """Cross-Consistency Training model (segmentation-models-pytorch style constructor).
+
+    Args:
+        encoder: an encoder name for :func:`~cct_train.models.encoders.build_encoder` (``"timm:resnet50"``,
+            ``"smp:resnet50"``, a bare timm name), or an already-built ``nn.Module`` returning
+            ``(B, D, h, w)`` (or a list of maps, the last one used; ``out_channels`` / ``output_stride``
+            attributes are read, or probed with a 64x64 dummy input). A module passed in is shared, not
+            copied (several models can share one backbone, e.g. for multiple domains).
+        num_classes: ``C``.
+        perturbations: ``{name: K}`` auxiliary decoders per perturbation (names of
+            ``cct_perturb.PERTURBATIONS``), built in the mapping's order. ``None``: the paper's 30
+            (:data:`DEFAULT_PERTURBATIONS`); ``{}``: the supervised baseline, no auxiliary decoder.
+        psp_channels: channels of the PSP output ``z`` (512 in the original). ``None``: no PSP module,
+            ``z`` is the backbone's map.
+        psp_bins: pooling bins of the PSP module.
+        output_stride: wanted backbone stride (8 in the paper); ``model.output_stride`` is the one obtained
+            and sets the decoders' upsampling (log2(os) sub-pixel blocks).
+        pretrained: the library's online ImageNet weights (needs network access).
+        weights: a local backbone state dict (``.pth`` / ``.safetensors``).
+        in_channels: image channels.
+        background: background class indices, given to the perturbations that take ``background``
+            (object_mask, context_mask, guided_cutout) unless ``perturbation_kwargs`` sets it.
+        perturbation_kwargs: per-name constructor arguments, e.g. ``{"vat": {"eps": 1.0}}``;
+            ``{"vat": {"target": "main"}}`` makes VAT's target the main prediction instead of the auxiliary
+            decoder's own (standard VAT, the default since cct-train 0.2).
+        consistency: ``"mse"`` (paper), ``"kl"`` or ``"js"``.
+        ignore_index: label of void pixels (targets and weak targets).
+        min_kept: ab-CE's minimum kept pixels per image (when ``ce_threshold`` is given).
+        concat_batches: encode labeled and unlabeled images in ONE batch when their shapes match (one
+            backbone pass, and BatchNorm statistics over both; the original code runs two passes).
+        decoder_final_relu: keep the ReLU of the decoders' last sub-pixel block as the paper / original do
+            (logits >= 0). Default ``False`` (unconstrained logits): with it, fresh decoders often start
+            with a class channel dead at every pixel (no gradient); see :class:`UpsampleDecoder`.
+        encoder_kwargs: extra arguments for ``build_encoder`` (e.g. ``{"drop_path_rate": 0.1}``).
+        mean, std: the input normalisation the model expects of [0, 1] RGB images (``(x - mean) / std``);
+            ``None``: the encoder's pretrained statistics (:func:`~cct_train.models.encoders.input_normalization`,
+            ImageNet's for a module). Stored in ``config``, so evaluation, prediction and export normalise
+            as training did.
+
+    Attributes:
+        encoder: the backbone (:class:`~cct_train.models.encoders.Encoder`), ``psp``, ``main_decoder``,
+        ``aux_decoders`` (``nn.ModuleList``), ``perturbations`` (``nn.ModuleList``, aligned with
+        ``aux_decoders``), ``aux_names`` (perturbation name per auxiliary decoder), ``config``.
+
+    >>> backbone = torch.nn.Conv2d(3, 16, 3, stride=8, padding=1)  # any module: (B, D, H / 8, W / 8)
+    >>> model = CCTModel(backbone, num_classes=4, perturbations={"feature_noise": 1, "vat": 1}, psp_channels=8)
+    >>> model.aux_names, model.output_stride
+    (['feature_noise', 'vat'], 8)
+    >>> images = torch.rand(2, 3, 32, 32)
+    >>> model.eval()(images).shape  # inference: the main decoder's logits
+    torch.Size([2, 4, 32, 32])
+    >>> out = model.train()(images, torch.zeros(2, 32, 32, dtype=torch.long), torch.rand(2, 3, 32, 32), consistency_weight=30.0)
+    >>> sorted(out)  # training: L = Ls + w_u Lu (+ w_w Lw) and its terms
+    ['logits', 'loss', 'loss_sup', 'loss_unsup', 'loss_weak']
+    >>> out["loss"].backward()
+    """
+
+    def __init__(
+        self,
+        encoder: str | nn.Module = "timm:resnet50",
+        num_classes: int = 21,
+        *,
+        perturbations: Mapping[str, int] | None = None,
+        psp_channels: int | None = 512,
+        psp_bins: Sequence[int] = (1, 2, 3, 6),
+        output_stride: int = 8,
+        pretrained: bool = False,
+        weights: str | Path | None = None,
+        in_channels: int = 3,
+        background: Sequence[int] | int = (0,),
+        perturbation_kwargs: Mapping[str, Mapping[str, Any]] | None = None,
+        consistency: str = "mse",
+        ignore_index: int = 255,
+        min_kept: int = 1,
+        concat_batches: bool = True,
+        decoder_final_relu: bool = False,
+        encoder_kwargs: Mapping[str, Any] | None = None,
+        mean: Sequence[float] | None = None,
+        std: Sequence[float] | None = None,
+    ) -> None:
+        super().__init__()
+        if num_classes < 1:
+            raise ValueError(f"num_classes must be >= 1, got {num_classes}")
+        if consistency not in ("mse", "kl", "js"):
+            raise ValueError(f"consistency must be 'mse', 'kl' or 'js', got {consistency!r}")
+        spec = dict(DEFAULT_PERTURBATIONS if perturbations is None else perturbations)
+        pkwargs = {str(k): dict(v) for k, v in (perturbation_kwargs or {}).items()}
+        for name in [*spec, *pkwargs]:
+            if name not in PERTURBATIONS:
+                close = difflib.get_close_matches(name, list(PERTURBATIONS), n=3)
+                hint = f" Did you mean {close}?" if close else ""
+                raise ValueError(f"Unknown perturbation {name!r}.{hint} Known: {sorted(PERTURBATIONS)}")
+        for name, count in spec.items():
+            if isinstance(count, bool) or not isinstance(count, int) or count < 0:
+                raise ValueError(f"perturbations[{name!r}] must be an int >= 0, got {count!r}")
+        bg = (background,) if isinstance(background, int) else tuple(int(b) for b in background)
+        mean, std = resolve_normalization(encoder, mean, std)
+
+        self.config: dict[str, Any] = jsonable(
+            {
+                "encoder": encoder if isinstance(encoder, str) else None,
+                "num_classes": num_classes,
+                "perturbations": {k: v for k, v in spec.items()},
+                "psp_channels": psp_channels,
+                "psp_bins": tuple(psp_bins),
+                "output_stride": output_stride,
+                "pretrained": pretrained,
+                "weights": weights,
+                "in_channels": in_channels,
+                "background": bg,
+                "perturbation_kwargs": pkwargs,
+                "consistency": consistency,
+                "ignore_index": ignore_index,
+                "min_kept": min_kept,
+                "concat_batches": concat_batches,
+                "decoder_final_relu": decoder_final_relu,
+                "encoder_kwargs": dict(encoder_kwargs or {}),
+                "mean": mean,
+                "std": std,
+            }
+        )
+        self.num_classes = int(num_classes)
+        self.consistency = consistency
+        self.ignore_index = int(ignore_index)
+        self.min_kept = int(min_kept)
+        self.concat_batches = bool(concat_batches)
+        self.background = bg
+
+        self.encoder, self.psp, z_channels = build_feature_extractor(
+            encoder,
+            in_channels=in_channels,
+            output_stride=output_stride,
+            pretrained=pretrained,
+            weights=weights,
+            psp_channels=psp_channels,
+            psp_bins=psp_bins,
+            encoder_kwargs=encoder_kwargs,
+        )
+        self.output_stride = self.encoder.output_stride
+        # log2(os) sub-pixel blocks; a stride that is not a power of two (e.g. ViT/14) gets the nearest one,
+        # and the logits are resized to the input size.
+        upscale = 1 << max(0, round(math.log2(self.output_stride)))
+        self.z_channels = z_channels
+
+        def decoder() -> UpsampleDecoder:
+            return UpsampleDecoder(z_channels, num_classes, upscale, final_relu=decoder_final_relu)
+
+        self.main_decoder = decoder()
+        self.aux_names: list[str] = []
+        aux: list[nn.Module] = []
+        perts: list[nn.Module] = []
+        for name, count in spec.items():
+            kwargs = dict(pkwargs.get(name, {}))
+            if "background" in inspect.signature(PERTURBATIONS[name]).parameters:
+                kwargs.setdefault("background", bg)
+            for _ in range(count):
+                perts.append(create_perturbation(name, **kwargs))
+                aux.append(decoder())
+                self.aux_names.append(name)
+        self.aux_decoders = nn.ModuleList(aux)
+        self.perturbations = nn.ModuleList(perts)
+        #: Compute Lu with :func:`~cct_train.models.decoders.fused_consistency_loss` (the K auxiliary decoders as
+        #: batched GEMMs, back-propagated chunk by chunk in the forward pass; same value and gradients,
+        #: faster and without the K full-resolution outputs in memory). Used for ``consistency`` "mse" /
+        #: "kl" without weak targets; ``False``: one ordinary decoder call per auxiliary decoder.
+        self.fused_aux = True
+        #: Output elements (``k * B * C * H * W``) per chunk of fused decoders: bounds the temporary memory.
+        self.aux_chunk_elements = 1 << 21
+
+    # ------------------------------------------------------------------------------------------ helpers
+
+    @property
+    def normalization(self) -> tuple[tuple[float, ...], tuple[float, ...]]:
+        """``(mean, std)`` of the input normalisation this model expects (``Normalize(*model.normalization)``)."""
+        return tuple(self.config["mean"]), tuple(self.config["std"])
+
+    @property
+    def num_aux_decoders(self) -> int:
+        """K, the number of auxiliary decoders (0 for the supervised baseline)."""
+        return len(self.aux_decoders)
+
+    def perturbation_instances(self) -> Iterator[tuple[str, Perturbation, UpsampleDecoder]]:
+        """``(name, perturbation module, its auxiliary decoder)`` for each auxiliary decoder, in order."""
+        for name, pert, dec in zip(self.aux_names, self.perturbations, self.aux_decoders, strict=True):
+            yield name, cast(Perturbation, pert), cast(UpsampleDecoder, dec)
+
+    def encode(self, images: Tensor) -> Tensor:
+        """``h(x)``: backbone + PSP, ``(B, in_channels, H, W) -> (B, z_channels, H / os, W / os)``."""
+        z: Tensor = self.psp(self.encoder(images))
+        return z
+
+    def predict(self, images: Tensor) -> Tensor:
+        """Main-path logits at the input size, ``(B, in_channels, H, W) -> (B, C, H, W)``."""
+        return resize_logits(self.main_decoder(self.encode(images)), images.shape[-2:])
+
+    def param_groups(
+        self, lr: float, backbone_lr_factor: float = 0.1, weight_decay: float = 1e-4
+    ) -> list[dict[str, Any]]:
+        """Optimizer parameter groups: the backbone at ``lr * backbone_lr_factor``, PSP + decoders at ``lr``.
+
+        Each group carries a ``"name"`` (``"backbone"`` / ``"head"``); frozen parameters are left out.
+        """
+        backbone = [p for p in self.encoder.parameters() if p.requires_grad]
+        backbone_ids = {id(p) for p in self.encoder.parameters()}
+        head = [p for p in self.parameters() if p.requires_grad and id(p) not in backbone_ids]
+        groups = [
+            {
+                "name": "backbone",
+                "params": backbone,
+                "lr": lr * backbone_lr_factor,
+                "weight_decay": weight_decay,
+            },
+            {"name": "head", "params": head, "lr": lr, "weight_decay": weight_decay},
+        ]
+        return [g for g in groups if g["params"]]
+
+    @classmethod
+    def from_config(
+        cls,
+        config: Mapping[str, Any],
+        *,
+        encoder: nn.Module | None = None,
+        load_weights: bool = False,
+        **overrides: Any,
+    ) -> CCTModel:
+        """Rebuild a model from :attr:`config` (e.g. stored in a checkpoint), then ``load_state_dict``.
+
+        The initial backbone weights (``pretrained`` / ``weights``) are NOT loaded unless
+        ``load_weights=True``: a checkpoint's state dict replaces them anyway, and this works offline.
+        ``encoder`` must be given when the model was built from an ``nn.Module`` (``config["encoder"]`` is
+        ``None``); ``overrides`` replace config entries.
+        """
+        cfg = rebuild_arguments(config, encoder=encoder, load_weights=load_weights, **overrides)
+        cfg["perturbations"] = dict(cfg.get("perturbations") or {})
+        return cls(**cfg)
+
+    # ------------------------------------------------------------------------------------------ forward
+
+    def forward(
+        self,
+        images: Tensor,
+        targets: Tensor | None = None,
+        unlabeled: Tensor | None = None,
+        *,
+        consistency_weight: float | Tensor = 1.0,
+        ce_threshold: float | Tensor | None = None,
+        weak_targets: Tensor | None = None,
+        weak_weight: float | Tensor = 0.0,
+        generator: torch.Generator | None = None,
+    ) -> Tensor | dict[str, Tensor]:
+        """Inference (``targets=None``) or one training step's losses.
+
+        Inference: ``images (B, in_channels, H, W) -> logits (B, C, H, W)``, the main path only.
+
+        Training (``targets`` given), all computation inside this one call (one DDP forward per step):
+
+        - ``images`` ``(B_l, 3, H, W)`` with ``targets`` ``(B_l, H, W)`` (long, ``ignore_index`` = void);
+          ``unlabeled`` ``(B_u, 3, H', W')`` or ``None``. Same shapes: one concatenated encoder pass.
+        - ``Ls``: cross-entropy over non-void pixels (mean; 0 if there is none), or ab-CE
+          (``cct_losses.ab_ce_loss``) when ``ce_threshold`` is given; the main logits are resized
+          (bilinear) to the targets' size when needed.
+        - ``Lu``: for each auxiliary decoder, ``consistency_loss(g_k(p_k(z_u)), g(z_u))``, averaged over the
+          K decoders. The main prediction ``g(z_u)`` is computed without a graph (a constant target): Lu
+          trains the encoder and the auxiliary decoders, never the main decoder. Computed at the decoders'
+          native resolution ``h * 2**blocks`` (the input size when it is divisible by the stride), with no
+          upsampling of the K outputs. Always computed when ``unlabeled`` is given, even at
+          ``consistency_weight=0``, so that every parameter takes part in every step (DDP).
+        - ``Lw``: with ``weak_targets`` ``(B_u, H', W')`` (pseudo-labels of the unlabeled images),
+          ``cct_losses.weak_label_loss`` of the auxiliary outputs.
+        - ``loss = Ls + consistency_weight * Lu + weak_weight * Lw``.
+
+        Returns:
+            logits at inference; in training a dict of tensors: ``loss``, ``loss_sup``, ``loss_unsup`` and
+            ``loss_weak`` (0-d; the unweighted terms, 0 when absent), ``logits`` (labeled main logits at the
+            targets' size, detached, for metrics).
+        """
+        if targets is None:
+            if unlabeled is not None or weak_targets is not None:
+                raise ValueError("training inputs (unlabeled / weak_targets) given without targets")
+            return self.predict(images)
+        if targets.dim() == 4 and targets.shape[1] == 1:
+            targets = targets[:, 0]
+        if targets.dim() != 3 or targets.shape[0] != images.shape[0]:
+            raise ValueError(
+                f"targets must be (B, H, W) for images {tuple(images.shape)}, got {tuple(targets.shape)}"
+            )
+
+        use_unsup = unlabeled is not None and self.num_aux_decoders > 0
+        z_u: Tensor | None = None
+        if use_unsup and unlabeled is not None:
+            if self.concat_batches and unlabeled.shape[1:] == images.shape[1:]:
+                z = self.encode(torch.cat([images, unlabeled], dim=0))
+                z_l, z_u = z[: images.shape[0]], z[images.shape[0] :]
+            else:
+                z_l, z_u = self.encode(images), self.encode(unlabeled)
+        else:
+            z_l = self.encode(images)
+
+        # The objective (objectives.cct), term by term: Ls on the labeled batch, then Lu (and Lw) of the
+        # auxiliary decoders on their perturbations of the unlabeled features, then the weighted sum.
+        logits_l = resize_logits(self.main_decoder(z_l), targets.shape[-2:])
+        loss_sup = supervised_loss(
+            logits_l, targets.long(), ce_threshold, ignore_index=self.ignore_index, min_kept=self.min_kept
+        )
+        loss_unsup = loss_weak = loss_sup.new_zeros(())
+        if z_u is not None:
+            with torch.no_grad():
+                main_u = self.main_decoder(z_u)  # a constant: the target of Lu and the perturbations' guide
+            loss_unsup, loss_weak = unsupervised_losses(
+                list(self.aux_decoders),
+                self._perturb(z_u, main_u, generator),
+                main_u,
+                kind=self.consistency,
+                weak_targets=weak_targets,
+                ignore_index=self.ignore_index,
+                fused=self.fused_aux,
+                chunk_elements=self.aux_chunk_elements,
+            )
+        return {
+            "loss": total_loss(loss_sup, loss_unsup, loss_weak, consistency_weight, weak_weight),
+            "loss_sup": loss_sup.detach(),
+            "loss_unsup": loss_unsup.detach(),
+            "loss_weak": loss_weak.detach(),
+            "logits": logits_l.detach(),
+        }
+
+    def _perturb(self, z_u: Tensor, main_u: Tensor, generator: torch.Generator | None) -> list[Tensor]:
+        """Each auxiliary decoder's perturbation of ``z_u``: K tensors ``(B_u, D, h, w)``, in order.
+
+        ``main_u``: the main decoder's logits on ``z_u`` (no graph), for the prediction-guided masks / cutout.
+        VAT runs its own auxiliary decoder alone (with ``fused_aux`` through
+        :class:`~cct_train.models.decoders.SubPixelRows`, the same decoder and parameters as GEMMs); its target is
+        that decoder's own clean prediction (standard VAT, the default) or, with
+        ``perturbation_kwargs={"vat": {"target": "main"}}``, ``main_u``.
+        """
+        outputs: list[Tensor] = []
+        rows_target: Tensor | None = None
+        for pert, dec in zip(self.perturbations, self.aux_decoders, strict=True):
+            kind = getattr(pert, "inputs", "features")
+            if kind == "features":
+                z_p = pert(z_u, generator=generator)
+            elif kind == "prediction":
+                z_p = pert(z_u, main_u, generator=generator)
+            elif isinstance(pert, VAT) and self.fused_aux and isinstance(dec, UpsampleDecoder):
+                # VAT's power iteration on the decoder as GEMMs in sub-pixel order (same direction: its
+                # loss is a sum over pixels; see objectives.fused.SubPixelRows). Cached: one reorder per step.
+                rows = SubPixelRows(dec)
+                if pert.target == "main":
+                    if rows_target is None:
+                        rows_target = rows.target(main_u)
+                    z_p = pert(z_u, rows, rows_target, generator=generator)
+                else:  # standard VAT: the target is the auxiliary decoder's own clean prediction
+                    z_p = pert(z_u, rows, generator=generator)
+            elif kind == "decoder":
+                z_p = pert(z_u, dec, main_u, generator=generator)
+            else:
+                raise ValueError(f"perturbation {type(pert).__name__} has unknown inputs {kind!r}")
+            outputs.append(z_p)
+        return outputs

@@ -1,0 +1,279 @@
+"""The fused path of Lu: the consistency loss of K auxiliary decoders as batched GEMMs in sub-pixel order.
+
+- :func:`fused_consistency_loss`: the consistency loss of K :class:`~cct_train.models.decoders.UpsampleDecoder`
+  s on K perturbed inputs, computed as batched matrix products in "sub-pixel order" (no PixelShuffle, no
+  full-resolution output kept for the backward pass), back-propagated chunk by chunk in the forward pass.
+  Same value and gradients as the plain path (the comment below says why it is exact).
+- :func:`subpixel_order`: a ``(B, C, H, W)`` map reordered into that sub-pixel order.
+- :class:`SubPixelRows`: one decoder as a callable giving its logits in that order (for I-VAT's power
+  iteration, whose loss is also a sum over pixels).
+
+The decoders are read through their parts (``conv1x1``, ``blocks[i].conv`` / ``.relu``), so this module
+imports nothing of cct_train at run time: the objective sits below the models that call it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any, cast
+
+import torch
+from torch import Tensor, nn
+
+if TYPE_CHECKING:
+    from cct_train.models.decoders import SubPixelBlock, UpsampleDecoder
+
+__all__ = ["SubPixelRows", "fused_consistency_loss", "subpixel_order"]
+
+
+# ------------------------------------------------------------------------------ fused auxiliary decoders
+#
+# Why this exists (docs/performance.md has the profile). Every layer of an UpsampleDecoder is a 1x1
+# convolution, so the decoder maps each low-resolution position of z, on its own, to an
+# ``upscale x upscale`` block of C logits: it is a per-pixel MLP whose output rows are then scattered by
+# PixelShuffle. The consistency losses (MSE of softmaxes, KL) are sums over pixels, so the ORDER of the
+# pixels does not matter as long as the target is put in the same order. Hence, for the K auxiliary
+# decoders at once:
+#   - layer 1: ``bmm((K, N, D), (K, D, C))`` with ``N = B * h * w`` (one GEMM per decoder, batched);
+#   - each sub-pixel block: ``baddbmm`` to ``(K, n, 4C)`` with the weight's output columns permuted to
+#     (sub-position, class) order, ReLU, and a free ``view`` to ``(K, 4n, C)``: the "shuffle" costs nothing;
+#   - the loss against the main softmax put once into the same order (:func:`subpixel_order`).
+# And because the loss is a scalar, its gradient with respect to every input is ``grad_out`` times a
+# tensor that can be computed right away: the forward pass back-propagates each chunk of decoders
+# immediately and keeps only the gradients (the size of the inputs), never the K full-resolution outputs
+# nor the intermediate maps. The chunk size bounds the temporary memory.
+
+
+def subpixel_order(x: Tensor, n_blocks: int) -> Tensor:
+    """``(B, C, h * 2**n, w * 2**n) -> (B * h * w * 4**n, C)``, rows in the fused decoders' order.
+
+    Row ``((b, y, x), s_1, ..., s_n)`` with ``s_k = (i_k, j_k)`` is the pixel
+    ``(y * 2**n + sum_k i_k 2**(n-k), x * 2**n + sum_k j_k 2**(n-k))``: what ``n`` PixelShuffle(2) blocks
+    produce from a low-resolution position ``(y, x)``.
+    """
+    b, c, height, width = x.shape
+    r = 1 << n_blocks
+    if height % r or width % r:
+        raise ValueError(f"spatial size {(height, width)} not divisible by {r}")
+    h, w = height // r, width // r
+    view = x.reshape(b, c, h, *([2] * n_blocks), w, *([2] * n_blocks))
+    order = [0, 2, 3 + n_blocks]
+    for k in range(n_blocks):
+        order += [3 + k, 4 + n_blocks + k]
+    order.append(1)
+    return view.permute(order).reshape(-1, c)
+
+
+def _block_params(block: SubPixelBlock) -> tuple[Tensor, Tensor, bool]:
+    """A sub-pixel block's conv as ``(C_in, 4C)`` weight / ``(4C,)`` bias, columns in (sub-position, c) order.
+
+    PixelShuffle(2) sends conv output channel ``c * 4 + s`` to class ``c`` at sub-position ``s``; listing
+    the columns as ``s * C + c`` makes a row of 4C values a ``(4, C)`` block, so the shuffle is a view.
+    """
+    weight = block.conv.weight  # (4C, C_in, 1, 1)
+    out_ch, in_ch = weight.shape[:2]
+    c = out_ch // 4
+    w = weight.reshape(c, 4, in_ch).transpose(0, 1).reshape(out_ch, in_ch).t()
+    bias = block.conv.bias
+    if bias is None:
+        b = weight.new_zeros(out_ch)
+    else:
+        b = bias.reshape(c, 4).t().reshape(out_ch)
+    return w, b, isinstance(block.relu, nn.ReLU)
+
+
+class _FusedAuxLoss(torch.autograd.Function):
+    """Sum over K decoders' sub-pixel blocks of the consistency loss, gradients computed in the forward pass.
+
+    Input ``h0``: ``(K, N, C)``, the first 1x1 conv's output of each decoder in row order (that conv stays
+    an ordinary autograd convolution: it is the only layer at the width of z, and running it as a conv on
+    each ``(B, D, h, w)`` input avoids a ``(K, N, D)`` stacked copy of the perturbed features).
+    """
+
+    @staticmethod
+    def forward(  # type: ignore[override]
+        ctx: Any,
+        meta: tuple[str, int, tuple[bool, ...], float, bool],
+        h0: Tensor,
+        q: Tensor,
+        *blocks: Tensor,
+    ) -> Tensor:
+        kind, chunk, relus, scale, need_grad = meta
+        k_all, _, n_cls = h0.shape
+        mm = h0.dtype
+        ws = [blocks[2 * i].to(mm) for i in range(len(relus))]
+        bs = [blocks[2 * i + 1].to(mm) for i in range(len(relus))]
+        qf = q.float() if q.dtype in (torch.float16, torch.bfloat16) else q
+        cdt = qf.dtype
+        total = torch.zeros((), dtype=cdt, device=h0.device)
+        if kind == "kl":  # the target's entropy term, once for all K decoders
+            total = total + k_all * torch.xlogy(qf, qf).sum()
+        if need_grad:
+            # UNSCALED gradients (the factor 2 of the MSE and the 1/count of the mean are applied to these
+            # small tensors in backward, together with grad_out: two fewer passes over the K outputs).
+            dh0 = torch.empty_like(h0)
+            dws = [torch.empty_like(w) for w in ws]
+            dbs = [torch.empty_like(b) for b in bs]
+        for start in range(0, k_all, chunk):
+            sl = slice(start, min(start + chunk, k_all))
+            k = sl.stop - sl.start
+            acts = [h0[sl]]  # (k, N, C)
+            for w, b, relu in zip(ws, bs, relus, strict=True):
+                a = torch.baddbmm(b[sl].unsqueeze(1), acts[-1].reshape(k, -1, n_cls), w[sl])  # (k, n, 4C)
+                if relu:
+                    a = a.relu_()
+                acts.append(a)
+            logits = acts[-1].reshape(k, -1, n_cls).to(cdt)  # (k, P, C), P in sub-pixel order
+            if kind == "mse":
+                # Four passes over the chunk's outputs: softmax, difference, norm, softmax JVP.
+                p = torch.softmax(logits, dim=-1)
+                diff = p.sub(qf)
+                total = total + torch.linalg.vector_norm(diff).square()
+                if need_grad:
+                    # d/dlogits of sum (p - q)^2, up to the factor 2: p * (diff - <p, diff>), in one
+                    # kernel (the softmax backward) instead of four element-wise ops.
+                    g = torch._softmax_backward_data(diff, p, -1, cdt)
+                del p, diff
+            else:  # kl: sum q (log q - log p); the q log q term is added above
+                logp = torch.log_softmax(logits, dim=-1)
+                total = total - torch.linalg.vecdot(qf.expand_as(logp).reshape(-1), logp.reshape(-1))
+                if need_grad:
+                    g = logp.exp_().sub_(qf)  # p - q, as sum_c q = 1
+            del logits
+            if not need_grad:
+                continue
+            g = g.to(mm)
+            for i in range(len(ws) - 1, -1, -1):
+                a = acts[i + 1]
+                g = g.reshape(a.shape)
+                if relus[i]:
+                    g = torch.ops.aten.threshold_backward(g, a, 0)  # ReLU's backward, one pass
+                inp = acts[i].reshape(k, -1, n_cls)
+                torch.bmm(inp.transpose(1, 2), g, out=dws[i][sl])
+                torch.sum(g, dim=1, out=dbs[i][sl])
+                g = torch.bmm(g, ws[i][sl].transpose(1, 2))
+            dh0[sl] = g
+            del acts, g
+        if need_grad:
+            grads = [dh0]
+            for dw, db in zip(dws, dbs, strict=True):
+                grads += [dw, db]
+            ctx.save_for_backward(*grads)
+        ctx.grad_factor = scale * (2.0 if kind == "mse" else 1.0)
+        ctx.dtypes = [h0.dtype, *(t.dtype for t in blocks)]
+        return total * scale
+
+    @staticmethod
+    def backward(ctx: Any, grad_out: Tensor) -> tuple[Tensor | None, ...]:  # type: ignore[override]
+        saved = ctx.saved_tensors
+        if not saved:
+            raise RuntimeError("fused_consistency_loss: forward ran without gradients")
+        factor = grad_out * ctx.grad_factor
+        outs = [(g * factor.to(g.dtype)).to(dt) for g, dt in zip(saved, ctx.dtypes, strict=True)]
+        return (None, outs[0], None, *outs[1:])
+
+
+def fused_consistency_loss(
+    decoders: Sequence[UpsampleDecoder],
+    inputs: Sequence[Tensor],
+    target_probs: Tensor,
+    kind: str = "mse",
+    *,
+    chunk_elements: int = 1 << 23,
+) -> Tensor:
+    """``mean_k d(softmax(decoders[k](inputs[k])), target_probs)``, without materialising the K outputs.
+
+    Same value and gradients (up to float rounding) as ``cct_losses.consistency_loss`` on the K decoder
+    outputs with the main prediction at the decoders' native resolution: ``"mse"`` is the mean over all
+    B*C*H*W elements, ``"kl"`` is ``KL(target || aux)`` summed over classes and averaged over pixels. The
+    decoders are run as batched matrix products in sub-pixel order (see the comment above) and back-
+    propagated chunk by chunk inside the forward pass: the autograd graph keeps only the gradients with
+    respect to the inputs and the decoders' weights. Consequently the result supports ONE backward pass
+    (no double backward), like any loss of a training step.
+
+    Args:
+        decoders: K :class:`UpsampleDecoder` of the same shape (their parameters receive the gradients).
+        inputs: K tensors ``(B, D, h, w)`` (e.g. the perturbed features), each fed to its decoder.
+        target_probs: ``(B, C, h * up, w * up)`` target probabilities (no gradient flows to it).
+        kind: ``"mse"`` or ``"kl"``.
+        chunk_elements: decoders are processed in chunks of about this many output elements
+            (``k * B * C * H * W``), at least one decoder per chunk: it bounds the temporary memory.
+
+    Returns:
+        0-d tensor in float32 (float64 for float64 targets).
+    """
+    if kind not in ("mse", "kl"):
+        raise ValueError(f"fused_consistency_loss supports 'mse' and 'kl', got {kind!r}")
+    if len(decoders) == 0 or len(decoders) != len(inputs):
+        raise ValueError("need one input per decoder, and at least one decoder")
+    first = decoders[0]
+    n_blocks = len(first.blocks)
+    batch, _, h, w = inputs[0].shape
+    n_cls = first.num_classes
+    if target_probs.shape != (batch, n_cls, h << n_blocks, w << n_blocks):
+        raise ValueError(
+            f"target_probs {tuple(target_probs.shape)} must be {(batch, n_cls, h << n_blocks, w << n_blocks)}"
+        )
+    k_all = len(decoders)
+    # First layer: each decoder's own 1x1 conv (D -> C), then (K, B, h, w, C): rows = low-res positions.
+    h0 = torch.stack([d.conv1x1(x).permute(0, 2, 3, 1) for d, x in zip(decoders, inputs, strict=True)])
+    h0 = h0.reshape(k_all, batch * h * w, n_cls)
+    blocks: list[Tensor] = []
+    relus: list[bool] = []
+    for i in range(n_blocks):
+        params = [_block_params(_as_block(d.blocks[i])) for d in decoders]
+        blocks += [torch.stack([p[0] for p in params]), torch.stack([p[1] for p in params])]
+        relus.append(params[0][2])
+    q = subpixel_order(target_probs.detach(), n_blocks)
+    pixels = q.shape[0]
+    scale = 1.0 / (k_all * pixels * (n_cls if kind == "mse" else 1))
+    chunk = max(1, int(chunk_elements) // max(1, pixels * n_cls))
+    need_grad = torch.is_grad_enabled() and (h0.requires_grad or any(t.requires_grad for t in blocks))
+    meta = (kind, chunk, tuple(relus), scale, need_grad)
+    if h0.device.type in ("cpu", "cuda"):
+        # The GEMMs run in h0's dtype (bf16 under autocast stays bf16), the softmax and the loss in float32:
+        # autocast must not re-cast inside.
+        with torch.autocast(device_type=h0.device.type, enabled=False):
+            out: Tensor = _FusedAuxLoss.apply(meta, h0, q, *blocks)
+    else:  # pragma: no cover - other backends
+        out = _FusedAuxLoss.apply(meta, h0, q, *blocks)
+    return out
+
+
+def _as_block(module: nn.Module) -> SubPixelBlock:
+    """The sub-pixel block (a 1x1 ``conv`` to 4C, then ``relu`` or not), typed: checked by its parts, so
+    that this module needs nothing of cct_train's models at run time."""
+    if not isinstance(getattr(module, "conv", None), nn.Conv2d) or not hasattr(module, "relu"):
+        raise TypeError(f"expected a SubPixelBlock, got {type(module).__name__}")
+    return cast("SubPixelBlock", module)
+
+
+class SubPixelRows:
+    """A decoder seen as ``z -> (1, C, P, 1)`` logits in sub-pixel order (see :func:`subpixel_order`).
+
+    For I-VAT: its power iteration back-propagates ``sum_pixels KL(target || softmax(decoder(z + xi d)))``
+    to ``d``, a sum over pixels, so it may run on the decoder's logits in any pixel order as long as the
+    target (:meth:`target`) is in the same order. This form is GEMMs with no PixelShuffle (whose CPU kernel
+    and its backward are slow); the ``(1, C, P, 1)`` shape keeps the class dimension at 1, where VAT's
+    softmax expects it. Uses the decoder's own parameters (nothing copied, no state).
+    """
+
+    def __init__(self, decoder: UpsampleDecoder) -> None:
+        self.decoder = decoder
+        self.n_blocks = len(decoder.blocks)
+
+    def __call__(self, z: Tensor) -> Tensor:
+        """``(B, D, h, w) -> (1, C, B * h * w * upscale**2, 1)``."""
+        dec = self.decoder
+        n_cls = dec.num_classes
+        rows = dec.conv1x1(z).permute(0, 2, 3, 1).reshape(-1, n_cls)
+        for block in dec.blocks:
+            weight, bias, relu = _block_params(_as_block(block))
+            out = torch.addmm(bias.to(rows.dtype), rows, weight.to(rows.dtype))
+            rows = (out.relu() if relu else out).reshape(-1, n_cls)
+        return rows.t().reshape(1, n_cls, -1, 1)
+
+    def target(self, logits: Tensor) -> Tensor:
+        """A ``(B, C, h * upscale, w * upscale)`` map in the same order and shape as :meth:`__call__`."""
+        rows = subpixel_order(logits, self.n_blocks)
+        return rows.t().reshape(1, rows.shape[1], -1, 1)

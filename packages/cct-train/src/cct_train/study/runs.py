@@ -1,0 +1,286 @@
+"""The study's runs: one ordinary Trainer run per (n, method, seed) in its own folder, planned, resumed from
+their results, and executed in a pool of processes with their thread budgets.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import time
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from cct_train.config import (
+    Config,
+    config_from_dict,
+)
+from cct_train.engine.machine import (
+    choose_threads,
+)
+from cct_train.engine.trainer import TrainingInterrupted
+from cct_train.study.provenance import write_json
+from cct_train.study.schema import RESULT_FILE, SUPERVISED, StudyConfig
+
+
+# ---------------------------------------------------------------------------------------------- runs
+@dataclass(frozen=True)
+class RunSpec:
+    """One training run of the study: its coordinates, folder and full training config (as plain data)."""
+
+    n: int
+    method: str
+    seed: int
+    run_dir: Path
+    config: dict[str, Any]
+
+    @property
+    def key(self) -> str:
+        return f"n{self.n}/{self.method}/seed{self.seed}"
+
+
+@dataclass
+class RunResult:
+    """What one run measured (IoUs as fractions, as the trainer reports them)."""
+
+    n: int
+    method: str
+    seed: int
+    fingerprint: str
+    miou: float
+    pixel_accuracy: float
+    per_class_iou: dict[str, float | None]
+    seconds: float
+    steps: int
+    decoders: int
+    run_dir: str = ""
+    error: str | None = None
+    #: CPU time of the run's process (all its threads): what the run costs whatever else the machine runs.
+    cpu_seconds: float | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def fingerprint(config: Mapping[str, Any]) -> str:
+    """A hash of a run's training config, without where it is written or where the data lies: a result
+    on disk counts as done only for the same settings."""
+    data = json.loads(json.dumps(dict(config), default=str))
+    data.get("experiment", {}).pop("output_dir", None)
+    data.get("data", {}).pop("root", None)
+    return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def run_config(
+    study: StudyConfig, base: Config, n: int, method: str, seed: int, run_dir: Path
+) -> dict[str, Any]:
+    """The training config of one run: the base with the run's split, seed, mode and decoders."""
+    config = base.to_dict()
+    config["experiment"].update(
+        {"name": f"{study.name}-n{n}-{method}-seed{seed}", "output_dir": str(run_dir), "seed": seed}
+    )
+    config["data"]["split"] = {"n_labeled": n, "seed": seed}
+    config["model"]["perturbations"] = study.decoders(method)
+    config["train"]["mode"] = "supervised" if method == SUPERVISED else "cct"
+    config_from_dict(config, f"run {n}/{method}/{seed}")  # fails early, naming the run
+    return config
+
+
+def plan_runs(study: StudyConfig, base: Config, runs_dir: Path) -> list[RunSpec]:
+    """Every (n, method, seed) of the study, seed-major: an interrupted study has whole seeds first."""
+    return [
+        RunSpec(n, method, seed, runs_dir / f"n{n}" / method / f"seed{seed}", config)
+        for seed in study.seeds
+        for n in study.n_labeled
+        for method in study.methods
+        for config in [run_config(study, base, n, method, seed, runs_dir / f"n{n}" / method / f"seed{seed}")]
+    ]
+
+
+def load_result(spec: RunSpec) -> RunResult | None:
+    """The stored result of a run when it exists for the same configuration, else None."""
+    path = spec.run_dir / RESULT_FILE
+    if not path.is_file():
+        return None
+    try:
+        data = json.loads(path.read_text())
+        result = RunResult(**data)
+    except (ValueError, TypeError):
+        return None
+    if result.fingerprint != fingerprint(spec.config) or result.error is not None:
+        return None
+    return result
+
+
+def execute_run(spec: RunSpec) -> RunResult:
+    """Train and validate one run (resuming from its last checkpoint when one exists) and store its result."""
+    from cct_train.engine.trainer import Trainer
+
+    start, cpu_start = time.perf_counter(), time.process_time()
+    config = config_from_dict(spec.config, spec.key)
+    _drop_stale_checkpoints(spec)
+    trainer = Trainer(config, quiet=True)
+    last = trainer.checkpoint_path("last")
+    if last.is_file():  # an interrupted run continues where it stopped
+        trainer.resume(last)
+    fit = trainer.fit()
+    metrics = fit.metrics
+    if not metrics:
+        raise RuntimeError(f"run {spec.key}: no validation metrics (is data.val_split set?)")
+    result = RunResult(
+        n=spec.n,
+        method=spec.method,
+        seed=spec.seed,
+        fingerprint=fingerprint(spec.config),
+        miou=float(metrics["miou"]),
+        pixel_accuracy=float(metrics["pixel_accuracy"]),
+        per_class_iou={k: (None if v is None else float(v)) for k, v in metrics["per_class_iou"].items()},
+        seconds=round(time.perf_counter() - start, 2),
+        steps=fit.step,
+        decoders=sum(config.model.perturbations.values()) if not config.supervised_only else 0,
+        run_dir=str(spec.run_dir),
+        cpu_seconds=round(time.process_time() - cpu_start, 2),
+    )
+    write_json(spec.run_dir / RESULT_FILE, result.to_dict())
+    return result
+
+
+def _drop_stale_checkpoints(spec: RunSpec) -> None:
+    """Remove the checkpoints of an earlier run in this folder made with other settings (its config.yaml
+    differs), so that only a run of the same configuration is resumed."""
+    saved = spec.run_dir / "config.yaml"
+    if not saved.is_file():
+        return
+    previous = yaml.safe_load(saved.read_text()) or {}
+    if fingerprint(previous) != fingerprint(config_from_dict(spec.config).to_dict()):
+        import shutil
+
+        shutil.rmtree(spec.run_dir / "checkpoints", ignore_errors=True)
+
+
+def _worker_init(threads: int) -> None:
+    import warnings
+
+    import torch
+
+    from cct_train.engine.machine import SlowPrecisionWarning
+
+    os.environ["OMP_NUM_THREADS"] = str(threads)
+    torch.set_num_threads(threads)
+    # The study warned once in the main process (study_precision); each worker would repeat it.
+    warnings.simplefilter("ignore", SlowPrecisionWarning)
+
+
+def _worker_run(spec: RunSpec) -> RunResult:
+    return execute_run(spec)
+
+
+@contextmanager
+def _torch_threads(threads: int) -> Any:
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+RunCallback = Callable[[RunSpec, RunResult], None]
+
+
+def pending_runs(specs: Sequence[RunSpec]) -> tuple[dict[str, RunResult], list[RunSpec]]:
+    """Split ``specs`` into the results already on disk (for the same configuration) and the runs to do."""
+    done: dict[str, RunResult] = {}
+    todo: list[RunSpec] = []
+    for spec in specs:
+        result = load_result(spec)
+        if result is None:
+            todo.append(spec)
+        else:
+            done[spec.key] = result
+    return done, todo
+
+
+def run_all(
+    specs: Sequence[RunSpec],
+    *,
+    jobs: int = 1,
+    threads: int | None = None,
+    callback: RunCallback | None = None,
+) -> list[RunResult]:
+    """Train every run of ``specs``; ``jobs`` > 1 runs them in spawned worker processes, ``threads`` torch
+    threads each (default: the cores shared out). Returns the results in the order of ``specs``.
+
+    ``callback(spec, result)`` is called as each run finishes. A failed run gives a RunResult with
+    ``error`` set (NaN scores) instead of stopping the others.
+    """
+    threads = threads or choose_threads(jobs).threads
+    results: dict[str, RunResult] = {}
+
+    def finished(spec: RunSpec, outcome: RunResult | BaseException) -> None:
+        if isinstance(outcome, BaseException):
+            outcome = _failed(spec, outcome)
+        results[spec.key] = outcome
+        if callback is not None:
+            callback(spec, outcome)
+
+    if jobs <= 1 or len(specs) <= 1:
+        with _torch_threads(threads):
+            for spec in specs:
+                try:
+                    finished(spec, execute_run(spec))
+                except TrainingInterrupted:
+                    raise  # SIGINT / SIGTERM: the run saved a checkpoint; stop the study
+                except Exception as error:
+                    finished(spec, error)
+    else:
+        import multiprocessing
+
+        context = multiprocessing.get_context("spawn")  # no forked torch / OpenMP state
+        with ProcessPoolExecutor(
+            max_workers=min(jobs, len(specs)),
+            mp_context=context,
+            initializer=_worker_init,
+            initargs=(threads,),
+        ) as pool:
+            pending: dict[Future[RunResult], RunSpec] = {pool.submit(_worker_run, s): s for s in specs}
+            try:
+                while pending:
+                    done_now, _ = wait(pending, return_when=FIRST_COMPLETED)
+                    for future in done_now:
+                        spec = pending.pop(future)
+                        failure = future.exception()
+                        if isinstance(failure, TrainingInterrupted):
+                            raise failure
+                        finished(spec, failure if failure is not None else future.result())
+            except (KeyboardInterrupt, TrainingInterrupted):
+                # Ctrl-C reaches the workers too: each saves its run's checkpoint and stops; start no more.
+                pool.shutdown(wait=True, cancel_futures=True)
+                raise
+    return [results[spec.key] for spec in specs]
+
+
+def _failed(spec: RunSpec, error: BaseException) -> RunResult:
+    return RunResult(
+        n=spec.n,
+        method=spec.method,
+        seed=spec.seed,
+        fingerprint=fingerprint(spec.config),
+        miou=math.nan,
+        pixel_accuracy=math.nan,
+        per_class_iou={},
+        seconds=0.0,
+        steps=0,
+        decoders=0,
+        run_dir=str(spec.run_dir),
+        error=f"{type(error).__name__}: {error}",
+    )

@@ -1,0 +1,180 @@
+"""The study's configuration (`cct study FILE`): methods, labeled counts, seeds, budgets, the base training
+config it varies; validated like the training config (unknown keys named).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import Field, ValidationError, field_validator, model_validator
+
+from cct_perturb import PERTURBATIONS
+from cct_train.config import (
+    PAPER_PERTURBATIONS,
+    Config,
+    ConfigError,
+    StrictSection,
+    apply_overrides,
+    config_from_dict,
+    format_errors,
+)
+
+SUPERVISED = "supervised"
+CCT = "cct"
+#: The seven perturbation types, in the registry's order (cct_perturb.PERTURBATIONS, the one source).
+PERTURBATION_TYPES: tuple[str, ...] = tuple(PERTURBATIONS)
+ALL_METHODS: tuple[str, ...] = (SUPERVISED, *PERTURBATION_TYPES, CCT)
+RESULT_FILE = "study-result.json"
+
+
+# ---------------------------------------------------------------------------------------------- config
+class QualitativeConfig(StrictSection):
+    """The grid of predictions: a few val images, ground truth, then each method's prediction."""
+
+    #: Which n (default: the smallest, where the paper's gap is largest) and seed (default: the first).
+    n: int | None = None
+    seed: int | None = None
+    images: int = Field(4, ge=1, le=16)
+    methods: list[str] = Field(default_factory=lambda: [SUPERVISED, CCT])
+
+
+class StudyConfig(StrictSection):
+    """What a study trains: a base training config, and the grid of n x methods x seeds over it."""
+
+    name: str = "study"
+    #: Which budget these settings are (e.g. "cpu", "gpu"): reported beside every figure.
+    budget: str = "custom"
+    description: str = ""
+    #: The training config every run starts from (the sections of `cct train`), inline or a YAML path
+    #: (relative to the study file). Its split, seed, mode and perturbations are set per run.
+    base: dict[str, Any] | Path
+    n_labeled: list[int] = Field(default_factory=lambda: [20, 50, 100])
+    seeds: list[int] = Field(default_factory=lambda: [0, 1, 2])
+    methods: list[str] = Field(default_factory=lambda: list(ALL_METHODS))
+    #: Auxiliary decoders of a single-perturbation run; None: that type's count in cct_decoders.
+    single_decoders: int | None = Field(2, ge=1)
+    #: Auxiliary decoders of the full CCT run, per type (default: the paper's 30).
+    cct_decoders: dict[str, int] = Field(default_factory=lambda: dict(PAPER_PERTURBATIONS))
+    #: Resize every image and mask once to (H, W) into a folder copy; None trains on the data as it is.
+    resize: tuple[int, int] | None = None
+    #: Runs in parallel worker processes, each with (cores / jobs) torch threads.
+    jobs: int = Field(1, ge=1)
+    #: torch threads of each run; None: the cores shared out between the jobs.
+    threads: int | None = Field(None, ge=1)
+    qualitative: QualitativeConfig = Field(default_factory=QualitativeConfig)
+
+    @field_validator("n_labeled", "seeds")
+    @classmethod
+    def _unique(cls, value: list[int]) -> list[int]:
+        if not value:
+            raise ValueError("needs at least one value")
+        if len(set(value)) != len(value):
+            raise ValueError(f"duplicate values in {value}")
+        return value
+
+    @field_validator("n_labeled")
+    @classmethod
+    def _positive(cls, value: list[int]) -> list[int]:
+        if min(value) < 1:
+            raise ValueError(f"n_labeled values must be >= 1, got {value}")
+        return sorted(value)
+
+    @field_validator("methods")
+    @classmethod
+    def _known_methods(cls, value: list[str]) -> list[str]:
+        unknown = [m for m in value if m not in ALL_METHODS]
+        if unknown:
+            raise ValueError(f"unknown methods {unknown}; known: {', '.join(ALL_METHODS)}")
+        if not value or len(set(value)) != len(value):
+            raise ValueError(f"methods must be non-empty and unique, got {value}")
+        return [m for m in ALL_METHODS if m in value]  # the report's order
+
+    @field_validator("cct_decoders")
+    @classmethod
+    def _known_types(cls, value: dict[str, int]) -> dict[str, int]:
+        unknown = [m for m in value if m not in PERTURBATION_TYPES]
+        if unknown:
+            raise ValueError(f"unknown perturbation types {unknown}; known: {', '.join(PERTURBATION_TYPES)}")
+        if any(k < 0 for k in value.values()) or not any(value.values()):
+            raise ValueError(f"decoder counts must be >= 0 with at least one > 0, got {value}")
+        return value
+
+    @field_validator("resize")
+    @classmethod
+    def _size(cls, value: tuple[int, int] | None) -> tuple[int, int] | None:
+        if value is not None and min(value) < 1:
+            raise ValueError(f"sizes must be positive, got {value}")
+        return value
+
+    @model_validator(mode="after")
+    def _qualitative(self) -> StudyConfig:
+        unknown = [m for m in self.qualitative.methods if m not in ALL_METHODS]
+        if unknown:
+            raise ValueError(f"qualitative.methods: unknown methods {unknown}")
+        return self
+
+    def decoders(self, method: str) -> dict[str, int]:
+        """The auxiliary decoders of a method's runs ({} for the supervised baseline)."""
+        if method == SUPERVISED:
+            return {}
+        if method == CCT:
+            return {name: k for name, k in self.cct_decoders.items() if k > 0}
+        k = self.single_decoders if self.single_decoders is not None else self.cct_decoders.get(method, 0)
+        return {method: max(1, k)}
+
+
+def study_config_from_dict(data: Mapping[str, Any], source: str = "<dict>") -> StudyConfig:
+    """A validated StudyConfig; errors name the source and every offending key (``study.<key>: ...``)."""
+    try:
+        study = StudyConfig.model_validate(dict(data))
+    except ValidationError as error:
+        raise ConfigError(f"invalid study configuration in {source}:\n{format_errors(error)}") from None
+    base_config(study, source=source)  # the base must be a valid training config too
+    return study
+
+
+def load_study_config(path: str | Path, overrides: Iterable[str] = ()) -> StudyConfig:
+    """Load a study YAML; ``overrides`` (``key=value``) apply to the study, e.g. ``base.train.iterations=10``.
+
+    A ``base`` given as a path is read relative to the study file.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"study config not found: {path}")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as error:
+        raise ConfigError(f"{path} is not valid YAML: {error}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: the top level must be a mapping")
+    if isinstance(data.get("base"), str):
+        base = Path(data["base"]).expanduser()
+        if not base.is_absolute() and not base.exists():
+            base = path.parent / base
+        data["base"] = _read_yaml_mapping(base)
+    return study_config_from_dict(apply_overrides(data, overrides), str(path))
+
+
+def _read_yaml_mapping(path: Path) -> dict[str, Any]:
+    if not path.is_file():
+        raise ConfigError(f"base training config not found: {path}")
+    data = yaml.safe_load(path.read_text()) or {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: the top level must be a mapping of sections")
+    return data
+
+
+def base_config(study: StudyConfig, source: str = "<study>") -> Config:
+    """The validated base training config (one domain only)."""
+    base = _read_yaml_mapping(study.base) if isinstance(study.base, Path) else study.base
+    if "domains" in base:
+        raise ConfigError(
+            f"{source}: base: a study runs over one data set; multi-domain configs are not supported"
+        )
+    try:
+        return config_from_dict(base, f"{source} (base)")
+    except ConfigError as error:
+        raise ConfigError(str(error).replace("\n  ", "\n  base.")) from None

@@ -1,0 +1,1 @@
+"""Tools built on the rest: `cct bench`, `cct demo`, the dry run."""
