@@ -83,6 +83,8 @@ def build_model(config: Config, num_classes: int | Mapping[str, int]) -> CCTMode
             mean=mean,
             std=std,
             concat_batches=config.model.concat_batches,
+            decoder_final_relu=config.model.decoder_final_relu,
+            decoder_hidden_relu=config.model.decoder_hidden_relu,
         )
     if isinstance(num_classes, Mapping):
         raise TypeError("a single-domain config takes num_classes as an int")
@@ -101,6 +103,8 @@ def build_model(config: Config, num_classes: int | Mapping[str, int]) -> CCTMode
         mean=mean,
         std=std,
         concat_batches=config.model.concat_batches,
+        decoder_final_relu=config.model.decoder_final_relu,
+        decoder_hidden_relu=config.model.decoder_hidden_relu,
     )
 
 
@@ -114,9 +118,18 @@ def build_optimizer(config: Config, model: CCTModel | MultiDomainCCT) -> torch.o
     return torch.optim.AdamW(groups, lr=optim.lr, weight_decay=optim.weight_decay)
 
 
-def poly_schedule(total: int, power: float) -> Callable[[int], float]:
-    """The paper's poly policy, stepped per iteration: lr = base * (1 - it / total) ** power."""
-    return lambda it: max(0.0, 1.0 - it / total) ** power
+def poly_schedule(total: int, power: float, warmup: int = 0) -> Callable[[int], float]:
+    """The paper's poly policy, stepped per iteration: lr = base * (1 - it / total) ** power.
+
+    ``warmup`` > 0 multiplies it by ``min(1, (it + 1) / warmup)``: a linear ramp over the first steps
+    (not in the paper; it keeps a high head learning rate from killing the decoders' ReLUs at step 1).
+    """
+
+    def factor(it: int) -> float:
+        ramp = min(1.0, (it + 1) / warmup) if warmup > 0 else 1.0
+        return ramp * max(0.0, 1.0 - it / total) ** power
+
+    return factor
 
 
 @dataclass
@@ -242,13 +255,11 @@ class Trainer:
             else self.domains[0].data.num_classes,
         )
         self.optimizer = build_optimizer(config, self.model)
+        # Stepped once per optimizer step: with gradient accumulation, iterations / accumulation of them.
+        steps = math.ceil(config.train.iterations / config.train.gradient_accumulation)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
-            # Stepped once per optimizer step: with gradient accumulation, iterations / accumulation of them.
             self.optimizer,
-            poly_schedule(
-                math.ceil(config.train.iterations / config.train.gradient_accumulation),
-                config.train.optimizer.poly_power,
-            ),
+            poly_schedule(steps, config.train.optimizer.poly_power, config.train.optimizer.warmup_steps(steps)),
         )
         self.step = 0
         self.best_miou: float | None = None
