@@ -259,7 +259,9 @@ class Trainer:
         steps = math.ceil(config.train.iterations / config.train.gradient_accumulation)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
             self.optimizer,
-            poly_schedule(steps, config.train.optimizer.poly_power, config.train.optimizer.warmup_steps(steps)),
+            poly_schedule(
+                steps, config.train.optimizer.poly_power, config.train.optimizer.warmup_steps(steps)
+            ),
         )
         self.step = 0
         self.best_miou: float | None = None
