@@ -88,6 +88,34 @@ def test_rampup_in_iterations_and_cosine_schedule(
     assert trainer.fit().step == 2
 
 
+def test_warmup_and_linear_decoders_from_the_config(
+    synthetic_root: Path, tmp_path: Path, tiny_config: Callable[..., dict[str, Any]]
+) -> None:
+    """train.optimizer.warmup ramps the lr linearly before the poly decay; model.decoder_hidden_relu
+    reaches every decoder of the trained model."""
+    raw = tiny_config(
+        synthetic_root,
+        tmp_path / "wu",
+        iterations=8,
+        optimizer={"lr": 0.01, "warmup": 4, "poly_power": 1.0},
+    )
+    raw["model"]["decoder_hidden_relu"] = False
+    trainer = Trainer(config_from_dict(raw), quiet=True)
+    factors = [trainer.scheduler.lr_lambdas[0](it) for it in range(8)]
+    expected = [min(1.0, (it + 1) / 4) * (1 - it / 8) for it in range(8)]
+    assert factors == pytest.approx(expected)
+    assert factors[0] == pytest.approx(0.25)
+    assert max(factors) == pytest.approx(factors[3])
+    decoders = [trainer.unwrapped.main_decoder, *trainer.unwrapped.aux_decoders]
+    assert all(isinstance(b.relu, torch.nn.Identity) for d in decoders for b in d.blocks)
+    assert trainer.fit().step == 8
+    # A fraction of training: 0.25 of 8 iterations is 2 steps.
+    frac = config_from_dict(
+        tiny_config(synthetic_root, tmp_path / "wu2", iterations=8, optimizer={"warmup": 0.25})
+    )
+    assert frac.train.optimizer.warmup_steps(8) == 2
+
+
 def test_cli_train_eval_and_bad_config(
     synthetic_root: Path, tmp_path: Path, tiny_config: Callable[..., dict[str, Any]]
 ) -> None:

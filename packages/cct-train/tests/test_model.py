@@ -96,6 +96,26 @@ def test_decoder_final_relu_option() -> None:
     assert isinstance(_model(perturbations={}).main_decoder.blocks[-1].relu, nn.Identity)
 
 
+def test_decoder_hidden_relu_option_makes_the_decoder_linear() -> None:
+    torch.manual_seed(0)
+    linear = UpsampleDecoder(16, C, upscale=8, hidden_relu=False)
+    assert all(isinstance(b.relu, nn.Identity) for b in linear.blocks)
+    z1, z2 = torch.randn(2, 16, 3, 3), torch.randn(2, 16, 3, 3)
+    # Linear in z up to the biases: g(a + b) - g(0) == (g(a) - g(0)) + (g(b) - g(0)).
+    zero = linear(torch.zeros_like(z1))
+    torch.testing.assert_close(linear(z1 + z2) - zero, (linear(z1) - zero) + (linear(z2) - zero))
+    paper = UpsampleDecoder(16, C, upscale=8)
+    assert all(isinstance(b.relu, nn.ReLU) for b in paper.blocks[:-1])
+    # Through the model and its stored config: every decoder (main and auxiliary) follows it, and a model
+    # rebuilt from the config gets the same decoders.
+    model = _model(perturbations={"feature_noise": 1}, decoder_hidden_relu=False)
+    for dec in [model.main_decoder, *model.aux_decoders]:
+        assert all(isinstance(b.relu, nn.Identity) for b in dec.blocks)
+    assert model.config["decoder_hidden_relu"] is False
+    rebuilt = CCTModel.from_config(model.config)
+    assert all(isinstance(b.relu, nn.Identity) for b in rebuilt.main_decoder.blocks)
+
+
 # ------------------------------------------------------------------------------------------------ model
 
 

@@ -84,6 +84,11 @@ class ModelConfig(StrictSection):
     #: Labeled and unlabeled images through the encoder in ONE batch (one pass; BatchNorm statistics over
     #: both). False: two passes, as the original code (BatchNorm sees each batch alone).
     concat_batches: bool = True
+    #: The decoders' sub-pixel ReLUs (see UpsampleDecoder): the paper has one in every block; by default
+    #: the last block's is dropped (unconstrained logits). decoder_hidden_relu: false makes the decoders
+    #: linear, which keeps them from losing channels to dead ReLUs under a high head learning rate.
+    decoder_final_relu: bool = False
+    decoder_hidden_relu: bool = True
 
     @field_validator("weights", mode="before")
     @classmethod
@@ -195,6 +200,12 @@ class OptimConfig(StrictSection):
     weight_decay: float = Field(1e-4, ge=0)
     backbone_lr_factor: float = Field(0.1, gt=0)
     poly_power: float = Field(0.9, ge=0)
+    #: Linear learning-rate warm-up before the poly decay: a fraction of training (<= 1) or iterations (> 1).
+    warmup: float = Field(0.0, ge=0, description="fraction of training (<= 1) or iterations (> 1)")
+
+    def warmup_steps(self, total: int) -> int:
+        """The warm-up in optimizer steps for a run of ``total`` of them."""
+        return round(self.warmup * total) if self.warmup <= 1 else int(self.warmup)
 
 
 class ConsistencyConfig(StrictSection):

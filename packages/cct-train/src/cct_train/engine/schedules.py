@@ -53,21 +53,32 @@ def build_optimizer(config: Config, model: Any) -> torch.optim.Optimizer:
     )
 
 
-def poly_schedule(total: int, power: float = 0.9) -> Callable[[int], float]:
+def poly_schedule(total: int, power: float = 0.9, warmup: int = 0) -> Callable[[int], float]:
     """The paper's poly policy, stepped per iteration: lr = base * (1 - it / total) ** power.
+
+    ``warmup`` > 0 multiplies it by ``min(1, (it + 1) / warmup)``: a linear ramp over the first steps
+    (not in the paper; it keeps a high head learning rate from killing the decoders' ReLUs at step 1).
 
     >>> schedule = poly_schedule(100, 0.9)
     >>> schedule(0), round(schedule(50), 4), schedule(100), schedule(120)
     (1.0, 0.5359, 0.0, 0.0)
+    >>> warm = poly_schedule(100, 1.0, warmup=4)
+    >>> warm(0), warm(1), warm(3), warm(50)
+    (0.25, 0.495, 0.97, 0.5)
     """
-    return lambda it: max(0.0, 1.0 - it / total) ** power
+
+    def factor(it: int) -> float:
+        ramp = min(1.0, (it + 1) / warmup) if warmup > 0 else 1.0
+        return ramp * max(0.0, 1.0 - it / total) ** power
+
+    return factor
 
 
 def poly_scheduler(
-    optimizer: torch.optim.Optimizer, total: int, power: float = 0.9
+    optimizer: torch.optim.Optimizer, total: int, power: float = 0.9, warmup: int = 0
 ) -> torch.optim.lr_scheduler.LambdaLR:
     """A ``LambdaLR`` of :func:`poly_schedule`: call ``step()`` once per optimizer step."""
-    return torch.optim.lr_scheduler.LambdaLR(optimizer, poly_schedule(total, power))
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, poly_schedule(total, power, warmup))
 
 
 def consistency_schedule(config: Config, weight: float | None = None) -> ConsistencyWeight:

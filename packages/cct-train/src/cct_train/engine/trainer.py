@@ -187,10 +187,12 @@ class Trainer:
         )
         self.optimizer = build_optimizer(config, self.model)
         # Stepped once per optimizer step: with gradient accumulation, iterations / accumulation of them.
+        steps = math.ceil(config.train.iterations / config.train.gradient_accumulation)
         self.scheduler = poly_scheduler(
             self.optimizer,
-            math.ceil(config.train.iterations / config.train.gradient_accumulation),
+            steps,
             config.train.optimizer.poly_power,
+            config.train.optimizer.warmup_steps(steps),
         )
         self.step = 0
         self.best_miou: float | None = None

@@ -192,6 +192,8 @@ class CCTModel(nn.Module):
         decoder_final_relu: keep the ReLU of the decoders' last sub-pixel block as the paper / original do
             (logits >= 0). Default ``False`` (unconstrained logits): with it, fresh decoders often start
             with a class channel dead at every pixel (no gradient); see :class:`UpsampleDecoder`.
+        decoder_hidden_relu: the ReLU of the decoders' other sub-pixel blocks (paper: ``True``); ``False``
+            gives linear decoders, which cannot lose a channel group to dead ReLUs early in training.
         encoder_kwargs: extra arguments for ``build_encoder`` (e.g. ``{"drop_path_rate": 0.1}``).
         mean, std: the input normalisation the model expects of [0, 1] RGB images (``(x - mean) / std``);
             ``None``: the encoder's pretrained statistics (:func:`~cct_train.models.encoders.input_normalization`,
@@ -235,6 +237,7 @@ class CCTModel(nn.Module):
         min_kept: int = 1,
         concat_batches: bool = True,
         decoder_final_relu: bool = False,
+        decoder_hidden_relu: bool = True,
         encoder_kwargs: Mapping[str, Any] | None = None,
         mean: Sequence[float] | None = None,
         std: Sequence[float] | None = None,
@@ -275,6 +278,7 @@ class CCTModel(nn.Module):
                 "min_kept": min_kept,
                 "concat_batches": concat_batches,
                 "decoder_final_relu": decoder_final_relu,
+                "decoder_hidden_relu": decoder_hidden_relu,
                 "encoder_kwargs": dict(encoder_kwargs or {}),
                 "mean": mean,
                 "std": std,
@@ -304,7 +308,13 @@ class CCTModel(nn.Module):
         self.z_channels = z_channels
 
         def decoder() -> UpsampleDecoder:
-            return UpsampleDecoder(z_channels, num_classes, upscale, final_relu=decoder_final_relu)
+            return UpsampleDecoder(
+                z_channels,
+                num_classes,
+                upscale,
+                final_relu=decoder_final_relu,
+                hidden_relu=decoder_hidden_relu,
+            )
 
         self.main_decoder = decoder()
         self.aux_names: list[str] = []

@@ -147,6 +147,11 @@ class UpsampleDecoder(nn.Module):
         in_channels: ``D``, channels of ``z``.
         num_classes: ``C``.
         upscale: total upsampling factor (the encoder's output stride).
+        hidden_relu: the ReLU of every block but the last, as the paper. ``False`` makes the decoder linear
+            (1x1 conv and linear sub-pixel upsampling): at width C the hidden ReLUs can die all but
+            one channel group within the first steps of a high learning rate (measured on CamVid with a
+            pretrained EfficientNet-Lite0 at lr 0.05: 40 of 44 channels of the first block dead at every pixel
+            by step 10, and the model then predicts only 3 of 11 classes; docs/results.md).
         final_relu: keep the ReLU of the LAST block too, as the paper and the original code do. Default
             ``False``: the last block is conv + shuffle, so the logits are unconstrained. With the final
             ReLU the logits are >= 0 and a class channel whose pre-activation is negative at every pixel
@@ -158,7 +163,13 @@ class UpsampleDecoder(nn.Module):
     """
 
     def __init__(
-        self, in_channels: int, num_classes: int, upscale: int = 8, *, final_relu: bool = False
+        self,
+        in_channels: int,
+        num_classes: int,
+        upscale: int = 8,
+        *,
+        final_relu: bool = False,
+        hidden_relu: bool = True,
     ) -> None:
         super().__init__()
         if upscale < 1 or upscale & (upscale - 1):
@@ -170,7 +181,10 @@ class UpsampleDecoder(nn.Module):
         self.conv1x1 = nn.Conv2d(in_channels, num_classes, kernel_size=1, bias=False)
         nn.init.kaiming_normal_(self.conv1x1.weight, nonlinearity="relu")
         self.blocks = nn.Sequential(
-            *(SubPixelBlock(num_classes, relu=final_relu or i < n_blocks - 1) for i in range(n_blocks))
+            *(
+                SubPixelBlock(num_classes, relu=final_relu if i == n_blocks - 1 else hidden_relu)
+                for i in range(n_blocks)
+            )
         )
 
     def forward(self, z: Tensor) -> Tensor:

@@ -33,6 +33,8 @@ def encoder_arguments(config: Config) -> dict[str, Any]:
         "mean": mean,
         "std": std,
         "concat_batches": model.concat_batches,
+        "decoder_final_relu": model.decoder_final_relu,
+        "decoder_hidden_relu": model.decoder_hidden_relu,
     }
 
 

@@ -68,7 +68,7 @@ class MultiDomainCCT(nn.Module):
             a supervised head.
         psp_channels, psp_bins, output_stride, pretrained, weights, in_channels, encoder_kwargs, mean, std:
             the shared encoder and its input normalisation, as for ``CCTModel``.
-        consistency, ignore_index, min_kept, decoder_final_relu: the heads' settings, as for ``CCTModel``.
+        consistency, ignore_index, min_kept, decoder_final_relu, decoder_hidden_relu: the heads' settings, as for ``CCTModel``.
         concat_batches: encode every image of a step (all domains, labeled and unlabeled) in one backbone
             pass when their shapes match.
 
@@ -93,6 +93,7 @@ class MultiDomainCCT(nn.Module):
         min_kept: int = 1,
         concat_batches: bool = True,
         decoder_final_relu: bool = False,
+        decoder_hidden_relu: bool = True,
         encoder_kwargs: Mapping[str, Any] | None = None,
         mean: Sequence[float] | None = None,
         std: Sequence[float] | None = None,
@@ -124,6 +125,7 @@ class MultiDomainCCT(nn.Module):
                 "min_kept": min_kept,
                 "concat_batches": concat_batches,
                 "decoder_final_relu": decoder_final_relu,
+                "decoder_hidden_relu": decoder_hidden_relu,
                 "encoder_kwargs": dict(encoder_kwargs or {}),
                 "mean": mean,
                 "std": std,
@@ -163,6 +165,7 @@ class MultiDomainCCT(nn.Module):
                     min_kept=min_kept,
                     concat_batches=False,
                     decoder_final_relu=decoder_final_relu,
+                    decoder_hidden_relu=decoder_hidden_relu,
                 )
                 for name, spec in specs.items()
             }

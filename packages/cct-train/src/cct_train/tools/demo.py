@@ -97,6 +97,9 @@ def demo_config(
                 # (docs/results.md, the pretrained CamVid study).
                 "psp_channels": 512,
                 "concat_batches": False,
+                # Linear decoders: at lr 0.05 the paper's width-C ReLUs can die within the first steps
+                # (docs/results.md, the pretrained CamVid study).
+                "decoder_hidden_relu": False,
                 "background": background,
                 # The paper's seven perturbation types with fewer decoders each, to fit a CPU demo.
                 "perturbations": dict(CPU_PERTURBATIONS),
@@ -110,7 +113,8 @@ def demo_config(
                 "log_every": 10,
                 "consistency": {"weight": 30.0, "rampup": 0.1},
                 # A pretrained backbone learns at lr / 10 (the paper); from scratch it learns at the full rate.
-                "optimizer": {"lr": 0.05, "backbone_lr_factor": 0.1 if weights else 1.0},
+                # A 10 % linear warm-up: the first full-lr steps are what kills decoder channels.
+                "optimizer": {"lr": 0.05, "backbone_lr_factor": 0.1 if weights else 1.0, "warmup": 0.1},
                 # bf16 autocast where the CPU / GPU runs it natively, float32 elsewhere (printed at the start).
                 "mixed_precision": "auto",
             },
