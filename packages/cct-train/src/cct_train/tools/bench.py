@@ -74,6 +74,8 @@ from rich.table import Table
 from cct_train.config import CPU_PERTURBATIONS, PAPER_PERTURBATIONS
 from cct_train.engine.machine import (
     PRECISION_LABELS,
+    PrecisionChoice,
+    ThreadChoice,
     choose_threads,
     cpu_info,
     device_description,
@@ -168,18 +170,10 @@ def _batch(work: Workload, device: torch.device) -> dict[str, torch.Tensor]:
     }
 
 
-def _measure(
-    work: Workload, mode: str, device: str, steps: int, warmup: int, extras: bool, threads: int | None = None
-) -> dict[str, Any]:
-    """One (mode, round) measurement; meant to run in its own process (see the module docstring)."""
+def _bench_model(work: Workload, cct: bool, dev: torch.device) -> tuple[Any, torch.optim.Optimizer]:
+    """The model of one mode (the supervised floor: no perturbations, so no auxiliary decoders) and its SGD."""
     from cct_train.models.cct import CCTModel
 
-    if threads:
-        torch.set_num_threads(threads)
-    dev = torch.device(device)
-    torch.manual_seed(0)
-    data = _batch(work, dev)
-    cct = mode == "cct"
     model = CCTModel(
         work.encoder,
         work.classes,
@@ -191,28 +185,41 @@ def _measure(
         for key, value in work.model_attrs.items():
             setattr(model, key, value)
     model = model.to(dev).train()
-    optimizer = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9)
+    return model, torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9)
+
+
+def _step_inputs(
+    data: dict[str, torch.Tensor], cct: bool
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    """Images, targets and unlabeled images of one mode's step: B + B for CCT, 2B labeled for the floor."""
     if cct:
-        images, targets, unlabeled = data["images"], data["targets"], data["unlabeled"]
-    else:  # the floor: the same encoder work, 2B labeled images
-        images = torch.cat([data["images"], data["unlabeled"]])
-        targets = torch.cat([data["targets"], data["unlabeled_targets"]])
-        unlabeled = None
-    dtype = torch.float16 if work.amp == "fp16" else torch.bfloat16
+        return data["images"], data["targets"], data["unlabeled"]
+    # the floor: the same encoder work, 2B labeled images
+    images = torch.cat([data["images"], data["unlabeled"]])
+    targets = torch.cat([data["targets"], data["unlabeled_targets"]])
+    return images, targets, None
 
-    def step() -> None:
-        with torch.autocast(dev.type, dtype=dtype, enabled=work.amp != "no"):
-            out = model(images, targets, unlabeled=unlabeled, consistency_weight=1.0)
-        out["loss"].backward()
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
 
+def _memory_base(dev: torch.device) -> float:
+    """MB in use before the first step, subtracted from the peak to give what the step itself adds."""
     if dev.type == "cuda":
         torch.cuda.empty_cache()
         torch.cuda.reset_peak_memory_stats(dev)
-        base = torch.cuda.memory_allocated(dev) / 2**20
-    else:
-        base = _rss_mb()
+        return torch.cuda.memory_allocated(dev) / 2**20
+    return _rss_mb()
+
+
+def _memory_peak(dev: torch.device) -> float:
+    """MB at the high-water mark: allocated on CUDA, the process's resident set on CPU."""
+    if dev.type == "cuda":
+        return torch.cuda.max_memory_allocated(dev) / 2**20
+    return _maxrss_mb()
+
+
+def _time_steps(
+    step: Callable[[], None], dev: torch.device, steps: int, warmup: int
+) -> tuple[list[float], list[float]]:
+    """Wall and process CPU seconds of each timed step (after ``warmup`` untimed ones)."""
     for _ in range(warmup):
         step()
     _sync(dev)
@@ -223,12 +230,32 @@ def _measure(
         _sync(dev)
         walls.append(time.perf_counter() - t0)
         cpus.append(time.process_time() - c0)
-    if dev.type == "cuda":
-        peak = torch.cuda.max_memory_allocated(dev) / 2**20
-        step_peak = peak - base
-    else:
-        peak = _maxrss_mb()
-        step_peak = peak - base
+    return walls, cpus
+
+
+def _measure(
+    work: Workload, mode: str, device: str, steps: int, warmup: int, extras: bool, threads: int | None = None
+) -> dict[str, Any]:
+    """One (mode, round) measurement; meant to run in its own process (see the module docstring)."""
+    if threads:
+        torch.set_num_threads(threads)
+    dev = torch.device(device)
+    torch.manual_seed(0)
+    data = _batch(work, dev)
+    cct = mode == "cct"
+    model, optimizer = _bench_model(work, cct, dev)
+    images, targets, unlabeled = _step_inputs(data, cct)
+
+    def step() -> None:
+        with _autocast(work, dev):
+            out = model(images, targets, unlabeled=unlabeled, consistency_weight=1.0)
+        out["loss"].backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+
+    base = _memory_base(dev)
+    walls, cpus = _time_steps(step, dev, steps, warmup)
+    peak = _memory_peak(dev)
     result: dict[str, Any] = {
         "mode": mode,
         "labeled": int(images.shape[0]),
@@ -237,7 +264,7 @@ def _measure(
         "s_per_step": statistics.median(walls),
         "cpu_s_per_step": statistics.median(cpus),
         "peak_memory_mb": peak,
-        "step_memory_mb": step_peak,
+        "step_memory_mb": peak - base,
     }
     if extras:
         result["gflop_per_step"] = _count_flops(step) / 1e9
@@ -320,6 +347,150 @@ def _ratio(num: float, den: float) -> float:
     return num / den if den > 0 else float("nan")
 
 
+def _resolve_workload(workload: str | Workload | None, dev: torch.device) -> Workload:
+    """The named (or the device's default) workload; refuses an unknown name with the known ones."""
+    if workload is None:
+        workload = DEFAULT_WORKLOADS.get(dev.type, "cpu")
+    if isinstance(workload, str):
+        if workload not in WORKLOADS:
+            raise ValueError(f"unknown workload {workload!r}; known: {sorted(WORKLOADS)}")
+        return WORKLOADS[workload]
+    return workload
+
+
+def _requested_precision(work: Workload, precision: str | None, dev: torch.device) -> str:
+    """``precision`` or the workload's; fp16 means nothing on CPU, so there it asks for float32."""
+    requested = precision or work.amp
+    if dev.type == "cpu" and requested == "fp16":
+        requested = "no"
+    return requested
+
+
+def _run_rounds(
+    work: Workload, dev: torch.device, steps: int, warmup: int, rounds: int, threads: int, subprocess: bool
+) -> list[dict[str, Any]]:
+    """The raw per-process rows, supervised and CCT alternating so a slow spell of the machine hits both;
+    the extras (FLOPs, perturbations, inference) in the first round only."""
+    raw: list[dict[str, Any]] = []
+    ctx = mp.get_context("spawn")
+    for r in range(rounds):
+        for mode in ("supervised", "cct"):
+            args = (work, mode, str(dev), steps, warmup, r == 0, threads)
+            if subprocess:
+                with ctx.Pool(1) as pool:
+                    row = pool.apply(_measure, args)
+            else:
+                before = torch.get_num_threads()
+                try:
+                    row = _measure(*args)
+                finally:
+                    torch.set_num_threads(before)
+            row["round"] = r
+            raw.append(row)
+    return raw
+
+
+def _mode_rows(raw: list[dict[str, Any]], mode: str) -> list[dict[str, Any]]:
+    return [x for x in raw if x["mode"] == mode]
+
+
+def _mode_summary(mode: str, mine: list[dict[str, Any]]) -> dict[str, Any]:
+    """One ``train_steps`` row: times are medians over rounds, memory the worst round."""
+    images = mine[0]["labeled"] + mine[0]["unlabeled"]
+    seconds = statistics.median(x["s_per_step"] for x in mine)
+    return {
+        "mode": mode,
+        "labeled": mine[0]["labeled"],
+        "unlabeled": mine[0]["unlabeled"],
+        "aux_decoders": mine[0]["aux_decoders"],
+        "s_per_step": seconds,
+        "cpu_s_per_step": statistics.median(x["cpu_s_per_step"] for x in mine),
+        "images_per_s": images / seconds,
+        "peak_memory_mb": max(x["peak_memory_mb"] for x in mine),
+        "step_memory_mb": max(x["step_memory_mb"] for x in mine),
+        "gflop_per_step": mine[0].get("gflop_per_step", float("nan")),
+    }
+
+
+def _ratios(raw: list[dict[str, Any]], summary: list[dict[str, Any]]) -> dict[str, float]:
+    """CCT / supervised: times as medians of the per-round ratios (each round's pair ran back to back)."""
+    pairs = list(zip(_mode_rows(raw, "supervised"), _mode_rows(raw, "cct"), strict=True))
+    return {
+        "time": statistics.median(_ratio(c["s_per_step"], s["s_per_step"]) for s, c in pairs),
+        "cpu_time": statistics.median(_ratio(c["cpu_s_per_step"], s["cpu_s_per_step"]) for s, c in pairs),
+        "peak_memory": _ratio(summary[1]["peak_memory_mb"], summary[0]["peak_memory_mb"]),
+        "step_memory": _ratio(summary[1]["step_memory_mb"], summary[0]["step_memory_mb"]),
+        "flops": _ratio(summary[1]["gflop_per_step"], summary[0]["gflop_per_step"]),
+    }
+
+
+def _targets(
+    ratios: dict[str, float], cct_s_per_step: float, work: Workload, dev: torch.device
+) -> dict[str, Any]:
+    """Each limit of :data:`TARGETS` against its ratio, and the speed-up over the original's quoted figure
+    where the workload has one."""
+    targets: dict[str, Any] = {
+        name: {"limit": limit, "value": ratios[name], "met": bool(ratios[name] <= limit)}
+        for name, limit in TARGETS.items()
+    }
+    if work.reference_s_per_step is not None:
+        low, high = work.reference_s_per_step
+        limit = SPEEDUP_TARGETS.get(dev.type, SPEEDUP_TARGETS["cpu"])
+        targets["vs_original"] = {
+            "original_s_per_step": [low, high],
+            "speedup": [low / cct_s_per_step, high / cct_s_per_step],
+            "limit": limit,
+            "met": bool(low / cct_s_per_step >= limit),
+        }
+    return targets
+
+
+def _analysis(raw: list[dict[str, Any]], work: Workload, dev: torch.device) -> dict[str, Any]:
+    """The results' measured part, from the raw rows: summary, ratios, targets, first-round extras."""
+    summary = [_mode_summary(mode, _mode_rows(raw, mode)) for mode in ("supervised", "cct")]
+    ratios = _ratios(raw, summary)
+    first_cct = _mode_rows(raw, "cct")[0]
+    return {
+        "train_steps": summary,
+        "cct_over_supervised": ratios,
+        "targets": _targets(ratios, summary[1]["s_per_step"], work, dev),
+        "perturbations_ms": first_cct.get("perturbations_ms", {}),
+        "inference_images_per_s": first_cct.get("inference_images_per_s", float("nan")),
+        "rounds": raw,
+    }
+
+
+def _workload_json(work: Workload) -> dict[str, Any]:
+    """The workload as plain JSON types (tuples and mappings would not round-trip)."""
+    workload_json = asdict(work)
+    workload_json["size"] = list(work.size)
+    workload_json["perturbations"] = dict(work.perturbations)
+    workload_json["model_attrs"] = dict(work.model_attrs)
+    return workload_json
+
+
+def _machine(
+    dev: torch.device, requested: str, choice: PrecisionChoice, thread_choice: ThreadChoice
+) -> dict[str, Any]:
+    """What the figures depend on besides the workload: the device, CPU, precision, torch and threads."""
+    return {
+        "device": torch.cuda.get_device_name(dev) if dev.type == "cuda" else cpu_info().model,
+        "device_description": device_description(dev),
+        "cpu": cpu_info().to_dict(),
+        "precision": {"requested": requested, "used": choice.precision, "reason": choice.reason},
+        "torch": torch.__version__,
+        "threads": thread_choice.threads,
+        "threads_reason": thread_choice.reason,
+    }
+
+
+def _write_json(results: dict[str, Any], json_out: Path, quiet: bool) -> None:
+    json_out.parent.mkdir(parents=True, exist_ok=True)
+    json_out.write_text(json.dumps(results, indent=2))
+    if not quiet:
+        console.print(f"written to {json_out}")
+
+
 def run_bench(
     device: str | None = None,
     json_out: Path | None = None,
@@ -363,118 +534,29 @@ def run_bench(
         ``device_description``, ``threads`` and ``threads_reason``.
     """
     dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    if workload is None:
-        workload = DEFAULT_WORKLOADS.get(dev.type, "cpu")
-    if isinstance(workload, str):
-        if workload not in WORKLOADS:
-            raise ValueError(f"unknown workload {workload!r}; known: {sorted(WORKLOADS)}")
-        work = WORKLOADS[workload]
-    else:
-        work = workload
-    requested = precision or work.amp
-    if dev.type == "cpu" and requested == "fp16":
-        requested = "no"
+    work = _resolve_workload(workload, dev)
+    requested = _requested_precision(work, precision, dev)
     choice = resolve_precision(requested, dev)
     work = replace(work, amp=choice.precision)
     thread_choice = choose_threads(1, requested=threads)
-    threads = thread_choice.threads
     if not quiet:
         console.print(f"{device_description(dev)}: {choice.describe()}; {thread_choice.describe()}")
     load_before = os.getloadavg()
-    raw: list[dict[str, Any]] = []
-    ctx = mp.get_context("spawn")
-    for r in range(rounds):
-        for mode in ("supervised", "cct"):
-            args = (work, mode, str(dev), steps, warmup, r == 0, threads)
-            if subprocess:
-                with ctx.Pool(1) as pool:
-                    row = pool.apply(_measure, args)
-            else:
-                before = torch.get_num_threads()
-                try:
-                    row = _measure(*args)
-                finally:
-                    torch.set_num_threads(before)
-            row["round"] = r
-            raw.append(row)
+    raw = _run_rounds(work, dev, steps, warmup, rounds, thread_choice.threads, subprocess)
     load_after = os.getloadavg()
-
-    def rows(mode: str) -> list[dict[str, Any]]:
-        return [x for x in raw if x["mode"] == mode]
-
-    summary = []
-    for mode in ("supervised", "cct"):
-        mine = rows(mode)
-        images = mine[0]["labeled"] + mine[0]["unlabeled"]
-        seconds = statistics.median(x["s_per_step"] for x in mine)
-        summary.append(
-            {
-                "mode": mode,
-                "labeled": mine[0]["labeled"],
-                "unlabeled": mine[0]["unlabeled"],
-                "aux_decoders": mine[0]["aux_decoders"],
-                "s_per_step": seconds,
-                "cpu_s_per_step": statistics.median(x["cpu_s_per_step"] for x in mine),
-                "images_per_s": images / seconds,
-                "peak_memory_mb": max(x["peak_memory_mb"] for x in mine),
-                "step_memory_mb": max(x["step_memory_mb"] for x in mine),
-                "gflop_per_step": mine[0].get("gflop_per_step", float("nan")),
-            }
-        )
-    pairs = list(zip(rows("supervised"), rows("cct"), strict=True))
-    ratios = {
-        "time": statistics.median(_ratio(c["s_per_step"], s["s_per_step"]) for s, c in pairs),
-        "cpu_time": statistics.median(_ratio(c["cpu_s_per_step"], s["cpu_s_per_step"]) for s, c in pairs),
-        "peak_memory": _ratio(summary[1]["peak_memory_mb"], summary[0]["peak_memory_mb"]),
-        "step_memory": _ratio(summary[1]["step_memory_mb"], summary[0]["step_memory_mb"]),
-        "flops": _ratio(summary[1]["gflop_per_step"], summary[0]["gflop_per_step"]),
-    }
-    targets: dict[str, Any] = {
-        name: {"limit": limit, "value": ratios[name], "met": bool(ratios[name] <= limit)}
-        for name, limit in TARGETS.items()
-    }
-    if work.reference_s_per_step is not None:
-        low, high = work.reference_s_per_step
-        ours = summary[1]["s_per_step"]
-        limit = SPEEDUP_TARGETS.get(dev.type, SPEEDUP_TARGETS["cpu"])
-        targets["vs_original"] = {
-            "original_s_per_step": [low, high],
-            "speedup": [low / ours, high / ours],
-            "limit": limit,
-            "met": bool(low / ours >= limit),
-        }
-    first_cct = rows("cct")[0]
-    workload_json = asdict(work)
-    workload_json["size"] = list(work.size)
-    workload_json["perturbations"] = dict(work.perturbations)
-    workload_json["model_attrs"] = dict(work.model_attrs)
     results: dict[str, Any] = {
-        "workload": workload_json,
-        "device": torch.cuda.get_device_name(dev) if dev.type == "cuda" else cpu_info().model,
-        "device_description": device_description(dev),
-        "cpu": cpu_info().to_dict(),
-        "precision": {"requested": requested, "used": choice.precision, "reason": choice.reason},
-        "torch": torch.__version__,
-        "threads": threads,
-        "threads_reason": thread_choice.reason,
+        "workload": _workload_json(work),
+        **_machine(dev, requested, choice, thread_choice),
         "steps": steps,
         "rounds_count": rounds,
         "subprocess": subprocess,
         "load_average": {"before": list(load_before), "after": list(load_after)},
-        "train_steps": summary,
-        "cct_over_supervised": ratios,
-        "targets": targets,
-        "perturbations_ms": first_cct.get("perturbations_ms", {}),
-        "inference_images_per_s": first_cct.get("inference_images_per_s", float("nan")),
-        "rounds": raw,
+        **_analysis(raw, work, dev),
     }
     if not quiet:
         _print(results)
     if json_out is not None:
-        json_out.parent.mkdir(parents=True, exist_ok=True)
-        json_out.write_text(json.dumps(results, indent=2))
-        if not quiet:
-            console.print(f"written to {json_out}")
+        _write_json(results, json_out, quiet)
     return results
 
 
@@ -502,19 +584,23 @@ def _targets_line(targets: dict[str, Any], flops: float) -> str:
     return line
 
 
-def _print(results: dict[str, Any]) -> None:
-    # Not a terminal (nox, CI, a log file): rich would fold the table to 80 columns.
-    out = console if console.is_terminal else Console(width=130)
+def _title(results: dict[str, Any]) -> str:
+    """The table's title: the workload and the conditions, so a pasted table says what it measured."""
     work = results["workload"]
     b = work["batch"]
     load = results["load_average"]
-    table = Table(
-        title=f"cct bench \\[{work['name']}] on {results['device_description']}: {work['encoder']} "
+    return (
+        f"cct bench \\[{work['name']}] on {results['device_description']}: {work['encoder']} "
         f"{work['size'][0]}x{work['size'][1]}, CCT {b}+{b} vs supervised {2 * b}, "
         f"{PRECISION_LABELS.get(work['amp'], work['amp'])}, "
         f"{results['threads']} threads, {results['rounds_count']} rounds x {results['steps']} steps, load {load['before'][0]:.2f} -> "
         f"{load['after'][0]:.2f}"
     )
+
+
+def _steps_table(results: dict[str, Any]) -> Table:
+    """One row per mode, then the CCT / supervised ratios and the main path's inference throughput."""
+    table = Table(title=_title(results))
     columns = [
         "step",
         "images",
@@ -556,16 +642,26 @@ def _print(results: dict[str, Any]) -> None:
     table.add_row(
         "inference (main path)", "", "", "", "", f"{results['inference_images_per_s']:.2f}", "", "", ""
     )
-    out.print(table)
-    precision = results["precision"]
-    out.print(
-        f"precision: {PRECISION_LABELS.get(precision['used'], precision['used'])} ({precision['reason']})"
-    )
-    out.print(f"threads: {results['threads']} ({results['threads_reason']})")
-    out.print(_targets_line(results["targets"], ratio["flops"]))
+    return table
+
+
+def _perturbations_table(results: dict[str, Any]) -> Table:
     perturb = Table(title="perturbations alone (ms per call on the unlabeled batch's z)", min_width=64)
     perturb.add_column("perturbation")
     perturb.add_column("ms", justify="right")
     for name, ms in results["perturbations_ms"].items():
         perturb.add_row(name, f"{ms:.2f}")
-    out.print(perturb)
+    return perturb
+
+
+def _print(results: dict[str, Any]) -> None:
+    # Not a terminal (nox, CI, a log file): rich would fold the table to 80 columns.
+    out = console if console.is_terminal else Console(width=130)
+    out.print(_steps_table(results))
+    precision = results["precision"]
+    out.print(
+        f"precision: {PRECISION_LABELS.get(precision['used'], precision['used'])} ({precision['reason']})"
+    )
+    out.print(f"threads: {results['threads']} ({results['threads_reason']})")
+    out.print(_targets_line(results["targets"], results["cct_over_supervised"]["flops"]))
+    out.print(_perturbations_table(results))
