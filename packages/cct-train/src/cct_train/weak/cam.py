@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -63,6 +63,132 @@ def build_classifier(
     return CAMClassifier(backbone, num_classes, in_features=in_features or backbone.out_channels)
 
 
+def _labelled_dataset(
+    dataset: Any, labels: Mapping[str, Sequence[int]] | None, num_classes: int
+) -> tuple[Any, LabelLookup | None]:
+    """The images to train on and where their labels come from: with ``labels``, the listed images only,
+    without masks (the labels file is the supervision, not the masks); else the masks, which must exist."""
+    names_all = list(dataset.names)
+    if labels is None:
+        if not getattr(dataset, "has_masks", False):
+            raise ValueError("no image-level labels given and the data set has no masks to derive them from")
+        return dataset, None
+    known = set(names_all)
+    listed = [n for n in labels if n in known]
+    unknown = [n for n in labels if n not in known]
+    if unknown:
+        raise ValueError(
+            f"{len(unknown)} image(s) of the labels are not in the data set, e.g. {unknown[:5]} "
+            f"(the data set has {len(names_all)} images, e.g. {names_all[:3]})"
+        )
+    dataset = dataset.subset(listed)
+    if hasattr(dataset, "without_masks"):
+        dataset = dataset.without_masks()
+    return dataset, LabelLookup(list(dataset.names), labels, num_classes)
+
+
+def _cam_optimizer(
+    model: CAMClassifier,
+    optimizer: Literal["sgd", "adamw"],
+    lr: float,
+    classifier_lr_factor: float,
+    weight_decay: float,
+    iterations: int,
+) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LRScheduler]:
+    """The optimizer with the linear layer ``classifier_lr_factor`` times faster than the encoder (it starts
+    from scratch, the encoder possibly pretrained), and its poly schedule."""
+    groups = [
+        {"params": list(model.encoder.parameters()), "lr": lr},
+        {"params": list(model.classifier.parameters()), "lr": lr * classifier_lr_factor},
+    ]
+    opt = make_optimizer(optimizer, groups, lr=lr, momentum=0.9, weight_decay=weight_decay)
+    return opt, poly_scheduler(opt, iterations, 0.9)
+
+
+def _batch_loss(
+    model: CAMClassifier,
+    batch: Mapping[str, Any],
+    dev: torch.device,
+    augment: SegmentationAugment,
+    normalize: Normalize,
+    generator: torch.Generator,
+    lookup: LabelLookup | None,
+    num_classes: int,
+) -> torch.Tensor:
+    """One batch's multi-label BCE, augmented on the device; labels derived from the augmented masks, so
+    that a class cropped out of the image is not asked for."""
+    images = batch["image"].to(dev, non_blocking=True)
+    masks = batch["mask"].to(dev, non_blocking=True) if lookup is None else None
+    floats, masks = augment(images, masks, generator=generator)
+    if lookup is not None:
+        targets = lookup(batch["name"], dev)
+    else:
+        assert masks is not None
+        targets = image_labels_from_masks(masks, num_classes)
+    return multilabel_loss(model(normalize(floats)), targets)
+
+
+def _fit(
+    model: CAMClassifier,
+    loss_of: Callable[[Any], torch.Tensor],
+    stream: Iterator[Any],
+    opt: torch.optim.Optimizer,
+    scheduler: torch.optim.lr_scheduler.LRScheduler,
+    iterations: int,
+    log_every: int,
+    quiet: bool,
+    callback: Callable[[int, float], None] | None,
+) -> float:
+    """``iterations`` optimizer steps; returns the last logged loss."""
+    last_loss = math.nan
+    model.train()
+    with training_progress(iterations, disable=quiet) as progress:
+        for step in range(1, iterations + 1):
+            loss = loss_of(next(stream))
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            scheduler.step()
+            if step % log_every == 0 or step == iterations:
+                last_loss = float(loss.detach())  # one host sync per log interval
+                progress.update(step, loss=last_loss)
+                if callback is not None:
+                    callback(step, last_loss)
+            else:
+                progress.update(step)
+    return last_loss
+
+
+def _checkpoint(
+    model: CAMClassifier,
+    encoder: str,
+    normalization: tuple[Sequence[float], Sequence[float]],
+    output_stride: int,
+    class_names: list[str],
+    iterations: int,
+    loss: float,
+    from_file: bool,
+    num_images: int,
+) -> dict[str, Any]:
+    """What :func:`load_cam_classifier` needs to rebuild the classifier, and how it was trained."""
+    mean, std = normalization
+    return {
+        "kind": CAM_CHECKPOINT_KIND,
+        "model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+        "encoder": encoder,
+        "mean": list(mean),
+        "std": list(std),
+        "output_stride": int(output_stride),
+        "in_features": int(model.in_features),
+        "num_classes": int(model.num_classes),
+        "class_names": class_names,
+        "iterations": int(iterations),
+        "loss": float(loss),
+        "labels": "file" if from_file else "masks",
+        "num_images": num_images,
+    }
+
+
 def train_cam_classifier(
     dataset: Any,
     output: str | Path,
@@ -115,33 +241,11 @@ def train_cam_classifier(
     """
     if iterations < 1 or batch_size < 1:
         raise ValueError(f"need iterations >= 1 and batch_size >= 1, got {iterations} and {batch_size}")
-    names_all = list(dataset.names)
-    lookup: LabelLookup | None = None
-    if labels is not None:
-        known = set(names_all)
-        listed = [n for n in labels if n in known]
-        unknown = [n for n in labels if n not in known]
-        if unknown:
-            raise ValueError(
-                f"{len(unknown)} image(s) of the labels are not in the data set, e.g. {unknown[:5]} "
-                f"(the data set has {len(names_all)} images, e.g. {names_all[:3]})"
-            )
-        dataset = dataset.subset(listed)
-        if hasattr(dataset, "without_masks"):
-            dataset = dataset.without_masks()
-        lookup = LabelLookup(list(dataset.names), labels, num_classes)
-    elif not getattr(dataset, "has_masks", False):
-        raise ValueError("no image-level labels given and the data set has no masks to derive them from")
-
+    dataset, lookup = _labelled_dataset(dataset, labels, num_classes)
     dev = resolve_device(device)
     torch.manual_seed(seed)
     model = build_classifier(encoder, num_classes, output_stride, pretrained, weights).to(dev)
-    groups = [
-        {"params": list(model.encoder.parameters()), "lr": lr},
-        {"params": list(model.classifier.parameters()), "lr": lr * classifier_lr_factor},
-    ]
-    opt = make_optimizer(optimizer, groups, lr=lr, momentum=0.9, weight_decay=weight_decay)
-    scheduler = poly_scheduler(opt, iterations, 0.9)
+    opt, scheduler = _cam_optimizer(model, optimizer, lr, classifier_lr_factor, weight_decay, iterations)
     augment = SegmentationAugment(crop_size, scale_range=scale_range, hflip=hflip).to(dev)
     mean, std = input_normalization(encoder)  # what the (pretrained) encoder expects; stored below
     normalize = Normalize(mean, std).to(dev)
@@ -155,54 +259,33 @@ def train_cam_classifier(
         seed=seed,
         drop_last=True,
     )
-    stream = cycle(loader)
     start = time.perf_counter()
-    last_loss = math.nan
-    model.train()
-    with training_progress(iterations, disable=quiet) as progress:
-        for step in range(1, iterations + 1):
-            batch = next(stream)
-            images = batch["image"].to(dev, non_blocking=True)
-            masks = batch["mask"].to(dev, non_blocking=True) if lookup is None else None
-            floats, masks = augment(images, masks, generator=generator)
-            if lookup is not None:
-                targets = lookup(batch["name"], dev)
-            else:
-                assert masks is not None
-                targets = image_labels_from_masks(masks, num_classes)
-            loss = multilabel_loss(model(normalize(floats)), targets)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            scheduler.step()
-            if step % log_every == 0 or step == iterations:
-                last_loss = float(loss.detach())  # one host sync per log interval
-                progress.update(step, loss=last_loss)
-                if callback is not None:
-                    callback(step, last_loss)
-            else:
-                progress.update(step)
+    last_loss = _fit(
+        model,
+        lambda batch: _batch_loss(model, batch, dev, augment, normalize, generator, lookup, num_classes),
+        cycle(loader),
+        opt,
+        scheduler,
+        iterations,
+        log_every,
+        quiet,
+        callback,
+    )
     seconds = time.perf_counter() - start
     path = Path(output)
     names = list(class_names) if class_names is not None else [f"class_{i}" for i in range(num_classes)]
-    save_checkpoint(
-        path,
-        {
-            "kind": CAM_CHECKPOINT_KIND,
-            "model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
-            "encoder": encoder,
-            "mean": list(mean),
-            "std": list(std),
-            "output_stride": int(output_stride),
-            "in_features": int(model.in_features),
-            "num_classes": int(num_classes),
-            "class_names": names,
-            "iterations": int(iterations),
-            "loss": float(last_loss),
-            "labels": "file" if labels is not None else "masks",
-            "num_images": len(dataset),
-        },
+    checkpoint = _checkpoint(
+        model,
+        encoder,
+        (mean, std),
+        output_stride,
+        names,
+        iterations,
+        last_loss,
+        labels is not None,
+        len(dataset),
     )
+    save_checkpoint(path, checkpoint)
     return CAMTrainResult(path, iterations, float(last_loss), seconds, len(dataset))
 
 
