@@ -163,38 +163,39 @@ def default_workers() -> int:
     return min(4, os.cpu_count() or 1)
 
 
-def check_data(
-    config: Config, *, deep: bool = True, workers: int | None = None, progress: bool = True
-) -> DataReport:
-    """Check the data of ``config`` (train split, its labeled / unlabeled parts, unlabeled_root, val split).
+class _Collector:
+    """What the check gathers across the data sets: the report and its problems, the data sets, and the
+    decoding tasks of the samples that have no list-level problem (a missing file is reported once, not
+    again as undecodable)."""
 
-    Every problem is collected (none raises); see the module docstring for the kinds. ``deep`` decodes
-    every image and mask with ``workers`` processes (default :func:`default_workers`; 0: in this
-    process) and a progress bar when ``progress``; otherwise only the list-level checks run.
-    """
-    data = config.data
-    report = DataReport(deep=deep)
-    problems = report.problems
-    datasets: list[ImageDataset] = []
-    tasks: list[DecodeTask] = []
-    reported: set[str] = set()
+    def __init__(self, deep: bool) -> None:
+        self.report = DataReport(deep=deep)
+        self.problems = self.report.problems
+        self.datasets: list[ImageDataset] = []
+        self.tasks: list[DecodeTask] = []
+        self.reported: set[str] = set()
 
     def add(
-        dataset: ImageDataset, part: str, found: list[Problem], wanted: Iterable[tuple[str, bool, bool]]
+        self, dataset: ImageDataset, part: str, found: list[Problem], wanted: Iterable[tuple[str, bool, bool]]
     ) -> None:
-        problems.extend(found)
-        reported.update(p.path for p in found if p.kind in ("missing", "unknown-name"))
-        problems.extend(_list_problems(dataset, part, reported))
-        datasets.append(dataset)
+        """A data set's problems, then a decoding task per wanted ``(name, with_mask, mask_fatal)``."""
+        self.problems.extend(found)
+        self.reported.update(p.path for p in found if p.kind in ("missing", "unknown-name"))
+        self.problems.extend(_list_problems(dataset, part, self.reported))
+        self.datasets.append(dataset)
         position = {item.name: i for i, item in enumerate(dataset.items)}
-        bad = {p.path for p in problems if p.split == part}
+        bad = {p.path for p in self.problems if p.split == part}
         for name, with_mask, mask_fatal in wanted:
             item = dataset.items[position[name]]
             if str(item.image) in bad or (with_mask and str(item.mask) in bad):
                 continue
-            tasks.append(DecodeTask(part, len(datasets) - 1, position[name], with_mask, mask_fatal))
+            self.tasks.append(DecodeTask(part, len(self.datasets) - 1, position[name], with_mask, mask_fatal))
 
-    # the training split, divided as training divides it
+
+def _check_train(config: Config, collected: _Collector) -> list[str]:
+    """The training split, divided as training divides it; returns its unlabeled names."""
+    data = config.data
+    problems, counts = collected.problems, collected.report.counts
     train, found = _build(config, data.train_split, TRAIN)
     labeled: list[str] = []
     unlabeled: list[str] = []
@@ -207,70 +208,95 @@ def check_data(
         names = list(dict.fromkeys(train.names))
         skipped = {e.name for e in train.skipped_entries if e.name is not None}
         labeled, unlabeled, split_found = _split_problems(config, names, skipped)
-        add(
-            train,
-            TRAIN,
-            found + split_found,
-            [(n, True, True) for n in labeled] + [(n, True, False) for n in unlabeled],
-        )
-        report.counts[TRAIN] = len(names)
+        wanted = [(n, True, True) for n in labeled] + [(n, True, False) for n in unlabeled]
+        collected.add(train, TRAIN, found + split_found, wanted)
+        counts[TRAIN] = len(names)
     else:
         problems.extend(found)
-        report.counts[TRAIN] = 0
-    report.counts["labeled"] = len(labeled)
-    report.counts["unlabeled"] = len(unlabeled)
+        counts[TRAIN] = 0
+    counts["labeled"] = len(labeled)
+    counts["unlabeled"] = len(unlabeled)
     if not labeled:
         where = str(data.split.labeled_list or data.root)
         message = (
             f"no labeled sample in the {data.train_split!r} split (nothing to train the main decoder on)"
         )
         problems.append(Problem(where, "empty", message, True, None, TRAIN))
+    return unlabeled
 
-    # extra unlabeled images
-    n_root = 0
-    if data.unlabeled_root is not None:
-        try:
-            extra: ImageDataset | None = UnlabeledFolder(
-                data.unlabeled_root, resize=data.resize, missing="skip"
-            )
-        except Exception as error:
-            message = f"unlabeled images cannot be listed: {error}"
-            problems.append(Problem(str(data.unlabeled_root), "dataset", message, True, None, UNLABELED_ROOT))
-            extra = None
-        if extra is not None:
-            found = [_problem_from_entry(e, UNLABELED_ROOT) for e in extra.skipped_entries]
-            add(extra, UNLABELED_ROOT, found, [(n, False, False) for n in extra.names])
-            n_root = len(extra)
-    report.counts[UNLABELED_ROOT] = n_root
+
+def _check_unlabeled_root(config: Config, collected: _Collector) -> int:
+    """The extra unlabeled images of ``data.unlabeled_root``; returns how many there are."""
+    root = config.data.unlabeled_root
+    if root is None:
+        return 0
+    try:
+        extra = UnlabeledFolder(root, resize=config.data.resize, missing="skip")
+    except Exception as error:
+        message = f"unlabeled images cannot be listed: {error}"
+        collected.problems.append(Problem(str(root), "dataset", message, True, None, UNLABELED_ROOT))
+        return 0
+    found = [_problem_from_entry(e, UNLABELED_ROOT) for e in extra.skipped_entries]
+    collected.add(extra, UNLABELED_ROOT, found, [(n, False, False) for n in extra.names])
+    return len(extra)
+
+
+def _unlabeled_problem(config: Config, unlabeled: list[str], n_root: int) -> Problem | None:
+    """CCT's consistency loss needs unlabeled images: none from the split nor the root is fatal."""
+    data = config.data
     needs_unlabeled = config.train.mode == "cct" and bool(config.model.perturbations)
-    if needs_unlabeled and not unlabeled and not n_root:
-        message = (
-            "CCT needs unlabeled images but there are none: set data.split.n_labeled, data.split.unlabeled_list "
-            "or data.unlabeled_root (or use train.mode=supervised)"
-        )
-        where = str(data.unlabeled_root or data.split.unlabeled_list or data.root)
-        problems.append(Problem(where, "empty", message, True, None, TRAIN))
+    if not needs_unlabeled or unlabeled or n_root:
+        return None
+    message = (
+        "CCT needs unlabeled images but there are none: set data.split.n_labeled, data.split.unlabeled_list "
+        "or data.unlabeled_root (or use train.mode=supervised)"
+    )
+    where = str(data.unlabeled_root or data.split.unlabeled_list or data.root)
+    return Problem(where, "empty", message, True, None, TRAIN)
 
-    # validation
-    report.counts[VAL] = 0
-    if data.val_split:
-        val, found = _build(config, data.val_split, VAL)
-        if val is not None:
-            add(val, VAL, found, [(n, True, True) for n in dict.fromkeys(val.names)])
-            report.counts[VAL] = len(val)
-            if not len(val):
-                message = f"the val split {data.val_split!r} has no sample"
-                problems.append(Problem(str(data.root), "empty", message, True, None, VAL))
-        else:
-            problems.extend(found)
 
+def _check_val(config: Config, collected: _Collector) -> None:
+    """The validation split, if any: all of it labeled."""
+    data = config.data
+    collected.report.counts[VAL] = 0
+    if not data.val_split:
+        return
+    val, found = _build(config, data.val_split, VAL)
+    if val is None:
+        collected.problems.extend(found)
+        return
+    collected.add(val, VAL, found, [(n, True, True) for n in dict.fromkeys(val.names)])
+    collected.report.counts[VAL] = len(val)
+    if not len(val):
+        message = f"the val split {data.val_split!r} has no sample"
+        collected.problems.append(Problem(str(data.root), "empty", message, True, None, VAL))
+
+
+def check_data(
+    config: Config, *, deep: bool = True, workers: int | None = None, progress: bool = True
+) -> DataReport:
+    """Check the data of ``config`` (train split, its labeled / unlabeled parts, unlabeled_root, val split).
+
+    Every problem is collected (none raises); see the module docstring for the kinds. ``deep`` decodes
+    every image and mask with ``workers`` processes (default :func:`default_workers`; 0: in this
+    process) and a progress bar when ``progress``; otherwise only the list-level checks run.
+    """
+    collected = _Collector(deep)
+    report = collected.report
+    unlabeled = _check_train(config, collected)
+    n_root = _check_unlabeled_root(config, collected)
+    report.counts[UNLABELED_ROOT] = n_root
+    problem = _unlabeled_problem(config, unlabeled, n_root)
+    if problem is not None:
+        report.problems.append(problem)
+    _check_val(config, collected)
     if deep:
         with strict_decoding():
             n_workers = default_workers() if workers is None else max(0, workers)
-            problems.extend(decode_all(datasets, tasks, n_workers, progress))
-        report.checked = len(tasks)
+            report.problems.extend(decode_all(collected.datasets, collected.tasks, n_workers, progress))
+        report.checked = len(collected.tasks)
     else:
-        report.checked = sum(len(d) for d in datasets)
+        report.checked = sum(len(d) for d in collected.datasets)
     return report
 
 
