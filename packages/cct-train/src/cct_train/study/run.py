@@ -19,6 +19,7 @@ from cct_train.config import (
 )
 from cct_train.engine.machine import (
     PrecisionChoice,
+    ThreadChoice,
     choose_threads,
     resolve_precision,
 )
@@ -27,7 +28,7 @@ from cct_train.study.markdown import render_markdown
 from cct_train.study.provenance import git_commit, hardware, write_json
 from cct_train.study.runs import RunResult, RunSpec, pending_runs, plan_runs, run_all
 from cct_train.study.schema import StudyConfig, base_config
-from cct_train.study.stats import aggregate
+from cct_train.study.stats import Summary, aggregate
 from cct_train.study.tables import plot_miou_vs_n, qualitative_grid
 
 
@@ -60,47 +61,31 @@ def study_precision(base: Config) -> tuple[Config, PrecisionChoice]:
     return config_from_dict(data, "study base (precision resolved)"), choice
 
 
-def run_study(
-    study: StudyConfig,
-    output: Path,
-    *,
-    runs_dir: Path | None = None,
-    jobs: int | None = None,
-    threads: int | None = None,
-    command: str | None = None,
-    progress: bool = True,
-) -> StudyReport:
-    """Run (or resume) every run of ``study`` and write the report to ``output``:
-    results.json, results.md, miou_vs_n.png and qualitative.png."""
-    output = Path(output)
-    runs_dir = Path(runs_dir) if runs_dir is not None else output / "runs"
-    jobs = jobs or study.jobs
-    thread_choice = choose_threads(jobs, requested=threads or study.threads)
-    threads = thread_choice.threads
-    started = datetime.now(timezone.utc).isoformat(timespec="seconds")
-    machine = hardware()
-    start = time.perf_counter()
-    base = base_config(study)
-    base, precision = study_precision(base)
-    if progress:
-        from cct_train.engine.progress import console
+def _announce(precision: PrecisionChoice, jobs: int, thread_choice: ThreadChoice) -> None:
+    """The precision and the parallelism up front: they decide how long the study takes."""
+    from cct_train.engine.progress import console
 
-        console.print(precision.describe())
-        console.print(f"{jobs} parallel run(s); {thread_choice.describe()}")
-    source_data = {"dataset": base.data.dataset, "root": str(base.data.root)}
-    if study.resize is not None:
-        size = tuple(study.resize)
-        copy = resized_copy(base, (size[0], size[1]), runs_dir / f"data-{size[0]}x{size[1]}")
-        base = with_resized_data(base, copy)
-    specs = plan_runs(study, base, runs_dir)
-    done, todo = pending_runs(specs)
-    with _study_progress(len(todo), len(done), disable=not progress) as on_done:
-        trained = run_all(todo, jobs=jobs, threads=threads, callback=on_done)
-    by_key = {**done, **{spec.key: result for spec, result in zip(todo, trained, strict=True)}}
-    results = [by_key[spec.key] for spec in specs]
-    wall = time.perf_counter() - start
-    summaries = aggregate(results)
-    output.mkdir(parents=True, exist_ok=True)
+    console.print(precision.describe())
+    console.print(f"{jobs} parallel run(s); {thread_choice.describe()}")
+
+
+def _with_study_data(study: StudyConfig, base: Config, runs_dir: Path) -> Config:
+    """With ``study.resize``, the base config on a resized copy of the data (made once, in ``runs_dir``)."""
+    if study.resize is None:
+        return base
+    size = tuple(study.resize)
+    copy = resized_copy(base, (size[0], size[1]), runs_dir / f"data-{size[0]}x{size[1]}")
+    return with_resized_data(base, copy)
+
+
+def _write_figures(
+    study: StudyConfig,
+    specs: list[RunSpec],
+    summaries: list[Summary],
+    by_key: dict[str, RunResult],
+    output: Path,
+) -> tuple[list[Path], Path | None]:
+    """The report's files (results.json and .md written later) and the qualitative grid, if any."""
     files = [output / "results.json", output / "results.md"]
     files.append(
         plot_miou_vs_n(
@@ -113,14 +98,31 @@ def run_study(
     grid = qualitative_grid(specs, study, output / "qualitative.png", by_key)
     if grid is not None:
         files.append(grid)
-    invocation = {
+    return files, grid
+
+
+def _invocation(
+    study: StudyConfig,
+    *,
+    command: str | None,
+    started: str,
+    wall: float,
+    trained: int,
+    skipped: int,
+    jobs: int,
+    thread_choice: ThreadChoice,
+    precision: PrecisionChoice,
+    machine: dict[str, Any],
+) -> dict[str, Any]:
+    """This invocation's record: how it was run, on what, and how long it took."""
+    return {
         "command": command or " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]),
         "started": started,
         "wall_seconds": round(wall, 1),
-        "runs_trained": len(todo),
-        "runs_skipped": len(done),
+        "runs_trained": trained,
+        "runs_skipped": skipped,
         "jobs": jobs,
-        "threads_per_job": threads,
+        "threads_per_job": thread_choice.threads,
         "threads_reason": thread_choice.reason,
         "precision": {
             "requested": base_config(study).train.mixed_precision,
@@ -131,8 +133,20 @@ def run_study(
         "load_average_end": hardware().get("load_average"),
         "git_commit": git_commit(),
     }
-    invocations = [*_earlier_invocations(output / "results.json", study), invocation]
-    report: dict[str, Any] = {
+
+
+def _study_report(
+    study: StudyConfig,
+    invocation: dict[str, Any],
+    invocations: list[dict[str, Any]],
+    results: list[RunResult],
+    summaries: list[Summary],
+    source_data: dict[str, str],
+    runs_dir: Path,
+    grid: Path | None,
+) -> dict[str, Any]:
+    """results.json: the study, the latest invocation's fields at the top level, then every run."""
+    return {
         "study": study.name,
         "budget": study.budget,
         "description": study.description,
@@ -157,6 +171,55 @@ def run_study(
         "summary": [s.to_dict() for s in summaries],
         "runs": [r.to_dict() for r in results],
     }
+
+
+def run_study(
+    study: StudyConfig,
+    output: Path,
+    *,
+    runs_dir: Path | None = None,
+    jobs: int | None = None,
+    threads: int | None = None,
+    command: str | None = None,
+    progress: bool = True,
+) -> StudyReport:
+    """Run (or resume) every run of ``study`` and write the report to ``output``:
+    results.json, results.md, miou_vs_n.png and qualitative.png."""
+    output = Path(output)
+    runs_dir = Path(runs_dir) if runs_dir is not None else output / "runs"
+    jobs = jobs or study.jobs
+    thread_choice = choose_threads(jobs, requested=threads or study.threads)
+    started = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    machine = hardware()
+    start = time.perf_counter()
+    base, precision = study_precision(base_config(study))
+    if progress:
+        _announce(precision, jobs, thread_choice)
+    source_data = {"dataset": base.data.dataset, "root": str(base.data.root)}
+    specs = plan_runs(study, _with_study_data(study, base, runs_dir), runs_dir)
+    done, todo = pending_runs(specs)
+    with _study_progress(len(todo), len(done), disable=not progress) as on_done:
+        trained = run_all(todo, jobs=jobs, threads=thread_choice.threads, callback=on_done)
+    by_key = {**done, **{spec.key: result for spec, result in zip(todo, trained, strict=True)}}
+    results = [by_key[spec.key] for spec in specs]
+    wall = time.perf_counter() - start
+    summaries = aggregate(results)
+    output.mkdir(parents=True, exist_ok=True)
+    files, grid = _write_figures(study, specs, summaries, by_key, output)
+    invocation = _invocation(
+        study,
+        command=command,
+        started=started,
+        wall=wall,
+        trained=len(todo),
+        skipped=len(done),
+        jobs=jobs,
+        thread_choice=thread_choice,
+        precision=precision,
+        machine=machine,
+    )
+    invocations = [*_earlier_invocations(output / "results.json", study), invocation]
+    report = _study_report(study, invocation, invocations, results, summaries, source_data, runs_dir, grid)
     write_json(output / "results.json", report)
     (output / "results.md").write_text(render_markdown(report))
     return StudyReport(report, results, files)
