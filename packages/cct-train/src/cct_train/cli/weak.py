@@ -65,6 +65,56 @@ def _classes(cfg: Any, dataset: Any) -> tuple[int, list[str]]:
     return int(num), names
 
 
+def _check_cam_options(labels: Path | None, from_masks: bool, output_stride: int, optimizer: str) -> None:
+    """The option combinations typer cannot check, refused before the (slow) config and data loading."""
+    if (labels is None) == (not from_masks):
+        fail("give exactly one of --labels FILE and --from-masks")
+    if output_stride not in (8, 16, 32):
+        fail(f"--output-stride must be 8, 16 or 32, got {output_stride}")
+    if optimizer not in ("sgd", "adamw"):
+        fail(f"--optimizer must be sgd or adamw, got {optimizer!r}")
+
+
+def _train_cam(
+    cfg: Any,
+    output: Path,
+    labels: Path | None,
+    split: str | None,
+    names: Path | None,
+    options: dict[str, Any],
+) -> Any:
+    """The classifier trained on the config's images; ``options`` are the command's training options, the
+    rest (encoder weights, augmentation, weight decay, workers, seed) comes from the config."""
+    from cct_train.weak import read_image_labels, train_cam_classifier
+
+    dataset = _images(cfg, split, names)
+    num_classes, class_names = _classes(cfg, dataset)
+    image_labels = read_image_labels(labels, class_names) if labels is not None else None
+    encoder, seed = options["encoder"], options["seed"]
+    return train_cam_classifier(
+        dataset,
+        output / "cam_classifier.pt",
+        num_classes=num_classes,
+        class_names=class_names,
+        labels=image_labels,
+        encoder=encoder or cfg.model.encoder,
+        output_stride=options["output_stride"],
+        pretrained=cfg.model.pretrained and encoder is None,
+        weights=cfg.model.weights if encoder is None else None,
+        iterations=options["iterations"],
+        batch_size=options["batch_size"] or cfg.data.batch_size,
+        optimizer=options["optimizer"],
+        lr=options["lr"],
+        weight_decay=cfg.train.optimizer.weight_decay,
+        crop_size=cfg.data.crop_size,
+        scale_range=cfg.data.scale_range,
+        hflip=cfg.data.hflip,
+        num_workers=cfg.data.num_workers,
+        device=options["device"],
+        seed=cfg.experiment.seed if seed is None else seed,
+    )
+
+
 @cam_app.command("train")
 def cam_train(
     output: Annotated[Path, typer.Option("--output", "-o", help="Folder for cam_classifier.pt.")],
@@ -88,46 +138,87 @@ def cam_train(
     Images come from the config's data section (crop_size, scale_range and hflip drive the augmentation);
     the encoder and its weights from model.encoder / model.pretrained / model.weights unless --encoder.
     """
-    from cct_train.weak import read_image_labels, train_cam_classifier
-
-    if (labels is None) == (not from_masks):
-        fail("give exactly one of --labels FILE and --from-masks")
-    if output_stride not in (8, 16, 32):
-        fail(f"--output-stride must be 8, 16 or 32, got {output_stride}")
-    if optimizer not in ("sgd", "adamw"):
-        fail(f"--optimizer must be sgd or adamw, got {optimizer!r}")
+    _check_cam_options(labels, from_masks, output_stride, optimizer)
     cfg = load(config, set_)
+    options = {
+        "iterations": iterations,
+        "batch_size": batch_size,
+        "encoder": encoder,
+        "output_stride": output_stride,
+        "optimizer": optimizer,
+        "lr": lr,
+        "device": device,
+        "seed": seed,
+    }
     try:
-        dataset = _images(cfg, split, names)
-        num_classes, class_names = _classes(cfg, dataset)
-        image_labels = read_image_labels(labels, class_names) if labels is not None else None
-        result = train_cam_classifier(
-            dataset,
-            output / "cam_classifier.pt",
-            num_classes=num_classes,
-            class_names=class_names,
-            labels=image_labels,
-            encoder=encoder or cfg.model.encoder,
-            output_stride=output_stride,  # type: ignore[arg-type]
-            pretrained=cfg.model.pretrained and encoder is None,
-            weights=cfg.model.weights if encoder is None else None,
-            iterations=iterations,
-            batch_size=batch_size or cfg.data.batch_size,
-            optimizer=optimizer,  # type: ignore[arg-type]
-            lr=lr,
-            weight_decay=cfg.train.optimizer.weight_decay,
-            crop_size=cfg.data.crop_size,
-            scale_range=cfg.data.scale_range,
-            hflip=cfg.data.hflip,
-            num_workers=cfg.data.num_workers,
-            device=device,
-            seed=cfg.experiment.seed if seed is None else seed,
-        )
+        result = _train_cam(cfg, output, labels, split, names, options)
     except (FileNotFoundError, ValueError, RuntimeError) as error:
         fail(str(error))
     console.print(
         f"CAM classifier on {result.num_images} images, {result.iterations} iterations "
         f"(final loss {result.loss:.4f}, {result.seconds:.0f} s): [bold]{result.path}[/]"
+    )
+
+
+def _check_pseudo_options(labels: Path | None, from_masks: bool, crf: bool) -> None:
+    """Refuses contradicting label sources, and the CRF without pydensecrf before any work."""
+    if labels is not None and from_masks:
+        fail("give at most one of --labels FILE and --from-masks")
+    if crf:
+        from cct_train.weak import require_crf
+
+        try:
+            require_crf()
+        except ImportError as error:
+            fail(str(error))
+
+
+def _parse_scales(scales: str) -> list[float]:
+    try:
+        return [float(s) for s in scales.split(",") if s.strip()]
+    except ValueError:
+        fail(f"--scales must be comma-separated numbers, got {scales!r}")
+
+
+def _pseudo_inputs(
+    cfg: Any,
+    checkpoint: Path,
+    split: str | None,
+    names: Path | None,
+    unlabeled_only: bool,
+    labels: Path | None,
+    background_index: str,
+) -> tuple[Any, Any, int | None, Any]:
+    """The classifier, the images, the background index and the image-level labels (``None``: derived),
+    checked against each other so that a mismatch fails before the CAMs."""
+    from cct_train.weak import load_cam_classifier, parse_background_index, read_image_labels
+
+    loaded = load_cam_classifier(checkpoint)
+    background = parse_background_index(background_index, loaded.num_classes)
+    dataset = _images(cfg, split, names, unlabeled_only)
+    num_classes, _ = _classes(cfg, dataset)
+    if num_classes != loaded.num_classes:
+        raise ValueError(
+            f"{checkpoint} was trained for {loaded.num_classes} classes, the data set has {num_classes}"
+        )
+    if background is not None and loaded.class_names[background].lower() not in ("background", "bg"):
+        err.print(
+            f"[yellow]note:[/] background index {background} is class {loaded.class_names[background]!r}; "
+            "pass --background-index none for a data set without a background class"
+        )
+    image_labels = read_image_labels(labels, loaded.class_names) if labels is not None else None
+    if image_labels is not None and names is None and not unlabeled_only:
+        # No explicit image list: the images of the labels file.
+        dataset = dataset.subset([n for n in dataset.names if n in image_labels])
+    return loaded, dataset, background, image_labels
+
+
+def _print_pseudo_summary(report: dict[str, Any], output: Path) -> None:
+    miou = report.get("miou")
+    quality = f", mIoU {100 * miou:.2f} vs ground truth on labelled pixels" if miou is not None else ""
+    console.print(
+        f"{report['num_images']} pseudo-labels in [bold]{output}[/]: "
+        f"{100 * report['ignore_fraction']:.1f}% ignored{quality}; see {output / 'report.json'}"
     )
 
 
@@ -159,46 +250,16 @@ def pseudo_labels(
     device: DeviceOpt = None,
 ) -> None:
     """Write pseudo-labels (index PNGs, 255 = ignored) and report.json from a CAM classifier."""
-    if labels is not None and from_masks:
-        fail("give at most one of --labels FILE and --from-masks")
-    if crf:
-        from cct_train.weak import require_crf
-
-        try:
-            require_crf()
-        except ImportError as error:
-            fail(str(error))
+    _check_pseudo_options(labels, from_masks, crf)
     from cct_train.engine.checkpoint import CheckpointError
-    from cct_train.weak import (
-        generate_pseudo_labels,
-        load_cam_classifier,
-        parse_background_index,
-        read_image_labels,
-    )
+    from cct_train.weak import generate_pseudo_labels
 
     cfg = load(config, set_)
+    scale_list = _parse_scales(scales)
     try:
-        scale_list = [float(s) for s in scales.split(",") if s.strip()]
-    except ValueError:
-        fail(f"--scales must be comma-separated numbers, got {scales!r}")
-    try:
-        loaded = load_cam_classifier(checkpoint)
-        background = parse_background_index(background_index, loaded.num_classes)
-        dataset = _images(cfg, split, names, unlabeled_only)
-        num_classes, _ = _classes(cfg, dataset)
-        if num_classes != loaded.num_classes:
-            raise ValueError(
-                f"{checkpoint} was trained for {loaded.num_classes} classes, the data set has {num_classes}"
-            )
-        if background is not None and loaded.class_names[background].lower() not in ("background", "bg"):
-            err.print(
-                f"[yellow]note:[/] background index {background} is class {loaded.class_names[background]!r}; "
-                "pass --background-index none for a data set without a background class"
-            )
-        image_labels = read_image_labels(labels, loaded.class_names) if labels is not None else None
-        if image_labels is not None and names is None and not unlabeled_only:
-            # No explicit image list: the images of the labels file.
-            dataset = dataset.subset([n for n in dataset.names if n in image_labels])
+        loaded, dataset, background, image_labels = _pseudo_inputs(
+            cfg, checkpoint, split, names, unlabeled_only, labels, background_index
+        )
         report = generate_pseudo_labels(
             loaded.model,
             dataset,
@@ -224,9 +285,4 @@ def pseudo_labels(
         )
     except (FileNotFoundError, ValueError, RuntimeError, ImportError, CheckpointError) as error:
         fail(str(error))
-    miou = report.get("miou")
-    quality = f", mIoU {100 * miou:.2f} vs ground truth on labelled pixels" if miou is not None else ""
-    console.print(
-        f"{report['num_images']} pseudo-labels in [bold]{output}[/]: "
-        f"{100 * report['ignore_fraction']:.1f}% ignored{quality}; see {output / 'report.json'}"
-    )
+    _print_pseudo_summary(report, output)
