@@ -286,9 +286,9 @@ class Trainer:
         """w_w, ramped like the consistency weight (w_w * w_u(t) / lambda_u) unless train.weak_rampup is off."""
         run = run or self.domains[0]
         weight = self.config.train.weak_weight
-        final = run.consistency_weight.final_weight
-        if self.config.train.weak_rampup and final > 0:
-            weight *= run.consistency_weight(step) / final
+        lambda_u = run.consistency_weight.weight
+        if self.config.train.weak_rampup and lambda_u > 0:
+            weight *= run.consistency_weight(step) / lambda_u
         return weight
 
     def ce_threshold(self, step: int) -> float | None:
