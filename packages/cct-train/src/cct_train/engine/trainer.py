@@ -67,6 +67,9 @@ __all__ = [
 
 ProgressCallback = Callable[[int, dict[str, float]], None]
 
+#: Offset between the seeds of a process's labeled and unlabeled generators (any fixed odd number).
+UNLABELED_STREAM = 500_009
+
 
 @dataclass
 class DomainRun:
@@ -196,10 +199,14 @@ class Trainer:
         )
         self.step = 0
         self.best_miou: float | None = None
-        # One generator per process for augmentation and perturbations: a seed reproduces a run, and
-        # each rank draws differently. Its state travels in the checkpoint.
+        # Two generators per process: one augments the labeled batches, the other the unlabeled batches
+        # and draws the perturbations. A seed reproduces a run and each rank draws differently; and since
+        # the labeled draws do not depend on whether the run uses unlabeled data, a CCT run and the
+        # supervised baseline of the same seed see the very same labeled crops (a paired comparison).
+        # Their states travel in the checkpoint.
+        self.labeled_generator = torch.Generator(device=device)
         self.generator = torch.Generator(device=device)
-        self.generator.manual_seed(config.experiment.seed * 1000 + self.accelerator.process_index)
+        self._seed_generators(self.accelerator.process_index)
 
         # The scheduler is deliberately not prepared: Accelerate would step it once per process, while the
         # paper's poly schedule is defined per iteration whatever the number of processes.
@@ -323,8 +330,10 @@ class Trainer:
         """Write a checkpoint atomically; a failed write keeps the previous one and says what to do."""
         path = self.checkpoint_path(name)
         self.accelerator.wait_for_everyone()
-        # Every process draws its own augmentations: keep each one's generator state.
-        generators = gather_object([self.generator.get_state()])
+        # Every process draws its own augmentations: keep each one's generator states.
+        generators = gather_object(
+            [{"labeled": self.labeled_generator.get_state(), "unlabeled": self.generator.get_state()}]
+        )
         if self.accelerator.is_main_process:
             streams: dict[str, Any] = {}
             for run in self.domains:
@@ -372,12 +381,7 @@ class Trainer:
         self.best_miou = state.get("best_miou")
         self.nonfinite_skipped = int(state.get("nonfinite_skipped", 0))
         set_rng_state(state["rng"])
-        generators = state["generators"]
-        rank = self.accelerator.process_index
-        if rank < len(generators):
-            self.generator.set_state(generators[rank])
-        else:  # more processes than the run that saved: fresh per-rank draws, the rest is exact
-            self.generator.manual_seed(self.config.experiment.seed * 1000 + rank + 7919 * self.step)
+        self._restore_generators(state["generators"])
         if state.get("scaler") is not None and self.accelerator.scaler is not None:
             self.accelerator.scaler.load_state_dict(state["scaler"])
         streams = state.get("streams") or {}
@@ -399,12 +403,28 @@ class Trainer:
             _, class_names, palette = self._class_info()
             export_weights(path, self.unwrapped, self.unwrapped.config, class_names, palette)
 
+    def _seed_generators(self, rank: int, step: int = 0) -> None:
+        seed = self.config.experiment.seed * 1000 + rank + 7919 * step
+        self.labeled_generator.manual_seed(seed)
+        self.generator.manual_seed(seed + UNLABELED_STREAM)
+
+    def _restore_generators(self, saved: list[Any]) -> None:
+        rank = self.accelerator.process_index
+        if rank >= len(saved):  # more processes than the run that saved: fresh per-rank draws
+            self._seed_generators(rank, self.step)
+        elif isinstance(saved[rank], dict):
+            self.labeled_generator.set_state(saved[rank]["labeled"])
+            self.generator.set_state(saved[rank]["unlabeled"])
+        else:  # saved by cct-train < 0.3, one generator for both streams: it continues the labeled one
+            self.labeled_generator.set_state(saved[rank])
+            self.generator.manual_seed(self.config.experiment.seed * 1000 + rank + 7919 * self.step)
+
     # ------------------------------------------------------------------ loop
     def _inputs(
         self, run: DomainRun, labeled: dict[str, Any], unlabeled: dict[str, Any] | None
     ) -> dict[str, Any]:
         """One domain's augmented batches and loss weights: the keyword inputs of the model's forward."""
-        images, masks = run.augment(labeled["image"], labeled["mask"], generator=self.generator)
+        images, masks = run.augment(labeled["image"], labeled["mask"], generator=self.labeled_generator)
         inputs: dict[str, Any] = {
             "images": images,
             "targets": masks,

@@ -32,7 +32,7 @@ from cct_train.models.encoders import (
     IMAGENET_STD,
     Encoder,
     build_encoder,
-    input_normalization,
+    resolve_normalization,
 )
 from cct_train.objectives.cct import cct_objective, resize_logits
 
@@ -113,21 +113,6 @@ def build_feature_extractor(
     if psp_channels is None:
         return backbone, nn.Identity(), backbone.out_channels
     return backbone, PSPModule(backbone.out_channels, psp_channels, psp_bins), int(psp_channels)
-
-
-def resolve_normalization(
-    encoder: str | nn.Module, mean: Sequence[float] | None, std: Sequence[float] | None
-) -> tuple[tuple[float, ...], tuple[float, ...]]:
-    """The model's input ``(mean, std)``: the ones given, else the encoder's pretrained statistics."""
-    if (mean is None) != (std is None):
-        raise ValueError("give mean and std together (or neither: the encoder's pretrained statistics)")
-    if mean is not None and std is not None:
-        if len(mean) != len(std) or min(std) <= 0:
-            raise ValueError(f"mean {tuple(mean)} and std {tuple(std)}: same length, std > 0")
-        return tuple(float(m) for m in mean), tuple(float(s) for s in std)
-    if isinstance(encoder, str):
-        return input_normalization(encoder)
-    return IMAGENET_MEAN, IMAGENET_STD
 
 
 def rebuild_arguments(
