@@ -168,7 +168,7 @@ def pseudo_labels(
             require_crf()
         except ImportError as error:
             fail(str(error))
-    from cct_train.engine.checkpoint import CheckpointError
+    from cct_train.common.checkpoint import CheckpointError
     from cct_train.weak import (
         generate_pseudo_labels,
         load_cam_classifier,

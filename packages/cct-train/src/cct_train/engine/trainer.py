@@ -30,10 +30,7 @@ from accelerate.utils import (
 from torch.utils.data import DataLoader
 
 from cct_losses import AnnealedBootstrappedCE, ConsistencyWeight
-from cct_train.config import Config, save_config
-from cct_train.data import InfiniteLoader, cycle
-from cct_train.data.setup import DataBundle, TrainTransform, build_data
-from cct_train.engine.checkpoint import (
+from cct_train.common.checkpoint import (
     CheckpointError,
     export_weights,
     load_checkpoint,
@@ -41,8 +38,11 @@ from cct_train.engine.checkpoint import (
     save_checkpoint,
     set_rng_state,
 )
+from cct_train.common.progress import training_progress
+from cct_train.config import Config, save_config
+from cct_train.data import InfiniteLoader, cycle
+from cct_train.data.setup import DataBundle, TrainTransform, build_data
 from cct_train.engine.machine import PrecisionChoice, resolve_precision
-from cct_train.engine.progress import training_progress
 from cct_train.engine.schedules import build_optimizer, consistency_schedule, poly_schedule, poly_scheduler
 from cct_train.engine.signals import NonFiniteLossError, StopRequest, TrainingInterrupted, stop_on_signals
 from cct_train.engine.trackers import CSVTracker
@@ -148,7 +148,7 @@ class Trainer:
         )
         self.quiet = quiet or not self.accelerator.is_main_process
         if not self.quiet:
-            from cct_train.engine.progress import console
+            from cct_train.common.progress import console
 
             console.print(self.precision.describe())
         set_seed(config.experiment.seed, device_specific=False)

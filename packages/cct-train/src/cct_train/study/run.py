@@ -83,7 +83,7 @@ def run_study(
     base = base_config(study)
     base, precision = study_precision(base)
     if progress:
-        from cct_train.engine.progress import console
+        from cct_train.common.progress import console
 
         console.print(precision.describe())
         console.print(f"{jobs} parallel run(s); {thread_choice.describe()}")
@@ -199,7 +199,7 @@ def _study_progress(total: int, done: int, disable: bool = False) -> Any:
         TimeRemainingColumn,
     )
 
-    from cct_train.engine.progress import console
+    from cct_train.common.progress import console
 
     if disable:
         yield None
