@@ -45,14 +45,23 @@ class CCTHead(Protocol):
     """What the objective reads of a model: its decoders, perturbations and loss settings (a
     :class:`~cct_train.models.cct.CCTModel`, or one domain's head of the multi-domain model)."""
 
-    main_decoder: nn.Module
-    aux_decoders: nn.ModuleList
-    perturbations: nn.ModuleList
-    consistency: str
-    ignore_index: int
-    min_kept: int
-    fused_aux: bool
-    aux_chunk_elements: int
+    # Read-only members (properties): covariant, so a model whose main_decoder is an UpsampleDecoder fits.
+    @property
+    def main_decoder(self) -> nn.Module: ...
+    @property
+    def aux_decoders(self) -> nn.ModuleList: ...
+    @property
+    def perturbations(self) -> nn.ModuleList: ...
+    @property
+    def consistency(self) -> str: ...
+    @property
+    def ignore_index(self) -> int: ...
+    @property
+    def min_kept(self) -> int: ...
+    @property
+    def fused_aux(self) -> bool: ...
+    @property
+    def aux_chunk_elements(self) -> int: ...
 
 
 def cct_objective(
