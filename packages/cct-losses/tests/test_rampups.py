@@ -129,7 +129,7 @@ def test_weight_by_fraction_matches_iterations() -> None:
 
 def test_weight_defaults_are_the_paper() -> None:
     w = ConsistencyWeight(total_iters=2000)
-    assert w.final_weight == 30.0
+    assert w.weight == 30.0
     assert w.rampup_iters == pytest.approx(200)
     assert w(200) == pytest.approx(30.0)
     assert w(100) == pytest.approx(30.0 * math.exp(-1.25))
@@ -158,10 +158,20 @@ def test_weight_schedules(schedule: str, expected_mid: float) -> None:
         ({"rampup": -3}, "rampup"),
         ({"rampup": True}, "rampup"),
         ({"rampup": 10, "schedule": "cubic"}, "schedule"),
-        ({"final_weight": -1.0, "rampup": 10}, "final_weight"),
+        ({"weight": -1.0, "rampup": 10}, "weight"),
         ({"rampup": 10, "total_iters": 0}, "total_iters"),
     ],
 )
 def test_weight_validation(kwargs: dict, name: str) -> None:
     with pytest.raises(ValueError, match=name):
         ConsistencyWeight(**kwargs)
+
+
+def test_final_weight_is_the_deprecated_name_of_weight() -> None:
+    # lambda_u has one name in the project (issue #16): ``weight``; the old keyword still works, and warns.
+    with pytest.warns(DeprecationWarning, match="weight"):
+        old = ConsistencyWeight(final_weight=4.0, rampup=10)
+    new = ConsistencyWeight(weight=4.0, rampup=10)
+    assert old.weight == new.weight == old.final_weight == 4.0
+    assert [old(t) for t in (0, 5, 10)] == [new(t) for t in (0, 5, 10)]
+    assert "weight=4.0" in repr(new)

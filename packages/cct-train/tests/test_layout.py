@@ -19,7 +19,7 @@ MOVED = {
     "cct_train.multidomain": "cct_train.models.multidomain",
     "cct_train.encoders": "cct_train.models.encoders",
     "cct_train.decoders": "cct_train.models.decoders",
-    "cct_train.checkpoint": "cct_train.engine.checkpoint",
+    "cct_train.checkpoint": "cct_train.common.checkpoint",
     "cct_train.machine": "cct_train.engine.machine",
     "cct_train.data_setup": "cct_train.data.setup",
     "cct_train.evaluate": "cct_train.eval.evaluate",
@@ -123,3 +123,36 @@ def test_the_package_imports_no_old_module_path() -> None:
 @pytest.mark.parametrize(("old", "new"), sorted(MOVED.items()))
 def test_old_module_paths_are_the_moved_modules(old: str, new: str) -> None:
     assert importlib.import_module(old) is importlib.import_module(new)
+
+
+#: The sub-packages from the bottom up: each imports only those before it (and the small packages).
+LAYERS = (
+    "common",
+    "config",
+    "objectives",
+    "models",
+    "data",
+    "eval",
+    "engine",
+    "weak",
+    "study",
+    "tools",
+    "cli",
+)
+
+
+def _layer(module: str) -> str | None:
+    parts = module.split(".")
+    return parts[1] if len(parts) > 1 and parts[1] in LAYERS else None
+
+
+def test_each_sub_package_imports_only_the_ones_below_it() -> None:
+    graph, _ = _graph()
+    assert {_layer(name) for name in graph} - {None} == set(LAYERS)
+    upward = sorted(
+        f"{name} -> {dep}"
+        for name, deps in graph.items()
+        for dep in deps
+        if (a := _layer(name)) and (b := _layer(dep)) and LAYERS.index(b) > LAYERS.index(a)
+    )
+    assert upward == []

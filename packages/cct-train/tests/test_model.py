@@ -19,6 +19,7 @@ from cct_train.model import (
     UpsampleDecoder,
     icnr_,
 )
+from cct_train.objectives.cct import perturb_features
 
 C = 3
 
@@ -432,7 +433,7 @@ def test_model_vat_target(fused: bool, target: str) -> None:
     with torch.no_grad():
         z_u = model.encode(unlabeled)
         main_u = model.main_decoder(z_u)
-    (got,) = model._perturb(z_u, main_u, torch.Generator().manual_seed(2))
+    (got,) = perturb_features(model, z_u, main_u, torch.Generator().manual_seed(2))
     ref = vat(z_u, dec, None if target == "decoder" else main_u, generator=torch.Generator().manual_seed(2))
     other = vat(z_u, dec, main_u if target == "decoder" else None, generator=torch.Generator().manual_seed(2))
     torch.testing.assert_close(got, ref, rtol=1e-4, atol=1e-4)

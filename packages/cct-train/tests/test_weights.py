@@ -12,6 +12,7 @@ from typer.testing import CliRunner
 
 from cct_train.cli import app
 from cct_train.config import config_from_dict
+from cct_train.data.setup import model_normalization
 from cct_train.encoders import build_encoder, convert_weights, input_normalization, load_encoder_weights
 from cct_train.model import CCTModel
 from cct_train.weights import WEIGHT_PACKAGES, WeightPackage, map_state_dict, resolve_weights
@@ -176,9 +177,9 @@ def test_normalisation_follows_the_pretrained_config() -> None:
 
 def test_config_normalisation_and_validation() -> None:
     cfg = config_from_dict({"model": {"encoder": ENCODER}})
-    assert cfg.model.normalization() == ((0.5, 0.5, 0.5), (0.5, 0.5, 0.5))
+    assert model_normalization(cfg) == ((0.5, 0.5, 0.5), (0.5, 0.5, 0.5))
     cfg = config_from_dict({"model": {"encoder": ENCODER, "mean": [0, 0, 0], "std": [1, 1, 1]}})
-    assert cfg.model.normalization() == ((0.0, 0.0, 0.0), (1.0, 1.0, 1.0))
+    assert model_normalization(cfg) == ((0.0, 0.0, 0.0), (1.0, 1.0, 1.0))
     with pytest.raises(ValueError, match=r"model\.mean and model\.std together"):
         config_from_dict({"model": {"mean": [0, 0, 0]}})
     with pytest.raises(ValueError, match="std must be positive"):

@@ -18,6 +18,7 @@ function            formula of ``t``                          ``t = 0``  ``t = 1
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Callable
 
 __all__ = [
@@ -152,13 +153,16 @@ def _resolve_schedule(schedule: str) -> Callable[[float, float], float]:
 
 
 class ConsistencyWeight:
-    """Weight ``w_u(t)`` of the unsupervised loss: ramps from ~0 up to ``final_weight``.
+    """Weight ``w_u(t)`` of the unsupervised loss: ramps from ~0 up to ``weight`` (lambda_u).
 
-    The paper / original config: ``final_weight = 30`` reached over the first 10% of training along
+    The paper / original config: ``weight = 30`` reached over the first 10% of training along
     ``exp(-5 (1 - t)^2)``, stepped per iteration: ``ConsistencyWeight(30.0, rampup=0.1, total_iters=N)``.
+    ``weight`` is the name lambda_u has everywhere in the project (cct-train's ``train.consistency.weight``;
+    the model's ``consistency_weight`` is this object's value at a step).
 
     Args:
-        final_weight: weight at (and after) the end of the ramp (lambda_u), >= 0.
+        weight: lambda_u, the weight at (and after) the end of the ramp, >= 0. (``final_weight`` is the
+            deprecated name of the same argument, still accepted with a ``DeprecationWarning``.)
         rampup: length of the ramp, either a number of iterations (``int >= 0``; 0 = no ramp) or a fraction
             of training (``float`` in ``(0, 1]``, which needs ``total_iters``).
         total_iters: total number of training iterations (needed when ``rampup`` is a fraction).
@@ -167,7 +171,7 @@ class ConsistencyWeight:
     Call it with the current (0-based) iteration to get the weight as a ``float``.
 
     Raises:
-        ValueError: on a negative ``final_weight``, an invalid ``rampup``, a missing / invalid
+        ValueError: on a negative ``weight``, an invalid ``rampup``, a missing / invalid
             ``total_iters`` or an unknown ``schedule``.
 
     >>> w = ConsistencyWeight(30.0, rampup=0.1, total_iters=1000)  # the paper: 30 over the first 10%
@@ -177,14 +181,23 @@ class ConsistencyWeight:
 
     def __init__(
         self,
-        final_weight: float = 30.0,
+        weight: float = 30.0,
         rampup: int | float = 0.1,
         total_iters: int | None = None,
         schedule: str = "sigmoid",
+        *,
+        final_weight: float | None = None,
     ) -> None:
-        final = _as_float(final_weight, "final_weight")
-        if final < 0 or math.isinf(final):
-            raise ValueError(f"final_weight must be finite and >= 0, got {final_weight}")
+        if final_weight is not None:
+            warnings.warn(
+                "ConsistencyWeight(final_weight=) is deprecated: the argument is called weight (lambda_u)",
+                DeprecationWarning,
+                stacklevel=2,
+            )
+            weight = final_weight
+        value = _as_float(weight, "weight")
+        if value < 0 or math.isinf(value):
+            raise ValueError(f"weight must be finite and >= 0, got {weight}")
         if total_iters is not None and (
             isinstance(total_iters, bool) or not isinstance(total_iters, int) or total_iters < 1
         ):
@@ -207,7 +220,7 @@ class ConsistencyWeight:
             if total_iters is None:
                 raise ValueError("total_iters is required when rampup is a fraction of training")
             length = frac * total_iters
-        self.final_weight = final
+        self.weight = value
         self.rampup = rampup
         self.total_iters = total_iters
         self.schedule = schedule
@@ -215,12 +228,17 @@ class ConsistencyWeight:
         #: Length of the ramp in iterations (may be fractional when given as a fraction).
         self.rampup_iters = length
 
+    @property
+    def final_weight(self) -> float:
+        """Deprecated name of :attr:`weight`."""
+        return self.weight
+
     def __call__(self, iteration: int | float) -> float:
         """Weight at ``iteration`` (0-based; clipped to the ramp)."""
-        return float(self.final_weight * self._ramp(iteration, self.rampup_iters))
+        return float(self.weight * self._ramp(iteration, self.rampup_iters))
 
     def __repr__(self) -> str:
         return (
-            f"{type(self).__name__}(final_weight={self.final_weight}, rampup={self.rampup}, "
+            f"{type(self).__name__}(weight={self.weight}, rampup={self.rampup}, "
             f"total_iters={self.total_iters}, schedule={self.schedule!r})"
         )

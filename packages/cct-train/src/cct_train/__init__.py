@@ -34,9 +34,9 @@ _EXPORTS = {
     "load_model": "cct_train.eval.inference",
     "predict_folder": "cct_train.eval.inference",
     "ConfusionMatrix": "cct_train.eval.metrics",
-    "save_checkpoint": "cct_train.engine.checkpoint",
-    "load_checkpoint": "cct_train.engine.checkpoint",
-    "CheckpointError": "cct_train.engine.checkpoint",
+    "save_checkpoint": "cct_train.common.checkpoint",
+    "load_checkpoint": "cct_train.common.checkpoint",
+    "CheckpointError": "cct_train.common.checkpoint",
 }
 
 __all__ = [*sorted(_EXPORTS), "__version__"]

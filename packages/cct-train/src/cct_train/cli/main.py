@@ -81,7 +81,7 @@ def train(
 
     A config with `domains` trains one shared encoder with a head per domain (multi-domain CCT).
     """
-    from cct_train.engine.checkpoint import CheckpointError
+    from cct_train.common.checkpoint import CheckpointError
     from cct_train.engine.trainer import NonFiniteLossError, Trainer, TrainingInterrupted
 
     cfg = load(config, set_)

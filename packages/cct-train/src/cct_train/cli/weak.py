@@ -251,7 +251,7 @@ def pseudo_labels(
 ) -> None:
     """Write pseudo-labels (index PNGs, 255 = ignored) and report.json from a CAM classifier."""
     _check_pseudo_options(labels, from_masks, crf)
-    from cct_train.engine.checkpoint import CheckpointError
+    from cct_train.common.checkpoint import CheckpointError
     from cct_train.weak import generate_pseudo_labels
 
     cfg = load(config, set_)

@@ -78,7 +78,7 @@ class ModelConfig(StrictSection):
     background: list[int] = Field(default_factory=lambda: [0])
     consistency: Literal["mse", "kl", "js"] = "mse"
     #: Input normalisation ``(x - mean) / std`` of [0, 1] RGB images; None: what the encoder's pretrained
-    #: weights expect (timm's ``pretrained_cfg``, else ImageNet's), see :meth:`normalization`.
+    #: weights expect (timm's ``pretrained_cfg``, else ImageNet's), see ``models.encoders.resolve_normalization``.
     mean: tuple[float, ...] | None = None
     std: tuple[float, ...] | None = None
     #: Labeled and unlabeled images through the encoder in ONE batch (one pass; BatchNorm statistics over
@@ -110,14 +110,6 @@ class ModelConfig(StrictSection):
         if self.mean is not None and self.std is not None and len(self.mean) != len(self.std):
             raise ValueError(f"model.mean {self.mean} and model.std {self.std} differ in length")
         return self
-
-    def normalization(self) -> tuple[tuple[float, ...], tuple[float, ...]]:
-        """``(mean, std)`` for the images: the ones given, or the encoder's pretrained statistics."""
-        if self.mean is not None and self.std is not None:
-            return tuple(self.mean), tuple(self.std)
-        from cct_train.models.encoders import input_normalization
-
-        return input_normalization(self.encoder)
 
     @field_validator("perturbations")
     @classmethod

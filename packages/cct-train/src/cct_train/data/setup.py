@@ -22,6 +22,7 @@ from cct_train.data import (
 from cct_train.data.base import ImageDataset
 from cct_train.data.lists import list_names
 from cct_train.data.pseudo import WithPseudoLabels
+from cct_train.models.encoders import resolve_normalization
 
 
 class TrainTransform(nn.Module):
@@ -165,7 +166,7 @@ def build_data(config: Config, drop: Mapping[str, set[str]] | None = None) -> Da
         val_loader = build_loader(
             val_set, batch_size=data.val_batch_size, shuffle=False, num_workers=data.num_workers, seed=seed
         )
-    normalize = Normalize(*config.model.normalization())
+    normalize = Normalize(*model_normalization(config))
     augment = SegmentationAugment(
         crop_size=data.crop_size,
         scale_range=data.scale_range,
@@ -202,4 +203,11 @@ def build_eval_loader(
         num_workers=config.data.num_workers,
         seed=config.experiment.seed,
     )
-    return loader, Normalize(*config.model.normalization()), num_classes, list(dataset.class_names)
+    return loader, Normalize(*model_normalization(config)), num_classes, list(dataset.class_names)
+
+
+def model_normalization(config: Config) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """``(mean, std)`` the configured model expects of [0, 1] images: ``model.mean`` / ``model.std``, or
+    the encoder's pretrained statistics."""
+    model = config.model
+    return resolve_normalization(model.encoder, model.mean, model.std)

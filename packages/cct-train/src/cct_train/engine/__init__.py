@@ -1,3 +1,3 @@
-"""Training: the trainer (setup, fit, the step), checkpoints and export, the optimizer and schedules
-(shared with CAM training), signals, trackers, progress, the machine (precision, threads).
+"""Training: the trainer (setup, fit, the step), the optimizer and schedules (shared with CAM training),
+signals, trackers, the machine (precision, threads). Checkpoints and progress bars are in :mod:`cct_train.common`.
 """

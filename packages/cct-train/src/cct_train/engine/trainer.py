@@ -30,10 +30,7 @@ from accelerate.utils import (
 from torch.utils.data import DataLoader
 
 from cct_losses import AnnealedBootstrappedCE, ConsistencyWeight
-from cct_train.config import Config, save_config
-from cct_train.data import InfiniteLoader, cycle
-from cct_train.data.setup import DataBundle, TrainTransform, build_data
-from cct_train.engine.checkpoint import (
+from cct_train.common.checkpoint import (
     CheckpointError,
     export_weights,
     load_checkpoint,
@@ -41,8 +38,11 @@ from cct_train.engine.checkpoint import (
     save_checkpoint,
     set_rng_state,
 )
+from cct_train.common.progress import training_progress
+from cct_train.config import Config, save_config
+from cct_train.data import InfiniteLoader, cycle
+from cct_train.data.setup import DataBundle, TrainTransform, build_data
 from cct_train.engine.machine import PrecisionChoice, resolve_precision
-from cct_train.engine.progress import training_progress
 from cct_train.engine.schedules import build_optimizer, consistency_schedule, poly_schedule, poly_scheduler
 from cct_train.engine.signals import NonFiniteLossError, StopRequest, TrainingInterrupted, stop_on_signals
 from cct_train.engine.trackers import CSVTracker
@@ -66,6 +66,9 @@ __all__ = [
 ]
 
 ProgressCallback = Callable[[int, dict[str, float]], None]
+
+#: Offset between the seeds of a process's labeled and unlabeled generators (any fixed odd number).
+UNLABELED_STREAM = 500_009
 
 
 @dataclass
@@ -145,7 +148,7 @@ class Trainer:
         )
         self.quiet = quiet or not self.accelerator.is_main_process
         if not self.quiet:
-            from cct_train.engine.progress import console
+            from cct_train.common.progress import console
 
             console.print(self.precision.describe())
         set_seed(config.experiment.seed, device_specific=False)
@@ -196,10 +199,14 @@ class Trainer:
         )
         self.step = 0
         self.best_miou: float | None = None
-        # One generator per process for augmentation and perturbations: a seed reproduces a run, and
-        # each rank draws differently. Its state travels in the checkpoint.
+        # Two generators per process: one augments the labeled batches, the other the unlabeled batches
+        # and draws the perturbations. A seed reproduces a run and each rank draws differently; and since
+        # the labeled draws do not depend on whether the run uses unlabeled data, a CCT run and the
+        # supervised baseline of the same seed see the very same labeled crops (a paired comparison).
+        # Their states travel in the checkpoint.
+        self.labeled_generator = torch.Generator(device=device)
         self.generator = torch.Generator(device=device)
-        self.generator.manual_seed(config.experiment.seed * 1000 + self.accelerator.process_index)
+        self._seed_generators(self.accelerator.process_index)
 
         # The scheduler is deliberately not prepared: Accelerate would step it once per process, while the
         # paper's poly schedule is defined per iteration whatever the number of processes.
@@ -286,9 +293,9 @@ class Trainer:
         """w_w, ramped like the consistency weight (w_w * w_u(t) / lambda_u) unless train.weak_rampup is off."""
         run = run or self.domains[0]
         weight = self.config.train.weak_weight
-        final = run.consistency_weight.final_weight
-        if self.config.train.weak_rampup and final > 0:
-            weight *= run.consistency_weight(step) / final
+        lambda_u = run.consistency_weight.weight
+        if self.config.train.weak_rampup and lambda_u > 0:
+            weight *= run.consistency_weight(step) / lambda_u
         return weight
 
     def ce_threshold(self, step: int) -> float | None:
@@ -323,8 +330,10 @@ class Trainer:
         """Write a checkpoint atomically; a failed write keeps the previous one and says what to do."""
         path = self.checkpoint_path(name)
         self.accelerator.wait_for_everyone()
-        # Every process draws its own augmentations: keep each one's generator state.
-        generators = gather_object([self.generator.get_state()])
+        # Every process draws its own augmentations: keep each one's generator states.
+        generators = gather_object(
+            [{"labeled": self.labeled_generator.get_state(), "unlabeled": self.generator.get_state()}]
+        )
         if self.accelerator.is_main_process:
             streams: dict[str, Any] = {}
             for run in self.domains:
@@ -372,12 +381,7 @@ class Trainer:
         self.best_miou = state.get("best_miou")
         self.nonfinite_skipped = int(state.get("nonfinite_skipped", 0))
         set_rng_state(state["rng"])
-        generators = state["generators"]
-        rank = self.accelerator.process_index
-        if rank < len(generators):
-            self.generator.set_state(generators[rank])
-        else:  # more processes than the run that saved: fresh per-rank draws, the rest is exact
-            self.generator.manual_seed(self.config.experiment.seed * 1000 + rank + 7919 * self.step)
+        self._restore_generators(state["generators"])
         if state.get("scaler") is not None and self.accelerator.scaler is not None:
             self.accelerator.scaler.load_state_dict(state["scaler"])
         streams = state.get("streams") or {}
@@ -399,12 +403,28 @@ class Trainer:
             _, class_names, palette = self._class_info()
             export_weights(path, self.unwrapped, self.unwrapped.config, class_names, palette)
 
+    def _seed_generators(self, rank: int, step: int = 0) -> None:
+        seed = self.config.experiment.seed * 1000 + rank + 7919 * step
+        self.labeled_generator.manual_seed(seed)
+        self.generator.manual_seed(seed + UNLABELED_STREAM)
+
+    def _restore_generators(self, saved: list[Any]) -> None:
+        rank = self.accelerator.process_index
+        if rank >= len(saved):  # more processes than the run that saved: fresh per-rank draws
+            self._seed_generators(rank, self.step)
+        elif isinstance(saved[rank], dict):
+            self.labeled_generator.set_state(saved[rank]["labeled"])
+            self.generator.set_state(saved[rank]["unlabeled"])
+        else:  # saved by cct-train < 0.3, one generator for both streams: it continues the labeled one
+            self.labeled_generator.set_state(saved[rank])
+            self.generator.manual_seed(self.config.experiment.seed * 1000 + rank + 7919 * self.step)
+
     # ------------------------------------------------------------------ loop
     def _inputs(
         self, run: DomainRun, labeled: dict[str, Any], unlabeled: dict[str, Any] | None
     ) -> dict[str, Any]:
         """One domain's augmented batches and loss weights: the keyword inputs of the model's forward."""
-        images, masks = run.augment(labeled["image"], labeled["mask"], generator=self.generator)
+        images, masks = run.augment(labeled["image"], labeled["mask"], generator=self.labeled_generator)
         inputs: dict[str, Any] = {
             "images": images,
             "targets": masks,

@@ -11,7 +11,7 @@ from accelerate import Accelerator
 from torch import nn
 from torch.utils.data import DataLoader
 
-from cct_train.engine.progress import progress_iter
+from cct_train.common.progress import progress_iter
 from cct_train.eval.metrics import ConfusionMatrix, SegmentationScores
 
 Normalize = Callable[[torch.Tensor], torch.Tensor]

@@ -14,9 +14,9 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
+from cct_train.common.checkpoint import CheckpointError, export_weights, load_checkpoint, load_weights
+from cct_train.common.progress import progress_iter
 from cct_train.config import Config, config_from_dict, load_config
-from cct_train.engine.checkpoint import CheckpointError, export_weights, load_checkpoint, load_weights
-from cct_train.engine.progress import progress_iter
 from cct_train.eval.evaluate import evaluate, predict_logits, prepare_images
 from cct_train.models.cct import CCTModel
 from cct_train.models.multidomain import MultiDomainCCT

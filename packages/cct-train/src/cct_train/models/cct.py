@@ -18,25 +18,23 @@ from __future__ import annotations
 import difflib
 import inspect
 import math
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, cast
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
-from cct_perturb import PAPER_DECODERS, PERTURBATIONS, VAT, Perturbation, create_perturbation
+from cct_perturb import PAPER_DECODERS, PERTURBATIONS, Perturbation, create_perturbation
 from cct_train.models.decoders import PSPModule, SubPixelBlock, UpsampleDecoder, icnr_
 from cct_train.models.encoders import (
     IMAGENET_MEAN,
     IMAGENET_STD,
     Encoder,
     build_encoder,
-    input_normalization,
+    resolve_normalization,
 )
-from cct_train.objectives.cct import supervised_loss, total_loss, unsupervised_losses
-from cct_train.objectives.fused import SubPixelRows
+from cct_train.objectives.cct import cct_objective, resize_logits
 
 __all__ = [
     "DEFAULT_PERTURBATIONS",
@@ -50,12 +48,6 @@ __all__ = [
 #: The paper's final "CCT" setting, 30 auxiliary decoders in this (stable) order: cct_perturb's
 #: PAPER_DECODERS (the one source), under the name this module has always exported.
 DEFAULT_PERTURBATIONS: dict[str, int] = PAPER_DECODERS
-
-
-def resize_logits(logits: Tensor, size: Sequence[int]) -> Tensor:
-    if tuple(logits.shape[-2:]) == tuple(size):
-        return logits
-    return F.interpolate(logits, size=tuple(size), mode="bilinear", align_corners=False)
 
 
 def jsonable(value: Any) -> Any:
@@ -123,21 +115,6 @@ def build_feature_extractor(
     return backbone, PSPModule(backbone.out_channels, psp_channels, psp_bins), int(psp_channels)
 
 
-def resolve_normalization(
-    encoder: str | nn.Module, mean: Sequence[float] | None, std: Sequence[float] | None
-) -> tuple[tuple[float, ...], tuple[float, ...]]:
-    """The model's input ``(mean, std)``: the ones given, else the encoder's pretrained statistics."""
-    if (mean is None) != (std is None):
-        raise ValueError("give mean and std together (or neither: the encoder's pretrained statistics)")
-    if mean is not None and std is not None:
-        if len(mean) != len(std) or min(std) <= 0:
-            raise ValueError(f"mean {tuple(mean)} and std {tuple(std)}: same length, std > 0")
-        return tuple(float(m) for m in mean), tuple(float(s) for s in std)
-    if isinstance(encoder, str):
-        return input_normalization(encoder)
-    return IMAGENET_MEAN, IMAGENET_STD
-
-
 def rebuild_arguments(
     config: Mapping[str, Any], *, encoder: nn.Module | None, load_weights: bool, **overrides: Any
 ) -> dict[str, Any]:
@@ -156,6 +133,64 @@ def rebuild_arguments(
             "this config was built from an encoder module: pass it as from_config(..., encoder=)"
         )
     return cfg
+
+
+def checked_perturbations(
+    perturbations: Mapping[str, int] | None, perturbation_kwargs: Mapping[str, Mapping[str, Any]] | None
+) -> tuple[dict[str, int], dict[str, dict[str, Any]]]:
+    """``({name: K}, {name: kwargs})`` with every name in the cct_perturb registry (a close match
+    suggested) and every K an int >= 0; ``None`` perturbations: the paper's 30."""
+    spec = dict(DEFAULT_PERTURBATIONS if perturbations is None else perturbations)
+    pkwargs = {str(k): dict(v) for k, v in (perturbation_kwargs or {}).items()}
+    for name in [*spec, *pkwargs]:
+        if name not in PERTURBATIONS:
+            close = difflib.get_close_matches(name, list(PERTURBATIONS), n=3)
+            hint = f" Did you mean {close}?" if close else ""
+            raise ValueError(f"Unknown perturbation {name!r}.{hint} Known: {sorted(PERTURBATIONS)}")
+    for name, count in spec.items():
+        if isinstance(count, bool) or not isinstance(count, int) or count < 0:
+            raise ValueError(f"perturbations[{name!r}] must be an int >= 0, got {count!r}")
+    return spec, pkwargs
+
+
+def auxiliary_branches(
+    spec: Mapping[str, int],
+    perturbation_kwargs: Mapping[str, Mapping[str, Any]],
+    background: tuple[int, ...],
+    decoder: Callable[[], nn.Module],
+) -> tuple[list[str], list[nn.Module], list[nn.Module]]:
+    """``(names, perturbations, decoders)``: K_name perturbation + fresh decoder pairs per entry of
+    ``spec``, in its order; ``background`` goes to the perturbations that take it unless set."""
+    names: list[str] = []
+    perts: list[nn.Module] = []
+    decoders: list[nn.Module] = []
+    for name, count in spec.items():
+        kwargs = dict(perturbation_kwargs.get(name, {}))
+        if "background" in inspect.signature(PERTURBATIONS[name]).parameters:
+            kwargs.setdefault("background", background)
+        for _ in range(count):
+            perts.append(create_perturbation(name, **kwargs))
+            decoders.append(decoder())
+            names.append(name)
+    return names, perts, decoders
+
+
+def recorded_arguments(
+    init: Callable[..., None], arguments: Mapping[str, Any], **resolved: Any
+) -> dict[str, Any]:
+    """A model's ``config``: the arguments of its constructor ``init`` (read by name from ``arguments``,
+    its ``locals()``), with the ``resolved`` values in place of the ones given, JSON-friendly.
+
+    Read off the signature so that a new constructor argument is recorded (and rebuilt by
+    ``from_config``) without a list kept by hand; an encoder module is recorded as ``None`` (it must be
+    passed again to ``from_config``).
+    """
+    names = [name for name in inspect.signature(init).parameters if name != "self"]
+    config = {name: resolved[name] if name in resolved else arguments[name] for name in names}
+    config["encoder"] = config["encoder"] if isinstance(config["encoder"], str) else None
+    config["encoder_kwargs"] = dict(config.get("encoder_kwargs") or {})
+    recorded: dict[str, Any] = jsonable(config)
+    return recorded
 
 
 class CCTModel(nn.Module):
@@ -247,42 +282,18 @@ class CCTModel(nn.Module):
             raise ValueError(f"num_classes must be >= 1, got {num_classes}")
         if consistency not in ("mse", "kl", "js"):
             raise ValueError(f"consistency must be 'mse', 'kl' or 'js', got {consistency!r}")
-        spec = dict(DEFAULT_PERTURBATIONS if perturbations is None else perturbations)
-        pkwargs = {str(k): dict(v) for k, v in (perturbation_kwargs or {}).items()}
-        for name in [*spec, *pkwargs]:
-            if name not in PERTURBATIONS:
-                close = difflib.get_close_matches(name, list(PERTURBATIONS), n=3)
-                hint = f" Did you mean {close}?" if close else ""
-                raise ValueError(f"Unknown perturbation {name!r}.{hint} Known: {sorted(PERTURBATIONS)}")
-        for name, count in spec.items():
-            if isinstance(count, bool) or not isinstance(count, int) or count < 0:
-                raise ValueError(f"perturbations[{name!r}] must be an int >= 0, got {count!r}")
+        spec, pkwargs = checked_perturbations(perturbations, perturbation_kwargs)
         bg = (background,) if isinstance(background, int) else tuple(int(b) for b in background)
         mean, std = resolve_normalization(encoder, mean, std)
 
-        self.config: dict[str, Any] = jsonable(
-            {
-                "encoder": encoder if isinstance(encoder, str) else None,
-                "num_classes": num_classes,
-                "perturbations": {k: v for k, v in spec.items()},
-                "psp_channels": psp_channels,
-                "psp_bins": tuple(psp_bins),
-                "output_stride": output_stride,
-                "pretrained": pretrained,
-                "weights": weights,
-                "in_channels": in_channels,
-                "background": bg,
-                "perturbation_kwargs": pkwargs,
-                "consistency": consistency,
-                "ignore_index": ignore_index,
-                "min_kept": min_kept,
-                "concat_batches": concat_batches,
-                "decoder_final_relu": decoder_final_relu,
-                "decoder_hidden_relu": decoder_hidden_relu,
-                "encoder_kwargs": dict(encoder_kwargs or {}),
-                "mean": mean,
-                "std": std,
-            }
+        self.config: dict[str, Any] = recorded_arguments(
+            CCTModel.__init__,
+            locals(),
+            perturbations=spec,
+            background=bg,
+            perturbation_kwargs=pkwargs,
+            mean=mean,
+            std=std,
         )
         self.num_classes = int(num_classes)
         self.consistency = consistency
@@ -317,17 +328,7 @@ class CCTModel(nn.Module):
             )
 
         self.main_decoder = decoder()
-        self.aux_names: list[str] = []
-        aux: list[nn.Module] = []
-        perts: list[nn.Module] = []
-        for name, count in spec.items():
-            kwargs = dict(pkwargs.get(name, {}))
-            if "background" in inspect.signature(PERTURBATIONS[name]).parameters:
-                kwargs.setdefault("background", bg)
-            for _ in range(count):
-                perts.append(create_perturbation(name, **kwargs))
-                aux.append(decoder())
-                self.aux_names.append(name)
+        self.aux_names, perts, aux = auxiliary_branches(spec, pkwargs, bg, decoder)
         self.aux_decoders = nn.ModuleList(aux)
         self.perturbations = nn.ModuleList(perts)
         #: Compute Lu with :func:`~cct_train.models.decoders.fused_consistency_loss` (the K auxiliary decoders as
@@ -424,21 +425,14 @@ class CCTModel(nn.Module):
         Inference: ``images (B, in_channels, H, W) -> logits (B, C, H, W)``, the main path only.
 
         Training (``targets`` given), all computation inside this one call (one DDP forward per step):
-
-        - ``images`` ``(B_l, 3, H, W)`` with ``targets`` ``(B_l, H, W)`` (long, ``ignore_index`` = void);
-          ``unlabeled`` ``(B_u, 3, H', W')`` or ``None``. Same shapes: one concatenated encoder pass.
-        - ``Ls``: cross-entropy over non-void pixels (mean; 0 if there is none), or ab-CE
-          (``cct_losses.ab_ce_loss``) when ``ce_threshold`` is given; the main logits are resized
-          (bilinear) to the targets' size when needed.
-        - ``Lu``: for each auxiliary decoder, ``consistency_loss(g_k(p_k(z_u)), g(z_u))``, averaged over the
-          K decoders. The main prediction ``g(z_u)`` is computed without a graph (a constant target): Lu
-          trains the encoder and the auxiliary decoders, never the main decoder. Computed at the decoders'
-          native resolution ``h * 2**blocks`` (the input size when it is divisible by the stride), with no
-          upsampling of the K outputs. Always computed when ``unlabeled`` is given, even at
-          ``consistency_weight=0``, so that every parameter takes part in every step (DDP).
-        - ``Lw``: with ``weak_targets`` ``(B_u, H', W')`` (pseudo-labels of the unlabeled images),
-          ``cct_losses.weak_label_loss`` of the auxiliary outputs.
-        - ``loss = Ls + consistency_weight * Lu + weak_weight * Lw``.
+        ``images`` ``(B_l, 3, H, W)`` with ``targets`` ``(B_l, H, W)`` (long, ``ignore_index`` = void) and
+        ``unlabeled`` ``(B_u, 3, H', W')`` or ``None`` are encoded (one concatenated encoder pass when their
+        shapes match and ``concat_batches``), and :func:`~cct_train.objectives.cct.cct_objective` computes
+        ``loss = Ls + consistency_weight * Lu + weak_weight * Lw`` from the features, term by term: Ls
+        (cross-entropy, or ab-CE with ``ce_threshold``), Lu of the K auxiliary decoders on their
+        perturbations of ``z_u`` against the detached main prediction (never training the main decoder;
+        computed whenever ``unlabeled`` is given, even at weight 0, for DDP), Lw on ``weak_targets``
+        ``(B_u, H', W')``.
 
         Returns:
             logits at inference; in training a dict of tensors: ``loss``, ``loss_sup``, ``loss_unsup`` and
@@ -449,16 +443,8 @@ class CCTModel(nn.Module):
             if unlabeled is not None or weak_targets is not None:
                 raise ValueError("training inputs (unlabeled / weak_targets) given without targets")
             return self.predict(images)
-        if targets.dim() == 4 and targets.shape[1] == 1:
-            targets = targets[:, 0]
-        if targets.dim() != 3 or targets.shape[0] != images.shape[0]:
-            raise ValueError(
-                f"targets must be (B, H, W) for images {tuple(images.shape)}, got {tuple(targets.shape)}"
-            )
-
-        use_unsup = unlabeled is not None and self.num_aux_decoders > 0
         z_u: Tensor | None = None
-        if use_unsup and unlabeled is not None:
+        if unlabeled is not None and self.num_aux_decoders > 0:
             if self.concat_batches and unlabeled.shape[1:] == images.shape[1:]:
                 z = self.encode(torch.cat([images, unlabeled], dim=0))
                 z_l, z_u = z[: images.shape[0]], z[images.shape[0] :]
@@ -466,65 +452,14 @@ class CCTModel(nn.Module):
                 z_l, z_u = self.encode(images), self.encode(unlabeled)
         else:
             z_l = self.encode(images)
-
-        # The objective (objectives.cct), term by term: Ls on the labeled batch, then Lu (and Lw) of the
-        # auxiliary decoders on their perturbations of the unlabeled features, then the weighted sum.
-        logits_l = resize_logits(self.main_decoder(z_l), targets.shape[-2:])
-        loss_sup = supervised_loss(
-            logits_l, targets.long(), ce_threshold, ignore_index=self.ignore_index, min_kept=self.min_kept
+        return cct_objective(
+            self,
+            z_l,
+            targets,
+            z_u,
+            consistency_weight=consistency_weight,
+            ce_threshold=ce_threshold,
+            weak_targets=weak_targets,
+            weak_weight=weak_weight,
+            generator=generator,
         )
-        loss_unsup = loss_weak = loss_sup.new_zeros(())
-        if z_u is not None:
-            with torch.no_grad():
-                main_u = self.main_decoder(z_u)  # a constant: the target of Lu and the perturbations' guide
-            loss_unsup, loss_weak = unsupervised_losses(
-                list(self.aux_decoders),
-                self._perturb(z_u, main_u, generator),
-                main_u,
-                kind=self.consistency,
-                weak_targets=weak_targets,
-                ignore_index=self.ignore_index,
-                fused=self.fused_aux,
-                chunk_elements=self.aux_chunk_elements,
-            )
-        return {
-            "loss": total_loss(loss_sup, loss_unsup, loss_weak, consistency_weight, weak_weight),
-            "loss_sup": loss_sup.detach(),
-            "loss_unsup": loss_unsup.detach(),
-            "loss_weak": loss_weak.detach(),
-            "logits": logits_l.detach(),
-        }
-
-    def _perturb(self, z_u: Tensor, main_u: Tensor, generator: torch.Generator | None) -> list[Tensor]:
-        """Each auxiliary decoder's perturbation of ``z_u``: K tensors ``(B_u, D, h, w)``, in order.
-
-        ``main_u``: the main decoder's logits on ``z_u`` (no graph), for the prediction-guided masks / cutout.
-        VAT runs its own auxiliary decoder alone (with ``fused_aux`` through
-        :class:`~cct_train.models.decoders.SubPixelRows`, the same decoder and parameters as GEMMs); its target is
-        that decoder's own clean prediction (standard VAT, the default) or, with
-        ``perturbation_kwargs={"vat": {"target": "main"}}``, ``main_u``.
-        """
-        outputs: list[Tensor] = []
-        rows_target: Tensor | None = None
-        for pert, dec in zip(self.perturbations, self.aux_decoders, strict=True):
-            kind = getattr(pert, "inputs", "features")
-            if kind == "features":
-                z_p = pert(z_u, generator=generator)
-            elif kind == "prediction":
-                z_p = pert(z_u, main_u, generator=generator)
-            elif isinstance(pert, VAT) and self.fused_aux and isinstance(dec, UpsampleDecoder):
-                # VAT's power iteration on the decoder as GEMMs in sub-pixel order (same direction: its
-                # loss is a sum over pixels; see objectives.fused.SubPixelRows). Cached: one reorder per step.
-                rows = SubPixelRows(dec)
-                if pert.target == "main":
-                    if rows_target is None:
-                        rows_target = rows.target(main_u)
-                    z_p = pert(z_u, rows, rows_target, generator=generator)
-                else:  # standard VAT: the target is the auxiliary decoder's own clean prediction
-                    z_p = pert(z_u, rows, generator=generator)
-            elif kind == "decoder":
-                z_p = pert(z_u, dec, main_u, generator=generator)
-            else:
-                raise ValueError(f"perturbation {type(pert).__name__} has unknown inputs {kind!r}")
-            outputs.append(z_p)
-        return outputs

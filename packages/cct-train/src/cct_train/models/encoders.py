@@ -25,7 +25,7 @@ import os
 import re
 import tempfile
 import warnings
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -51,6 +51,7 @@ __all__ = [
     "convert_weights",
     "input_normalization",
     "load_encoder_weights",
+    "resolve_normalization",
     "split_encoder_name",
 ]
 
@@ -472,3 +473,20 @@ def convert_weights(
         "encoder": encoder,
         "output": str(output),
     }
+
+
+def resolve_normalization(
+    encoder: str | nn.Module, mean: Sequence[float] | None, std: Sequence[float] | None
+) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """The model's input ``(mean, std)``: the ones given, else the encoder's pretrained statistics
+    (:func:`input_normalization`; ImageNet's for a module). The one rule for a model, its config
+    (``model.mean`` / ``model.std``) and the data's ``Normalize``."""
+    if (mean is None) != (std is None):
+        raise ValueError("give mean and std together (or neither: the encoder's pretrained statistics)")
+    if mean is not None and std is not None:
+        if len(mean) != len(std) or min(std) <= 0:
+            raise ValueError(f"mean {tuple(mean)} and std {tuple(std)}: same length, std > 0")
+        return tuple(float(m) for m in mean), tuple(float(s) for s in std)
+    if isinstance(encoder, str):
+        return input_normalization(encoder)
+    return IMAGENET_MEAN, IMAGENET_STD

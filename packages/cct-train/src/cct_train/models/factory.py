@@ -11,6 +11,7 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from cct_train.models.cct import CCTModel
+from cct_train.models.encoders import resolve_normalization
 from cct_train.models.multidomain import MultiDomainCCT
 
 if TYPE_CHECKING:
@@ -22,7 +23,7 @@ __all__ = ["build_model", "encoder_arguments", "head_arguments"]
 def encoder_arguments(config: Config) -> dict[str, Any]:
     """The shared encoder's (and the heads' common) constructor arguments from ``model.*``."""
     model = config.model
-    mean, std = model.normalization()
+    mean, std = resolve_normalization(model.encoder, model.mean, model.std)
     return {
         "encoder": model.encoder,
         "psp_channels": model.psp_channels,

@@ -32,12 +32,12 @@ from torch import Tensor, nn
 from cct_train.models.cct import (
     CCTModel,
     build_feature_extractor,
-    jsonable,
     rebuild_arguments,
-    resize_logits,
+    recorded_arguments,
     resolve_normalization,
 )
 from cct_train.models.encoders import Encoder
+from cct_train.objectives.cct import cct_objective, resize_logits
 
 __all__ = ["DomainModel", "MultiDomainCCT"]
 
@@ -110,26 +110,8 @@ class MultiDomainCCT(nn.Module):
                 raise ValueError(f"domain {name!r}: num_classes is required")
             specs[str(name)] = dict(spec)
         mean, std = resolve_normalization(encoder, mean, std)
-        self.config: dict[str, Any] = jsonable(
-            {
-                "encoder": encoder if isinstance(encoder, str) else None,
-                "domains": specs,
-                "psp_channels": psp_channels,
-                "psp_bins": tuple(psp_bins),
-                "output_stride": output_stride,
-                "pretrained": pretrained,
-                "weights": weights,
-                "in_channels": in_channels,
-                "consistency": consistency,
-                "ignore_index": ignore_index,
-                "min_kept": min_kept,
-                "concat_batches": concat_batches,
-                "decoder_final_relu": decoder_final_relu,
-                "decoder_hidden_relu": decoder_hidden_relu,
-                "encoder_kwargs": dict(encoder_kwargs or {}),
-                "mean": mean,
-                "std": std,
-            }
+        self.config: dict[str, Any] = recorded_arguments(
+            MultiDomainCCT.__init__, locals(), domains=specs, mean=mean, std=std
         )
         self.concat_batches = bool(concat_batches)
         self.encoder, self.psp, z_channels = build_feature_extractor(
@@ -296,7 +278,8 @@ class MultiDomainCCT(nn.Module):
         out: dict[str, Tensor] = {}
         for name, inputs in batches.items():
             z_l, z_u = features[name]
-            head_out = self.head(name)(
+            head_out = cct_objective(
+                self.head(name),
                 z_l,
                 inputs["targets"],
                 z_u,
@@ -306,7 +289,6 @@ class MultiDomainCCT(nn.Module):
                 weak_weight=inputs.get("weak_weight", 0.0),
                 generator=generator,
             )
-            assert isinstance(head_out, dict)
             weighted = head_out["loss"] * float(inputs.get("loss_weight", 1.0))
             total = weighted if total is None else total + weighted
             out[f"{name}/loss"] = head_out["loss"].detach()

@@ -1,29 +1,134 @@
-"""The CCT objective (paper 3.1-3.3): L = Ls + w_u Lu + w_w Lw, as functions of the decoders' outputs.
+"""One CCT training step's objective, top to bottom (paper 3.1-3.3): L = Ls + w_u Lu + w_w Lw.
 
-- :func:`supervised_loss`: Ls, cross-entropy over the labeled pixels (or ab-CE with a threshold);
-- :func:`unsupervised_losses`: Lu, the K auxiliary decoders on their perturbed features against the
-  (detached) main prediction, through the fused path when it applies; and Lw on pseudo-labels;
-- :func:`total_loss`: their weighted sum.
+Where the step runs: the trainer (``engine.trainer.Trainer._step``) augments a labeled and an unlabeled
+batch, reads the weights w_u(t) / w_w of this step (``engine.schedules``) and calls the model once (one DDP
+forward); the model encodes both batches, ``z = h(x)`` (``CCTModel.forward``, or the shared encoder of
+``MultiDomainCCT``), and hands the features to :func:`cct_objective`, which is the rest of the step:
 
-``CCTModel.forward`` (one DDP forward per step) encodes the batches and calls these in this order; the
-weights w_u(t) and w_w come from the trainer (engine.schedules).
+1. Ls: the main decoder ``g`` on the labeled features, :func:`supervised_loss` against the masks;
+2. the main prediction on the unlabeled features, ``g(z_u)``, as a constant (no graph);
+3. :func:`perturb_features`: each auxiliary decoder's perturbation ``p_k(z_u)`` (some guided by ``g(z_u)``);
+4. :func:`unsupervised_losses`: Lu, the K auxiliary decoders against ``g(z_u)`` (the fused path,
+   :mod:`.fused`, when it applies), and Lw on pseudo-labels;
+5. :func:`total_loss`: the weighted sum; the trainer back-propagates it and steps the optimizer.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Protocol
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from cct_losses import ab_ce_loss, consistency_loss, weak_label_loss
-from cct_train.objectives.fused import fused_consistency_loss
+from cct_perturb import VAT
+from cct_train.objectives.fused import SubPixelRows, fused_consistency_loss, is_subpixel_decoder
 
-__all__ = ["FUSED_KINDS", "supervised_loss", "total_loss", "unsupervised_losses"]
+__all__ = [
+    "FUSED_KINDS",
+    "CCTHead",
+    "cct_objective",
+    "perturb_features",
+    "resize_logits",
+    "supervised_loss",
+    "total_loss",
+    "unsupervised_losses",
+]
 
 #: Consistency kinds the fused path computes (JS has no closed-form per-pixel gradient there).
 FUSED_KINDS = ("mse", "kl")
+
+
+class CCTHead(Protocol):
+    """What the objective reads of a model: its decoders, perturbations and loss settings (a
+    :class:`~cct_train.models.cct.CCTModel`, or one domain's head of the multi-domain model)."""
+
+    # Read-only members (properties): covariant, so a model whose main_decoder is an UpsampleDecoder fits.
+    @property
+    def main_decoder(self) -> nn.Module: ...
+    @property
+    def aux_decoders(self) -> nn.ModuleList: ...
+    @property
+    def perturbations(self) -> nn.ModuleList: ...
+    @property
+    def consistency(self) -> str: ...
+    @property
+    def ignore_index(self) -> int: ...
+    @property
+    def min_kept(self) -> int: ...
+    @property
+    def fused_aux(self) -> bool: ...
+    @property
+    def aux_chunk_elements(self) -> int: ...
+
+
+def cct_objective(
+    head: CCTHead,
+    z_l: Tensor,
+    targets: Tensor,
+    z_u: Tensor | None = None,
+    *,
+    consistency_weight: float | Tensor = 1.0,
+    ce_threshold: float | Tensor | None = None,
+    weak_targets: Tensor | None = None,
+    weak_weight: float | Tensor = 0.0,
+    generator: torch.Generator | None = None,
+) -> dict[str, Tensor]:
+    """The step's losses from the encoded batches: ``z_l`` (B_l, D, h, w) with ``targets`` (B_l, H, W)
+    (long, ``head.ignore_index`` = void), and ``z_u`` (B_u, D, h', w') or ``None`` (supervised step).
+
+    Lu is computed whenever ``z_u`` is given, even at ``consistency_weight=0``, so that every parameter
+    takes part in every step (DDP). ``weak_targets`` (B_u, H', W'): pseudo-labels of the unlabeled images.
+
+    Returns:
+        ``loss`` (with its graph); ``loss_sup``, ``loss_unsup``, ``loss_weak`` (0-d, detached, the
+        unweighted terms, 0 when absent); ``logits`` (labeled main logits at the targets' size, detached).
+    """
+    if targets.dim() == 4 and targets.shape[1] == 1:
+        targets = targets[:, 0]
+    if targets.dim() != 3 or targets.shape[0] != z_l.shape[0]:
+        raise ValueError(
+            f"targets must be (B, H, W) for a labeled batch of {z_l.shape[0]}, got {tuple(targets.shape)}"
+        )
+    # 1. Ls on the labeled batch (the main logits resized to the masks when their sizes differ).
+    logits_l = resize_logits(head.main_decoder(z_l), targets.shape[-2:])
+    loss_sup = supervised_loss(
+        logits_l, targets.long(), ce_threshold, ignore_index=head.ignore_index, min_kept=head.min_kept
+    )
+    loss_unsup = loss_weak = loss_sup.new_zeros(())
+    if z_u is not None and len(head.aux_decoders) > 0:
+        # 2. The main prediction on the unlabeled features: a constant, the target of Lu and the guide
+        #    of the prediction-driven perturbations. Lu never trains the main decoder.
+        with torch.no_grad():
+            main_u = head.main_decoder(z_u)
+        # 3-4. The K perturbations of z_u, each through its auxiliary decoder, against main_u.
+        loss_unsup, loss_weak = unsupervised_losses(
+            list(head.aux_decoders),
+            perturb_features(head, z_u, main_u, generator),
+            main_u,
+            kind=head.consistency,
+            weak_targets=weak_targets,
+            ignore_index=head.ignore_index,
+            fused=head.fused_aux,
+            chunk_elements=head.aux_chunk_elements,
+        )
+    # 5. The weighted sum.
+    return {
+        "loss": total_loss(loss_sup, loss_unsup, loss_weak, consistency_weight, weak_weight),
+        "loss_sup": loss_sup.detach(),
+        "loss_unsup": loss_unsup.detach(),
+        "loss_weak": loss_weak.detach(),
+        "logits": logits_l.detach(),
+    }
+
+
+def resize_logits(logits: Tensor, size: Sequence[int]) -> Tensor:
+    """``(B, C, h, w) -> (B, C, *size)``, bilinear; the same tensor when the size already matches."""
+    if tuple(logits.shape[-2:]) == tuple(size):
+        return logits
+    return F.interpolate(logits, size=tuple(size), mode="bilinear", align_corners=False)
 
 
 def supervised_loss(
@@ -49,6 +154,42 @@ def supervised_loss(
     total = F.cross_entropy(logits.float(), targets, ignore_index=ignore_index, reduction="sum")
     count = (targets != ignore_index).sum().clamp_min(1)
     return total / count
+
+
+def perturb_features(
+    head: CCTHead, z_u: Tensor, main_u: Tensor, generator: torch.Generator | None = None
+) -> list[Tensor]:
+    """Each auxiliary decoder's perturbation of ``z_u`` (B_u, D, h, w): K tensors of that shape, in order.
+
+    A perturbation's ``inputs`` says what it reads: the features alone (noise, dropout), the features and
+    ``main_u`` (B_u, C, H, W), the main logits (object / context masks, guided cutout), or its own auxiliary
+    decoder (VAT). VAT's target is that decoder's own clean prediction (standard VAT, the default) or, with
+    ``target="main"``, ``main_u``; with ``head.fused_aux`` its power iteration runs on the decoder as GEMMs
+    in sub-pixel order (:class:`~cct_train.objectives.fused.SubPixelRows`: the same decoder and parameters,
+    the same direction, since its loss is a sum over pixels).
+    """
+    outputs: list[Tensor] = []
+    rows_target: Tensor | None = None  # main_u in sub-pixel order, computed once per step
+    for pert, dec in zip(head.perturbations, head.aux_decoders, strict=True):
+        kind = getattr(pert, "inputs", "features")
+        if kind == "features":
+            z_p = pert(z_u, generator=generator)
+        elif kind == "prediction":
+            z_p = pert(z_u, main_u, generator=generator)
+        elif isinstance(pert, VAT) and head.fused_aux and is_subpixel_decoder(dec):
+            rows = SubPixelRows(dec)  # type: ignore[arg-type]
+            if pert.target == "main":
+                if rows_target is None:
+                    rows_target = rows.target(main_u)
+                z_p = pert(z_u, rows, rows_target, generator=generator)
+            else:
+                z_p = pert(z_u, rows, generator=generator)
+        elif kind == "decoder":
+            z_p = pert(z_u, dec, main_u, generator=generator)
+        else:
+            raise ValueError(f"perturbation {type(pert).__name__} has unknown inputs {kind!r}")
+        outputs.append(z_p)
+    return outputs
 
 
 def unsupervised_losses(

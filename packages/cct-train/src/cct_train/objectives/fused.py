@@ -23,7 +23,7 @@ from torch import Tensor, nn
 if TYPE_CHECKING:
     from cct_train.models.decoders import SubPixelBlock, UpsampleDecoder
 
-__all__ = ["SubPixelRows", "fused_consistency_loss", "subpixel_order"]
+__all__ = ["SubPixelRows", "fused_consistency_loss", "is_subpixel_decoder", "subpixel_order"]
 
 
 # ------------------------------------------------------------------------------ fused auxiliary decoders
@@ -238,6 +238,16 @@ def fused_consistency_loss(
     else:  # pragma: no cover - other backends
         out = _FusedAuxLoss.apply(meta, h0, q, *blocks)
     return out
+
+
+def is_subpixel_decoder(module: nn.Module) -> bool:
+    """Whether ``module`` is an :class:`~cct_train.models.decoders.UpsampleDecoder` as this module reads it
+    (a ``conv1x1`` then sub-pixel ``blocks``), so that the fused path applies to it. By its parts, as
+    :func:`_as_block`, to import nothing of the models."""
+    blocks = getattr(module, "blocks", None)
+    return isinstance(getattr(module, "conv1x1", None), nn.Conv2d) and isinstance(
+        blocks, (nn.Sequential, nn.ModuleList)
+    )
 
 
 def _as_block(module: nn.Module) -> SubPixelBlock:

@@ -63,7 +63,7 @@ def study_precision(base: Config) -> tuple[Config, PrecisionChoice]:
 
 def _announce(precision: PrecisionChoice, jobs: int, thread_choice: ThreadChoice) -> None:
     """The precision and the parallelism up front: they decide how long the study takes."""
-    from cct_train.engine.progress import console
+    from cct_train.common.progress import console
 
     console.print(precision.describe())
     console.print(f"{jobs} parallel run(s); {thread_choice.describe()}")
@@ -262,7 +262,7 @@ def _study_progress(total: int, done: int, disable: bool = False) -> Any:
         TimeRemainingColumn,
     )
 
-    from cct_train.engine.progress import console
+    from cct_train.common.progress import console
 
     if disable:
         yield None

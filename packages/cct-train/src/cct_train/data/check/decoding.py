@@ -181,7 +181,7 @@ def decode_all(
     )
     batches: Iterable[list[Problem]] = iter(loader)  # workers start before any progress-bar thread
     if progress:
-        from cct_train.engine.progress import progress_iter
+        from cct_train.common.progress import progress_iter
 
         batches = progress_iter(batches, f"checking {len(tasks)} samples", total=len(tasks))
     return [problem for batch in batches for problem in batch]
