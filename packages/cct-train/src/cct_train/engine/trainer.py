@@ -416,8 +416,8 @@ class Trainer:
             self.labeled_generator.set_state(saved[rank]["labeled"])
             self.generator.set_state(saved[rank]["unlabeled"])
         else:  # saved by cct-train < 0.3, one generator for both streams: it continues the labeled one
+            self._seed_generators(rank, self.step)
             self.labeled_generator.set_state(saved[rank])
-            self.generator.manual_seed(self.config.experiment.seed * 1000 + rank + 7919 * self.step)
 
     # ------------------------------------------------------------------ loop
     def _inputs(

@@ -34,9 +34,8 @@ from cct_train.models.cct import (
     build_feature_extractor,
     rebuild_arguments,
     recorded_arguments,
-    resolve_normalization,
 )
-from cct_train.models.encoders import Encoder
+from cct_train.models.encoders import Encoder, resolve_normalization
 from cct_train.objectives.cct import cct_objective, resize_logits
 
 __all__ = ["DomainModel", "MultiDomainCCT"]
