@@ -286,3 +286,37 @@ def test_resume_restores_both_generators(
     # A checkpoint from before the split (one generator state per rank) still resumes.
     resumed._restore_generators([trainer.labeled_generator.get_state()])
     assert torch.equal(resumed.labeled_generator.get_state(), trainer.labeled_generator.get_state())
+
+
+def test_precise_bn_reestimates_the_statistics_and_leaves_the_weights(
+    synthetic_root: Path, tmp_path: Path, tiny_config: Callable[..., dict[str, Any]]
+) -> None:
+    """train.precise_bn: after the last step the BatchNorm statistics are re-estimated over training
+    batches; the weights, and so the training streams, are those of the same run without it, and the
+    reported scores are those of the exported weights."""
+
+    def run(name: str, precise_bn: int) -> tuple[Trainer, dict[str, Any]]:
+        raw = tiny_config(
+            synthetic_root, tmp_path / name, iterations=3, checkpoint_every=0, precise_bn=precise_bn
+        )
+        raw["data"]["check"] = "off"
+        trainer = Trainer(config_from_dict(raw), quiet=True)
+        return trainer, trainer.fit().metrics
+
+    plain, _ = run("plain", 0)
+    precise, metrics = run("precise", 6)
+    plain_state, precise_state = plain.unwrapped.state_dict(), precise.unwrapped.state_dict()
+    stats = [k for k in plain_state if k.endswith(("running_mean", "running_var"))]
+    assert stats
+    for key, value in plain_state.items():
+        if key in stats or key.endswith("num_batches_tracked"):
+            continue
+        torch.testing.assert_close(precise_state[key], value, rtol=0, atol=0, msg=key)
+    assert any(not torch.allclose(precise_state[k], plain_state[k]) for k in stats)
+    exported = load_model(tmp_path / "precise" / "model.safetensors")
+    for key in stats:
+        torch.testing.assert_close(exported.model.state_dict()[key], precise_state[key])
+    scores = evaluate_checkpoint(
+        tmp_path / "precise" / "model.safetensors", config_path=tmp_path / "precise" / "config.yaml"
+    )
+    assert scores["miou"] == pytest.approx(metrics["miou"], abs=1e-6)

@@ -242,6 +242,11 @@ class TrainConfig(StrictSection):
     #: Steps with a NaN / infinite loss are skipped; this many in a row stop training (0: no check, which
     #: also saves the one scalar host sync per step the check costs).
     nonfinite_patience: int = Field(5, ge=0)
+    #: After the last step, re-estimate BatchNorm's running statistics as a plain average over this many
+    #: augmented training batches (labeled, and for CCT unlabeled, in turn), weights frozen ("precise BN");
+    #: the final validation and the exported weights use them. 0 keeps the statistics training left, an
+    #: exponential average over its last ~10 batches, which with small batches is a draw of its own.
+    precise_bn: int = Field(0, ge=0)
     #: Multi-domain runs: "alternate" steps one domain per iteration (labeled + unlabeled batch of that
     #: domain, as the paper), "mix" takes a batch of every domain in each step and sums their losses.
     domain_sampling: Literal["alternate", "mix"] = "alternate"

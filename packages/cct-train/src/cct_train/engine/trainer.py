@@ -12,8 +12,9 @@ import math
 import os
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from itertools import islice
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +43,7 @@ from cct_train.common.progress import training_progress
 from cct_train.config import Config, save_config
 from cct_train.data import InfiniteLoader, cycle
 from cct_train.data.setup import DataBundle, TrainTransform, build_data
+from cct_train.engine.batchnorm import has_batchnorm, recalibrate_batchnorm
 from cct_train.engine.machine import PrecisionChoice, resolve_precision
 from cct_train.engine.schedules import build_optimizer, consistency_schedule, poly_schedule, poly_scheduler
 from cct_train.engine.signals import NonFiniteLossError, StopRequest, TrainingInterrupted, stop_on_signals
@@ -69,6 +71,8 @@ ProgressCallback = Callable[[int, dict[str, float]], None]
 
 #: Offset between the seeds of a process's labeled and unlabeled generators (any fixed odd number).
 UNLABELED_STREAM = 500_009
+#: Offset of the generator that augments the batches of the BatchNorm re-estimation (train.precise_bn).
+PRECISE_BN_STREAM = 700_001
 
 
 @dataclass
@@ -540,6 +544,35 @@ class Trainer:
             "domains": per_domain,
         }
 
+    def recalibrate_batchnorm(self) -> None:
+        """Re-estimate the BatchNorm statistics over ``train.precise_bn`` augmented training batches
+        (:mod:`cct_train.engine.batchnorm`). Its batches are drawn with a generator of their own, so the
+        training streams (and a resumed run) are not affected; each process averages over its own shard."""
+        count = self.config.train.precise_bn
+        model = self.unwrapped
+        if not count or not has_batchnorm(model):
+            return
+        generator = torch.Generator(device=self.accelerator.device)
+        generator.manual_seed(
+            self.config.experiment.seed * 1000 + self.accelerator.process_index + PRECISE_BN_STREAM
+        )
+        with self.accelerator.autocast():
+            recalibrate_batchnorm(model, islice(self._calibration_batches(generator), count))
+
+    def _calibration_batches(self, generator: torch.Generator) -> Iterator[torch.Tensor]:
+        """Augmented image batches of what the encoder trained on: every domain's labeled loader and,
+        unless the run is supervised, its unlabeled one, in turn."""
+        sources = []
+        for run in self.domains:
+            loaders = [run.labeled_loader]
+            if run.unlabeled_loader is not None and not run.config.supervised_only:
+                loaders.append(run.unlabeled_loader)
+            sources += [(run, cycle(loader)) for loader in loaders]
+        while True:
+            for run, stream in sources:
+                images, _ = run.augment(next(stream)["image"], None, generator=generator)
+                yield images
+
     def fit(self, callback: ProgressCallback | None = None) -> TrainResult:
         cfg = self.config.train
         self.output_dir.mkdir(parents=True, exist_ok=True)
@@ -595,7 +628,14 @@ class Trainer:
                     self.step % cfg.checkpoint_every == 0 or self.step == cfg.iterations
                 ):
                     self.save("last")
-        if not cfg.eval_every:
+        if cfg.precise_bn:
+            self.recalibrate_batchnorm()
+            metrics = self.validate()  # the reported scores are those of the weights exported
+            if metrics:
+                self.accelerator.log(_val_logs(metrics), step=self.step)
+            if cfg.checkpoint_every:
+                self.save("last")
+        elif not cfg.eval_every:
             metrics = self.validate()
         self.export(self.output_dir / "model.safetensors")
         self.accelerator.end_training()
