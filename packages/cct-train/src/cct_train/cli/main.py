@@ -306,6 +306,12 @@ def demo(
     threads: Annotated[
         int | None, typer.Option(min=1, help="torch threads (default: chosen from the free cores).")
     ] = None,
+    jobs: Annotated[
+        int | None,
+        typer.Option(
+            min=1, help="Runs trained at once (default: both side by side when 2 cores are free, else 1)."
+        ),
+    ] = None,
 ) -> None:
     """A short real CCT training + evaluation that needs no download (a few minutes on 2 CPU cores).
     Precision: bf16 autocast where it is native, float32 elsewhere; both choices are printed."""
@@ -322,6 +328,7 @@ def demo(
         seed=seed,
         threads=threads,
         weights=weights,
+        jobs=jobs,
     )
 
 

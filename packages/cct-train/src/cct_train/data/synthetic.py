@@ -111,9 +111,14 @@ def _blur(image: np.ndarray, passes: int) -> np.ndarray:
 
 
 def render_scene(
-    rng: np.random.Generator, size: tuple[int, int] = (96, 128), num_classes: int = 6
+    rng: np.random.Generator,
+    size: tuple[int, int] = (96, 128),
+    num_classes: int = 6,
+    object_scale: float = 1.0,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """One random scene: image uint8 (H, W, 3) and mask uint8 (H, W) with values in 0..num_classes-1."""
+    """One random scene: image uint8 (H, W, 3) and mask uint8 (H, W) with values in 0..num_classes-1.
+
+    ``object_scale`` multiplies the objects' radii (the draws are the same whatever its value)."""
     if not 3 <= num_classes <= len(SYNTHETIC_CLASSES):
         raise ValueError(f"synthetic scenes support 3..{len(SYNTHETIC_CLASSES)} classes, got {num_classes}")
     h, w = size
@@ -160,7 +165,7 @@ def render_scene(
             cy = rng.uniform(0.75 * horizon_y, h)
             cx = rng.uniform(0, w)
             scale = 0.6 + 0.8 * (cy / h)  # perspective: larger lower in the frame
-            r = rng.uniform(0.06, 0.16) * h * scale
+            r = rng.uniform(0.06, 0.16) * h * scale * object_scale
             region = _shape_region(rng, shapes[cls], yy, xx, cy, cx, r)
             colour = rng.uniform(0, 255, 3).astype(np.float32)
             image = np.where(region[..., None], _texture(rng, yy, xx, colour), image)
@@ -180,6 +185,7 @@ def generate_synthetic_dataset(
     size: Sequence[int] = (96, 128),
     seed: int = 0,
     num_classes: int = 6,
+    object_scale: float = 1.0,
 ) -> Path:
     """Write ``n_train`` + ``n_val`` scenes of ``size=(H, W)`` to ``out_dir`` in the FolderDataset layout.
 
@@ -202,7 +208,7 @@ def generate_synthetic_dataset(
         names = [f"{split}_{i:04d}" for i in range(count)]
         for i, name in enumerate(names):
             rng = np.random.default_rng([seed, _SPLIT_CODES[split], i])
-            image, mask = render_scene(rng, (h, w), num_classes)
+            image, mask = render_scene(rng, (h, w), num_classes, object_scale)
             Image.fromarray(image, mode="RGB").save(out / "images" / f"{name}.png", compress_level=1)
             index = Image.fromarray(mask, mode="L").convert("P")
             index.putpalette(flat_palette)

