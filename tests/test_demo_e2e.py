@@ -13,7 +13,14 @@ from cct_train.tools import demo
 
 def test_demo_trains_both_runs_side_by_side(tmp_path: Path) -> None:
     # A small copy of the demo's scenes where the demo looks for them (it generates 300 otherwise).
-    generate_synthetic_dataset(tmp_path / "data", n_train=16, n_val=4, size=demo.DEMO_SIZE, seed=0)
+    generate_synthetic_dataset(
+        tmp_path / "data",
+        n_train=16,
+        n_val=4,
+        size=demo.DEMO_SIZE,
+        seed=0,
+        object_scale=demo.DEMO_OBJECT_SCALE,
+    )
     results = demo.run_demo(output=tmp_path, iterations=2, encoder="timm:resnet18", jobs=2)
     assert set(results) == {"supervised", "cct"}
     stored = json.loads((tmp_path / "results.json").read_text())
@@ -26,13 +33,10 @@ def test_demo_trains_both_runs_side_by_side(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(
-    ("runs", "threads", "load", "expected"),
-    [(2, None, 0.0, 2), (2, None, 1.2, 1), (2, 2, 0.0, 1), (1, None, 0.0, 1)],
+    ("runs", "threads", "cores", "expected"),
+    [(2, None, 2, 2), (2, None, 1, 1), (2, 2, 2, 1), (1, None, 2, 1)],
 )
-def test_side_by_side_only_when_the_cores_are_free(
-    monkeypatch: pytest.MonkeyPatch, runs: int, threads: int | None, load: float, expected: int
+def test_side_by_side_when_there_is_a_core_per_run(
+    runs: int, threads: int | None, cores: int, expected: int
 ) -> None:
-    import cct_train.engine.machine as machine
-
-    monkeypatch.setattr(machine, "other_load", lambda cores=None: load)
-    assert demo.demo_jobs(runs, threads, cores=2) == expected
+    assert demo.demo_jobs(runs, threads, cores=cores) == expected

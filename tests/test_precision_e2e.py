@@ -112,7 +112,7 @@ def test_demo_trains_in_the_resolved_precision_and_says_so(
     label: str,
 ) -> None:
     from cct_train.data import generate_synthetic_dataset
-    from cct_train.demo import DEMO_SIZE, demo_config, run_demo
+    from cct_train.demo import DEMO_OBJECT_SCALE, DEMO_SIZE, demo_config, run_demo
 
     as_cpu(info)
     assert (
@@ -122,7 +122,9 @@ def test_demo_trains_in_the_resolved_precision_and_says_so(
         == "auto"
     )
     # A small copy of the demo's scenes where the demo looks for them (it generates 300 otherwise).
-    generate_synthetic_dataset(tmp_path / "data", n_train=16, n_val=4, size=DEMO_SIZE, seed=0)
+    generate_synthetic_dataset(
+        tmp_path / "data", n_train=16, n_val=4, size=DEMO_SIZE, seed=0, object_scale=DEMO_OBJECT_SCALE
+    )
     run_demo(output=tmp_path, iterations=1, compare=False, threads=1)
     printed = " ".join(capsys.readouterr().err.split())
     assert f"precision: {label} (auto:" in printed

@@ -222,6 +222,7 @@ def generate_synthetic_dataset(
         "ignore_index": IGNORE_INDEX,
         "size": [h, w],
         "seed": seed,
+        "object_scale": object_scale,
         "n_train": n_train,
         "n_val": n_val,
     }

@@ -10,7 +10,6 @@ schedule, then prints the mIoU of each and writes a grid of predictions.
 from __future__ import annotations
 
 import json
-import math
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -27,8 +26,12 @@ from cct_train.engine.trainer import Trainer
 console = Console()
 
 #: Small enough for 2 CPU cores in a few minutes, big enough to show the effect of unlabeled data.
-DEMO_ITERATIONS = 300
+DEMO_ITERATIONS = 150
 DEMO_SIZE = (96, 128)
+#: The scenes' objects at twice the default radius: at output stride 8 a 96x128 frame is a 12x16 map, and
+#: objects of the default size cover one or two of its cells, too few for either method to learn their
+#: shapes in a few minutes (docs/results.md, "The demo").
+DEMO_OBJECT_SCALE = 2.0
 
 #: The demo's encoder: ImageNet-pretrained EfficientNet-Lite0 from the package index (`cct-train[pretrained]`,
 #: installed by the dev environment) when it is installed; random initialisation of ResNet-18 otherwise.
@@ -52,9 +55,13 @@ def _synthetic_data(output: Path, seed: int) -> Path:
     from cct_train.data import generate_synthetic_dataset
 
     root = output / "data"
-    if not (root / "dataset.json").is_file():
+    meta = root / "dataset.json"
+    # Scenes written by an older demo (smaller objects) are written anew.
+    if not meta.is_file() or json.loads(meta.read_text()).get("object_scale", 1.0) != DEMO_OBJECT_SCALE:
         console.print(f"generating the demo scenes in [bold]{root}[/] ...")
-        generate_synthetic_dataset(root, n_train=240, n_val=60, size=DEMO_SIZE, seed=seed)
+        generate_synthetic_dataset(
+            root, n_train=240, n_val=60, size=DEMO_SIZE, seed=seed, object_scale=DEMO_OBJECT_SCALE
+        )
     return root
 
 
@@ -186,16 +193,16 @@ def run_demo(
 
 
 def demo_jobs(runs: int, threads: int | None = None, cores: int | None = None) -> int:
-    """How many of the demo's runs to train at once: all of them, one thread each, when that many cores are
-    free (two 1-thread runs side by side are faster on 2 cores than one 2-thread run after the other, whose
-    small kernels do not scale), else one; one when ``threads`` is set."""
-    from cct_train.engine.machine import available_cores, other_load
+    """How many of the demo's runs to train at once: all of them, one torch thread each, when the machine
+    has a core per run (two 1-thread runs side by side are faster on 2 cores than one 2-thread run after
+    the other, whose small kernels do not scale), else one; one when ``threads`` is set. The load average
+    is deliberately not consulted: right after an install it still counts the install for a minute, and
+    two 1-thread runs beside another job cost no more than the same runs one after the other."""
+    from cct_train.engine.machine import available_cores
 
     if threads is not None or runs <= 1:
         return 1
-    cores = cores or available_cores()
-    free = cores - math.floor((other_load(cores) or 0.0) + 0.5)
-    return runs if free >= runs else 1
+    return runs if (cores or available_cores()) >= runs else 1
 
 
 def _run_demo(configs: dict[str, Config], output: Path, jobs: int, threads: int) -> dict[str, Any]:
@@ -203,9 +210,10 @@ def _run_demo(configs: dict[str, Config], output: Path, jobs: int, threads: int)
     first = next(iter(configs.values()))
     bundle = build_data(first)
     encoder, weights = first.model.encoder, first.model.weights
-    console.rule(
-        f"[bold]{' and '.join(configs)}[/]: {bundle.n_labeled} labeled + {bundle.n_unlabeled} unlabeled images, "
-        f"{first.train.iterations} iterations, {encoder}" + (f" ({weights})" if weights else " (random init)")
+    console.rule(f"[bold]{' and '.join(configs)}")
+    console.print(
+        f"{bundle.n_labeled} labeled + {bundle.n_unlabeled} unlabeled images, {first.train.iterations} "
+        f"iterations, {encoder}" + (f" ({weights})" if weights else " (random init)")
     )
     if jobs > 1:
         results, models = _train_side_by_side(configs, jobs, threads)
@@ -232,8 +240,14 @@ def _train_side_by_side(
     configs: dict[str, Config], jobs: int, threads: int
 ) -> tuple[dict[str, Any], dict[str, torch.nn.Module]]:
     """The runs in parallel worker processes (the study's runner), then their metrics and exported models."""
+    from cct_train.engine.machine import resolve_precision
+    from cct_train.engine.trainer import training_device
     from cct_train.eval.inference import load_model
     from cct_train.study.runs import RunSpec, run_all
+
+    first = next(iter(configs.values()))
+    # The workers train quietly: say here what each Trainer would have printed.
+    console.print(resolve_precision(first.train.mixed_precision, training_device()).describe())
 
     specs = [
         RunSpec(
