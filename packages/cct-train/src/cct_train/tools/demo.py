@@ -25,8 +25,9 @@ from cct_train.engine.trainer import Trainer
 
 console = Console()
 
-#: Small enough for 2 CPU cores in a few minutes, big enough to show the effect of unlabeled data.
-DEMO_ITERATIONS = 150
+#: About 9.5 min on 2 AVX2 cores (the two runs side by side), CCT ahead on 3 of 3 seeds; 150 fits 5 minutes
+#: but leaves both methods under-trained, and CCT ahead on only 2 of 3 (docs/results.md, "The demo").
+DEMO_ITERATIONS = 300
 DEMO_SIZE = (96, 128)
 #: The scenes' objects at twice the default radius: at output stride 8 a 96x128 frame is a 12x16 map, and
 #: objects of the default size cover one or two of its cells, too few for either method to learn their
