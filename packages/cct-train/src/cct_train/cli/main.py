@@ -309,7 +309,7 @@ def demo(
     jobs: Annotated[
         int | None,
         typer.Option(
-            min=1, help="Runs trained at once (default: both side by side when 2 cores are free, else 1)."
+            min=1, help="Runs trained at once (default: both side by side when there are 2 cores, else 1)."
         ),
     ] = None,
 ) -> None:

@@ -10,8 +10,6 @@ schedule, then prints the mIoU of each and writes a grid of predictions.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -150,13 +148,11 @@ def run_demo(
 ) -> dict[str, Any]:
     """Train (and compare), print the table, write results.json and the prediction grid.
 
-    ``jobs``: runs trained at once (default: both runs side by side, one torch thread each, when at least
-    2 cores are free, :func:`demo_jobs`; else one after the other). ``threads``: torch threads per run
+    ``jobs``: runs trained at once (default: both runs side by side, one torch thread each, when the
+    machine has a core per run, :func:`demo_jobs`; else one after the other). ``threads``: torch threads per run
     (default: chosen from the free cores, :func:`cct_train.engine.machine.choose_threads`); the precision
     follows ``mixed_precision: auto``. Both choices are printed with their reasons.
     """
-    import torch
-
     from cct_train.engine.machine import choose_threads
 
     runs = 2 if compare else 1
@@ -265,7 +261,8 @@ def _train_side_by_side(
         state = f"failed: {result.error}" if result.error else f"{result.seconds:.0f} s"
         console.print(f"[bold]{spec.method}[/] done ({state})")
 
-    with _progress_note(f"training {' and '.join(configs)} side by side, {threads} thread(s) each ..."):
+    # A spinner while the workers train (their own progress bars stay quiet).
+    with console.status(f"training {' and '.join(configs)} side by side, {threads} thread(s) each ..."):
         outcomes = run_all(specs, jobs=jobs, threads=threads, callback=finished)
     results: dict[str, Any] = {}
     models: dict[str, torch.nn.Module] = {}
@@ -308,10 +305,3 @@ def _prediction_grid(models: dict[str, torch.nn.Module], data: DataBundle, path:
     images = batch["image"][:count]
     predictions = {mode: predict_classes(model, images, data.normalize) for mode, model in models.items()}
     prediction_grid(images, batch["mask"][:count], predictions, data.palette, path)
-
-
-@contextmanager
-def _progress_note(text: str) -> Iterator[None]:
-    """A spinner while the worker processes train (their own progress bars stay quiet)."""
-    with console.status(text):
-        yield
