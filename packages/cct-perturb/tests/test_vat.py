@@ -364,3 +364,25 @@ def test_argument_checks_name_what_is_expected() -> None:
         vat(z, dec, None, torch.Generator())  # type: ignore[arg-type]
     with pytest.raises(ValueError, match=r"\(B, D, h, w\)"):
         vat(z[0], dec)
+
+
+def test_the_limit_method_shows_no_warning_of_torch_internals() -> None:
+    """Forward-mode AD's first use makes torch script its decompositions, which warns (torch >= 2.10) about
+    torch's own code; a fresh process turns every FutureWarning into an error."""
+    import subprocess
+    import sys
+
+    code = (
+        "import torch\n"
+        "from cct_perturb import vat_direction\n"
+        "z = torch.randn(2, 8, 5, 5)\n"
+        "d = vat_direction(z, torch.nn.Conv2d(8, 4, 1), method='limit')\n"
+        "assert d.shape == z.shape\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-W", "error::FutureWarning", "-c", code],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr

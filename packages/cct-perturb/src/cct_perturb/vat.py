@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import contextlib
+import functools
+import warnings
 from collections.abc import Callable, Iterator
 from typing import ClassVar, Literal
 
@@ -100,6 +102,20 @@ def _check_vat_args(z: torch.Tensor, decoder: object, target: object, xi: object
         raise ValueError(f"iterations must be an int >= 1, got {iterations!r}")
 
 
+@functools.cache
+def _load_jvp_decompositions() -> None:
+    """Import what torch's forward-mode AD loads on its first ``make_dual``, once, without its warning.
+
+    torch builds those decompositions with ``torch.jit.script``, which warns (FutureWarning, torch >= 2.10)
+    on behalf of torch itself: a user of VAT can do nothing about it, so it is not shown to them.
+    """
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r".*torch\.jit\.script.*", category=FutureWarning)
+        # A torch without the module: make_dual loads what it needs itself.
+        with contextlib.suppress(ImportError):
+            import torch._decomp.decompositions_for_jvp  # noqa: F401
+
+
 def _limit_step(z_var: torch.Tensor, decoder: Decoder, d: torch.Tensor) -> torch.Tensor:
     r"""``J^T F J d``: the Hessian of ``d -> KL(p(z) || p(z + d))`` at ``d = 0`` times ``d``, float32.
 
@@ -108,6 +124,7 @@ def _limit_step(z_var: torch.Tensor, decoder: Decoder, d: torch.Tensor) -> torch
     ``d = 0`` the KL's gradient is zero, so this is its exact second-order term: the direction the finite
     difference with a tiny ``xi`` approximates, without the cancellation.
     """
+    _load_jvp_decompositions()
     with fwAD.dual_level():
         out = decoder(fwAD.make_dual(z_var, d.to(z_var.dtype)))
         logits, tangent = fwAD.unpack_dual(out)

@@ -31,6 +31,7 @@ from typing import Any, Protocol
 
 from torch import Tensor, nn
 
+from cct_train.models.depthwise import use_fast_depthwise
 from cct_train.models.weights import (
     Match,
     is_head_key,
@@ -283,6 +284,7 @@ def build_encoder(
     output_stride: int = 8,
     pretrained: bool = False,
     weights: str | Path | None = None,
+    fast_depthwise: bool = True,
     **kwargs: Any,
 ) -> Encoder:
     """Build a backbone returning its deepest feature map ``(B, D, H / os, W / os)``.
@@ -298,6 +300,9 @@ def build_encoder(
             Needs network access.
         weights: a local ``.pth`` / ``.pt`` / ``.safetensors`` state dict to load instead (see
             :func:`load_encoder_weights`). Exclusive with ``pretrained``.
+        fast_depthwise: compute the stride-1 depthwise layers (EfficientNet, MobileNet...) on the CPU
+            through :mod:`cct_train.models.depthwise`: the same layers and results, 2-4x faster to train
+            there; no effect on other devices or on models without such layers.
         **kwargs: passed to ``timm.create_model`` / smp ``get_encoder`` (e.g. ``drop_path_rate``,
             ``dynamic_img_size=True`` for ViTs).
 
@@ -315,6 +320,8 @@ def build_encoder(
     )
     if weights is not None:
         load_encoder_weights(encoder, weights)
+    if fast_depthwise:
+        use_fast_depthwise(encoder)
     return encoder
 
 
