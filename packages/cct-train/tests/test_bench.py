@@ -23,6 +23,21 @@ def test_workloads_are_the_documented_ones() -> None:
     assert (camvid.encoder, camvid.size, camvid.batch, camvid.classes) == ("timm:resnet10t", (72, 96), 4, 11)
     assert (camvid.amp, camvid.psp_channels, sum(camvid.perturbations.values())) == ("auto", 64, 11)
     assert sum(WORKLOADS["cpu"].perturbations.values()) == 30
+    # The pretrained study's model, with and without the depthwise rewrite (cct_train.models.depthwise).
+    pre, native = WORKLOADS["camvid-pretrained"], WORKLOADS["camvid-pretrained-native-dw"]
+    assert (pre.encoder, pre.size, pre.batch, pre.classes, pre.psp_channels) == (
+        "timm:tf_efficientnet_lite0",
+        (72, 96),
+        4,
+        11,
+        512,
+    )
+    assert native.encoder_kwargs == {"fast_depthwise": False}
+    assert {**vars(native), "name": "", "encoder_kwargs": {}} == {
+        **vars(pre),
+        "name": "",
+        "encoder_kwargs": {},
+    }
     # The targets are checked on the original implementation's setting (issue #10), the default on CPU.
     assert DEFAULT_WORKLOADS == {"cuda": "cuda", "cpu": "cpu-r50"}
     assert WORKLOADS["cpu-r50"].reference_s_per_step == (3.3, 4.3)

@@ -21,6 +21,10 @@ random initialisation, 21 classes, output stride 8, PSP 512, SGD with momentum:
   stride 8, PSP 64, 11 classes, 72x96 crops, 4 + 4 images, the full-CCT run's 11 auxiliary decoders), in the
   precision ``auto`` picks: a minute or two, to see what the study costs on this machine
   (``--precision fp32`` / ``bf16`` to compare).
+- ``camvid-pretrained``: the model of the pretrained CamVid study (``configs/study/camvid-pretrained.yaml``:
+  EfficientNet-Lite0 at output stride 8, PSP 512, 72x96 crops, 4 + 4 images, 11 auxiliary decoders), precision
+  ``auto``; ``camvid-pretrained-native-dw`` is the same with PyTorch's own depthwise kernels instead of
+  :mod:`cct_train.models.depthwise` (run both to see what the rewrite saves on this CPU).
 
 Precision. ``--precision`` (``auto``, ``fp32``, ``bf16``) overrides the workload's; ``auto`` is resolved by
 :func:`cct_train.engine.machine.resolve_precision` (bf16 where native, float32 elsewhere). The precision used,
@@ -101,6 +105,8 @@ class Workload:
     perturbations: Mapping[str, int] = field(default_factory=lambda: dict(PAPER_PERTURBATIONS))
     #: Extra attributes set on the CCT model (e.g. ``{"fused_aux": False}`` for the unfused reference).
     model_attrs: Mapping[str, Any] = field(default_factory=dict)
+    #: Extra ``build_encoder`` arguments of both modes (e.g. ``{"fast_depthwise": False}``).
+    encoder_kwargs: Mapping[str, Any] = field(default_factory=dict)
     #: The original implementation's CCT step (low, high) in seconds on this setting, as quoted in issue #10
     #: (2-core CPU, ResNet-50 + PSP, crop 160, 2 + 2); ``None`` where there is no such figure.
     reference_s_per_step: tuple[float, float] | None = None
@@ -130,6 +136,27 @@ WORKLOADS: dict[str, Workload] = {
         amp="auto",
         psp_channels=64,
         perturbations=dict(CPU_PERTURBATIONS),
+    ),
+    # configs/study/camvid-pretrained.yaml's model (EfficientNet-Lite0 at output stride 8, PSP 512) and
+    # decoders, and the same with PyTorch's own depthwise kernels, to compare (cct_train.models.depthwise).
+    "camvid-pretrained": Workload(
+        "camvid-pretrained",
+        "timm:tf_efficientnet_lite0",
+        (72, 96),
+        4,
+        classes=11,
+        amp="auto",
+        perturbations=dict(CPU_PERTURBATIONS),
+    ),
+    "camvid-pretrained-native-dw": Workload(
+        "camvid-pretrained-native-dw",
+        "timm:tf_efficientnet_lite0",
+        (72, 96),
+        4,
+        classes=11,
+        amp="auto",
+        perturbations=dict(CPU_PERTURBATIONS),
+        encoder_kwargs={"fast_depthwise": False},
     ),
 }
 #: The workload ``cct bench`` runs when none is named, by device type.
@@ -180,6 +207,7 @@ def _bench_model(work: Workload, cct: bool, dev: torch.device) -> tuple[Any, tor
         perturbations=dict(work.perturbations) if cct else {},
         psp_channels=work.psp_channels,
         output_stride=work.output_stride,
+        encoder_kwargs=dict(work.encoder_kwargs),
     )
     if cct:
         for key, value in work.model_attrs.items():
@@ -466,6 +494,7 @@ def _workload_json(work: Workload) -> dict[str, Any]:
     workload_json["size"] = list(work.size)
     workload_json["perturbations"] = dict(work.perturbations)
     workload_json["model_attrs"] = dict(work.model_attrs)
+    workload_json["encoder_kwargs"] = dict(work.encoder_kwargs)
     return workload_json
 
 
