@@ -148,17 +148,12 @@ WORKLOADS: dict[str, Workload] = {
         amp="auto",
         perturbations=dict(CPU_PERTURBATIONS),
     ),
-    "camvid-pretrained-native-dw": Workload(
-        "camvid-pretrained-native-dw",
-        "timm:tf_efficientnet_lite0",
-        (72, 96),
-        4,
-        classes=11,
-        amp="auto",
-        perturbations=dict(CPU_PERTURBATIONS),
-        encoder_kwargs={"fast_depthwise": False},
-    ),
 }
+WORKLOADS["camvid-pretrained-native-dw"] = replace(
+    WORKLOADS["camvid-pretrained"],
+    name="camvid-pretrained-native-dw",
+    encoder_kwargs={"fast_depthwise": False},
+)
 #: The workload ``cct bench`` runs when none is named, by device type.
 DEFAULT_WORKLOADS: dict[str, str] = {"cuda": "cuda", "cpu": "cpu-r50"}
 
