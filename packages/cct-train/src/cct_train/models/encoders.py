@@ -301,8 +301,9 @@ def build_encoder(
         weights: a local ``.pth`` / ``.pt`` / ``.safetensors`` state dict to load instead (see
             :func:`load_encoder_weights`). Exclusive with ``pretrained``.
         fast_depthwise: compute the stride-1 depthwise layers (EfficientNet, MobileNet...) on the CPU
-            through :mod:`cct_train.models.depthwise`: the same layers and results, 2-4x faster to train
-            there; no effect on other devices or on models without such layers.
+            through :mod:`cct_train.models.depthwise`: the same layers and results, faster to train there
+            (EfficientNet-Lite0 at output stride 8: a CCT step 1.8x in bf16, 1.3x in float32, on an Intel
+            Xeon with AMX-BF16); no effect on other devices or on models without such layers.
         **kwargs: passed to ``timm.create_model`` / smp ``get_encoder`` (e.g. ``drop_path_rate``,
             ``dynamic_img_size=True`` for ViTs).
 

@@ -23,8 +23,9 @@ from cct_train.engine.trainer import Trainer
 
 console = Console()
 
-#: About 9.5 min on 2 AVX2 cores (the two runs side by side), CCT ahead on 3 of 3 seeds; 150 fits 5 minutes
-#: but leaves both methods under-trained, and CCT ahead on only 2 of 3 (docs/results.md, "The demo").
+#: About 9.5 min on 2 AVX2 cores in float32 (the two runs side by side, before the depthwise rewrite), CCT
+#: ahead on 3 of 3 seeds; under 4 min on 2 AMX-BF16 Xeon cores in bf16, CCT ahead on 2 of 3 by less than the
+#: noise of one run (docs/results.md, "The demo" and "Round 4").
 DEMO_ITERATIONS = 300
 DEMO_SIZE = (96, 128)
 #: The scenes' objects at twice the default radius: at output stride 8 a 96x128 frame is a 12x16 map, and
