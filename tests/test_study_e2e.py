@@ -87,3 +87,32 @@ def test_tiny_study_writes_a_consistent_report_and_resumes(
     assert [i["runs_trained"] for i in second["invocations"]] == [4, 0]
     assert second["wall_seconds_training"] == report["wall_seconds"]  # the training invocation's time is kept
     assert second["run_cpu_seconds_total"] > 0
+
+
+def test_a_run_takes_the_cores_a_finished_run_freed(
+    synthetic_root: Path, tmp_path: Path, tiny_config: Callable[..., dict[str, Any]]
+) -> None:
+    # The worker's side of run_all(share_cores=True), in this process: a Value as the spawned workers
+    # inherit it, with the other worker still training (1) or done (0) when this run starts.
+    import multiprocessing
+
+    import torch
+
+    from cct_train.study import runs
+
+    before = torch.get_num_threads()
+    try:
+        for others, expected in ((1, 1), (0, 2)):
+            config = tiny_config(
+                synthetic_root, tmp_path / f"others{others}", iterations=2, checkpoint_every=0
+            )
+            config["train"]["trackers"] = []
+            spec = runs.RunSpec(4, "cct", 0, tmp_path / f"others{others}", config)
+            share = runs.CoreShare(multiprocessing.get_context("spawn").Value("i", others), cores=2)
+            runs._worker_init(1, share)
+            result = runs._worker_run(spec)
+            assert result.threads == expected, f"{others} other run(s) training"
+            assert share.running.value == others  # this run counted itself out again
+    finally:
+        runs._worker_init(before, None)
+        torch.set_num_threads(before)

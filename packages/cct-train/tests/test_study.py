@@ -346,3 +346,28 @@ def test_study_methods_cover_every_registered_perturbation() -> None:
     assert sorted(PERTURBATION_TYPES) == sorted(PERTURBATIONS)
     assert ALL_METHODS[0] == "supervised"
     assert ALL_METHODS[-1] == "cct"
+
+
+def test_core_share_divides_the_cores_among_the_runs_training() -> None:
+    import multiprocessing
+
+    from cct_train.study.runs import CoreShare
+
+    share = CoreShare(multiprocessing.get_context("spawn").Value("i", 0), cores=4)
+    assert share.threads_now() == 4
+    with share.training():
+        assert share.running.value == 1
+        assert share.threads_now() == 4
+        with share.training():
+            assert share.threads_now() == 2
+        assert share.threads_now() == 4
+    assert share.running.value == 0
+    share.running.value = 8  # more runs than cores: still one thread each
+    assert share.threads_now() == 1
+    before = torch.get_num_threads()
+    try:
+        share.running.value = 2
+        share.rebalance()
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)

@@ -25,7 +25,7 @@ from cct_train.config import (
 from cct_train.engine.machine import (
     choose_threads,
 )
-from cct_train.engine.trainer import TrainingInterrupted
+from cct_train.engine.trainer import ProgressCallback, TrainingInterrupted
 from cct_train.study.provenance import write_json
 from cct_train.study.schema import RESULT_FILE, SUPERVISED, StudyConfig
 
@@ -64,6 +64,8 @@ class RunResult:
     error: str | None = None
     #: CPU time of the run's process (all its threads): what the run costs whatever else the machine runs.
     cpu_seconds: float | None = None
+    #: torch threads when the run ended (more than it started with when it took a finished run's cores).
+    threads: int | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -119,8 +121,13 @@ def load_result(spec: RunSpec) -> RunResult | None:
     return result
 
 
-def execute_run(spec: RunSpec) -> RunResult:
-    """Train and validate one run (resuming from its last checkpoint when one exists) and store its result."""
+def execute_run(spec: RunSpec, on_log: ProgressCallback | None = None) -> RunResult:
+    """Train and validate one run (resuming from its last checkpoint when one exists) and store its result.
+
+    ``on_log(step, logs)`` is passed to :meth:`Trainer.fit` (called at every log interval).
+    """
+    import torch
+
     from cct_train.engine.trainer import Trainer
 
     start, cpu_start = time.perf_counter(), time.process_time()
@@ -130,7 +137,7 @@ def execute_run(spec: RunSpec) -> RunResult:
     last = trainer.checkpoint_path("last")
     if last.is_file():  # an interrupted run continues where it stopped
         trainer.resume(last)
-    fit = trainer.fit()
+    fit = trainer.fit(on_log)
     metrics = fit.metrics
     if not metrics:
         raise RuntimeError(f"run {spec.key}: no validation metrics (is data.val_split set?)")
@@ -147,6 +154,7 @@ def execute_run(spec: RunSpec) -> RunResult:
         decoders=sum(config.model.perturbations.values()) if not config.supervised_only else 0,
         run_dir=str(spec.run_dir),
         cpu_seconds=round(time.process_time() - cpu_start, 2),
+        threads=torch.get_num_threads(),
     )
     write_json(spec.run_dir / RESULT_FILE, result.to_dict())
     return result
@@ -165,13 +173,58 @@ def _drop_stale_checkpoints(spec: RunSpec) -> None:
         shutil.rmtree(spec.run_dir / "checkpoints", ignore_errors=True)
 
 
-def _worker_init(threads: int) -> None:
+class CoreShare:
+    """The cores of a batch of parallel runs, divided among the runs still training.
+
+    With two runs side by side (the demo: the supervised baseline takes half as long as CCT), the second
+    core idles once the short run ends. Each worker counts itself in ``running`` while it trains and, at
+    every log interval, takes ``cores // running`` torch threads: the last run gets both cores. Thread
+    counts change the order of float sums, so a run trained this way is not bit-for-bit repeatable (it
+    depends on when the other finished): the study keeps fixed threads, the demo shares.
+
+    ``torch.set_num_threads`` sets the OpenMP thread count of the calling thread only, so the change is
+    made from the training loop (the trainer's log callback), not from a watcher thread.
+    """
+
+    def __init__(self, running: Any, cores: int) -> None:
+        self.running = running  # a multiprocessing Value("i"), inherited by the spawned workers
+        self.cores = cores
+
+    def threads_now(self) -> int:
+        return max(1, self.cores // max(1, int(self.running.value)))
+
+    def rebalance(self, step: int = 0, logs: Mapping[str, float] | None = None) -> None:
+        import torch
+
+        wanted = self.threads_now()
+        if wanted != torch.get_num_threads():
+            torch.set_num_threads(wanted)
+
+    @contextmanager
+    def training(self) -> Any:
+        with self.running.get_lock():
+            self.running.value += 1
+        try:
+            yield
+        finally:
+            with self.running.get_lock():
+                self.running.value -= 1
+
+
+# The worker processes' CoreShare, set by their initializer: a multiprocessing Value reaches a spawned
+# worker only through inheritance (initargs), not as an argument of each submitted run.
+_worker_share: CoreShare | None = None
+
+
+def _worker_init(threads: int, share: CoreShare | None = None) -> None:
     import warnings
 
     import torch
 
     from cct_train.engine.machine import SlowPrecisionWarning
 
+    global _worker_share
+    _worker_share = share
     os.environ["OMP_NUM_THREADS"] = str(threads)
     torch.set_num_threads(threads)
     # The study warned once in the main process (study_precision); each worker would repeat it.
@@ -179,7 +232,12 @@ def _worker_init(threads: int) -> None:
 
 
 def _worker_run(spec: RunSpec) -> RunResult:
-    return execute_run(spec)
+    share = _worker_share
+    if share is None:
+        return execute_run(spec)
+    with share.training():
+        share.rebalance()
+        return execute_run(spec, on_log=share.rebalance)
 
 
 @contextmanager
@@ -216,9 +274,13 @@ def run_all(
     jobs: int = 1,
     threads: int | None = None,
     callback: RunCallback | None = None,
+    share_cores: bool = False,
 ) -> list[RunResult]:
     """Train every run of ``specs``; ``jobs`` > 1 runs them in spawned worker processes, ``threads`` torch
     threads each (default: the cores shared out). Returns the results in the order of ``specs``.
+
+    ``share_cores``: when fewer runs than ``jobs`` are left training, the remaining ones take the freed
+    threads (:class:`CoreShare`; faster, but a run is then not bit-for-bit repeatable).
 
     ``callback(spec, result)`` is called as each run finishes. A failed run gives a RunResult with
     ``error`` set (NaN scores) instead of stopping the others.
@@ -246,11 +308,13 @@ def run_all(
         import multiprocessing
 
         context = multiprocessing.get_context("spawn")  # no forked torch / OpenMP state
+        workers = min(jobs, len(specs))
+        share = CoreShare(context.Value("i", 0), threads * workers) if share_cores else None
         with ProcessPoolExecutor(
-            max_workers=min(jobs, len(specs)),
+            max_workers=workers,
             mp_context=context,
             initializer=_worker_init,
-            initargs=(threads,),
+            initargs=(threads, share),
         ) as pool:
             pending: dict[Future[RunResult], RunSpec] = {pool.submit(_worker_run, s): s for s in specs}
             try:
