@@ -23,9 +23,8 @@ from cct_train.engine.trainer import Trainer
 
 console = Console()
 
-#: About 9.5 min on 2 AVX2 cores in float32 (the two runs side by side, before the depthwise rewrite), CCT
-#: ahead on 3 of 3 seeds; under 4 min on 2 AMX-BF16 Xeon cores in bf16, CCT ahead on 2 of 3 by less than the
-#: noise of one run (docs/results.md, "The demo" and "Round 4").
+#: 4 min 3 s on 2 AMX-BF16 Xeon cores in bf16 with 4 labeled scenes, CCT ahead on 5 of 5 seeds (+1.6 +- 0.9);
+#: slower in float32 on CPUs without native bf16 (docs/results.md, "The demo", "Round 4" and "Round 5").
 DEMO_ITERATIONS = 300
 DEMO_SIZE = (96, 128)
 #: The scenes' objects at twice the default radius: at output stride 8 a 96x128 frame is a 12x16 map, and
