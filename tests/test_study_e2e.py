@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import pytest
 import yaml
 from typer.testing import CliRunner
 
@@ -89,6 +91,28 @@ def test_tiny_study_writes_a_consistent_report_and_resumes(
     assert second["run_cpu_seconds_total"] > 0
 
 
+@contextmanager
+def _as_a_study_worker(threads: int, share: Any = None) -> Iterator[Any]:
+    """This process set up as run_all's worker (threads, CoreShare, signal handlers), put back after."""
+    import signal
+
+    import torch
+
+    from cct_train.study import runs
+
+    before = torch.get_num_threads()
+    handlers = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        runs._worker_init(threads, share)
+        yield runs
+    finally:
+        for sig, handler in handlers.items():
+            signal.signal(sig, handler)
+        runs._worker_share = None
+        runs._worker_stop.signum = None
+        torch.set_num_threads(before)
+
+
 def test_a_run_takes_the_cores_a_finished_run_freed(
     synthetic_root: Path, tmp_path: Path, tiny_config: Callable[..., dict[str, Any]]
 ) -> None:
@@ -96,23 +120,49 @@ def test_a_run_takes_the_cores_a_finished_run_freed(
     # inherit it, with the other worker still training (1) or done (0) when this run starts.
     import multiprocessing
 
-    import torch
+    from cct_train.study.runs import CoreShare, RunSpec
 
-    from cct_train.study import runs
-
-    before = torch.get_num_threads()
-    try:
-        for others, expected in ((1, 1), (0, 2)):
-            config = tiny_config(
-                synthetic_root, tmp_path / f"others{others}", iterations=2, checkpoint_every=0
-            )
-            config["train"]["trackers"] = []
-            spec = runs.RunSpec(4, "cct", 0, tmp_path / f"others{others}", config)
-            share = runs.CoreShare(multiprocessing.get_context("spawn").Value("i", others), cores=2)
-            runs._worker_init(1, share)
+    for others, expected in ((1, 1), (0, 2)):
+        config = tiny_config(synthetic_root, tmp_path / f"others{others}", iterations=2, checkpoint_every=0)
+        config["train"]["trackers"] = []
+        spec = RunSpec(4, "cct", 0, tmp_path / f"others{others}", config)
+        share = CoreShare(multiprocessing.get_context("spawn").Value("i", others), cores=2)
+        with _as_a_study_worker(1, share) as runs:
             result = runs._worker_run(spec)
-            assert result.threads == expected, f"{others} other run(s) training"
-            assert share.running.value == others  # this run counted itself out again
-    finally:
-        runs._worker_init(before, None)
-        torch.set_num_threads(before)
+        assert result.threads == expected, f"{others} other run(s) training"
+        assert share.running.value == others  # this run counted itself out again
+
+
+def test_ctrl_c_in_a_worker_stops_its_runs_and_crosses_the_process_boundary(
+    synthetic_root: Path, tmp_path: Path, tiny_config: Callable[..., dict[str, Any]]
+) -> None:
+    import os
+    import pickle
+    import signal
+
+    from cct_train.engine.signals import StopRequest, TrainingInterrupted
+    from cct_train.study.runs import RunNotStarted, RunSpec, execute_run
+
+    config = tiny_config(synthetic_root, tmp_path / "run", iterations=4, checkpoint_every=0)
+    config["train"]["trackers"] = []
+    spec = RunSpec(4, "cct", 0, tmp_path / "run", config)
+    # A signal while the run was being set up: it stops after its first step, with a checkpoint.
+    with pytest.raises(TrainingInterrupted) as stopped:
+        execute_run(spec, stop=StopRequest(signum=signal.SIGTERM))
+    assert stopped.value.step == 1
+    assert stopped.value.checkpoint.is_file()
+    # Ctrl-C reaching an idle worker: it stays alive (no broken pool) and starts no further run.
+    with _as_a_study_worker(1) as runs:
+        os.kill(os.getpid(), signal.SIGINT)
+        with pytest.raises(RunNotStarted, match="SIGINT"):
+            runs._worker_run(spec)
+    # Both come back to the study from a worker process: picklable with their own arguments.
+    for error in (stopped.value, RunNotStarted(signal.SIGINT, spec.run_dir)):
+        again = pickle.loads(pickle.dumps(error))
+        assert type(again) is type(error)
+        assert (again.signum, again.step, again.checkpoint, str(again)) == (
+            error.signum,
+            error.step,
+            error.checkpoint,
+            str(error),
+        )

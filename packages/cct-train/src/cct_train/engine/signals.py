@@ -29,6 +29,10 @@ class TrainingInterrupted(RuntimeError):
             f"continue with `cct train ... --resume auto`"
         )
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Picklable with its own arguments: a study's worker process sends it back to the study.
+        return (type(self), (self.signum, self.step, self.checkpoint))
+
 
 @dataclass
 class StopRequest:

@@ -8,6 +8,7 @@ import hashlib
 import json
 import math
 import os
+import signal
 import time
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
@@ -25,6 +26,7 @@ from cct_train.config import (
 from cct_train.engine.machine import (
     choose_threads,
 )
+from cct_train.engine.signals import StopRequest
 from cct_train.engine.trainer import ProgressCallback, TrainingInterrupted
 from cct_train.study.provenance import write_json
 from cct_train.study.schema import RESULT_FILE, SUPERVISED, StudyConfig
@@ -121,10 +123,14 @@ def load_result(spec: RunSpec) -> RunResult | None:
     return result
 
 
-def execute_run(spec: RunSpec, on_log: ProgressCallback | None = None) -> RunResult:
+def execute_run(
+    spec: RunSpec, on_log: ProgressCallback | None = None, stop: StopRequest | None = None
+) -> RunResult:
     """Train and validate one run (resuming from its last checkpoint when one exists) and store its result.
 
-    ``on_log(step, logs)`` is passed to :meth:`Trainer.fit` (called at every log interval).
+    ``on_log(step, logs)`` is passed to :meth:`Trainer.fit` (called at every log interval). ``stop``: the
+    trainer's stop request, shared with the caller (a worker's signal handler): a signal that arrived
+    while the run was being set up stops it after its first step, with a checkpoint.
     """
     import torch
 
@@ -134,6 +140,8 @@ def execute_run(spec: RunSpec, on_log: ProgressCallback | None = None) -> RunRes
     config = config_from_dict(spec.config, spec.key)
     _drop_stale_checkpoints(spec)
     trainer = Trainer(config, quiet=True)
+    if stop is not None:
+        trainer.stop = stop
     last = trainer.checkpoint_path("last")
     if last.is_file():  # an interrupted run continues where it stopped
         trainer.resume(last)
@@ -211,9 +219,29 @@ class CoreShare:
                 self.running.value -= 1
 
 
-# The worker processes' CoreShare, set by their initializer: a multiprocessing Value reaches a spawned
-# worker only through inheritance (initargs), not as an argument of each submitted run.
+class RunNotStarted(TrainingInterrupted):
+    """SIGINT / SIGTERM reached a study worker before its next run began: nothing to save; the study stops."""
+
+    def __init__(self, signum: int, run_dir: Path) -> None:
+        super().__init__(signum, 0, run_dir)
+        self.args = (f"{signal.Signals(signum).name} received before the run in {run_dir} started",)
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (self.signum, self.checkpoint))
+
+
+# A worker process's state, set by its initializer: its CoreShare (a multiprocessing Value reaches a
+# spawned worker only through inheritance, initargs, not as an argument of each submitted run) and the
+# stop request its signal handler fills. Ctrl-C reaches every worker; without the handler an idle or
+# starting worker dies of KeyboardInterrupt (the pool breaks) or starts its next run anyway.
 _worker_share: CoreShare | None = None
+_worker_stop = StopRequest()
+
+
+def _note_stop(signum: int, frame: Any) -> None:
+    if _worker_stop.signum is not None:  # a second signal: stop now
+        raise KeyboardInterrupt
+    _worker_stop.signum = signum
 
 
 def _worker_init(threads: int, share: CoreShare | None = None) -> None:
@@ -225,6 +253,9 @@ def _worker_init(threads: int, share: CoreShare | None = None) -> None:
 
     global _worker_share
     _worker_share = share
+    _worker_stop.signum = None
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, _note_stop)
     os.environ["OMP_NUM_THREADS"] = str(threads)
     torch.set_num_threads(threads)
     # The study warned once in the main process (study_precision); each worker would repeat it.
@@ -232,12 +263,14 @@ def _worker_init(threads: int, share: CoreShare | None = None) -> None:
 
 
 def _worker_run(spec: RunSpec) -> RunResult:
+    if _worker_stop.signum is not None:
+        raise RunNotStarted(_worker_stop.signum, spec.run_dir)
     share = _worker_share
     if share is None:
-        return execute_run(spec)
+        return execute_run(spec, stop=_worker_stop)
     with share.training():
         share.rebalance()
-        return execute_run(spec, on_log=share.rebalance)
+        return execute_run(spec, on_log=share.rebalance, stop=_worker_stop)
 
 
 @contextmanager
