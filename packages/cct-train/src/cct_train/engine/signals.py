@@ -40,6 +40,12 @@ class StopRequest:
 
     signum: int | None = None
 
+    def note(self, signum: int, frame: Any = None) -> None:
+        """A signal handler: the first signal asks the loop to stop, a second one interrupts at once."""
+        if self.signum is not None:
+            raise KeyboardInterrupt
+        self.signum = signum
+
 
 @contextmanager
 def stop_on_signals(request: StopRequest) -> Iterator[None]:
@@ -50,12 +56,7 @@ def stop_on_signals(request: StopRequest) -> Iterator[None]:
         yield
         return
 
-    def handler(signum: int, frame: Any) -> None:
-        if request.signum is not None:  # a second signal: stop now
-            raise KeyboardInterrupt
-        request.signum = signum
-
-    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
+    previous = {sig: signal.signal(sig, request.note) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
         yield
     finally:

@@ -238,12 +238,6 @@ _worker_share: CoreShare | None = None
 _worker_stop = StopRequest()
 
 
-def _note_stop(signum: int, frame: Any) -> None:
-    if _worker_stop.signum is not None:  # a second signal: stop now
-        raise KeyboardInterrupt
-    _worker_stop.signum = signum
-
-
 def _worker_init(threads: int, share: CoreShare | None = None) -> None:
     import warnings
 
@@ -255,7 +249,7 @@ def _worker_init(threads: int, share: CoreShare | None = None) -> None:
     _worker_share = share
     _worker_stop.signum = None
     for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, _note_stop)
+        signal.signal(sig, _worker_stop.note)
     os.environ["OMP_NUM_THREADS"] = str(threads)
     torch.set_num_threads(threads)
     # The study warned once in the main process (study_precision); each worker would repeat it.
