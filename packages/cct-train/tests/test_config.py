@@ -92,6 +92,23 @@ def test_consistency_rampup_counts_iterations_above_one() -> None:
         load_config(None, ["train.consistency.rampup=150.5"])
 
 
+def test_confidence_masking_reaches_every_head() -> None:
+    """model.confidence (Lu's confidence mask): off by default as in the paper, validated with its key
+    named, and given to the model (and to each head of a multi-domain model) by the one factory."""
+    from cct_train.models.factory import build_model
+
+    assert load_config().model.confidence is None
+    with pytest.raises(ConfigError, match=r"model\.confidence"):
+        load_config(None, ["model.confidence=1.5"])
+    small = ["model.encoder=timm:resnet18", "model.psp_channels=8", "model.perturbations={dropout: 1}"]
+    cfg = load_config(None, [*small, "model.confidence=0.9"])
+    model = build_model(cfg, 3)
+    assert model.confidence == 0.9  # type: ignore[union-attr]
+    domains = [{"name": "a", "data": {"root": "a"}}, {"name": "b", "data": {"root": "b"}}]
+    multi = build_model(load_config(None, [*small, "model.confidence=0.5", f"domains={domains}"]), 3)
+    assert [head.confidence for head in multi.heads.values()] == [0.5, 0.5]  # type: ignore[union-attr]
+
+
 def test_consistency_schedules_all_build() -> None:
     from cct_train.trainer import consistency_schedule
 

@@ -302,11 +302,19 @@ def test_module_encoder_is_shared_or_probed() -> None:
 
 
 @pytest.mark.parametrize(
-    ("kind", "upscale", "final_relu", "chunk"),
-    [("mse", 8, False, 1), ("mse", 4, True, 2), ("kl", 8, True, 100), ("mse", 1, False, 3)],
+    ("kind", "upscale", "final_relu", "chunk", "confidence"),
+    [
+        ("mse", 8, False, 1, None),
+        ("mse", 4, True, 2, None),
+        ("kl", 8, True, 100, None),
+        ("mse", 1, False, 3, None),
+        ("mse", 8, False, 1, 0.5),
+        ("kl", 4, True, 2, 0.5),
+        ("mse", 4, False, 100, 1.0),  # nothing kept: 0 and zero gradients, as the plain path
+    ],
 )
 def test_fused_consistency_loss_matches_decoders(
-    kind: str, upscale: int, final_relu: bool, chunk: int
+    kind: str, upscale: int, final_relu: bool, chunk: int, confidence: float | None
 ) -> None:
     """The fused GEMM path gives the ordinary decoders' loss and gradients (float64: to rounding)."""
     from cct_losses import consistency_loss
@@ -316,7 +324,11 @@ def test_fused_consistency_loss_matches_decoders(
     k, b, d, c, h, w = 4, 2, 8, 5, 3, 2
     decs = [UpsampleDecoder(d, c, upscale, final_relu=final_relu).double() for _ in range(k)]
     xs = [torch.randn(b, d, h, w, dtype=torch.float64, requires_grad=True) for _ in range(k)]
-    main = torch.randn(b, c, h * upscale, w * upscale, dtype=torch.float64)
+    # Scaled so that the max-probability spreads across 0.5: the confidence mask keeps some pixels.
+    main = 2.0 * torch.randn(b, c, h * upscale, w * upscale, dtype=torch.float64)
+    if confidence == 0.5:
+        kept = (torch.softmax(main, 1).amax(1) >= confidence).float().mean()
+        assert 0.1 < kept < 0.9
 
     def grads() -> list[torch.Tensor]:
         out = [x.grad.clone() for x in xs if x.grad is not None]
@@ -327,17 +339,41 @@ def test_fused_consistency_loss_matches_decoders(
             dec.zero_grad(set_to_none=True)
         return out
 
-    ref = consistency_loss([dec(x) for dec, x in zip(decs, xs, strict=True)], main, kind=kind)
+    outputs = [dec(x) for dec, x in zip(decs, xs, strict=True)]
+    ref = consistency_loss(outputs, main, kind=kind, confidence=confidence)
     (3.0 * ref).backward()
     expected = grads()
     chunk_elements = chunk * b * c * h * w * upscale**2
-    fused = fused_consistency_loss(decs, xs, torch.softmax(main, 1), kind, chunk_elements=chunk_elements)
+    fused = fused_consistency_loss(
+        decs, xs, torch.softmax(main, 1), kind, confidence=confidence, chunk_elements=chunk_elements
+    )
     (3.0 * fused).backward()
     got = grads()
     torch.testing.assert_close(fused.detach(), ref.detach())
     assert len(got) == len(expected) == k * (1 + 1 + 2 * len(decs[0].blocks))
     for a, e in zip(got, expected, strict=True):
         torch.testing.assert_close(a, e)
+
+
+def test_confidence_masked_lu_ignores_unconfident_pixels() -> None:
+    """With confidence masking, an unconfident pixel of the main prediction sends no gradient to the
+    auxiliary decoders whatever they predict there, and the loss is the mean over the confident pixels."""
+    from cct_train.decoders import fused_consistency_loss
+
+    torch.manual_seed(0)
+    dec = UpsampleDecoder(6, 4, 4, hidden_relu=False).double()  # linear: no dead unit hides a gradient
+    z = torch.randn(1, 6, 2, 2, dtype=torch.float64, requires_grad=True)
+    main = torch.zeros(1, 4, 8, 8, dtype=torch.float64)  # uniform: max-probability 0.25 everywhere
+    main[:, 1, :4] = 10.0  # the top half confident in class 1 (p ~ 1)
+    q = torch.softmax(main, 1)
+    masked = fused_consistency_loss([dec], [z], q, "mse", confidence=0.9)
+    masked.backward()
+    assert z.grad is not None
+    # Only the top half's low-resolution row of z feeds confident pixels (upscale 4: rows 0-3 <- z row 0).
+    assert torch.count_nonzero(z.grad[:, :, 0]) > 0
+    assert torch.count_nonzero(z.grad[:, :, 1]) == 0
+    p = torch.softmax(dec(z.detach()), 1)
+    torch.testing.assert_close(masked.detach(), ((p - q) ** 2)[:, :, :4].mean())
 
 
 def test_subpixel_order_is_the_decoders_pixel_order() -> None:
@@ -378,6 +414,41 @@ def test_fused_model_step_equals_unfused(cct: CCTModel) -> None:
     assert ga.keys() == gb.keys()
     for name in ga:
         torch.testing.assert_close(ga[name], gb[name], rtol=1e-4, atol=1e-6, msg=name)
+
+
+@pytest.mark.parametrize("confidence", [0.9, 1.0])
+def test_model_confidence_masking(confidence: float) -> None:
+    """CCTModel(confidence=): Lu over the confident unlabeled pixels only, fused and plain alike; at 1.0
+    (nothing kept: no softmax reaches 1 here) Lu is 0 and the auxiliary decoders get no gradient."""
+    model = _model(perturbations={"feature_noise": 1, "object_mask": 1, "vat": 1}, confidence=confidence)
+    assert model.confidence == confidence
+    assert model.config["confidence"] == confidence
+    assert CCTModel.from_config(model.config).confidence == confidence
+    model.train()
+    images, targets, unlabeled = _batch(5)
+    results = []
+    for fused in (True, False):
+        model.fused_aux = fused
+        model.zero_grad(set_to_none=True)
+        out = model(images, targets, unlabeled, generator=torch.Generator().manual_seed(3))
+        out["loss"].backward()
+        aux = [p.grad for p in model.aux_decoders.parameters()]
+        results.append((out["loss_unsup"], aux))
+    (fused_lu, fused_aux), (plain_lu, plain_aux) = results
+    torch.testing.assert_close(fused_lu, plain_lu)
+    for a, b in zip(fused_aux, plain_aux, strict=True):
+        assert a is not None
+        assert b is not None
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
+    if confidence == 1.0:
+        assert float(fused_lu) == 0.0
+        assert all(torch.count_nonzero(g) == 0 for g in fused_aux if g is not None)
+    else:
+        unmasked = _model(perturbations={"feature_noise": 1, "object_mask": 1, "vat": 1}).train()
+        out = unmasked(images, targets, unlabeled, generator=torch.Generator().manual_seed(3))
+        assert float(out["loss_unsup"]) != pytest.approx(float(fused_lu))
+    with pytest.raises(ValueError, match="confidence"):
+        _model(perturbations={"dropout": 1}, confidence=1.5)
 
 
 def test_vat_through_subpixel_rows_gives_the_same_perturbation() -> None:

@@ -77,6 +77,9 @@ class ModelConfig(StrictSection):
     perturbation_kwargs: dict[str, dict[str, Any]] = Field(default_factory=dict)
     background: list[int] = Field(default_factory=lambda: [0])
     consistency: Literal["mse", "kl", "js"] = "mse"
+    #: Confidence masking of Lu (the original code's option, off there by default): the unlabeled pixels whose
+    #: main max-probability is below this are left out. None: every pixel, as the paper.
+    confidence: float | None = Field(None, ge=0, le=1)
     #: Input normalisation ``(x - mean) / std`` of [0, 1] RGB images; None: what the encoder's pretrained
     #: weights expect (timm's ``pretrained_cfg``, else ImageNet's), see ``models.encoders.resolve_normalization``.
     mean: tuple[float, ...] | None = None

@@ -220,6 +220,9 @@ class CCTModel(nn.Module):
             ``{"vat": {"target": "main"}}`` makes VAT's target the main prediction instead of the auxiliary
             decoder's own (standard VAT, the default since cct-train 0.2).
         consistency: ``"mse"`` (paper), ``"kl"`` or ``"js"``.
+        confidence: leave out of Lu the unlabeled pixels whose main max-probability is below this
+            (the original code's confidence masking: off in its configs, threshold 0.5 when on); ``None``
+            (default, the paper): every pixel.
         ignore_index: label of void pixels (targets and weak targets).
         min_kept: ab-CE's minimum kept pixels per image (when ``ce_threshold`` is given).
         concat_batches: encode labeled and unlabeled images in ONE batch when their shapes match (one
@@ -268,6 +271,7 @@ class CCTModel(nn.Module):
         background: Sequence[int] | int = (0,),
         perturbation_kwargs: Mapping[str, Mapping[str, Any]] | None = None,
         consistency: str = "mse",
+        confidence: float | None = None,
         ignore_index: int = 255,
         min_kept: int = 1,
         concat_batches: bool = True,
@@ -282,6 +286,8 @@ class CCTModel(nn.Module):
             raise ValueError(f"num_classes must be >= 1, got {num_classes}")
         if consistency not in ("mse", "kl", "js"):
             raise ValueError(f"consistency must be 'mse', 'kl' or 'js', got {consistency!r}")
+        if confidence is not None and (isinstance(confidence, bool) or not 0.0 <= float(confidence) <= 1.0):
+            raise ValueError(f"confidence must be None or a float in [0, 1], got {confidence!r}")
         spec, pkwargs = checked_perturbations(perturbations, perturbation_kwargs)
         bg = (background,) if isinstance(background, int) else tuple(int(b) for b in background)
         mean, std = resolve_normalization(encoder, mean, std)
@@ -297,6 +303,7 @@ class CCTModel(nn.Module):
         )
         self.num_classes = int(num_classes)
         self.consistency = consistency
+        self.confidence = None if confidence is None else float(confidence)
         self.ignore_index = int(ignore_index)
         self.min_kept = int(min_kept)
         self.concat_batches = bool(concat_batches)

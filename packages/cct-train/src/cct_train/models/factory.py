@@ -31,6 +31,7 @@ def encoder_arguments(config: Config) -> dict[str, Any]:
         "pretrained": model.pretrained,
         "weights": model.weights,
         "consistency": model.consistency,
+        "confidence": model.confidence,
         "mean": mean,
         "std": std,
         "concat_batches": model.concat_batches,

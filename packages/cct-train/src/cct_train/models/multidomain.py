@@ -67,7 +67,7 @@ class MultiDomainCCT(nn.Module):
             a supervised head.
         psp_channels, psp_bins, output_stride, pretrained, weights, in_channels, encoder_kwargs, mean, std:
             the shared encoder and its input normalisation, as for ``CCTModel``.
-        consistency, ignore_index, min_kept, decoder_final_relu, decoder_hidden_relu: the heads' settings, as for ``CCTModel``.
+        consistency, confidence, ignore_index, min_kept, decoder_final_relu, decoder_hidden_relu: the heads' settings, as for ``CCTModel``.
         concat_batches: encode every image of a step (all domains, labeled and unlabeled) in one backbone
             pass when their shapes match.
 
@@ -88,6 +88,7 @@ class MultiDomainCCT(nn.Module):
         weights: str | Path | None = None,
         in_channels: int = 3,
         consistency: str = "mse",
+        confidence: float | None = None,
         ignore_index: int = 255,
         min_kept: int = 1,
         concat_batches: bool = True,
@@ -142,6 +143,7 @@ class MultiDomainCCT(nn.Module):
                     background=spec.get("background", (0,)),
                     perturbation_kwargs=spec.get("perturbation_kwargs"),
                     consistency=consistency,
+                    confidence=confidence,
                     ignore_index=ignore_index,
                     min_kept=min_kept,
                     concat_batches=False,

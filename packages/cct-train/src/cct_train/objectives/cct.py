@@ -55,6 +55,8 @@ class CCTHead(Protocol):
     @property
     def consistency(self) -> str: ...
     @property
+    def confidence(self) -> float | None: ...
+    @property
     def ignore_index(self) -> int: ...
     @property
     def min_kept(self) -> int: ...
@@ -109,6 +111,7 @@ def cct_objective(
             perturb_features(head, z_u, main_u, generator),
             main_u,
             kind=head.consistency,
+            confidence=head.confidence,
             weak_targets=weak_targets,
             ignore_index=head.ignore_index,
             fused=head.fused_aux,
@@ -198,6 +201,7 @@ def unsupervised_losses(
     main_u: Tensor,
     *,
     kind: str = "mse",
+    confidence: float | None = None,
     weak_targets: Tensor | None = None,
     ignore_index: int = 255,
     fused: bool = True,
@@ -208,7 +212,9 @@ def unsupervised_losses(
     ``main_u``: the main decoder's logits on the same unlabeled features, a constant (computed without a
     graph): Lu trains the encoder and the auxiliary decoders, never the main decoder. Lu is
     ``consistency_loss(g_k(p_k(z_u)), main_u, kind)`` averaged over the K decoders, at their native
-    resolution; with ``fused`` (and kind mse / kl, no weak targets) the same value and gradients through
+    resolution; ``confidence`` leaves out of Lu the pixels where the main prediction's max-probability is
+    below it (the original code's confidence masking). With ``fused`` (and kind mse / kl, no weak targets) the
+    same value and gradients through
     :func:`~cct_train.objectives.fused.fused_consistency_loss`, without the K full-size outputs. Lw
     (``weak_targets`` (B, H', W'), paper 3.3) is ``cct_losses.weak_label_loss`` of the auxiliary outputs,
     0 without weak targets.
@@ -222,11 +228,12 @@ def unsupervised_losses(
             perturbed,
             target,
             kind,
+            confidence=confidence,
             chunk_elements=chunk_elements,
         )
         return loss_unsup, zero
     aux_outputs = [dec(z_p) for dec, z_p in zip(aux_decoders, perturbed, strict=True)]
-    loss_unsup = consistency_loss(aux_outputs, main_u, kind=kind)
+    loss_unsup = consistency_loss(aux_outputs, main_u, kind=kind, confidence=confidence)
     if weak_targets is None:
         return loss_unsup, zero
     if weak_targets.dim() == 4 and weak_targets.shape[1] == 1:

@@ -87,15 +87,18 @@ class _FusedAuxLoss(torch.autograd.Function):
 
     Input ``h0``: ``(K, N, C)``, the first 1x1 conv's output of each decoder in row order (that conv stays
     an ordinary autograd convolution: it is the only layer at the width of z, and running it as a conv on
-    each ``(B, D, h, w)`` input avoids a ``(K, N, D)`` stacked copy of the perturbed features).
+    each ``(B, D, h, w)`` input avoids a ``(K, N, D)`` stacked copy of the perturbed features). ``keep``:
+    ``(P,)`` 1 / 0 per output pixel in the same order (the confidence mask), or ``None`` (every pixel);
+    ``scale``: the mean's ``1 / count``, a float or a 0-d tensor (a count of kept pixels: no host sync).
     """
 
     @staticmethod
     def forward(  # type: ignore[override]
         ctx: Any,
-        meta: tuple[str, int, tuple[bool, ...], float, bool],
+        meta: tuple[str, int, tuple[bool, ...], float | Tensor, bool],
         h0: Tensor,
         q: Tensor,
+        keep: Tensor | None,
         *blocks: Tensor,
     ) -> Tensor:
         kind, chunk, relus, scale, need_grad = meta
@@ -109,9 +112,14 @@ class _FusedAuxLoss(torch.autograd.Function):
         # backward) over a last dim of C ~ 10 is 10x slower than over a middle one (measured: 55 vs 4 ms
         # on (7, 49152, 6), one thread). The target is put in that layout once.
         qt = qf.transpose(-1, -2).contiguous()
+        # A left-out pixel contributes neither to the loss nor to any gradient: its difference (mse) or its
+        # p - q (kl) is multiplied by 0 before the backward, which is linear in it.
+        w_pix = None if keep is None else keep.to(cdt)  # (P,), broadcast over (k, C, P)
+        qt_kept = qt if w_pix is None or kind != "kl" else qt * w_pix  # the kl's cross-entropy weights
         total = torch.zeros((), dtype=cdt, device=h0.device)
         if kind == "kl":  # the target's entropy term, once for all K decoders
-            total = total + k_all * torch.xlogy(qf, qf).sum()
+            ent = torch.xlogy(qf, qf)
+            total = total + k_all * (ent.sum() if w_pix is None else (ent.sum(dim=1) * w_pix).sum())
         if need_grad:
             # UNSCALED gradients (the factor 2 of the MSE and the 1/count of the mean are applied to these
             # small tensors in backward, together with grad_out: two fewer passes over the K outputs).
@@ -133,6 +141,8 @@ class _FusedAuxLoss(torch.autograd.Function):
                 # Four passes over the chunk's outputs: softmax, difference, norm, softmax JVP.
                 p = torch.softmax(logits, dim=1)
                 diff = p.sub(qt)
+                if w_pix is not None:
+                    diff.mul_(w_pix)
                 total = total + torch.linalg.vector_norm(diff).square()
                 if need_grad:
                     # d/dlogits of sum (p - q)^2, up to the factor 2: p * (diff - <p, diff>), in one
@@ -141,9 +151,11 @@ class _FusedAuxLoss(torch.autograd.Function):
                 del p, diff
             else:  # kl: sum q (log q - log p); the q log q term is added above
                 logp = torch.log_softmax(logits, dim=1)
-                total = total - torch.linalg.vecdot(qt.expand_as(logp).reshape(-1), logp.reshape(-1))
+                total = total - torch.linalg.vecdot(qt_kept.expand_as(logp).reshape(-1), logp.reshape(-1))
                 if need_grad:
                     g = logp.exp_().sub_(qt)  # p - q, as sum_c q = 1
+                    if w_pix is not None:
+                        g.mul_(w_pix)
             del logits
             if not need_grad:
                 continue
@@ -175,7 +187,7 @@ class _FusedAuxLoss(torch.autograd.Function):
             raise RuntimeError("fused_consistency_loss: forward ran without gradients")
         factor = grad_out * ctx.grad_factor
         outs = [(g * factor.to(g.dtype)).to(dt) for g, dt in zip(saved, ctx.dtypes, strict=True)]
-        return (None, outs[0], None, *outs[1:])
+        return (None, outs[0], None, None, *outs[1:])
 
 
 def fused_consistency_loss(
@@ -184,6 +196,7 @@ def fused_consistency_loss(
     target_probs: Tensor,
     kind: str = "mse",
     *,
+    confidence: float | None = None,
     chunk_elements: int = 1 << 23,
 ) -> Tensor:
     """``mean_k d(softmax(decoders[k](inputs[k])), target_probs)``, without materialising the K outputs.
@@ -201,6 +214,8 @@ def fused_consistency_loss(
         inputs: K tensors ``(B, D, h, w)`` (e.g. the perturbed features), each fed to its decoder.
         target_probs: ``(B, C, h * up, w * up)`` target probabilities (no gradient flows to it).
         kind: ``"mse"`` or ``"kl"``.
+        confidence: if given, the pixels whose target max-probability is ``< confidence`` are left out and
+            the mean is over the kept ones (0.0 if none is kept), as ``consistency_loss(confidence=)``.
         chunk_elements: decoders are processed in chunks of about this many output elements
             (``k * B * C * H * W``), at least one decoder per chunk: it bounds the temporary memory.
 
@@ -231,7 +246,16 @@ def fused_consistency_loss(
         relus.append(params[0][2])
     q = subpixel_order(target_probs.detach(), n_blocks)
     pixels = q.shape[0]
-    scale = 1.0 / (k_all * pixels * (n_cls if kind == "mse" else 1))
+    per_pixel = k_all * (n_cls if kind == "mse" else 1)
+    keep: Tensor | None = None
+    scale: float | Tensor = 1.0 / (pixels * per_pixel)
+    if confidence is not None:
+        if isinstance(confidence, bool) or not 0.0 <= float(confidence) <= 1.0:
+            raise ValueError(f"confidence must be None or a float in [0, 1], got {confidence!r}")
+        keep = q.amax(dim=1) >= float(confidence)  # (P,), in q's row order
+        # The count stays on the device (no host sync); no kept pixel: a zero loss and zero gradients.
+        count_dtype = torch.float64 if q.dtype == torch.float64 else torch.float32
+        scale = 1.0 / (keep.sum().clamp_min(1).to(count_dtype) * per_pixel)
     chunk = max(1, int(chunk_elements) // max(1, pixels * n_cls))
     need_grad = torch.is_grad_enabled() and (h0.requires_grad or any(t.requires_grad for t in blocks))
     meta = (kind, chunk, tuple(relus), scale, need_grad)
@@ -239,9 +263,9 @@ def fused_consistency_loss(
         # The GEMMs run in h0's dtype (bf16 under autocast stays bf16), the softmax and the loss in float32:
         # autocast must not re-cast inside.
         with torch.autocast(device_type=h0.device.type, enabled=False):
-            out: Tensor = _FusedAuxLoss.apply(meta, h0, q, *blocks)
+            out: Tensor = _FusedAuxLoss.apply(meta, h0, q, keep, *blocks)
     else:  # pragma: no cover - other backends
-        out = _FusedAuxLoss.apply(meta, h0, q, *blocks)
+        out = _FusedAuxLoss.apply(meta, h0, q, keep, *blocks)
     return out
 
 
