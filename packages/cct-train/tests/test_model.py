@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 import torch
 import torch.nn.functional as F
-from torch import nn
+from torch import Tensor, nn
 
 from cct_train.model import (
     DEFAULT_PERTURBATIONS,
@@ -392,23 +392,28 @@ def test_subpixel_order_is_the_decoders_pixel_order() -> None:
     torch.testing.assert_close(rows, subpixel_order(dec(z), 3))
 
 
-def test_fused_model_step_equals_unfused(cct: CCTModel) -> None:
-    """CCTModel's fused Lu: same losses and gradients as one ordinary call per auxiliary decoder."""
-    cct.train()
-    images, targets, unlabeled = _batch(4)
+def _fused_and_plain(model: CCTModel, batch: tuple[Tensor, Tensor, Tensor]) -> list[tuple[dict, dict]]:
+    """One training forward and backward with the fused auxiliary decoders, then one with the plain ones,
+    from the same random state: [(outputs, {parameter name: gradient})] in that order."""
+    model.train()
     results = []
     for fused in (True, False):
-        cct.fused_aux = fused
-        cct.zero_grad(set_to_none=True)
+        model.fused_aux = fused
+        model.zero_grad(set_to_none=True)
         state = torch.get_rng_state()
-        out = cct(images, targets, unlabeled, generator=torch.Generator().manual_seed(3))
+        out = model(*batch, generator=torch.Generator().manual_seed(3))
         torch.set_rng_state(state)
         out["loss"].backward()
-        grads = {n: p.grad.clone() for n, p in cct.named_parameters() if p.grad is not None}
+        grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
         results.append((out, grads))
-    cct.fused_aux = True
-    cct.zero_grad(set_to_none=True)
-    (a, ga), (b, gb) = results
+    model.fused_aux = True
+    model.zero_grad(set_to_none=True)
+    return results
+
+
+def test_fused_model_step_equals_unfused(cct: CCTModel) -> None:
+    """CCTModel's fused Lu: same losses and gradients as one ordinary call per auxiliary decoder."""
+    (a, ga), (b, gb) = _fused_and_plain(cct, _batch(4))
     torch.testing.assert_close(a["loss_unsup"], b["loss_unsup"])
     torch.testing.assert_close(a["loss"], b["loss"])
     assert ga.keys() == gb.keys()
@@ -424,25 +429,18 @@ def test_model_confidence_masking(confidence: float) -> None:
     assert model.confidence == confidence
     assert model.config["confidence"] == confidence
     assert CCTModel.from_config(model.config).confidence == confidence
-    model.train()
     images, targets, unlabeled = _batch(5)
-    results = []
-    for fused in (True, False):
-        model.fused_aux = fused
-        model.zero_grad(set_to_none=True)
-        out = model(images, targets, unlabeled, generator=torch.Generator().manual_seed(3))
-        out["loss"].backward()
-        aux = [p.grad for p in model.aux_decoders.parameters()]
-        results.append((out["loss_unsup"], aux))
-    (fused_lu, fused_aux), (plain_lu, plain_aux) = results
-    torch.testing.assert_close(fused_lu, plain_lu)
-    for a, b in zip(fused_aux, plain_aux, strict=True):
-        assert a is not None
-        assert b is not None
-        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
+    (fused, fused_grads), (plain, plain_grads) = _fused_and_plain(model, (images, targets, unlabeled))
+    fused_lu = fused["loss_unsup"]
+    torch.testing.assert_close(fused_lu, plain["loss_unsup"])
+    aux = [f"aux_decoders.{name}" for name, _ in model.aux_decoders.named_parameters()]
+    assert set(aux) <= fused_grads.keys()
+    assert set(aux) <= plain_grads.keys()
+    for name in aux:
+        torch.testing.assert_close(fused_grads[name], plain_grads[name], rtol=1e-4, atol=1e-6, msg=name)
     if confidence == 1.0:
         assert float(fused_lu) == 0.0
-        assert all(torch.count_nonzero(g) == 0 for g in fused_aux if g is not None)
+        assert all(torch.count_nonzero(fused_grads[name]) == 0 for name in aux)
     else:
         unmasked = _model(perturbations={"feature_noise": 1, "object_mask": 1, "vat": 1}).train()
         out = unmasked(images, targets, unlabeled, generator=torch.Generator().manual_seed(3))
