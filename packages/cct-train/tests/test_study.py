@@ -146,6 +146,38 @@ def test_shipped_presets_validate(budget: str) -> None:
         assert len(study.seeds) >= 3
 
 
+@pytest.mark.parametrize("budget", ["pretrained", "pretrained-hr"])
+def test_pretrained_presets_validate(budget: str) -> None:
+    from cct_train.cli_study import preset_path
+
+    study = load_study_config(preset_path("camvid", budget))
+    assert study.budget == budget
+    assert study.n_labeled == [20, 50, 100]
+    assert study.methods == [SUPERVISED, CCT]
+    assert len(study.seeds) >= 3
+    base = base_config(study)
+    assert base.model.encoder == "timm:tf_efficientnet_lite0"
+    assert str(base.model.weights).startswith("package:")
+    assert base.train.optimizer.backbone_lr_factor == 0.1  # the paper's lr / 10 for a pretrained encoder
+
+
+def test_pretrained_hr_preset_changes_only_the_resolution() -> None:
+    """The 180x240 budget is the 90x120 one at twice the linear size (frames, crops) and twice the
+    iterations: anything else differing would confound the comparison of the two in docs/results.md."""
+    from cct_train.cli_study import preset_path
+
+    low, high = (load_study_config(preset_path("camvid", b)) for b in ("pretrained", "pretrained-hr"))
+    assert high.resize == tuple(2 * s for s in low.resize)
+    low_base, high_base = base_config(low).to_dict(), base_config(high).to_dict()
+    assert high_base["data"].pop("crop_size") == [2 * s for s in low_base["data"].pop("crop_size")]
+    assert high_base["train"].pop("iterations") == 2 * low_base["train"].pop("iterations")
+    for section in (high_base, low_base):
+        section["experiment"].pop("output_dir")
+    assert high_base == low_base
+    same = ("n_labeled", "seeds", "methods", "cct_decoders", "jobs", "qualitative")
+    assert all(getattr(low, key) == getattr(high, key) for key in same)
+
+
 # ------------------------------------------------------------------------------------------ runs
 def test_plan_sets_split_seed_mode_and_decoders() -> None:
     study = study_config_from_dict(_study(methods=["supervised", "vat", "cct"], n_labeled=[4, 8]))
