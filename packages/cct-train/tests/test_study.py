@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import math
+import time
 from pathlib import Path
 from typing import Any
 
@@ -326,6 +327,52 @@ def test_resized_copy_matches_on_the_fly_resize_and_keeps_names(tmp_path: Path) 
     stamp = (copy / "dataset.json").stat().st_mtime_ns
     assert resized_copy(base, (24, 32), copy) == copy  # reused, not rewritten
     assert (copy / "dataset.json").stat().st_mtime_ns == stamp
+
+
+def test_resized_copy_is_written_once_by_studies_started_side_by_side(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two studies on one runs folder (two shells, ``--n 20`` and ``--n 50``) once wrote the same
+    ``.partial`` folder at once, and one of them died on a file the other had moved away."""
+    import threading
+
+    import cct_train.data as data_module
+
+    root = _tiny_folder(tmp_path / "data")
+    base = base_config(study_config_from_dict({"base": _base(root)}))
+    real_build = data_module.build_dataset
+    calls: list[str] = []
+    both_started = threading.Barrier(2)
+
+    def slow_build(*args: Any, **kwargs: Any) -> Any:
+        calls.append(kwargs["split"])
+        time.sleep(0.2)  # long enough that an unlocked second writer would overlap the first
+        return real_build(*args, **kwargs)
+
+    monkeypatch.setattr(data_module, "build_dataset", slow_build)
+    (tmp_path / "copy.partial" / "images").mkdir(parents=True)  # a killed writer's leftovers
+    (tmp_path / "copy.partial" / "images" / "stale.png").write_bytes(b"")
+    results: list[Path] = []
+    errors: list[BaseException] = []
+
+    def study() -> None:
+        both_started.wait()
+        try:
+            results.append(resized_copy(base, (24, 32), tmp_path / "copy"))
+        except BaseException as error:  # surfaced by the assert below, not lost in the thread
+            errors.append(error)
+
+    threads = [threading.Thread(target=study) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []
+    assert results == [tmp_path / "copy", tmp_path / "copy"]
+    assert sorted(calls) == ["train", "val"]  # one writer; the other waited and reused its copy
+    assert not (tmp_path / "copy" / "images" / "stale.png").exists()
+    train_rows = (tmp_path / "copy" / "train.csv").read_text().splitlines()
+    assert len(train_rows) == 1 + 6  # header and the 6 training images
 
 
 # ------------------------------------------------------------------------------------------ CLI

@@ -19,17 +19,34 @@ def resized_copy(base: Config, size: tuple[int, int], dest: Path) -> Path:
     Images are resized bilinearly (antialiased) and masks by nearest neighbour, exactly as ``data.resize``
     does on the fly; masks keep 255 as ignore. Sample names are kept (CSV lists with a name column), so
     ``make_split`` draws the same labeled images as on the original. Written once: a finished copy
-    (``dataset.json`` present) is reused.
+    (``dataset.json`` present) is reused. Studies started side by side on one runs folder (``--n 20`` in
+    one shell, ``--n 50`` in another) share the copy: a file lock beside ``dest`` lets the first write it
+    while the others wait, instead of two processes writing one ``.partial`` folder at once.
     """
+    if (dest / "dataset.json").is_file():
+        return dest
+    from filelock import FileLock  # a torch dependency; fcntl alone would not lock on Windows
+
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(dest.with_name(dest.name + ".lock"))):
+        if not (dest / "dataset.json").is_file():  # another process may have finished it while we waited
+            _write_resized_copy(base, size, dest)
+    return dest
+
+
+def _write_resized_copy(base: Config, size: tuple[int, int], dest: Path) -> None:
+    """Write the copy under ``dest``'s ``.partial`` name, then rename it into place (caller holds the lock)."""
+    import shutil
+
     from PIL import Image
 
     from cct_train.data import build_dataset
 
-    if (dest / "dataset.json").is_file():
-        return dest
     data = base.data
     splits = [s for s in (data.train_split, data.val_split) if s]
     tmp = dest.with_name(dest.name + ".partial")
+    if tmp.exists():  # left by a process that was killed while writing: start clean
+        shutil.rmtree(tmp)
     (tmp / "images").mkdir(parents=True, exist_ok=True)
     (tmp / "masks").mkdir(parents=True, exist_ok=True)
     meta: dict[str, Any] = {}
@@ -54,11 +71,8 @@ def resized_copy(base: Config, size: tuple[int, int], dest: Path) -> Path:
         (tmp / f"{split}.csv").write_text("\n".join(lines) + "\n")
     (tmp / "dataset.json").write_text(json.dumps(meta, indent=2))
     if dest.exists():  # an older partial copy under the final name: replace it
-        import shutil
-
         shutil.rmtree(dest)
     tmp.rename(dest)
-    return dest
 
 
 def with_resized_data(base: Config, root: Path) -> Config:
