@@ -90,6 +90,19 @@ def test_tiny_study_writes_a_consistent_report_and_resumes(
     assert second["wall_seconds_training"] == report["wall_seconds"]  # the training invocation's time is kept
     assert second["run_cpu_seconds_total"] > 0
 
+    # Other settings in the same runs folder: the run is trained again, and the old one is kept beside it.
+    old = tmp_path / "runs" / "n4" / "supervised" / "seed0"
+    old_result = json.loads((old / "study-result.json").read_text())
+    changed = [*args, "--methods", "supervised", "--seeds", "0", "--set", "base.train.iterations=3"]
+    third = CliRunner().invoke(app, changed)
+    assert third.exit_code == 0, third.output
+    kept = old.with_name(f"seed0.{old_result['fingerprint']}")
+    assert "kept as" in third.output
+    assert kept.name in third.output
+    assert json.loads((kept / "study-result.json").read_text()) == old_result
+    assert (kept / "model.safetensors").is_file()
+    assert json.loads((old / "study-result.json").read_text())["steps"] == 3
+
 
 @contextmanager
 def _as_a_study_worker(threads: int, share: Any = None) -> Iterator[Any]:

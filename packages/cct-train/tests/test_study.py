@@ -31,6 +31,7 @@ from cct_train.study import (
     plan_runs,
     render_tables,
     resized_copy,
+    set_aside_other_settings,
     study_config_from_dict,
     threads_per_job,
 )
@@ -226,6 +227,56 @@ def test_resume_skips_runs_done_with_the_same_settings(tmp_path: Path) -> None:
     assert list(done) == [specs[0].key]
     assert done[specs[0].key].miou == 0.3
     assert [s.key for s in todo] == [s.key for s in specs[1:]]
+
+
+def test_a_run_of_other_settings_is_set_aside_not_trained_over(tmp_path: Path) -> None:
+    study = study_config_from_dict(_study())
+    spec = plan_runs(study, base_config(study), tmp_path)[0]
+    spec.run_dir.mkdir(parents=True)
+    old = _result(spec.n, spec.method, spec.seed, 0.3)
+    old.fingerprint = "0123456789abcdef"
+    (spec.run_dir / RESULT_FILE).write_text(json.dumps(old.to_dict()))
+    (spec.run_dir / "model.safetensors").write_bytes(b"weights of the old settings")
+
+    kept = set_aside_other_settings(spec)
+    assert kept == spec.run_dir.with_name("seed0.0123456789abcdef")
+    assert (kept / "model.safetensors").read_bytes() == b"weights of the old settings"
+    assert not spec.run_dir.exists()
+    assert set_aside_other_settings(spec) is None  # nothing left to move
+
+    # The same old settings set aside a second time do not overwrite the first copy.
+    spec.run_dir.mkdir()
+    (spec.run_dir / RESULT_FILE).write_text(json.dumps(old.to_dict()))
+    assert set_aside_other_settings(spec) == spec.run_dir.with_name("seed0.0123456789abcdef-2")
+
+
+def test_a_run_of_the_same_settings_stays_to_be_skipped_or_resumed(tmp_path: Path) -> None:
+    study = study_config_from_dict(_study())
+    spec = plan_runs(study, base_config(study), tmp_path)[0]
+    spec.run_dir.mkdir(parents=True)
+    failed = _result(spec.n, spec.method, spec.seed, math.nan, error="RuntimeError: boom")
+    failed.fingerprint = fingerprint(spec.config)
+    (spec.run_dir / RESULT_FILE).write_text(json.dumps(failed.to_dict()))
+    assert set_aside_other_settings(spec) is None
+    assert (spec.run_dir / RESULT_FILE).is_file()
+
+
+def test_an_interrupted_run_is_judged_by_the_config_the_trainer_wrote(tmp_path: Path) -> None:
+    import yaml
+
+    study = study_config_from_dict(_study())
+    spec = plan_runs(study, base_config(study), tmp_path)[0]
+    (spec.run_dir / "checkpoints").mkdir(parents=True)
+    written = config_from_dict(spec.config).to_dict()  # what Trainer saves as config.yaml: the full config
+    (spec.run_dir / "config.yaml").write_text(yaml.safe_dump(written))
+    assert set_aside_other_settings(spec) is None  # same settings: resumed from its checkpoints
+
+    written["train"]["iterations"] += 1
+    (spec.run_dir / "config.yaml").write_text(yaml.safe_dump(written))
+    kept = set_aside_other_settings(spec)
+    assert kept is not None
+    assert (kept / "checkpoints").is_dir()
+    assert kept.name == f"seed0.{fingerprint(config_from_dict(written).to_dict())}"
 
 
 def test_threads_per_job() -> None:

@@ -41,6 +41,7 @@ from cct_train.study.runs import (
     plan_runs,
     run_all,
     run_config,
+    set_aside_other_settings,
 )
 from cct_train.study.schema import (
     ALL_METHODS,
@@ -98,6 +99,7 @@ __all__ = [
     "plot_miou_vs_n",
     "qualitative_grid",
     "render_markdown",
+    "set_aside_other_settings",
     "render_tables",
     "resized_copy",
     "run_all",

@@ -26,7 +26,14 @@ from cct_train.engine.machine import (
 from cct_train.study.data import resized_copy, with_resized_data
 from cct_train.study.markdown import render_markdown
 from cct_train.study.provenance import git_commit, hardware, write_json
-from cct_train.study.runs import RunResult, RunSpec, pending_runs, plan_runs, run_all
+from cct_train.study.runs import (
+    RunResult,
+    RunSpec,
+    pending_runs,
+    plan_runs,
+    run_all,
+    set_aside_other_settings,
+)
 from cct_train.study.schema import StudyConfig, base_config
 from cct_train.study.stats import Summary, aggregate
 from cct_train.study.tables import plot_miou_vs_n, qualitative_grid
@@ -198,6 +205,7 @@ def run_study(
     source_data = {"dataset": base.data.dataset, "root": str(base.data.root)}
     specs = plan_runs(study, _with_study_data(study, base, runs_dir), runs_dir)
     done, todo = pending_runs(specs)
+    _keep_runs_of_other_settings(todo, runs_dir, say=progress)
     with _study_progress(len(todo), len(done), disable=not progress) as on_done:
         trained = run_all(todo, jobs=jobs, threads=thread_choice.threads, callback=on_done)
     by_key = {**done, **{spec.key: result for spec, result in zip(todo, trained, strict=True)}}
@@ -223,6 +231,18 @@ def run_study(
     write_json(output / "results.json", report)
     (output / "results.md").write_text(render_markdown(report))
     return StudyReport(report, results, files)
+
+
+def _keep_runs_of_other_settings(todo: Sequence[RunSpec], runs_dir: Path, say: bool) -> None:
+    """Rename the folders of runs made with other settings before training over them, and say where."""
+    from cct_train.common.progress import console
+
+    for spec in todo:
+        kept = set_aside_other_settings(spec)
+        if kept is not None and say:
+            console.print(
+                f"{spec.key}: its folder held a run with other settings; kept as {kept.relative_to(runs_dir)}"
+            )
 
 
 def _earlier_invocations(path: Path, study: StudyConfig) -> list[dict[str, Any]]:

@@ -138,7 +138,7 @@ def execute_run(
 
     start, cpu_start = time.perf_counter(), time.process_time()
     config = config_from_dict(spec.config, spec.key)
-    _drop_stale_checkpoints(spec)
+    set_aside_other_settings(spec)  # run_study has done it and said so; a direct call is kept safe too
     trainer = Trainer(config, quiet=True)
     if stop is not None:
         trainer.stop = stop
@@ -168,17 +168,48 @@ def execute_run(
     return result
 
 
-def _drop_stale_checkpoints(spec: RunSpec) -> None:
-    """Remove the checkpoints of an earlier run in this folder made with other settings (its config.yaml
-    differs), so that only a run of the same configuration is resumed."""
-    saved = spec.run_dir / "config.yaml"
-    if not saved.is_file():
-        return
-    previous = yaml.safe_load(saved.read_text()) or {}
-    if fingerprint(previous) != fingerprint(config_from_dict(spec.config).to_dict()):
-        import shutil
+def set_aside_other_settings(spec: RunSpec) -> Path | None:
+    """Move an earlier run of other settings out of ``spec``'s folder, so that training this one loses nothing.
 
-        shutil.rmtree(spec.run_dir / "checkpoints", ignore_errors=True)
+    A runs folder outlives a change of settings (``--set``, an edited study YAML): the folder of
+    ``n50/cct/seed0`` may hold a finished model of the old settings. It is renamed to a sibling named by
+    the old settings' fingerprint (``seed0.4f384a5bf4990018``) rather than trained over, and the new path is
+    returned (None when the folder is empty or holds this configuration's run, finished or to be resumed).
+    """
+    previous = _other_settings_on_disk(spec)
+    if previous is None:
+        return None
+    target = spec.run_dir.with_name(f"{spec.run_dir.name}.{previous}")
+    suffix = 1
+    while target.exists():
+        suffix += 1
+        target = spec.run_dir.with_name(f"{spec.run_dir.name}.{previous}-{suffix}")
+    spec.run_dir.rename(target)
+    return target
+
+
+def _other_settings_on_disk(spec: RunSpec) -> str | None:
+    """The fingerprint of the run stored in ``spec.run_dir`` when its settings are not ``spec``'s, else None.
+
+    A finished (or failed) run is judged by its result file, which holds the fingerprint of the planned
+    config; an interrupted one by the config.yaml the trainer wrote, which is the full validated config, so
+    it is compared with the planned config validated the same way.
+    """
+    result = spec.run_dir / RESULT_FILE
+    if result.is_file():
+        try:
+            stored = str(json.loads(result.read_text())["fingerprint"])
+        except (ValueError, KeyError, TypeError):
+            stored = "unreadable"
+        return None if stored == fingerprint(spec.config) else stored
+    saved = spec.run_dir / "config.yaml"
+    if saved.is_file():
+        try:
+            stored = fingerprint(config_from_dict(yaml.safe_load(saved.read_text()) or {}).to_dict())
+        except (yaml.YAMLError, ValueError):
+            stored = "unreadable"
+        return None if stored == fingerprint(config_from_dict(spec.config).to_dict()) else stored
+    return None
 
 
 class CoreShare:
