@@ -78,6 +78,9 @@ def test_tiny_study_writes_a_consistent_report_and_resumes(
     gain_rows = re.findall(r"^\| full CCT \| 2 \| (.*) \|$", markdown, flags=re.MULTILINE)
     assert gain_rows[0] == f"{cct['mean']:.1f} ± {cct['std']:.1f} (2)"
     assert gain_rows[1] == f"{cct['delta_mean']:+.1f} ± {cct['delta_std']:.1f} ({cct['wins']}/2)"
+    low, high = cct["delta_ci95"]  # two seeds: mean ± 12.71 std / sqrt(2)
+    assert low < cct["delta_mean"] < high or cct["delta_std"] == 0
+    assert f"full CCT at n = 4: [{low:+.1f}, {high:+.1f}]" in markdown
 
     # Again: every run is found done and skipped; the same numbers come out.
     again = CliRunner().invoke(app, args)

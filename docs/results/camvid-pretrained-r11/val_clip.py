@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import collections
+import itertools
 from pathlib import Path
 
 from cct_train.data import make_split
@@ -45,26 +46,35 @@ def main() -> None:
     train, val = names(args.data_root, "train"), names(args.data_root, "val")
     for label, pool in (("train", train), ("val", val)):
         for drive, f in frames(pool).items():
-            step = collections.Counter(b - a for a, b in zip(f, f[1:])).most_common(1)[0][0] if len(f) > 1 else 0
+            step = (
+                collections.Counter(b - a for a, b in itertools.pairwise(f)).most_common(1)[0][0]
+                if len(f) > 1
+                else 0
+            )
             span = (f[-1] - f[0]) / FPS
-            print(f"{label:5s} {drive}: {len(f):3d} frames {f[0]}..{f[-1]}, every {step} frames, {span:.1f} s")
-    (drive, clip), = frames(val).items()
+            print(
+                f"{label:5s} {drive}: {len(f):3d} frames {f[0]}..{f[-1]}, every {step} frames, {span:.1f} s"
+            )
+    ((drive, clip),) = frames(val).items()
     lo, hi = clip[0], clip[-1]
     same = frames(train)[drive]
     before = max(f for f in same if f < lo)
     after = min(f for f in same if f > hi)
-    print(f"val is one clip of {drive}, {(hi - lo) / FPS:.1f} s; the train frames of {drive} nearest to it "
-          f"are {before} ({(lo - before) / FPS:.1f} s before) and {after} ({(after - hi) / FPS:.1f} s after)")
-    print("\n  n seed  labeled per drive                        labeled %s frames nearest the clip (s)  baseline val"
-          % drive)
+    print(
+        f"val is one clip of {drive}, {(hi - lo) / FPS:.1f} s; the train frames of {drive} nearest to it "
+        f"are {before} ({(lo - before) / FPS:.1f} s before) and {after} ({(after - hi) / FPS:.1f} s after)"
+    )
+    print(f"\n  n seed  labeled per drive{' ' * 24}labeled {drive} frames nearest the clip (s)  baseline val")
     for n in (20, 50):
         for seed in range(args.seeds):
             split = make_split(train, n, seed)
             per_drive = {d: len(f) for d, f in frames(split.labeled).items()}
             near = sorted(min(abs(f - lo), abs(f - hi)) / FPS for f in frames(split.labeled).get(drive, []))
             base = BASELINE.get((n, seed))
-            print(f"{n:3d} {seed:4d}  {str(per_drive):42s}  {', '.join(f'{s:.1f}' for s in near[:3]):>26s}"
-                  f"  {'' if base is None else f'{base:.2f}'}")
+            print(
+                f"{n:3d} {seed:4d}  {per_drive!s:42s}  {', '.join(f'{s:.1f}' for s in near[:3]):>26s}"
+                f"  {'' if base is None else f'{base:.2f}'}"
+            )
 
 
 if __name__ == "__main__":

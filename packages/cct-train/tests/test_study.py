@@ -26,6 +26,7 @@ from cct_train.study import (
     base_config,
     fingerprint,
     load_study_config,
+    mean_interval95,
     mean_std,
     pending_runs,
     plan_runs,
@@ -33,6 +34,7 @@ from cct_train.study import (
     resized_copy,
     set_aside_other_settings,
     study_config_from_dict,
+    t_quantile_975,
     threads_per_job,
 )
 
@@ -318,6 +320,10 @@ def test_aggregate_mean_std_and_paired_gain() -> None:
     assert cct.delta_mean == pytest.approx(5.0, abs=1e-12)  # gains 5, 10, 0
     assert cct.delta_std == pytest.approx(5.0, abs=1e-12)
     assert cct.wins == 2
+    # gains 5, 10, 0: mean 5, std 5, 3 seeds -> 5 ± 4.3027 * 5 / sqrt(3)
+    half = 4.3027 * 5.0 / math.sqrt(3)
+    assert cct.delta_ci95 == pytest.approx([5.0 - half, 5.0 + half], abs=1e-9)
+    assert vat.delta_ci95 is None  # one pair: no interval
     assert vat.seeds == [0]
     assert vat.mean == pytest.approx(5.0)
     assert vat.std == 0.0
@@ -331,6 +337,62 @@ def test_aggregate_mean_std_and_paired_gain() -> None:
         (20, CCT),
         (50, CCT),
     ]
+
+
+@pytest.mark.parametrize("df", [1, 2, 3, 5, 10, 29, 30, 31, 40, 60, 200])
+def test_t_quantile_matches_scipy(df: int) -> None:
+    stats = pytest.importorskip("scipy.stats")
+    assert t_quantile_975(df) == pytest.approx(float(stats.t.ppf(0.975, df)), abs=1e-3)
+
+
+def test_t_quantile_rejects_no_degrees_of_freedom() -> None:
+    with pytest.raises(ValueError, match="degrees of freedom"):
+        t_quantile_975(0)
+
+
+def test_mean_interval_covers_the_mean_at_the_stated_rate() -> None:
+    # The interval's point: over many draws of 3 seeds, 95 % of intervals hold the true mean.
+    gen = torch.Generator().manual_seed(0)
+    draws = (2.0 + 1.5 * torch.randn(4000, 3, generator=gen, dtype=torch.float64)).tolist()
+    held = sum(low <= 2.0 <= high for low, high in (mean_interval95(d) for d in draws))  # type: ignore[misc]
+    assert 0.935 <= held / len(draws) <= 0.965
+    assert mean_interval95([1.0]) is None
+    assert mean_interval95([]) is None
+
+
+def test_markdown_states_the_gain_intervals() -> None:
+    from cct_train.study import render_markdown
+
+    results = [_result(20, SUPERVISED, s, v) for s, v in [(0, 0.30), (1, 0.32), (2, 0.31)]]
+    results += [_result(20, CCT, s, v) for s, v in [(0, 0.32), (1, 0.35), (2, 0.31)]]
+    summaries = aggregate(results)
+    cct = next(s for s in summaries if s.method == CCT)
+    report = {
+        "summary": [s.to_dict() for s in summaries],
+        "methods": [SUPERVISED, CCT],
+        "n_labeled": [20],
+        "decoders": {SUPERVISED: 0, CCT: 11},
+        "hardware": {"cpu": "x", "cores": 2, "gpu": None, "torch": "2", "python": "3.11"},
+        "runs": [],
+        "study": "s",
+        "budget": "b",
+        "description": "d",
+        "seeds": [0, 1, 2],
+        "data": {"dataset": "camvid"},
+        "command": "cct study",
+        "started": "now",
+        "git_commit": "abc",
+        "runs_dir": "runs",
+        "wall_seconds": 1.0,
+        "run_seconds_total": 1.0,
+    }
+    low, high = cct.delta_ci95  # type: ignore[misc]
+    assert low < 0 < high  # gains 2, 3, 0 over three seeds: the interval holds 0
+    assert f"full CCT at n = 20: [{low:+.1f}, {high:+.1f}]" in render_markdown(report)
+    # A report written before the interval existed renders without it.
+    for s in report["summary"]:
+        s.pop("delta_ci95")
+    assert "95 % interval" not in render_markdown(report)
 
 
 def test_tables_render_every_cell() -> None:

@@ -58,7 +58,9 @@ from cct_train.study.schema import (
 from cct_train.study.stats import (
     Summary,
     aggregate,
+    mean_interval95,
     mean_std,
+    t_quantile_975,
 )
 from cct_train.study.tables import (
     METHOD_LABELS,
@@ -92,6 +94,7 @@ __all__ = [
     "hardware",
     "load_result",
     "load_study_config",
+    "mean_interval95",
     "mean_std",
     "pending_runs",
     "per_class_table",
@@ -107,6 +110,7 @@ __all__ = [
     "set_aside_other_settings",
     "study_config_from_dict",
     "study_precision",
+    "t_quantile_975",
     "with_resized_data",
     "write_json",
     "threads_per_job",

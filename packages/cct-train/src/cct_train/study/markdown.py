@@ -10,7 +10,7 @@ from cct_train.engine.machine import (
 )
 from cct_train.study.schema import CCT, SUPERVISED
 from cct_train.study.stats import Summary
-from cct_train.study.tables import per_class_table, render_tables
+from cct_train.study.tables import METHOD_LABELS, per_class_table, render_tables
 
 
 def render_markdown(report: Mapping[str, Any]) -> str:
@@ -34,6 +34,7 @@ def render_markdown(report: Mapping[str, Any]) -> str:
         "over the seeds, and in brackets on how many seeds the method scored higher.",
         "",
         delta,
+        *_interval_lines(summaries),
         "Per-class IoU (%, mean over seeds):",
         "",
         per_class_table(summaries, [m for m in (SUPERVISED, CCT) if m in methods]),
@@ -57,6 +58,22 @@ def render_markdown(report: Mapping[str, Any]) -> str:
         lines += ["", "Failed runs (left out of the tables):", ""]
         lines += [f"- n{r['n']}/{r['method']}/seed{r['seed']}: {r['error']}" for r in failed]
     return "\n".join(lines) + "\n"
+
+
+def _interval_lines(summaries: list[Summary]) -> list[str]:
+    """The 95 % intervals of the mean paired gains, one sentence (nothing when no cell has 2 pairs)."""
+    cells = [
+        f"{METHOD_LABELS.get(s.method, s.method)} at n = {s.n}: [{s.delta_ci95[0]:+.1f}, {s.delta_ci95[1]:+.1f}]"
+        for s in summaries
+        if s.delta_ci95 is not None
+    ]
+    if not cells:
+        return []
+    return [
+        "95 % interval of the mean paired gain (Student's t over the seeds; an interval that holds 0 means "
+        "these seeds cannot tell the method from the baseline): " + "; ".join(cells) + ".",
+        "",
+    ]
 
 
 def _capability_text(hw: Mapping[str, Any]) -> str:
