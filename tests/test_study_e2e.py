@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -182,3 +183,73 @@ def test_ctrl_c_in_a_worker_stops_its_runs_and_crosses_the_process_boundary(
             error.checkpoint,
             str(error),
         )
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="finds the study's workers as its children")
+def test_workers_stop_with_a_checkpoint_when_the_study_process_is_killed_alone(
+    synthetic_root: Path, tmp_path: Path, tiny_config: Callable[..., dict[str, Any]]
+) -> None:
+    """`kill -9 PID` of the study (no signal reaches its workers): the workers notice, save their runs'
+    checkpoints and exit, instead of training on unseen beside a restarted study (round 12 of
+    docs/results.md)."""
+    import subprocess
+    import time
+
+    import psutil
+
+    base = tiny_config(
+        synthetic_root, tmp_path / "unused", iterations=100_000, checkpoint_every=0, trackers=[]
+    )
+    base["model"]["background"] = [0, 1, 2]
+    base["data"]["check"] = "quick"
+    study = {
+        "name": "tiny",
+        "budget": "test",
+        "base": base,
+        "n_labeled": [4],
+        "seeds": [0, 1],
+        "methods": ["supervised"],
+        "resize": [48, 48],
+    }
+    (tmp_path / "study.yaml").write_text(yaml.safe_dump(study))
+    runs = tmp_path / "runs"
+    command = "from cct_train.cli.study import app; app()"
+    args = [
+        "--config",
+        str(tmp_path / "study.yaml"),
+        "--output",
+        str(tmp_path / "report"),
+        "--runs",
+        str(runs),
+    ]
+    study_process = subprocess.Popen(
+        [sys.executable, "-c", command, *args, "--jobs", "2", "--threads", "1"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    # A run writes its config.yaml as it starts; from then on a stop request ends it with a checkpoint.
+    started = [runs / "n4" / "supervised" / f"seed{seed}" / "config.yaml" for seed in (0, 1)]
+    workers: list[psutil.Process] = []
+    try:
+        deadline = time.monotonic() + 240
+        while not all(path.is_file() for path in started):
+            assert study_process.poll() is None, "the study ended before its runs trained"
+            assert time.monotonic() < deadline, "the runs did not start within 240 s"
+            time.sleep(0.5)
+        workers = [
+            child
+            for child in psutil.Process(study_process.pid).children()
+            if "resource_tracker" not in " ".join(child.cmdline())
+        ]
+        assert len(workers) == 2, [w.cmdline() for w in workers]
+        study_process.kill()
+        study_process.wait(timeout=30)
+        _, alive = psutil.wait_procs(workers, timeout=60)
+        assert not alive, "the study's workers kept running after it was killed"
+    finally:
+        study_process.kill()
+        for worker in workers:
+            if worker.is_running():
+                worker.kill()
+    for path in started:
+        assert list(path.parent.rglob("last*")), f"no checkpoint saved in {path.parent}"

@@ -9,6 +9,7 @@ import json
 import math
 import os
 import signal
+import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
@@ -267,9 +268,43 @@ class RunNotStarted(TrainingInterrupted):
 # starting worker dies of KeyboardInterrupt (the pool breaks) or starts its next run anyway.
 _worker_share: CoreShare | None = None
 _worker_stop = StopRequest()
+_worker_busy = threading.Event()  # set while a run trains in this worker
+
+# How often a worker checks that the study process that started it is still alive.
+PARENT_POLL_SECONDS = 2.0
 
 
-def _worker_init(threads: int, share: CoreShare | None = None) -> None:
+def stop_when_orphaned(
+    parent: int, busy: threading.Event, poll_seconds: float = PARENT_POLL_SECONDS
+) -> threading.Thread:
+    """Watch, in a daemon thread, that this process's parent is still ``parent`` (a pid); once it is not,
+    send this process SIGTERM, the path Ctrl-C takes: a training run saves its checkpoint and stops. Then,
+    once ``busy`` is clear (no run in progress), end the process: a pool worker waits for its next run on
+    a queue that its sibling workers keep open, so it would never see the study's end by itself. Returns
+    the thread.
+
+    Why: a study killed on its own (``kill PID``, SIGKILL, the OOM killer) cannot stop its spawned
+    workers, which would train on unseen, and a restarted study would then train the same run folder in
+    two processes at once (both writing its logs, four runs sharing two cores). Measured in round 12 of
+    docs/results.md before this existed: two orphans trained for 74 minutes beside the restarted study.
+    """
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(poll_seconds)
+        os.kill(os.getpid(), signal.SIGTERM)
+        while busy.is_set():
+            time.sleep(poll_seconds)
+        os._exit(1)
+
+    thread = threading.Thread(target=watch, name="cct-study-parent-watch", daemon=True)
+    thread.start()
+    return thread
+
+
+def _worker_init(threads: int, share: CoreShare | None = None, parent: int | None = None) -> None:
+    """Set up a study worker: its thread budget, CoreShare, signal handlers, and (``parent``: the study's
+    pid) a watch that stops it when the study process is gone."""
     import warnings
 
     import torch
@@ -281,6 +316,8 @@ def _worker_init(threads: int, share: CoreShare | None = None) -> None:
     _worker_stop.signum = None
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, _worker_stop.note)
+    if parent is not None:
+        stop_when_orphaned(parent, _worker_busy)
     os.environ["OMP_NUM_THREADS"] = str(threads)
     torch.set_num_threads(threads)
     # The study warned once in the main process (study_precision); each worker would repeat it.
@@ -291,11 +328,15 @@ def _worker_run(spec: RunSpec) -> RunResult:
     if _worker_stop.signum is not None:
         raise RunNotStarted(_worker_stop.signum, spec.run_dir)
     share = _worker_share
-    if share is None:
-        return execute_run(spec, stop=_worker_stop)
-    with share.training():
-        share.rebalance()
-        return execute_run(spec, on_log=share.rebalance, stop=_worker_stop)
+    _worker_busy.set()
+    try:
+        if share is None:
+            return execute_run(spec, stop=_worker_stop)
+        with share.training():
+            share.rebalance()
+            return execute_run(spec, on_log=share.rebalance, stop=_worker_stop)
+    finally:
+        _worker_busy.clear()
 
 
 @contextmanager
@@ -372,7 +413,7 @@ def run_all(
             max_workers=workers,
             mp_context=context,
             initializer=_worker_init,
-            initargs=(threads, share),
+            initargs=(threads, share, os.getpid()),
         ) as pool:
             pending: dict[Future[RunResult], RunSpec] = {pool.submit(_worker_run, s): s for s in specs}
             try:
