@@ -19,24 +19,34 @@ from cct_train.cli_study import app
 PNG = b"\x89PNG\r\n\x1a\n"
 
 
-def test_tiny_study_writes_a_consistent_report_and_resumes(
-    synthetic_root: Path, tmp_path: Path, tiny_config: Callable[..., dict[str, Any]]
-) -> None:
-    base = tiny_config(synthetic_root, tmp_path / "unused", iterations=2, checkpoint_every=0, trackers=[])
+def _write_tiny_study(tmp_path: Path, base: dict[str, Any], **study: Any) -> Path:
+    """tmp_path/study.yaml: a study of ``base`` (a tiny config) at n = 4, seeds 0-1, 48x48 frames; ``study``
+    adds or overrides keys (methods, cct_decoders, qualitative)."""
     base["model"]["background"] = [0, 1, 2]  # the scenes' stuff classes
     base["data"]["check"] = "quick"
-    study = {
+    spec = {
         "name": "tiny",
         "budget": "test",
         "base": base,
         "n_labeled": [4],
         "seeds": [0, 1],
-        "methods": ["supervised", "cct"],
-        "cct_decoders": {"feature_noise": 1, "object_mask": 1},
         "resize": [48, 48],
-        "qualitative": {"images": 2},
     }
-    (tmp_path / "study.yaml").write_text(yaml.safe_dump(study))
+    path = tmp_path / "study.yaml"
+    path.write_text(yaml.safe_dump({**spec, **study}))
+    return path
+
+
+def test_tiny_study_writes_a_consistent_report_and_resumes(
+    synthetic_root: Path, tmp_path: Path, tiny_config: Callable[..., dict[str, Any]]
+) -> None:
+    _write_tiny_study(
+        tmp_path,
+        tiny_config(synthetic_root, tmp_path / "unused", iterations=2, checkpoint_every=0, trackers=[]),
+        methods=["supervised", "cct"],
+        cct_decoders={"feature_noise": 1, "object_mask": 1},
+        qualitative={"images": 2},
+    )
     output = tmp_path / "report"
     args = [
         "--config",
@@ -197,21 +207,11 @@ def test_workers_stop_with_a_checkpoint_when_the_study_process_is_killed_alone(
 
     import psutil
 
-    base = tiny_config(
-        synthetic_root, tmp_path / "unused", iterations=100_000, checkpoint_every=0, trackers=[]
+    _write_tiny_study(
+        tmp_path,
+        tiny_config(synthetic_root, tmp_path / "unused", iterations=100_000, checkpoint_every=0, trackers=[]),
+        methods=["supervised"],
     )
-    base["model"]["background"] = [0, 1, 2]
-    base["data"]["check"] = "quick"
-    study = {
-        "name": "tiny",
-        "budget": "test",
-        "base": base,
-        "n_labeled": [4],
-        "seeds": [0, 1],
-        "methods": ["supervised"],
-        "resize": [48, 48],
-    }
-    (tmp_path / "study.yaml").write_text(yaml.safe_dump(study))
     runs = tmp_path / "runs"
     command = "from cct_train.cli.study import app; app()"
     args = [
