@@ -37,12 +37,14 @@ def _jpeg(path: Path) -> bytes:
 
 
 def pack(src: Path, dest: Path) -> None:
+    for split in SPLITS:
+        if not (src / f"{split}.txt").is_file():
+            raise SystemExit(f"{src / f'{split}.txt'}: missing; expected CamVid in the SegNet layout")
     frames: list[Path] = []
-    with tarfile.open(dest, "w") as tar:
+    partial = dest.with_name(dest.name + ".partial")  # a failed pack leaves no tar that looks whole
+    with tarfile.open(partial, "w") as tar:
         for split in SPLITS:
             listing = src / f"{split}.txt"
-            if not listing.is_file():
-                raise SystemExit(f"{listing}: missing; expected CamVid in the SegNet layout")
             tar.add(listing, arcname=listing.name)
             for line in listing.read_text().split("\n"):
                 if not line.strip():
@@ -53,6 +55,7 @@ def pack(src: Path, dest: Path) -> None:
         with ThreadPoolExecutor() as pool:
             for path, data in zip(frames, pool.map(_jpeg, frames), strict=True):
                 _add_bytes(tar, str(path.relative_to(src)) + ".jpg", data)
+    partial.replace(dest)
     print(f"{dest}: {len(frames)} frames, {dest.stat().st_size / 2**20:.1f} MiB")
 
 
