@@ -4,7 +4,7 @@
 # Prepare first, on the development machine: bash scripts/device/prepare.sh. Then the device call is
 #   command: bash scripts/device/pretrained_gpu_n20.sh      carry: [".whl", ".gpu"]      timeout_s: 600
 # It trains seed 0's pair first, then seeds 1-2, and stops by itself (Ctrl-C: each run saves a checkpoint) at
-# STUDY_SECONDS (default 480); it always sends back the report ($OUT/report/), the log and every finished
+# STUDY_SECONDS (default 450; then 45 s for the runs to stop); it always sends back the report ($OUT/report/), the log and every finished
 # run's figures ($OUT/runs.tgz).
 # ITERATIONS=N overrides the preset's 1600 steps (the report records the override).
 set -uo pipefail
@@ -19,11 +19,11 @@ python3 scripts/device/camvid_transport.py unpack .gpu/camvid.tar /tmp/camvid 2>
 
 extra=()
 [ -n "${ITERATIONS:-}" ] && extra+=(--set "base.train.iterations=$ITERATIONS")
-deadline=$(( $(date +%s) + ${STUDY_SECONDS:-480} ))
+deadline=$(( $(date +%s) + ${STUDY_SECONDS:-450} ))
 study() {  # the resumable study; a later call skips the runs an earlier one finished
   local left=$(( deadline - $(date +%s) ))
   [ "$left" -gt 30 ] || { echo "no time left for: $*" | tee -a "$OUT/study.log"; return 124; }
-  timeout --signal=INT --kill-after=60 "$left" \
+  timeout --signal=INT --kill-after=45 "$left" \
     python3 -m cct_train.cli study camvid --budget pretrained-gpu --data-root /tmp/camvid --runs /tmp/runs \
     --output "$OUT/report" --n 20 --threads 2 "${extra[@]}" "$@" 2>&1 | tee -a "$OUT/study.log"
   return "${PIPESTATUS[0]}"
