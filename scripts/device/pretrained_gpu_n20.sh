@@ -4,8 +4,8 @@
 # Prepare first, on the development machine: bash scripts/device/prepare.sh. Then the device call is
 #   command: bash scripts/device/pretrained_gpu_n20.sh      carry: [".whl", ".gpu"]      timeout_s: 600
 # It trains seed 0's pair first, then seeds 1-2, and stops by itself (Ctrl-C: each run saves a checkpoint) at
-# STUDY_SECONDS (default 450; then 45 s for the runs to stop); it always sends back the report ($OUT/report/), the log and every finished
-# run's figures ($OUT/runs.tgz).
+# STUDY_SECONDS (default 450; then 45 s for the runs to stop); it always sends back the report
+# ($OUT/report/), the log and every finished run's figures ($OUT/runs.tgz).
 # ITERATIONS=N overrides the preset's 1600 steps (the report records the override).
 set -uo pipefail
 cd "$(dirname "$0")/../.."
