@@ -25,7 +25,9 @@ def main() -> None:
                 runs[run["n"], run["method"], run["seed"]] = run
     classes = list(next(iter(runs.values()))["per_class_iou"])
     for n in sorted({key[0] for key in runs}):
-        seeds = sorted(s for (m, method, s) in runs if m == n and method == "cct" and (n, "supervised", s) in runs)
+        seeds = sorted(
+            s for (m, method, s) in runs if m == n and method == "cct" and (n, "supervised", s) in runs
+        )
         print(f"\nn = {n}, seeds {seeds}: supervised IoU (mean) | gain per seed | mean gain")
         for name in classes:
             sup = [100 * runs[n, "supervised", s]["per_class_iou"][name] for s in seeds]

@@ -49,7 +49,9 @@ def study(
         str | None,
         typer.Argument(help="Study preset: configs/study/<PRESET>-<BUDGET>.yaml (e.g. camvid)."),
     ] = None,
-    budget: Annotated[str, typer.Option(help="Budget of the preset: cpu, pretrained, pretrained-hr, gpu, pretrained-gpu.")] = "cpu",
+    budget: Annotated[
+        str, typer.Option(help="Budget of the preset: cpu, pretrained, pretrained-hr, gpu, pretrained-gpu.")
+    ] = "cpu",
     config: Annotated[
         Path | None, typer.Option("--config", "-c", help="A study YAML instead of a preset.")
     ] = None,
