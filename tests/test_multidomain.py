@@ -321,3 +321,22 @@ def test_one_domain_list_trains_exactly_like_the_single_domain_model(
     assert len(state) == len(reference)
     for key, value in state.items():
         assert torch.equal(value, reference[key.replace("heads.scenes.", "")]), key
+
+
+def test_abce_threshold_is_logged_per_domain_from_its_own_label_space(
+    synthetic_root: Path,
+    synthetic_root_b: Path,
+    tmp_path: Path,
+    tiny_two_domain_config: Callable[..., Any],
+) -> None:
+    raw = tiny_two_domain_config(
+        synthetic_root, synthetic_root_b, tmp_path / "run", iterations=2, supervised_loss="abce"
+    )
+    trainer = Trainer(config_from_dict(raw), quiet=True)
+    trainer.fit()
+    rows = (tmp_path / "run" / "logs" / "metrics.csv").read_text().splitlines()
+    first = {row.split(",")[1]: float(row.split(",")[2]) for row in rows[1:] if row.startswith("1,")}
+    # eta starts at 1/C of each domain's classes: 6 for scenes, 3 for shapes.
+    assert first["scenes/ce_threshold"] == pytest.approx(trainer.domains[0].ce_threshold(1))
+    assert first["shapes/ce_threshold"] == pytest.approx(trainer.domains[1].ce_threshold(1))
+    assert first["shapes/ce_threshold"] > first["scenes/ce_threshold"]

@@ -608,6 +608,8 @@ class Trainer:
                     if self.config.multi_domain:
                         for run in self.domains:
                             logs[f"{run.name}/consistency_weight"] = float(run.consistency_weight(self.step))
+                            if (eta := run.ce_threshold(self.step)) is not None:
+                                logs[f"{run.name}/ce_threshold"] = eta  # starts at 1/C of each label space
                     if (eta := self.ce_threshold(self.step)) is not None:
                         logs["ce_threshold"] = eta  # ab-CE's eta: labeled pixels above it no longer count
                     logs["nonfinite_skipped"] = float(self.nonfinite_skipped)
