@@ -166,15 +166,21 @@ def test_pretrained_presets_validate(budget: str) -> None:
 
 
 @pytest.mark.parametrize(
-    ("low_budget", "high_budget", "iteration_factor", "free_keys"),
+    ("low_budget", "high_budget", "iteration_factor", "free_keys", "free_train_keys"),
     [
-        ("pretrained", "pretrained-hr", 2, ()),
+        # since round 15 the 180x240 budget trains with the paper's ab-CE; the 90x120 one keeps the CE its
+        # figures in docs/results.md were measured with
+        ("pretrained", "pretrained-hr", 2, (), ("supervised_loss",)),
         # the GPU budget may also differ in how its runs share the machine, not in what they train
-        ("pretrained-hr", "pretrained-gpu", 1, ("jobs",)),
+        ("pretrained-hr", "pretrained-gpu", 1, ("jobs",), ()),
     ],
 )
 def test_each_pretrained_budget_doubles_only_the_resolution(
-    low_budget: str, high_budget: str, iteration_factor: int, free_keys: tuple[str, ...]
+    low_budget: str,
+    high_budget: str,
+    iteration_factor: int,
+    free_keys: tuple[str, ...],
+    free_train_keys: tuple[str, ...],
 ) -> None:
     """Each pretrained budget is the one below it at twice the linear size (frames, crops), 90x120 ->
     180x240 -> 360x480: anything else differing would confound their comparison in docs/results.md."""
@@ -186,6 +192,8 @@ def test_each_pretrained_budget_doubles_only_the_resolution(
     low_base, high_base = base_config(low).to_dict(), base_config(high).to_dict()
     assert high_base["data"].pop("crop_size") == [2 * s for s in low_base["data"].pop("crop_size")]
     assert high_base["train"].pop("iterations") == iteration_factor * low_base["train"].pop("iterations")
+    for key in free_train_keys:
+        assert high_base["train"].pop(key) != low_base["train"].pop(key)  # a listed difference is real
     for section in (high_base, low_base):
         section["experiment"].pop("output_dir")
         section["data"].pop("num_workers")  # where the frames are decoded, not what is trained on
