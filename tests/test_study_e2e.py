@@ -103,6 +103,9 @@ def test_tiny_study_writes_a_consistent_report_and_resumes(
     assert [i["runs_trained"] for i in second["invocations"]] == [4, 0]
     assert second["wall_seconds_training"] == report["wall_seconds"]  # the training invocation's time is kept
     assert second["run_cpu_seconds_total"] > 0
+    # the time the report was written, not when its invocation started (the two differ on a long study)
+    assert second["written"] >= second["started"]
+    assert f"report written {second['written']} at commit" in (output / "results.md").read_text()
 
     # Other settings in the same runs folder: the run is trained again, and the old one is kept beside it.
     old = tmp_path / "runs" / "n4" / "supervised" / "seed0"

@@ -50,7 +50,8 @@ def render_markdown(report: Mapping[str, Any]) -> str:
         *_timing_lines(report),
         f"- hardware: {hw['cpu']}{_capability_text(hw)}, {hw['cores']} cores, GPU: {hw['gpu'] or 'none'}; "
         f"torch {hw['torch']}, Python {hw['python']}",
-        f"- report written {report['started']} at commit {report['git_commit']}",
+        # reports from before `written` existed give their invocation's start
+        f"- report written {report.get('written', report['started'])} at commit {report['git_commit']}",
         f"- base training config: see results.json (`base_config`); per run: `{report['runs_dir']}/n<n>/"
         "<method>/seed<seed>/config.yaml`",
     ]

@@ -166,6 +166,8 @@ def _study_report(
         "run_seconds_total": round(math.fsum(r.seconds for r in results if r.error is None), 1),
         "run_cpu_seconds_total": _cpu_total(results),
         "git_commit": git_commit(),
+        # when this report was written: a resumed study's invocation may have started hours earlier
+        "written": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "data": source_data,
         "runs_dir": str(runs_dir),
         "n_labeled": study.n_labeled,
