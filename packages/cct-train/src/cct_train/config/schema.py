@@ -223,6 +223,109 @@ class ConsistencyConfig(StrictSection):
         return float(value)
 
 
+class PhotometricConfig(StrictSection):
+    """The strong view's colour perturbations: the arguments of ``cct_perturb.image.photometric``, its
+    defaults (per-sample colour jitter, grayscale and Gaussian blur on [0, 1] images)."""
+
+    brightness: float = Field(0.5, ge=0)
+    contrast: float = Field(0.5, ge=0)
+    saturation: float = Field(0.5, ge=0)
+    hue: float = Field(0.25, ge=0, le=0.5)
+    p_jitter: float = Field(0.8, ge=0, le=1)
+    p_grayscale: float = Field(0.2, ge=0, le=1)
+    p_blur: float = Field(0.5, ge=0, le=1)
+    blur_sigma: tuple[float, float] = (0.1, 2.0)
+
+    @field_validator("blur_sigma")
+    @classmethod
+    def _sigma(cls, value: tuple[float, float]) -> tuple[float, float]:
+        if not 0 < value[0] <= value[1]:
+            raise ValueError(f"blur_sigma must satisfy 0 < low <= high, got {value}")
+        return value
+
+
+class CutMixConfig(StrictSection):
+    """The strong view's CutMix: with probability ``p`` per image, a box of area fraction ~ U(scale) and
+    aspect ratio ~ log-U(ratio) is taken from another image of the batch (``cct_perturb.image.cutmix_masks``);
+    the target is mixed with the same boxes. A bare number is ``p`` (``cutmix: 0.5``); 0 turns it off."""
+
+    p: float = Field(0.5, ge=0, le=1)
+    scale: tuple[float, float] = (0.02, 0.4)
+    ratio: tuple[float, float] = (0.3, 1 / 0.3)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _bare_probability(cls, value: Any) -> Any:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return {"p": value}
+        return value
+
+    @field_validator("scale", "ratio")
+    @classmethod
+    def _ordered(cls, value: tuple[float, float]) -> tuple[float, float]:
+        if not 0 < value[0] <= value[1]:
+            raise ValueError(f"must satisfy 0 < low <= high, got {value}")
+        return value
+
+
+class StrongViewConfig(StrictSection):
+    """How the strong view is made from the weak one: photometric perturbations, then CutMix."""
+
+    photometric: PhotometricConfig = Field(default_factory=PhotometricConfig)
+    cutmix: CutMixConfig = Field(default_factory=CutMixConfig)
+
+
+#: Keys of ``train.unlabeled`` that only mean something with ``views: weak-strong``.
+_CROSS_VIEW_KEYS = ("confidence", "main_on_strong", "main_weight", "strong")
+
+
+class UnlabeledConfig(StrictSection):
+    """What the unlabeled images are trained with.
+
+    ``views: same`` (default, the paper's CCT): the main decoder's prediction and the K perturbed auxiliary
+    predictions are of the SAME augmented image. ``views: weak-strong`` (cross-view CCT, issue #39): the
+    target is the main decoder's prediction on the weak view (the geometric augmentation only), detached;
+    the strong view is that weak view under ``strong`` (photometric, then CutMix, the target mixed alike),
+    encoded once more; the auxiliary decoders take CCT's feature perturbations of the strong view's features
+    and learn the target (``train.consistency``, ``model.consistency``); with ``main_on_strong`` the main
+    decoder on the strong view learns ``argmax(target)`` by cross-entropy over the confident pixels
+    (FixMatch / UniMatch), weighted ``main_weight`` ramped like ``train.consistency.weight``. With no
+    auxiliary decoders (``model.perturbations: {}``) this is a FixMatch-style baseline.
+    """
+
+    views: Literal["same", "weak-strong"] = "same"
+    #: The weak-view target's confidence threshold: pixels whose max probability is below it are left out
+    #: of the auxiliary decoders' loss and of the main decoder's strong-view loss. None: every pixel.
+    confidence: float | None = Field(0.95, ge=0, le=1)
+    #: The main decoder also learns the weak-view pseudo-label on the strong view (weak-strong only).
+    main_on_strong: bool = True
+    #: That loss's weight once ramped up (the ramp of train.consistency: its rampup and schedule).
+    main_weight: float = Field(1.0, ge=0)
+    strong: StrongViewConfig = Field(default_factory=StrongViewConfig)
+
+    @model_validator(mode="after")
+    def _views(self) -> UnlabeledConfig:
+        if self.views == "same":
+            # Compared with the defaults, not by which keys were written: a saved config (every key
+            # dumped) loads again; a setting that would be silently unused is named.
+            fields = type(self).model_fields
+            given = [
+                key
+                for key in _CROSS_VIEW_KEYS
+                if getattr(self, key) != fields[key].get_default(call_default_factory=True)
+            ]
+            if given:
+                raise ValueError(
+                    f"train.unlabeled.{', '.join(given)} only apply to views: weak-strong; set "
+                    "train.unlabeled.views=weak-strong or remove them (views: same is the paper's CCT)"
+                )
+        return self
+
+    @property
+    def cross_view(self) -> bool:
+        return self.views == "weak-strong"
+
+
 class TrainConfig(StrictSection):
     mode: Literal["cct", "supervised"] = "cct"
     iterations: int = Field(10_000, ge=1)
@@ -253,6 +356,8 @@ class TrainConfig(StrictSection):
     #: Multi-domain runs: "alternate" steps one domain per iteration (labeled + unlabeled batch of that
     #: domain, as the paper), "mix" takes a batch of every domain in each step and sums their losses.
     domain_sampling: Literal["alternate", "mix"] = "alternate"
+    #: The unlabeled images' objective: the paper's CCT (``views: same``, default) or cross-view CCT.
+    unlabeled: UnlabeledConfig = Field(default_factory=UnlabeledConfig)
 
 
 class EvalConfig(StrictSection):
@@ -339,15 +444,30 @@ class Config(StrictSection):
         for key, data in parts:
             _split_lists_under_root(data)
             _check_crop(key, data)
+        if self.train.unlabeled.cross_view and self.model.confidence is not None:
+            raise ValueError(
+                "model.confidence masks the same-view CCT loss; with train.unlabeled.views: weak-strong the "
+                "weak-view target's threshold is train.unlabeled.confidence: set that one and model.confidence=null"
+            )
         return self
 
     @property
     def supervised_only(self) -> bool:
+        """No unlabeled image is used: ``train.mode: supervised``, or no domain that learns from them
+        (:attr:`learns_from_unlabeled`)."""
         if self.domains:
-            return self.train.mode == "supervised" or not any(
-                view.model.perturbations for _, view in self.domain_views()
-            )
-        return self.train.mode == "supervised" or not self.model.perturbations
+            return not any(view.learns_from_unlabeled for _, view in self.domain_views())
+        return not self.learns_from_unlabeled
+
+    @property
+    def learns_from_unlabeled(self) -> bool:
+        """Whether this (single-domain) config trains on unlabeled images: CCT with auxiliary decoders, or
+        cross-view training whose main decoder learns from the strong view (the FixMatch-style baseline
+        has no auxiliary decoder)."""
+        if self.train.mode == "supervised":
+            return False
+        unlabeled = self.train.unlabeled
+        return bool(self.model.perturbations) or (unlabeled.cross_view and unlabeled.main_on_strong)
 
     @property
     def multi_domain(self) -> bool:

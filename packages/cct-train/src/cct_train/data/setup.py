@@ -43,9 +43,20 @@ class TrainTransform(nn.Module):
         *,
         generator: torch.Generator | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        floats = images.float() / 255.0
-        floats, masks = self.augment(floats, masks, generator=generator)
+        floats, masks = self.geometric(images, masks, generator=generator)
         return self.normalize(floats), masks
+
+    def geometric(
+        self,
+        images: torch.Tensor,
+        masks: torch.Tensor | None = None,
+        *,
+        generator: torch.Generator | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The augmentation without the normalisation: ((B, 3, h, w) float in [0, 1], masks). Cross-view
+        training perturbs these (colours act on [0, 1] images) before it normalises them."""
+        floats = images.float() / 255.0
+        return self.augment(floats, masks, generator=generator)
 
 
 @dataclass
@@ -136,9 +147,9 @@ def build_data(config: Config, drop: Mapping[str, set[str]] | None = None) -> Da
         unlabeled_set = (
             unlabeled_sets[0] if len(unlabeled_sets) == 1 else torch.utils.data.ConcatDataset(unlabeled_sets)
         )
-    if config.train.mode == "cct" and config.model.perturbations and unlabeled_set is None:
+    if not config.supervised_only and unlabeled_set is None:
         raise ValueError(
-            "CCT needs unlabeled images: set data.split.n_labeled (the rest of the training split becomes "
+            "CCT (and cross-view training) needs unlabeled images: set data.split.n_labeled (the rest of the training split becomes "
             "unlabeled), data.split.unlabeled_list or data.unlabeled_root; or use train.mode=supervised"
         )
     seed = config.experiment.seed

@@ -86,6 +86,8 @@ class DomainRun:
     consistency_weight: ConsistencyWeight
     abce: AnnealedBootstrappedCE | None
     loss_weight: float = 1.0
+    #: Cross-view CCT with main_on_strong: the main decoder's strong-view weight w_s(t), ramped like w_u.
+    strong_weight: ConsistencyWeight | None = None
     labeled_loader: DataLoader | None = None
     unlabeled_loader: DataLoader | None = None
     val_loader: DataLoader | None = None
@@ -182,6 +184,9 @@ class Trainer:
                     if config.train.supervised_loss == "abce"
                     else None,
                     loss_weight=loss_weights.get(name, 1.0),
+                    strong_weight=consistency_schedule(config, config.train.unlabeled.main_weight)
+                    if config.train.unlabeled.cross_view and config.train.unlabeled.main_on_strong
+                    else None,
                 )
             )
         if not config.multi_domain:
@@ -437,13 +442,54 @@ class Trainer:
         if unlabeled is not None and not run.config.supervised_only:
             # Unlabeled samples carry a "mask" only when pseudo-labels (weak labels) were given for them.
             weak = unlabeled.get("mask")
-            unlabeled_images, weak = run.augment(unlabeled["image"], weak, generator=self.generator)
-            inputs["unlabeled"] = unlabeled_images
+            if run.config.train.unlabeled.cross_view:
+                weak = self._cross_view_inputs(run, unlabeled["image"], weak, inputs)
+            else:
+                unlabeled_images, weak = run.augment(unlabeled["image"], weak, generator=self.generator)
+                inputs["unlabeled"] = unlabeled_images
             inputs["consistency_weight"] = run.consistency_weight(self.step)
             if weak is not None:
                 inputs["weak_targets"] = weak
                 inputs["weak_weight"] = self.weak_weight(self.step, run)
         return inputs
+
+    def _cross_view_inputs(
+        self,
+        run: DomainRun,
+        images: torch.Tensor,
+        weak_labels: torch.Tensor | None,
+        inputs: dict[str, Any],
+    ) -> torch.Tensor | None:
+        """Cross-view CCT's two views of an unlabeled uint8 batch, added to ``inputs``: ``unlabeled`` the weak
+        view (the geometric augmentation), ``strong`` its photometric perturbation with CutMix boxes
+        (``cutmix_box``, ``cutmix_partner``), both normalised, and the target's settings. Returns the
+        pseudo-labels (weak labels) mixed like the strong images, or None.
+
+        Every draw comes from the unlabeled generator, whose state the checkpoints keep: a resumed run
+        makes the very same views.
+        """
+        from cct_perturb.image import cutmix, photometric  # the optional image extra (kornia)
+
+        settings = run.config.train.unlabeled
+        weak01, weak_labels = run.augment.geometric(images, weak_labels, generator=self.generator)
+        strong01 = photometric(weak01, **settings.strong.photometric.model_dump(), generator=self.generator)
+        box = partner = None
+        mix = settings.strong.cutmix
+        if mix.p > 0:
+            others = () if weak_labels is None else (weak_labels,)
+            mixed = cutmix(
+                strong01, *others, p=mix.p, scale=mix.scale, ratio=mix.ratio, generator=self.generator
+            )
+            strong01, box, partner = mixed.images, mixed.box, mixed.partner
+            if weak_labels is not None:
+                weak_labels = mixed.others[0]
+        inputs["unlabeled"] = run.augment.normalize(weak01)
+        inputs["strong"] = run.augment.normalize(strong01)
+        inputs["cutmix_box"], inputs["cutmix_partner"] = box, partner
+        inputs["target_confidence"] = settings.confidence
+        if run.strong_weight is not None:
+            inputs["strong_weight"] = run.strong_weight(self.step)
+        return weak_labels
 
     def train_step(
         self, labeled: dict[str, Any], unlabeled: dict[str, Any] | None
@@ -594,7 +640,10 @@ class Trainer:
                 else:
                     ((labeled, unlabeled),) = batches.values()
                     out = self.train_step(labeled, unlabeled)
-                latest.update((k, v.detach()) for k, v in out.items() if "loss" in k)
+                # The losses, and cross-view's share of confident target pixels ("confident").
+                latest.update(
+                    (k, v.detach()) for k, v in out.items() if "loss" in k or k.endswith("confident")
+                )
                 self.step += 1
                 if self.stop.signum is not None:
                     path = self.save("last")

@@ -34,7 +34,7 @@ from cct_train.models.encoders import (
     build_encoder,
     resolve_normalization,
 )
-from cct_train.objectives.cct import cct_objective, resize_logits
+from cct_train.objectives.cct import CrossViewInputs, cct_objective, resize_logits
 
 __all__ = [
     "DEFAULT_PERTURBATIONS",
@@ -426,6 +426,11 @@ class CCTModel(nn.Module):
         weak_targets: Tensor | None = None,
         weak_weight: float | Tensor = 0.0,
         generator: torch.Generator | None = None,
+        strong: Tensor | None = None,
+        cutmix_box: Tensor | None = None,
+        cutmix_partner: Tensor | None = None,
+        target_confidence: float | None = None,
+        strong_weight: float | Tensor | None = None,
     ) -> Tensor | dict[str, Tensor]:
         """Inference (``targets=None``) or one training step's losses.
 
@@ -441,22 +446,46 @@ class CCTModel(nn.Module):
         computed whenever ``unlabeled`` is given, even at weight 0, for DDP), Lw on ``weak_targets``
         ``(B_u, H', W')``.
 
+        Cross-view CCT (``strong`` given; ``train.unlabeled.views: weak-strong``): ``unlabeled`` is the WEAK
+        view, encoded without a graph, and ``strong`` ``(B_u, 3, H', W')`` the strong view of the same
+        images (photometric perturbations, then CutMix with ``cutmix_box`` ``(B_u, H', W')`` bool and
+        ``cutmix_partner`` ``(B_u,)`` long, or neither), encoded with the labeled images; the auxiliary
+        decoders learn the weak view's mixed target on perturbations of the strong features, masked with
+        ``target_confidence``; ``strong_weight`` (None: off) weights the main decoder's loss on the strong
+        view (:mod:`~cct_train.objectives.crossview`). Works with no auxiliary decoder (FixMatch-style).
+
         Returns:
             logits at inference; in training a dict of tensors: ``loss``, ``loss_sup``, ``loss_unsup`` and
             ``loss_weak`` (0-d; the unweighted terms, 0 when absent), ``logits`` (labeled main logits at the
-            targets' size, detached, for metrics).
+            targets' size, detached, for metrics); cross-view: ``loss_strong`` and ``confident`` too.
         """
         if targets is None:
-            if unlabeled is not None or weak_targets is not None:
-                raise ValueError("training inputs (unlabeled / weak_targets) given without targets")
+            if unlabeled is not None or weak_targets is not None or strong is not None:
+                raise ValueError("training inputs (unlabeled / weak_targets / strong) given without targets")
             return self.predict(images)
         z_u: Tensor | None = None
-        if unlabeled is not None and self.num_aux_decoders > 0:
-            if self.concat_batches and unlabeled.shape[1:] == images.shape[1:]:
-                z = self.encode(torch.cat([images, unlabeled], dim=0))
-                z_l, z_u = z[: images.shape[0]], z[images.shape[0] :]
-            else:
-                z_l, z_u = self.encode(images), self.encode(unlabeled)
+        cross_view: CrossViewInputs | None = None
+        if strong is not None:
+            if unlabeled is None or strong.shape != unlabeled.shape:
+                raise ValueError(
+                    "the strong view needs the weak view of the same images as `unlabeled`, of the same shape"
+                    f" (got strong {tuple(strong.shape)}, unlabeled "
+                    f"{None if unlabeled is None else tuple(unlabeled.shape)})"
+                )
+            # The target's view: no graph (it is a constant, and its backward would cost a third pass).
+            with torch.no_grad():
+                z_w = self.encode(unlabeled)
+            z_l, z_u = self._encode_pair(images, strong)
+            cross_view = CrossViewInputs(
+                z_w,
+                (int(strong.shape[-2]), int(strong.shape[-1])),
+                cutmix_box,
+                cutmix_partner,
+                target_confidence,
+                strong_weight,
+            )
+        elif unlabeled is not None and self.num_aux_decoders > 0:
+            z_l, z_u = self._encode_pair(images, unlabeled)
         else:
             z_l = self.encode(images)
         return cct_objective(
@@ -469,4 +498,13 @@ class CCTModel(nn.Module):
             weak_targets=weak_targets,
             weak_weight=weak_weight,
             generator=generator,
+            cross_view=cross_view,
         )
+
+    def _encode_pair(self, images: Tensor, unlabeled: Tensor) -> tuple[Tensor, Tensor]:
+        """``(h(images), h(unlabeled))``: one concatenated pass when their shapes match and
+        ``concat_batches`` (BatchNorm statistics over both), else two."""
+        if self.concat_batches and unlabeled.shape[1:] == images.shape[1:]:
+            z = self.encode(torch.cat([images, unlabeled], dim=0))
+            return z[: images.shape[0]], z[images.shape[0] :]
+        return self.encode(images), self.encode(unlabeled)

@@ -36,7 +36,7 @@ from cct_train.models.cct import (
     recorded_arguments,
 )
 from cct_train.models.encoders import Encoder, resolve_normalization
-from cct_train.objectives.cct import cct_objective, resize_logits
+from cct_train.objectives.cct import CrossViewInputs, cct_objective, resize_logits
 
 __all__ = ["DomainModel", "MultiDomainCCT"]
 
@@ -53,7 +53,15 @@ BATCH_KEYS = (
     "weak_targets",
     "weak_weight",
     "loss_weight",
+    "strong",
+    "cutmix_box",
+    "cutmix_partner",
+    "target_confidence",
+    "strong_weight",
 )
+
+#: The per-domain outputs of a cross-view step besides the losses.
+_CROSS_VIEW_OUTPUTS = ("confident",)
 
 
 class MultiDomainCCT(nn.Module):
@@ -247,14 +255,17 @@ class MultiDomainCCT(nn.Module):
 
         Training: ``forward(batches={name: inputs})``; ``inputs`` holds ``images`` ``(B_l, 3, H, W)``,
         ``targets`` ``(B_l, H, W)`` and optionally ``unlabeled`` ``(B_u, 3, H', W')``, ``consistency_weight``,
-        ``ce_threshold``, ``weak_targets``, ``weak_weight`` (as ``CCTModel.forward``) and ``loss_weight``
-        (default 1). Every image of the step goes through the shared encoder in one pass when shapes allow.
+        ``ce_threshold``, ``weak_targets``, ``weak_weight``, and for cross-view CCT ``strong``,
+        ``cutmix_box``, ``cutmix_partner``, ``target_confidence``, ``strong_weight`` (as
+        ``CCTModel.forward``) and ``loss_weight`` (default 1). Every image of the step goes through the
+        shared encoder in one pass when shapes allow (the weak views in a pass of their own, without a graph).
 
         Returns:
             ``loss`` = sum over the domains of ``loss_weight * L_d``; ``loss_sup`` / ``loss_unsup`` /
-            ``loss_weak`` summed over domains (unweighted terms); and per domain ``"<name>/loss"``,
-            ``"<name>/loss_sup"``, ``"<name>/loss_unsup"``, ``"<name>/loss_weak"`` (all detached but
-            ``loss``).
+            ``loss_weak`` (and cross-view ``loss_strong``) summed over domains (unweighted terms), cross-view
+            ``confident`` averaged over them; and per domain ``"<name>/loss"``, ``"<name>/loss_sup"``,
+            ``"<name>/loss_unsup"``, ``"<name>/loss_weak"`` (``"<name>/loss_strong"``,
+            ``"<name>/confident"``) (all detached but ``loss``).
         """
         if batches is None:
             if images is None or domain is None:
@@ -273,12 +284,30 @@ class MultiDomainCCT(nn.Module):
                 raise ValueError(f"batches[{name!r}]: unknown keys {unknown}; known: {list(BATCH_KEYS)}")
             if "images" not in inputs or "targets" not in inputs:
                 raise ValueError(f"batches[{name!r}] needs 'images' and 'targets'")
+            strong, weak = inputs.get("strong"), inputs.get("unlabeled")
+            if strong is not None and (weak is None or strong.shape != weak.shape):
+                raise ValueError(
+                    f"batches[{name!r}]: 'strong' needs the weak view of the same images as 'unlabeled', "
+                    "of the same shape"
+                )
 
         features = self._encode_all(batches)
         total: Tensor | None = None
         out: dict[str, Tensor] = {}
+        shares: list[Tensor] = []
         for name, inputs in batches.items():
-            z_l, z_u = features[name]
+            z_l, z_u, z_w = features[name]
+            cross_view = None
+            if z_w is not None:
+                strong = inputs["strong"]
+                cross_view = CrossViewInputs(
+                    z_w,
+                    (int(strong.shape[-2]), int(strong.shape[-1])),
+                    inputs.get("cutmix_box"),
+                    inputs.get("cutmix_partner"),
+                    inputs.get("target_confidence"),
+                    inputs.get("strong_weight"),
+                )
             head_out = cct_objective(
                 self.head(name),
                 z_l,
@@ -289,27 +318,54 @@ class MultiDomainCCT(nn.Module):
                 weak_targets=inputs.get("weak_targets"),
                 weak_weight=inputs.get("weak_weight", 0.0),
                 generator=generator,
+                cross_view=cross_view,
             )
             weighted = head_out["loss"] * float(inputs.get("loss_weight", 1.0))
             total = weighted if total is None else total + weighted
             out[f"{name}/loss"] = head_out["loss"].detach()
-            for key in ("loss_sup", "loss_unsup", "loss_weak"):
-                out[f"{name}/{key}"] = head_out[key]
-                out[key] = head_out[key] if key not in out else out[key] + head_out[key]
+            for key in ("loss_sup", "loss_unsup", "loss_weak", "loss_strong"):
+                if key in head_out:
+                    out[f"{name}/{key}"] = head_out[key]
+                    out[key] = head_out[key] if key not in out else out[key] + head_out[key]
+            for key in _CROSS_VIEW_OUTPUTS:
+                if key in head_out:
+                    out[f"{name}/{key}"] = head_out[key]
+                    shares.append(head_out[key])
         assert total is not None
         out["loss"] = total
+        if shares:
+            out["confident"] = torch.stack(shares).mean()
         return out
 
     def _encode_all(
         self, batches: Mapping[str, Mapping[str, Any]]
-    ) -> dict[str, tuple[Tensor, Tensor | None]]:
-        """``{name: (z_l, z_u | None)}``: one encoder pass per distinct image shape (one in all when the
-        crops match and ``concat_batches``), so BatchNorm sees the whole step at once."""
+    ) -> dict[str, tuple[Tensor, Tensor | None, Tensor | None]]:
+        """``{name: (z_l, z_u | None, z_w | None)}``: one encoder pass per distinct image shape (one in all
+        when the crops match and ``concat_batches``), so BatchNorm sees the whole step at once. Cross-view
+        (``strong`` given): ``z_u`` is the strong view's, and ``z_w`` the weak view's, encoded first and
+        without a graph, every domain's weak views together when their shapes match."""
         parts: list[tuple[str, str, Tensor]] = []
+        weak_parts: list[tuple[str, str, Tensor]] = []
         for name, inputs in batches.items():
             parts.append((name, "l", inputs["images"]))
-            if inputs.get("unlabeled") is not None and self.head(name).num_aux_decoders > 0:
+            if inputs.get("strong") is not None:
+                parts.append((name, "u", inputs["strong"]))
+                weak_parts.append((name, "w", inputs["unlabeled"]))
+            elif inputs.get("unlabeled") is not None and self.head(name).num_aux_decoders > 0:
                 parts.append((name, "u", inputs["unlabeled"]))
+        encoded: dict[tuple[str, str], Tensor] = {}
+        if weak_parts:
+            with torch.no_grad():  # the targets' views: constants
+                encoded.update(self._encode_parts(weak_parts))
+        encoded.update(self._encode_parts(parts))
+        return {
+            name: (encoded[(name, "l")], encoded.get((name, "u")), encoded.get((name, "w")))
+            for name in batches
+        }
+
+    def _encode_parts(self, parts: list[tuple[str, str, Tensor]]) -> dict[tuple[str, str], Tensor]:
+        """``{(name, kind): h(images)}`` of ``parts`` ``(name, kind, images)``, grouped by shape when
+        ``concat_batches``."""
         encoded: dict[tuple[str, str], Tensor] = {}
         if self.concat_batches:
             groups: dict[tuple[int, ...], list[tuple[str, str, Tensor]]] = {}
@@ -322,7 +378,7 @@ class MultiDomainCCT(nn.Module):
                     encoded[(name, kind)] = chunk
         else:
             encoded = {(name, kind): self.encode(t) for name, kind, t in parts}
-        return {name: (encoded[(name, "l")], encoded.get((name, "u"))) for name in batches}
+        return encoded
 
 
 class DomainModel(nn.Module):

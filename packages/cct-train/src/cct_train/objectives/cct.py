@@ -11,6 +11,11 @@ forward); the model encodes both batches, ``z = h(x)`` (``CCTModel.forward``, or
 4. :func:`unsupervised_losses`: Lu, the K auxiliary decoders against ``g(z_u)`` (the fused path,
    :mod:`.fused`, when it applies), and Lw on pseudo-labels;
 5. :func:`total_loss`: the weighted sum; the trainer back-propagates it and steps the optimizer.
+
+Cross-view CCT (``train.unlabeled.views: weak-strong``, :mod:`.crossview`): ``z_u`` is the STRONG view's
+features and the target of steps 2-4 is the main prediction on the WEAK view, mixed with the strong view's
+CutMix boxes (instead of ``g(z_u)``); the main decoder may also learn it on the strong view
+(``loss_strong``): L = Ls + w_u Lu + w_w Lw + w_s Ls_strong.
 """
 
 from __future__ import annotations
@@ -24,11 +29,13 @@ from torch import Tensor, nn
 
 from cct_losses import ab_ce_loss, consistency_loss, weak_label_loss
 from cct_perturb import VAT
+from cct_train.objectives.crossview import CrossViewInputs, strong_view_loss, weak_view_target
 from cct_train.objectives.fused import SubPixelRows, fused_consistency_loss, is_subpixel_decoder
 
 __all__ = [
     "FUSED_KINDS",
     "CCTHead",
+    "CrossViewInputs",
     "cct_objective",
     "perturb_features",
     "resize_logits",
@@ -77,6 +84,7 @@ def cct_objective(
     weak_targets: Tensor | None = None,
     weak_weight: float | Tensor = 0.0,
     generator: torch.Generator | None = None,
+    cross_view: CrossViewInputs | None = None,
 ) -> dict[str, Tensor]:
     """The step's losses from the encoded batches: ``z_l`` (B_l, D, h, w) with ``targets`` (B_l, H, W)
     (long, ``head.ignore_index`` = void), and ``z_u`` (B_u, D, h', w') or ``None`` (supervised step).
@@ -84,9 +92,18 @@ def cct_objective(
     Lu is computed whenever ``z_u`` is given, even at ``consistency_weight=0``, so that every parameter
     takes part in every step (DDP). ``weak_targets`` (B_u, H', W'): pseudo-labels of the unlabeled images.
 
+    ``cross_view`` (cross-view CCT, :mod:`.crossview`): ``z_u`` is the strong view's features; the target
+    of Lu (and the guide of the prediction-driven perturbations) is the main decoder's prediction on
+    ``cross_view.z_weak`` mixed with the CutMix boxes, confidence-masked with ``cross_view.confidence``
+    (instead of ``head.confidence``); with ``cross_view.strong_weight`` the main decoder on ``z_u`` also
+    learns its pseudo-label (``loss_strong``). With no auxiliary decoders only that term learns from
+    ``z_u`` (the FixMatch-style baseline). ``weak_targets`` must then be mixed like the strong images.
+
     Returns:
         ``loss`` (with its graph); ``loss_sup``, ``loss_unsup``, ``loss_weak`` (0-d, detached, the
-        unweighted terms, 0 when absent); ``logits`` (labeled main logits at the targets' size, detached).
+        unweighted terms, 0 when absent); ``logits`` (labeled main logits at the targets' size, detached);
+        with ``cross_view`` also ``loss_strong`` (0 when the main decoder does not learn from the strong
+        view) and ``confident`` (the share of target pixels at or above the confidence threshold).
     """
     if targets.dim() == 4 and targets.shape[1] == 1:
         targets = targets[:, 0]
@@ -100,6 +117,18 @@ def cct_objective(
         logits_l, targets.long(), ce_threshold, ignore_index=head.ignore_index, min_kept=head.min_kept
     )
     loss_unsup = loss_weak = loss_sup.new_zeros(())
+    if z_u is not None and cross_view is not None:
+        return _cross_view_objective(
+            head,
+            logits_l,
+            loss_sup,
+            z_u,
+            cross_view,
+            consistency_weight=consistency_weight,
+            weak_targets=weak_targets,
+            weak_weight=weak_weight,
+            generator=generator,
+        )
     if z_u is not None and len(head.aux_decoders) > 0:
         # 2. The main prediction on the unlabeled features: a constant, the target of Lu and the guide
         #    of the prediction-driven perturbations. Lu never trains the main decoder.
@@ -123,6 +152,59 @@ def cct_objective(
         "loss_sup": loss_sup.detach(),
         "loss_unsup": loss_unsup.detach(),
         "loss_weak": loss_weak.detach(),
+        "logits": logits_l.detach(),
+    }
+
+
+def _cross_view_objective(
+    head: CCTHead,
+    logits_l: Tensor,
+    loss_sup: Tensor,
+    z_s: Tensor,
+    cross_view: CrossViewInputs,
+    *,
+    consistency_weight: float | Tensor,
+    weak_targets: Tensor | None,
+    weak_weight: float | Tensor,
+    generator: torch.Generator | None,
+) -> dict[str, Tensor]:
+    """Steps 2-5 of a cross-view step (see :func:`cct_objective`), from the strong view's features ``z_s``."""
+    # 2. The weak view's target, mixed like the strong images: a constant.
+    target, target_image = weak_view_target(head.main_decoder, cross_view, resize_logits)
+    loss_unsup = loss_weak = loss_sup.new_zeros(())
+    if len(head.aux_decoders) > 0:
+        # 3-4. CCT's perturbations of the strong features, each through its auxiliary decoder, against the
+        #      weak view's target: the paper's Lu code path (fused or not) with the target's threshold.
+        loss_unsup, loss_weak = unsupervised_losses(
+            list(head.aux_decoders),
+            perturb_features(head, z_s, target, generator),
+            target,
+            kind=head.consistency,
+            confidence=cross_view.confidence,
+            weak_targets=weak_targets,
+            ignore_index=head.ignore_index,
+            fused=head.fused_aux,
+            chunk_elements=head.aux_chunk_elements,
+        )
+    loss = total_loss(loss_sup, loss_unsup, loss_weak, consistency_weight, weak_weight)
+    if cross_view.strong_weight is not None:
+        # The main decoder on the strong view learns the weak view's hard pseudo-label (FixMatch).
+        logits_s = resize_logits(head.main_decoder(z_s), cross_view.size)
+        loss_strong, confident = strong_view_loss(logits_s, target_image, cross_view.confidence)
+        loss = loss + cross_view.strong_weight * loss_strong
+    else:
+        loss_strong = loss_sup.new_zeros(())
+        with torch.no_grad():
+            top = torch.softmax(target_image.float(), dim=1).amax(dim=1)
+            threshold = 0.0 if cross_view.confidence is None else float(cross_view.confidence)
+            confident = (top >= threshold).float().mean()
+    return {
+        "loss": loss,
+        "loss_sup": loss_sup.detach(),
+        "loss_unsup": loss_unsup.detach(),
+        "loss_weak": loss_weak.detach(),
+        "loss_strong": loss_strong.detach(),
+        "confident": confident.detach(),
         "logits": logits_l.detach(),
     }
 
