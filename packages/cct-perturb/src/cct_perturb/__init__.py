@@ -23,20 +23,18 @@ from cct_perturb.vat import VAT, vat, vat_direction
 __version__ = "0.4.0"
 
 if TYPE_CHECKING:  # for type checkers only: at run time they load lazily through __getattr__ (kornia)
-    from cct_perturb.image import (
-        IMAGE_PERTURBATIONS,
-        CutMix,
-        CutMixResult,
-        Photometric,
-        PhotometricParams,
-        apply_cutmix,
-        apply_photometric,
-        create_image_perturbation,
-        cutmix,
-        cutmix_masks,
-        photometric,
-        photometric_params,
-    )
+    from cct_perturb.image import IMAGE_PERTURBATIONS as IMAGE_PERTURBATIONS
+    from cct_perturb.image import CutMix as CutMix
+    from cct_perturb.image import CutMixResult as CutMixResult
+    from cct_perturb.image import Photometric as Photometric
+    from cct_perturb.image import PhotometricParams as PhotometricParams
+    from cct_perturb.image import apply_cutmix as apply_cutmix
+    from cct_perturb.image import apply_photometric as apply_photometric
+    from cct_perturb.image import create_image_perturbation as create_image_perturbation
+    from cct_perturb.image import cutmix as cutmix
+    from cct_perturb.image import cutmix_masks as cutmix_masks
+    from cct_perturb.image import photometric as photometric
+    from cct_perturb.image import photometric_params as photometric_params
 
 #: Names of :mod:`cct_perturb.image` reachable from the package (loaded on first access; they need kornia).
 #: Not in ``__all__``, so ``from cct_perturb import *`` works with torch alone.

@@ -217,7 +217,9 @@ def apply_photometric(
     n = images.shape[0]
     for name, value in params._asdict().items():
         if value.shape != (n,):
-            raise ValueError(f"apply_photometric: params.{name} must have shape ({n},), got {tuple(value.shape)}")
+            raise ValueError(
+                f"apply_photometric: params.{name} must have shape ({n},), got {tuple(value.shape)}"
+            )
     unknown = set(skip) - set(_STEPS)
     if unknown:
         raise ValueError(f"apply_photometric: unknown steps in `skip` {sorted(unknown)}; the steps: {_STEPS}")
@@ -470,7 +472,9 @@ def apply_cutmix(x: torch.Tensor, box: torch.Tensor, partner: torch.Tensor) -> t
             f"apply_cutmix: `x` {tuple(x.shape)} must be (B, ..., H, W) with B, H, W of `box` {tuple(box.shape)}"
         )
     if partner.shape != (box.shape[0],):
-        raise ValueError(f"apply_cutmix: `partner` must have shape ({box.shape[0]},), got {tuple(partner.shape)}")
+        raise ValueError(
+            f"apply_cutmix: `partner` must have shape ({box.shape[0]},), got {tuple(partner.shape)}"
+        )
     mask = box.view(box.shape[0], *([1] * (x.ndim - 3)), *box.shape[-2:]).to(x.device)
     return torch.where(mask, x.index_select(0, partner.to(x.device)), x)
 
@@ -504,7 +508,12 @@ def cutmix(
         raise ValueError(f"cutmix: `images` must be a tensor (B, C, H, W), got {_describe(images)}")
     n, size = images.shape[0], images.shape[-2:]
     for i, other in enumerate(others):
-        if not isinstance(other, torch.Tensor) or other.ndim < 3 or other.shape[0] != n or other.shape[-2:] != size:
+        if (
+            not isinstance(other, torch.Tensor)
+            or other.ndim < 3
+            or other.shape[0] != n
+            or other.shape[-2:] != size
+        ):
             raise ValueError(
                 f"cutmix: others[{i}] must be a tensor (B, ..., H, W) with the images' B, H, W {(n, *size)}, "
                 f"got {_describe(other)}"
