@@ -28,6 +28,7 @@ from cct_perturb.image import (
     cutmix_masks,
     photometric,
     photometric_params,
+    shift_hue,
 )
 
 SRC = Path(__file__).resolve().parents[1] / "src"
@@ -167,6 +168,17 @@ def test_colour_jitter_matches_torchvision_per_sample() -> None:
         ref = tvf.adjust_saturation(ref, params.saturation[i].item())
         ref = tvf.adjust_hue(ref, params.hue[i].item())
         torch.testing.assert_close(out[i], ref, atol=2e-4, rtol=0)  # two HSV codes: float32 rounding
+
+
+@pytest.mark.parametrize("turns", [0.0, 0.1, -0.25, 0.5, -0.5])
+def test_shift_hue_equals_kornia_adjust_hue(turns: float) -> None:
+    x = torch.rand(3, 3, 16, 16, generator=_gen(0))
+    x[0, :, :4] = x[0, :1, :4]  # grey pixels
+    x[1, :, :2] = 0.0  # black
+    x[1, 1, 2:4] = x[1, 0, 2:4]  # ties between the largest channels
+    t = torch.full((3,), turns)
+    ref = kornia.enhance.adjust_hue(x, t * 2 * math.pi)
+    torch.testing.assert_close(shift_hue(x, t), ref, atol=1e-5, rtol=0)
 
 
 def test_blur_matches_kornia_per_sample_and_the_accelerator_path() -> None:

@@ -35,6 +35,7 @@ if TYPE_CHECKING:  # for type checkers only: at run time they load lazily throug
     from cct_perturb.image import cutmix_masks as cutmix_masks
     from cct_perturb.image import photometric as photometric
     from cct_perturb.image import photometric_params as photometric_params
+    from cct_perturb.image import shift_hue as shift_hue
 
 #: Names of :mod:`cct_perturb.image` reachable from the package (loaded on first access; they need kornia).
 #: Not in ``__all__``, so ``from cct_perturb import *`` works with torch alone.
@@ -51,6 +52,7 @@ IMAGE_NAMES = (
     "cutmix_masks",
     "photometric",
     "photometric_params",
+    "shift_hue",
 )
 
 

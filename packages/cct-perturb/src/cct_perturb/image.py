@@ -31,7 +31,6 @@ try:
     from kornia.enhance import (
         adjust_brightness_accumulative,
         adjust_contrast_with_mean_subtraction,
-        adjust_hue,
         adjust_saturation_with_gray_subtraction,
     )
     from kornia.filters import filter2d_separable, gaussian_blur2d, get_gaussian_kernel1d
@@ -55,6 +54,7 @@ __all__ = [
     "cutmix_masks",
     "photometric",
     "photometric_params",
+    "shift_hue",
 ]
 
 
@@ -170,6 +170,40 @@ def photometric_params(
     )
 
 
+def shift_hue(images: torch.Tensor, turns: torch.Tensor) -> torch.Tensor:
+    r"""Rotate the HSV hue of RGB images by ``turns`` (a fraction of the colour circle) per sample.
+
+    The same result as ``kornia.enhance.adjust_hue(images, 2 * pi * turns)`` and torchvision's
+    ``adjust_hue(img, turns)`` (within float32 rounding, tested) in one pass over the pixels, without building
+    the HSV image and its sextant selection: saturation and value are kept, so max and min of (R, G, B) are
+    too, and each channel is ``max - chroma * clamp(min(k, 4 - k), 0, 1)`` with ``k = (n + 6 h) mod 6``,
+    n = 5, 3, 1 (the closed form of HSV -> RGB). Measured 2-4x faster than kornia's on the CPU at batch 4,
+    144x192 (``benchmarks/bench_image.py``); the hue step was most of :func:`photometric`'s time.
+
+    Args:
+        images: :math:`(B, 3, H, W)` float in [0, 1].
+        turns: :math:`(B,)` hue shifts; 0 keeps the image (up to rounding), 0.5 gives the complementary hue.
+
+    Returns:
+        :math:`(B, 3, H, W)`, same dtype.
+    """
+    maxc, argmax = images.max(dim=1)
+    chroma = maxc - images.amin(dim=1)
+    red, green, blue = images.unbind(1)
+    inv = torch.where(
+        chroma > 0, chroma, torch.ones_like(chroma)
+    ).reciprocal()  # grey pixels: hue 0, kept grey
+    hue = torch.where(
+        argmax == 0,
+        (green - blue) * inv,
+        torch.where(argmax == 1, (blue - red) * inv + 2.0, (red - green) * inv + 4.0),
+    )  # in sextants, [-1, 5]
+    hue = hue + 6.0 * turns.to(images.dtype).view(-1, 1, 1)
+    n = torch.tensor([5.0, 3.0, 1.0], device=images.device, dtype=images.dtype).view(1, 3, 1, 1)
+    k = torch.remainder(n + hue[:, None], 6.0)
+    return maxc[:, None] - chroma[:, None] * torch.minimum(k, 4.0 - k).clamp(0.0, 1.0)
+
+
 _STEPS = ("brightness", "contrast", "saturation", "hue", "grayscale", "blur")
 
 
@@ -197,7 +231,8 @@ def apply_photometric(
     The jitter's four steps run in a fixed order (brightness, contrast, saturation, hue; torchvision draws a
     random order per image, which would need a host-side branch per step). Each is kornia's torchvision-
     compatible op: brightness multiplies, contrast blends with the image's grayscale mean, saturation with
-    its grayscale, hue shifts in HSV. The arithmetic is float32 with autocast off; the result is cast back.
+    its grayscale; hue rotates in HSV (:func:`shift_hue`, equal to kornia's ``adjust_hue`` and faster).
+    The arithmetic is float32 with autocast off; the result is cast back.
 
     Args:
         images: :math:`(B, 3, H, W)` float in [0, 1] (not normalised).
@@ -231,7 +266,7 @@ def apply_photometric(
             ("brightness", adjust_brightness_accumulative, params.brightness),
             ("contrast", adjust_contrast_with_mean_subtraction, params.contrast),
             ("saturation", adjust_saturation_with_gray_subtraction, params.saturation),
-            ("hue", adjust_hue, params.hue * (2.0 * math.pi)),  # kornia takes radians
+            ("hue", shift_hue, params.hue),
         ]
         y = x
         for name, op, factor in jitter:
