@@ -158,6 +158,9 @@ class Trainer:
 
             console.print(self.precision.describe())
         set_seed(config.experiment.seed, device_specific=False)
+        if config.train.unlabeled.cross_view and not config.supervised_only:
+            # Fail now, naming the pip line, rather than at the first step after the data check.
+            import cct_perturb.image  # noqa: F401
         views = config.domain_views()
         drops = self._check_data(views)
         device = self.accelerator.device

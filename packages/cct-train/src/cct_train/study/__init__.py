@@ -46,6 +46,10 @@ from cct_train.study.runs import (
 from cct_train.study.schema import (
     ALL_METHODS,
     CCT,
+    CROSS_VIEW_METHODS,
+    CROSSVIEW,
+    DEFAULT_METHODS,
+    FIXMATCH,
     PERTURBATION_TYPES,
     RESULT_FILE,
     SUPERVISED,
@@ -74,6 +78,10 @@ from cct_train.study.tables import (
 __all__ = [
     "ALL_METHODS",
     "CCT",
+    "CROSSVIEW",
+    "CROSS_VIEW_METHODS",
+    "DEFAULT_METHODS",
+    "FIXMATCH",
     "METHOD_LABELS",
     "PERTURBATION_TYPES",
     "QualitativeConfig",

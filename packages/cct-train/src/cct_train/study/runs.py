@@ -22,6 +22,7 @@ import yaml
 
 from cct_train.config import (
     Config,
+    UnlabeledConfig,
     config_from_dict,
 )
 from cct_train.engine.machine import (
@@ -80,6 +81,10 @@ def fingerprint(config: Mapping[str, Any]) -> str:
     data = json.loads(json.dumps(dict(config), default=str))
     data.get("experiment", {}).pop("output_dir", None)
     data.get("data", {}).pop("root", None)
+    train = data.get("train", {})
+    if train.get("unlabeled") == UnlabeledConfig().model_dump(mode="json"):
+        # The paper's CCT, as before train.unlabeled existed: runs finished before it keep their fingerprint.
+        train.pop("unlabeled")
     return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -94,6 +99,7 @@ def run_config(
     config["data"]["split"] = {"n_labeled": n, "seed": seed}
     config["model"]["perturbations"] = study.decoders(method)
     config["train"]["mode"] = "supervised" if method == SUPERVISED else "cct"
+    config["train"]["unlabeled"] = study.unlabeled(method)
     config_from_dict(config, f"run {n}/{method}/{seed}")  # fails early, naming the run
     return config
 

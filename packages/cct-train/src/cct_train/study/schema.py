@@ -19,15 +19,36 @@ from cct_train.config import (
     StrictSection,
     apply_overrides,
     config_from_dict,
+    UnlabeledConfig,
     format_errors,
 )
 
 SUPERVISED = "supervised"
 CCT = "cct"
+#: Cross-view methods (issue #39; train.unlabeled.views: weak-strong with the study's ``crossview`` block):
+#: the FixMatch-style baseline (strong view, main decoder only, no auxiliary decoder) and cross-view CCT
+#: (cct_decoders on the strong view's features, and the main decoder on the strong view).
+FIXMATCH = "fixmatch"
+CROSSVIEW = "crossview"
+CROSS_VIEW_METHODS: tuple[str, ...] = (FIXMATCH, CROSSVIEW)
 #: The seven perturbation types, in the registry's order (cct_perturb.PERTURBATIONS, the one source).
 PERTURBATION_TYPES: tuple[str, ...] = tuple(PERTURBATIONS)
-ALL_METHODS: tuple[str, ...] = (SUPERVISED, *PERTURBATION_TYPES, CCT)
+#: Every method a study knows, in the report's order.
+ALL_METHODS: tuple[str, ...] = (SUPERVISED, *PERTURBATION_TYPES, CCT, *CROSS_VIEW_METHODS)
+#: A study's methods when it names none: the paper's ablation (the cross-view methods are asked for by name,
+#: so that a study written before them plans the same runs).
+DEFAULT_METHODS: tuple[str, ...] = (SUPERVISED, *PERTURBATION_TYPES, CCT)
 RESULT_FILE = "study-result.json"
+
+
+def _cross_view_settings(value: Any) -> Any:
+    """The ``crossview`` block is ``train.unlabeled`` of the cross-view runs: its views are weak-strong."""
+    if isinstance(value, Mapping):
+        value = dict(value)
+        views = value.setdefault("views", "weak-strong")
+        if views != "weak-strong":
+            raise ValueError(f"crossview.views is weak-strong (the block's meaning), got {views!r}")
+    return value
 
 
 # ---------------------------------------------------------------------------------------------- config
@@ -53,7 +74,7 @@ class StudyConfig(StrictSection):
     base: dict[str, Any] | Path
     n_labeled: list[int] = Field(default_factory=lambda: [20, 50, 100])
     seeds: list[int] = Field(default_factory=lambda: [0, 1, 2])
-    methods: list[str] = Field(default_factory=lambda: list(ALL_METHODS))
+    methods: list[str] = Field(default_factory=lambda: list(DEFAULT_METHODS))
     #: Auxiliary decoders of a single-perturbation run; None: that type's count in cct_decoders.
     single_decoders: int | None = Field(2, ge=1)
     #: Auxiliary decoders of the full CCT run, per type (default: the paper's 30).
@@ -65,6 +86,15 @@ class StudyConfig(StrictSection):
     #: torch threads of each run; None: the cores shared out between the jobs.
     threads: int | None = Field(None, ge=1)
     qualitative: QualitativeConfig = Field(default_factory=QualitativeConfig)
+    #: ``train.unlabeled`` of the fixmatch and crossview runs (views: weak-strong; confidence, main_on_strong,
+    #: main_weight, strong: photometric / cutmix). The other methods train with the paper's CCT (views:
+    #: same); fixmatch's main decoder always learns from the strong view (its only unlabeled loss).
+    crossview: UnlabeledConfig = Field(default_factory=lambda: UnlabeledConfig(views="weak-strong"))
+
+    @field_validator("crossview", mode="before")
+    @classmethod
+    def _weak_strong(cls, value: Any) -> Any:
+        return _cross_view_settings(value)
 
     @field_validator("n_labeled", "seeds")
     @classmethod
@@ -116,11 +146,21 @@ class StudyConfig(StrictSection):
             raise ValueError(f"qualitative.methods: unknown methods {unknown}")
         return self
 
+    def unlabeled(self, method: str) -> dict[str, Any]:
+        """``train.unlabeled`` of a method's runs: the ``crossview`` block for fixmatch and crossview (with
+        main_on_strong for fixmatch, whose only unlabeled loss it is), the paper's CCT for the others."""
+        if method not in CROSS_VIEW_METHODS:
+            return UnlabeledConfig().model_dump(mode="json")
+        settings = self.crossview.model_dump(mode="json")
+        if method == FIXMATCH:
+            settings["main_on_strong"] = True
+        return settings
+
     def decoders(self, method: str) -> dict[str, int]:
-        """The auxiliary decoders of a method's runs ({} for the supervised baseline)."""
-        if method == SUPERVISED:
+        """The auxiliary decoders of a method's runs ({} for the supervised baseline and fixmatch)."""
+        if method in (SUPERVISED, FIXMATCH):
             return {}
-        if method == CCT:
+        if method in (CCT, CROSSVIEW):
             return {name: k for name, k in self.cct_decoders.items() if k > 0}
         k = self.single_decoders if self.single_decoders is not None else self.cct_decoders.get(method, 0)
         return {method: max(1, k)}
@@ -175,6 +215,13 @@ def base_config(study: StudyConfig, source: str = "<study>") -> Config:
             f"{source}: base: a study runs over one data set; multi-domain configs are not supported"
         )
     try:
-        return config_from_dict(base, f"{source} (base)")
+        config = config_from_dict(base, f"{source} (base)")
     except ConfigError as error:
         raise ConfigError(str(error).replace("\n  ", "\n  base.")) from None
+    if config.train.unlabeled != UnlabeledConfig():
+        raise ConfigError(
+            f"{source}: base.train.unlabeled would change every method's unlabeled objective; the study sets "
+            "it per method: put the cross-view settings in the study's `crossview:` block (used by the "
+            "fixmatch and crossview methods) and leave base.train.unlabeled out"
+        )
+    return config

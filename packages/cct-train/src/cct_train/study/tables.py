@@ -10,7 +10,7 @@ from cct_train.config import (
     config_from_dict,
 )
 from cct_train.study.runs import RunResult, RunSpec
-from cct_train.study.schema import CCT, SUPERVISED, StudyConfig
+from cct_train.study.schema import CCT, CROSSVIEW, FIXMATCH, SUPERVISED, StudyConfig
 from cct_train.study.stats import Summary
 
 # ---------------------------------------------------------------------------------------------- report
@@ -24,6 +24,8 @@ METHOD_LABELS: dict[str, str] = {
     "guided_cutout": "G-Cutout",
     "vat": "I-VAT",
     CCT: "full CCT",
+    FIXMATCH: "FixMatch-style (strong view, main decoder)",
+    CROSSVIEW: "cross-view CCT",
 }
 
 
@@ -101,6 +103,8 @@ def plot_miou_vs_n(summaries: Sequence[Summary], methods: Sequence[str], path: P
             style.update(color="black", linestyle="--", linewidth=2.2, marker="s")
         elif method == CCT:
             style.update(color="crimson", linewidth=2.6, marker="D")
+        elif method == CROSSVIEW:
+            style.update(color="darkgreen", linewidth=2.6, marker="^")
         label = METHOD_LABELS.get(method, method)
         left.errorbar(xs, [s.mean for s in cells], yerr=[s.std for s in cells], label=label, **style)
         deltas = [s for s in cells if s.delta_mean is not None]
