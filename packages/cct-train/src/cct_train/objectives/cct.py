@@ -24,6 +24,7 @@ from torch import Tensor, nn
 
 from cct_losses import ab_ce_loss, consistency_loss, weak_label_loss
 from cct_perturb import VAT
+from cct_train.common.logits import fit_logits
 from cct_train.objectives.fused import SubPixelRows, fused_consistency_loss, is_subpixel_decoder
 
 __all__ = [
@@ -64,6 +65,8 @@ class CCTHead(Protocol):
     def fused_aux(self) -> bool: ...
     @property
     def aux_chunk_elements(self) -> int: ...
+    @property
+    def output_stride(self) -> int: ...
 
 
 def cct_objective(
@@ -94,8 +97,9 @@ def cct_objective(
         raise ValueError(
             f"targets must be (B, H, W) for a labeled batch of {z_l.shape[0]}, got {tuple(targets.shape)}"
         )
-    # 1. Ls on the labeled batch (the main logits resized to the masks when their sizes differ).
-    logits_l = resize_logits(head.main_decoder(z_l), targets.shape[-2:])
+    # 1. Ls on the labeled batch (the main logits fitted to the masks: a crop not divisible by the output
+    #    stride gives larger logits, whose extra rows are cropped, never resized onto the masks).
+    logits_l = fit_logits(head.main_decoder(z_l), targets.shape[-2:], stride=head.output_stride)
     loss_sup = supervised_loss(
         logits_l, targets.long(), ce_threshold, ignore_index=head.ignore_index, min_kept=head.min_kept
     )
@@ -116,6 +120,7 @@ def cct_objective(
             ignore_index=head.ignore_index,
             fused=head.fused_aux,
             chunk_elements=head.aux_chunk_elements,
+            stride=head.output_stride,
         )
     # 5. The weighted sum.
     return {
@@ -128,7 +133,11 @@ def cct_objective(
 
 
 def resize_logits(logits: Tensor, size: Sequence[int]) -> Tensor:
-    """``(B, C, h, w) -> (B, C, *size)``, bilinear; the same tensor when the size already matches."""
+    """``(B, C, h, w) -> (B, C, *size)``, bilinear; the same tensor when the size already matches.
+
+    A genuine resize only: logits predicted from an image (or its labels' size) go through
+    :func:`~cct_train.common.logits.fit_logits`, which crops the padding of the last feature cell.
+    """
     if tuple(logits.shape[-2:]) == tuple(size):
         return logits
     return F.interpolate(logits, size=tuple(size), mode="bilinear", align_corners=False)
@@ -206,6 +215,7 @@ def unsupervised_losses(
     ignore_index: int = 255,
     fused: bool = True,
     chunk_elements: int = 1 << 21,
+    stride: int | None = None,
 ) -> tuple[Tensor, Tensor]:
     """``(Lu, Lw)`` of the K auxiliary decoders on their perturbed features ``perturbed`` (K x (B, D, h, w)).
 
@@ -216,8 +226,9 @@ def unsupervised_losses(
     below it (the original code's confidence masking). With ``fused`` (and kind mse / kl, no weak targets) the
     same value and gradients through
     :func:`~cct_train.objectives.fused.fused_consistency_loss`, without the K full-size outputs. Lw
-    (``weak_targets`` (B, H', W'), paper 3.3) is ``cct_losses.weak_label_loss`` of the auxiliary outputs,
-    0 without weak targets.
+    (``weak_targets`` (B, H', W'), paper 3.3) is ``cct_losses.weak_label_loss`` of the auxiliary outputs
+    fitted to the pseudo-labels (:func:`~cct_train.common.logits.fit_logits` with ``stride``, the encoder's
+    output stride; default the decoders' upsampling factor), 0 without weak targets.
     """
     zero = main_u.new_zeros((), dtype=torch.float32)
     if fused and weak_targets is None and kind in FUSED_KINDS:
@@ -238,7 +249,12 @@ def unsupervised_losses(
         return loss_unsup, zero
     if weak_targets.dim() == 4 and weak_targets.shape[1] == 1:
         weak_targets = weak_targets[:, 0]
-    return loss_unsup, weak_label_loss(aux_outputs, weak_targets.long(), ignore_index=ignore_index)
+    if stride is None:
+        stride = max(1, aux_outputs[0].shape[-2] // perturbed[0].shape[-2])
+    # Cropped (not resized, as weak_label_loss would) where the image is not a multiple of the stride.
+    size = weak_targets.shape[-2:]
+    fitted = [fit_logits(a, size, stride=stride) for a in aux_outputs]
+    return loss_unsup, weak_label_loss(fitted, weak_targets.long(), ignore_index=ignore_index)
 
 
 def total_loss(
