@@ -234,7 +234,10 @@ def test_training_loss_on_a_crop_not_divisible_by_the_stride() -> None:
         # Lw: the same perturbations (same generator) through the auxiliary decoders, cropped.
         z_u = model.encode(unlabeled)
         g = torch.Generator().manual_seed(1)
-        aux = [dec(pert(z_u, generator=g)) for pert, dec in zip(model.perturbations, model.aux_decoders)]
+        aux = [
+            dec(pert(z_u, generator=g))
+            for pert, dec in zip(model.perturbations, model.aux_decoders, strict=True)
+        ]
         expected_weak = weak_label_loss([a[..., :45, :61] for a in aux], weak)
     assert out["logits"].shape == (2, C, 45, 61)
     torch.testing.assert_close(out["logits"], raw[..., :45, :61])
