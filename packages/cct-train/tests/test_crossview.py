@@ -90,7 +90,7 @@ def test_target_and_strong_images_are_mixed_with_the_same_boxes() -> None:
         z_w = model.encode(v["unlabeled"])
         plain = model.main_decoder(z_w)
     target, target_image = weak_view_target(
-        model.main_decoder, CrossViewInputs(z_w, (64, 64), box, partner), lambda x, s: x
+        model.main_decoder, CrossViewInputs(z_w, (64, 64), box, partner), model.output_stride
     )
     assert target is target_image
     for b in range(2):
@@ -386,3 +386,79 @@ def test_trainer_two_domains_cross_view(scenes: Path, tmp_path: Path) -> None:
     assert last["scenes/loss_unsup"] > 0 and last["shapes/loss_unsup"] == 0.0
     assert last["scenes/loss_strong"] > 0 and last["shapes/loss_strong"] > 0
     assert 0.0 <= last["confident"] <= 1.0
+
+
+# ------------------------------------------------------------------------------------------------------ study
+
+
+def _study(**extra: Any) -> dict[str, Any]:
+    base = {
+        "model": {"encoder": "timm:resnet18", "psp_channels": 16, "background": [0]},
+        "data": {"dataset": "folder", "root": "data/x", "crop_size": [32, 32], "num_workers": 0},
+        "train": {"iterations": 2, "eval_every": 0, "checkpoint_every": 0, "trackers": []},
+    }
+    return {"name": "t", "base": base, "n_labeled": [4], "seeds": [0], **extra}
+
+
+def test_study_methods_fixmatch_and_crossview(tmp_path: Path) -> None:
+    from cct_train.study import ALL_METHODS, DEFAULT_METHODS, fingerprint, plan_runs, study_config_from_dict
+    from cct_train.study.schema import base_config
+
+    assert ALL_METHODS[-3:] == ("cct", "fixmatch", "crossview")
+    # A study that names no methods plans the paper's ablation, as before these methods existed.
+    assert study_config_from_dict(_study()).methods == list(DEFAULT_METHODS)
+    assert "crossview" not in DEFAULT_METHODS and "fixmatch" not in DEFAULT_METHODS
+
+    study = study_config_from_dict(
+        _study(
+            methods=["crossview", "fixmatch", "cct", "supervised"],
+            crossview={"confidence": 0.8, "main_on_strong": False, "strong": {"cutmix": 0.3}},
+            cct_decoders={"feature_noise": 2, "vat": 1},
+        )
+    )
+    assert study.methods == ["supervised", "cct", "fixmatch", "crossview"]  # the report's order
+    specs = {s.method: s for s in plan_runs(study, base_config(study), tmp_path)}
+    unlabeled = {m: s.config["train"]["unlabeled"] for m, s in specs.items()}
+    assert unlabeled["supervised"]["views"] == unlabeled["cct"]["views"] == "same"
+    assert unlabeled["crossview"]["views"] == unlabeled["fixmatch"]["views"] == "weak-strong"
+    assert unlabeled["crossview"]["confidence"] == 0.8 and unlabeled["crossview"]["strong"]["cutmix"]["p"] == 0.3
+    assert unlabeled["crossview"]["main_on_strong"] is False
+    assert unlabeled["fixmatch"]["main_on_strong"] is True  # its only unlabeled loss
+    assert specs["fixmatch"].config["model"]["perturbations"] == {}
+    assert specs["crossview"].config["model"]["perturbations"] == {"feature_noise": 2, "vat": 1}
+    assert specs["crossview"].config["train"]["mode"] == specs["fixmatch"].config["train"]["mode"] == "cct"
+    assert not config_from_dict(specs["fixmatch"].config).supervised_only
+    # The paper's CCT runs keep the fingerprint they had before train.unlabeled existed.
+    old = {**specs["cct"].config, "train": dict(specs["cct"].config["train"])}
+    del old["train"]["unlabeled"]
+    assert fingerprint(specs["cct"].config) == fingerprint(old)
+    assert fingerprint(specs["crossview"].config) != fingerprint(specs["cct"].config)
+
+
+def test_study_cross_view_settings_go_in_their_block() -> None:
+    from cct_train.study import study_config_from_dict
+
+    base = _study()["base"]
+    base["train"]["unlabeled"] = {"views": "weak-strong"}
+    with pytest.raises(ConfigError, match="crossview:"):
+        study_config_from_dict(_study(base=base))
+    with pytest.raises(ConfigError, match="weak-strong"):
+        study_config_from_dict(_study(crossview={"views": "same"}))
+    with pytest.raises(ConfigError, match="crossview.confidnce"):
+        study_config_from_dict(_study(crossview={"confidnce": 0.5}))
+
+
+def test_round_17_study_yaml_plans_the_four_methods(tmp_path: Path) -> None:
+    from cct_train.study import load_study_config, plan_runs
+    from cct_train.study.schema import base_config
+
+    path = Path(__file__).resolve().parents[3] / "docs/results/camvid-pretrained-r17/camvid-pretrained-hr-crossview.yaml"
+    study = load_study_config(path)
+    assert study.methods == ["supervised", "cct", "fixmatch", "crossview"]
+    assert study.n_labeled == [20, 50] and study.seeds == [0, 1, 2]
+    specs = plan_runs(study, base_config(study), tmp_path)
+    assert len(specs) == 24
+    cross = next(s for s in specs if s.method == "crossview")
+    cct = next(s for s in specs if s.method == "cct")
+    assert cross.config["model"]["perturbations"] == cct.config["model"]["perturbations"]
+    assert cross.config["train"]["unlabeled"]["confidence"] == 0.95

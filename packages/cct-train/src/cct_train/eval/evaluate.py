@@ -11,10 +11,18 @@ from accelerate import Accelerator
 from torch import nn
 from torch.utils.data import DataLoader
 
+from cct_train.common.logits import fit_logits
 from cct_train.common.progress import progress_iter
 from cct_train.eval.metrics import ConfusionMatrix, SegmentationScores
 
 Normalize = Callable[[torch.Tensor], torch.Tensor]
+
+
+def model_stride(model: nn.Module) -> int:
+    """The output stride that :func:`~cct_train.common.logits.fit_logits` undoes for ``model``'s logits: its
+    ``output_stride`` (``CCTModel``), 1 (a plain resize) for a model that does not say."""
+    stride = getattr(model, "output_stride", None)
+    return int(stride) if isinstance(stride, int) and stride >= 1 else 1
 
 
 def window_starts(length: int, window: int, stride: int) -> list[int]:
@@ -34,7 +42,8 @@ def sliding_window_probs(
     """Softmax probabilities (B, C, H, W) from overlapping ``window`` crops, averaged where they overlap.
 
     Windows larger than the image are clipped to it; ``stride`` defaults to two thirds of the window.
-    The whole batch goes through the model window by window.
+    The whole batch goes through the model window by window; each window's logits are fitted to it
+    (:func:`~cct_train.common.logits.fit_logits`: a window not divisible by the stride is cropped).
     """
     height, width = images.shape[-2:]
     win_h, win_w = min(window[0], height), min(window[1], width)
@@ -48,12 +57,8 @@ def sliding_window_probs(
     for top in window_starts(height, win_h, step_h):
         for left in window_starts(width, win_w, step_w):
             crop = images[..., top : top + win_h, left : left + win_w]
-            logits = model(crop)
-            if logits.shape[-2:] != (win_h, win_w):
-                logits = F.interpolate(
-                    logits.float(), size=(win_h, win_w), mode="bilinear", align_corners=False
-                )
-            probs = logits.float().softmax(1)
+            logits = fit_logits(model(crop).float(), (win_h, win_w), stride=model_stride(model))
+            probs = logits.softmax(1)
             if total is None:
                 total = torch.zeros(
                     (images.shape[0], probs.shape[1], height, width), device=images.device, dtype=probs.dtype
@@ -83,7 +88,10 @@ def predict_logits(
         stride: the windows' stride (H, W); default two thirds of the window.
 
     Returns:
-        (B, C, H, W) averaged softmax probabilities (single scale without flip: plain softmax).
+        (B, C, H, W) averaged softmax probabilities (single scale without flip: plain softmax). Each view's
+        logits are fitted to the view (:func:`~cct_train.common.logits.fit_logits`: logits larger by the
+        padding of the last feature cell are cropped, never resized onto it); only a rescaled view's
+        probabilities are resized to (H, W).
     """
     height, width = images.shape[-2:]
     total: torch.Tensor | None = None
@@ -98,17 +106,15 @@ def predict_logits(
                 probs = sliding_window_probs(model, view, window, stride)
                 if index == 1:
                     probs = probs.flip(-1)
-                if probs.shape[-2:] != (height, width):
-                    probs = F.interpolate(probs, size=(height, width), mode="bilinear", align_corners=False)
             else:
-                logits = model(view)
+                # Fitted to the view before the flip back: the padding columns are at the view's right.
+                logits = fit_logits(model(view).float(), view.shape[-2:], stride=model_stride(model))
                 if index == 1:
                     logits = logits.flip(-1)
-                if logits.shape[-2:] != (height, width):
-                    logits = F.interpolate(
-                        logits.float(), size=(height, width), mode="bilinear", align_corners=False
-                    )
-                probs = logits.float().softmax(1)
+                probs = logits.softmax(1)
+            if probs.shape[-2:] != (height, width):
+                # A rescaled view: a genuine change of resolution, resized.
+                probs = F.interpolate(probs, size=(height, width), mode="bilinear", align_corners=False)
             total = probs if total is None else total + probs
     assert total is not None
     return total / (len(scales) * (2 if flip else 1))

@@ -272,6 +272,8 @@ def predict_folder(
         images = prepare_images(array, normalize)
         if resize is not None:
             images = F.interpolate(images, size=resize, mode="bilinear", align_corners=False)
+        # At the (resized) input's size, the padding of the last feature cell cropped (fit_logits); only an
+        # explicit --size is a genuine change of resolution, resized back to the image.
         probs = predict_logits(loaded.model, images)
         if probs.shape[-2:] != (height, width):
             probs = F.interpolate(probs, size=(height, width), mode="bilinear", align_corners=False)

@@ -26,6 +26,7 @@ import torch
 from torch import Tensor, nn
 
 from cct_perturb import PAPER_DECODERS, PERTURBATIONS, Perturbation, create_perturbation
+from cct_train.common.logits import fit_logits
 from cct_train.models.decoders import PSPModule, SubPixelBlock, UpsampleDecoder, icnr_
 from cct_train.models.encoders import (
     IMAGENET_MEAN,
@@ -34,7 +35,7 @@ from cct_train.models.encoders import (
     build_encoder,
     resolve_normalization,
 )
-from cct_train.objectives.cct import CrossViewInputs, cct_objective, resize_logits
+from cct_train.objectives.cct import CrossViewInputs, cct_objective
 
 __all__ = [
     "DEFAULT_PERTURBATIONS",
@@ -369,8 +370,16 @@ class CCTModel(nn.Module):
         return z
 
     def predict(self, images: Tensor) -> Tensor:
-        """Main-path logits at the input size, ``(B, in_channels, H, W) -> (B, C, H, W)``."""
-        return resize_logits(self.main_decoder(self.encode(images)), images.shape[-2:])
+        """Main-path logits at the input size, ``(B, in_channels, H, W) -> (B, C, H, W)``.
+
+        At a size not divisible by the output stride the decoder's logits are larger (180 rows -> 184): the
+        top-left ``H x W`` are kept, row ``r`` being image row ``r`` as in training
+        (:func:`~cct_train.common.logits.fit_logits`); a stride the decoder cannot undo exactly (not a power
+        of two) is resized.
+        """
+        return fit_logits(
+            self.main_decoder(self.encode(images)), images.shape[-2:], stride=self.output_stride
+        )
 
     def param_groups(
         self, lr: float, backbone_lr_factor: float = 0.1, weight_decay: float = 1e-4

@@ -29,6 +29,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from cct_train.common.logits import fit_logits
 from cct_train.models.cct import (
     CCTModel,
     build_feature_extractor,
@@ -36,7 +37,7 @@ from cct_train.models.cct import (
     recorded_arguments,
 )
 from cct_train.models.encoders import Encoder, resolve_normalization
-from cct_train.objectives.cct import CrossViewInputs, cct_objective, resize_logits
+from cct_train.objectives.cct import CrossViewInputs, cct_objective
 
 __all__ = ["DomainModel", "MultiDomainCCT"]
 
@@ -185,9 +186,12 @@ class MultiDomainCCT(nn.Module):
         return z
 
     def predict(self, images: Tensor, domain: str) -> Tensor:
-        """Main-path logits of ``domain`` at the input size: ``(B, in_channels, H, W) -> (B, C_d, H, W)``."""
+        """Main-path logits of ``domain`` at the input size: ``(B, in_channels, H, W) -> (B, C_d, H, W)``
+        (the padding of the last feature cell cropped, as :meth:`CCTModel.predict`)."""
         head = self.head(domain)
-        return resize_logits(head.main_decoder(self.encode(images)), images.shape[-2:])
+        return fit_logits(
+            head.main_decoder(self.encode(images)), images.shape[-2:], stride=self.output_stride
+        )
 
     @property
     def normalization(self) -> tuple[tuple[float, ...], tuple[float, ...]]:

@@ -29,6 +29,7 @@ from torch import Tensor, nn
 
 from cct_losses import ab_ce_loss, consistency_loss, weak_label_loss
 from cct_perturb import VAT
+from cct_train.common.logits import fit_logits
 from cct_train.objectives.crossview import CrossViewInputs, strong_view_loss, weak_view_target
 from cct_train.objectives.fused import SubPixelRows, fused_consistency_loss, is_subpixel_decoder
 
@@ -71,6 +72,8 @@ class CCTHead(Protocol):
     def fused_aux(self) -> bool: ...
     @property
     def aux_chunk_elements(self) -> int: ...
+    @property
+    def output_stride(self) -> int: ...
 
 
 def cct_objective(
@@ -111,8 +114,9 @@ def cct_objective(
         raise ValueError(
             f"targets must be (B, H, W) for a labeled batch of {z_l.shape[0]}, got {tuple(targets.shape)}"
         )
-    # 1. Ls on the labeled batch (the main logits resized to the masks when their sizes differ).
-    logits_l = resize_logits(head.main_decoder(z_l), targets.shape[-2:])
+    # 1. Ls on the labeled batch (the main logits fitted to the masks: a crop not divisible by the output
+    #    stride gives larger logits, whose extra rows are cropped, never resized onto the masks).
+    logits_l = fit_logits(head.main_decoder(z_l), targets.shape[-2:], stride=head.output_stride)
     loss_sup = supervised_loss(
         logits_l, targets.long(), ce_threshold, ignore_index=head.ignore_index, min_kept=head.min_kept
     )
@@ -145,6 +149,7 @@ def cct_objective(
             ignore_index=head.ignore_index,
             fused=head.fused_aux,
             chunk_elements=head.aux_chunk_elements,
+            stride=head.output_stride,
         )
     # 5. The weighted sum.
     return {
@@ -170,7 +175,7 @@ def _cross_view_objective(
 ) -> dict[str, Tensor]:
     """Steps 2-5 of a cross-view step (see :func:`cct_objective`), from the strong view's features ``z_s``."""
     # 2. The weak view's target, mixed like the strong images: a constant.
-    target, target_image = weak_view_target(head.main_decoder, cross_view, resize_logits)
+    target, target_image = weak_view_target(head.main_decoder, cross_view, head.output_stride)
     loss_unsup = loss_weak = loss_sup.new_zeros(())
     if len(head.aux_decoders) > 0:
         # 3-4. CCT's perturbations of the strong features, each through its auxiliary decoder, against the
@@ -185,11 +190,12 @@ def _cross_view_objective(
             ignore_index=head.ignore_index,
             fused=head.fused_aux,
             chunk_elements=head.aux_chunk_elements,
+            stride=head.output_stride,
         )
     loss = total_loss(loss_sup, loss_unsup, loss_weak, consistency_weight, weak_weight)
     if cross_view.strong_weight is not None:
         # The main decoder on the strong view learns the weak view's hard pseudo-label (FixMatch).
-        logits_s = resize_logits(head.main_decoder(z_s), cross_view.size)
+        logits_s = fit_logits(head.main_decoder(z_s), cross_view.size, stride=head.output_stride)
         loss_strong, confident = strong_view_loss(logits_s, target_image, cross_view.confidence)
         loss = loss + cross_view.strong_weight * loss_strong
     else:
@@ -210,7 +216,11 @@ def _cross_view_objective(
 
 
 def resize_logits(logits: Tensor, size: Sequence[int]) -> Tensor:
-    """``(B, C, h, w) -> (B, C, *size)``, bilinear; the same tensor when the size already matches."""
+    """``(B, C, h, w) -> (B, C, *size)``, bilinear; the same tensor when the size already matches.
+
+    A genuine resize only: logits predicted from an image (or its labels' size) go through
+    :func:`~cct_train.common.logits.fit_logits`, which crops the padding of the last feature cell.
+    """
     if tuple(logits.shape[-2:]) == tuple(size):
         return logits
     return F.interpolate(logits, size=tuple(size), mode="bilinear", align_corners=False)
@@ -288,6 +298,7 @@ def unsupervised_losses(
     ignore_index: int = 255,
     fused: bool = True,
     chunk_elements: int = 1 << 21,
+    stride: int | None = None,
 ) -> tuple[Tensor, Tensor]:
     """``(Lu, Lw)`` of the K auxiliary decoders on their perturbed features ``perturbed`` (K x (B, D, h, w)).
 
@@ -298,8 +309,9 @@ def unsupervised_losses(
     below it (the original code's confidence masking). With ``fused`` (and kind mse / kl, no weak targets) the
     same value and gradients through
     :func:`~cct_train.objectives.fused.fused_consistency_loss`, without the K full-size outputs. Lw
-    (``weak_targets`` (B, H', W'), paper 3.3) is ``cct_losses.weak_label_loss`` of the auxiliary outputs,
-    0 without weak targets.
+    (``weak_targets`` (B, H', W'), paper 3.3) is ``cct_losses.weak_label_loss`` of the auxiliary outputs
+    fitted to the pseudo-labels (:func:`~cct_train.common.logits.fit_logits` with ``stride``, the encoder's
+    output stride; default the decoders' upsampling factor), 0 without weak targets.
     """
     zero = main_u.new_zeros((), dtype=torch.float32)
     if fused and weak_targets is None and kind in FUSED_KINDS:
@@ -320,7 +332,12 @@ def unsupervised_losses(
         return loss_unsup, zero
     if weak_targets.dim() == 4 and weak_targets.shape[1] == 1:
         weak_targets = weak_targets[:, 0]
-    return loss_unsup, weak_label_loss(aux_outputs, weak_targets.long(), ignore_index=ignore_index)
+    if stride is None:
+        stride = max(1, aux_outputs[0].shape[-2] // perturbed[0].shape[-2])
+    # Cropped (not resized, as weak_label_loss would) where the image is not a multiple of the stride.
+    size = weak_targets.shape[-2:]
+    fitted = [fit_logits(a, size, stride=stride) for a in aux_outputs]
+    return loss_unsup, weak_label_loss(fitted, weak_targets.long(), ignore_index=ignore_index)
 
 
 def total_loss(

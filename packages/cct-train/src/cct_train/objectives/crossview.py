@@ -8,7 +8,7 @@ strong view with one, ``z_s``; then, in :func:`~cct_train.objectives.cct.cct_obj
 
 1. :func:`weak_view_target`: the main decoder's logits on ``z_w`` (a constant), mixed with the same CutMix
    boxes as the strong images, at the decoders' own resolution (the auxiliary decoders' target) and at the
-   image size (the main decoder's pseudo-label, through ``resize_logits``);
+   image size (the main decoder's pseudo-label, through ``fit_logits`` like every logits-to-image step);
 2. the K auxiliary decoders take CCT's feature perturbations of ``z_s`` (the prediction-guided ones guided by
    the mixed target) and learn the target with the usual Lu (the same code path, fused or not, and its
    confidence mask);
@@ -20,12 +20,14 @@ With no auxiliary decoders, 1 and 3 alone are a FixMatch-style baseline.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+
+from cct_train.common.logits import fit_logits
 
 __all__ = ["CrossViewInputs", "box_at", "mix", "strong_view_loss", "weak_view_target"]
 
@@ -79,8 +81,9 @@ def box_at(box: Tensor, size: Sequence[int]) -> Tensor:
 
     Where the image size is not a multiple of the output stride the decoders' logits are larger than the
     image (180 rows -> 23 feature rows -> 184 logit rows) and their first H x W pixels are the image's (the
-    extra rows and columns overhang its bottom and right): those extra pixels belong to no box (they keep
-    their own image's target). A smaller grid (a stride that is not a power of two) takes the nearest pixel.
+    extra rows and columns are the padding of the last feature cell, which ``fit_logits`` crops): those
+    extra pixels belong to no box (they keep their own image's target). Any other grid (a genuine
+    resolution difference, which ``fit_logits`` interpolates) takes the nearest pixel.
     """
     h_o, w_o = int(size[0]), int(size[1])
     height, width = box.shape[-2:]
@@ -93,23 +96,21 @@ def box_at(box: Tensor, size: Sequence[int]) -> Tensor:
 
 @torch.no_grad()
 def weak_view_target(
-    main_decoder: nn.Module,
-    cross_view: CrossViewInputs,
-    resize: Callable[[Tensor, Sequence[int]], Tensor],
+    main_decoder: nn.Module, cross_view: CrossViewInputs, stride: int
 ) -> tuple[Tensor, Tensor]:
     """The weak view's target, mixed like the strong images: ``(native, image)``.
 
     ``native``: ``(B_u, C, h_o, w_o)`` the main decoder's logits on ``cross_view.z_weak`` at its own
     resolution, mixed with the box mapped by :func:`box_at`; the auxiliary decoders' target (Lu runs at their
     native resolution, as in the paper's CCT). ``image``: ``(B_u, C, H, W)`` the same logits through
-    ``resize`` (``resize_logits``, so that the labeled loss and this one map logits onto images alike),
+    ``fit_logits`` (``stride``: the encoder's output stride; as the labeled loss maps logits onto labels),
     mixed with the box itself; the main decoder's pseudo-label on the strong view. Mixing logits and then
     taking the softmax is the same as mixing probabilities (the softmax is per pixel); so are the confidence
     masks computed from them. No graph (a constant target).
     """
     logits = main_decoder(cross_view.z_weak)
     box, partner = cross_view.box, cross_view.partner
-    image = mix(resize(logits, cross_view.size), box, partner)
+    image = mix(fit_logits(logits, cross_view.size, stride=stride), box, partner)
     if tuple(logits.shape[-2:]) == tuple(cross_view.size):
         return image, image
     native = mix(logits, None if box is None else box_at(box, logits.shape[-2:]), partner)
