@@ -26,7 +26,9 @@ PERTS = {"feature_noise": 1, "object_mask": 1, "guided_cutout": 1, "vat": 1}
 def _model(perturbations: dict[str, int] | None = None, **kwargs: Any) -> CCTModel:
     torch.manual_seed(0)
     kwargs.setdefault("psp_channels", 16)
-    return CCTModel("timm:resnet18", C, perturbations=PERTS if perturbations is None else perturbations, **kwargs)
+    return CCTModel(
+        "timm:resnet18", C, perturbations=PERTS if perturbations is None else perturbations, **kwargs
+    )
 
 
 def _views(seed: int = 0, size: tuple[int, int] = (64, 64), batch: int = 2) -> dict[str, Tensor]:
@@ -75,7 +77,8 @@ def test_box_at_the_decoders_grid_pads_the_overhang_with_no_box() -> None:
     padded = box_at(box, (8, 8))
     assert padded.shape == (1, 8, 8)
     assert torch.equal(padded[:, :6, :5], box)
-    assert not padded[:, 6:].any() and not padded[:, :, 5:].any()
+    assert not padded[:, 6:].any()
+    assert not padded[:, :, 5:].any()
     assert box_at(box, (6, 5)) is box
 
 
@@ -85,7 +88,8 @@ def test_target_and_strong_images_are_mixed_with_the_same_boxes() -> None:
     model = _model()
     v = _views(1)
     box, partner = v["cutmix_box"], v["cutmix_partner"]
-    assert box.any() and (~box).any()
+    assert box.any()
+    assert (~box).any()
     with torch.no_grad():
         z_w = model.encode(v["unlabeled"])
         plain = model.main_decoder(z_w)
@@ -112,7 +116,8 @@ def test_gradients_go_where_the_design_says(perturbations: dict[str, int]) -> No
     # Without the strong-view CE: the main decoder gets nothing from the unlabeled images.
     out = model(v["images"], void, **args, target_confidence=None, consistency_weight=1.0)
     assert set(out) == {"loss", "loss_sup", "loss_unsup", "loss_weak", "loss_strong", "logits", "confident"}
-    assert float(out["loss_strong"]) == 0.0 and float(out["confident"]) == 1.0
+    assert float(out["loss_strong"]) == 0.0
+    assert float(out["confident"]) == 1.0
     if perturbations:
         assert out["loss_unsup"] > 0
         out["loss"].backward()
@@ -198,7 +203,9 @@ def test_sizes_that_are_not_multiples_of_the_stride() -> None:
         cutmix_partner=v["cutmix_partner"],
         strong_weight=1.0,
     )
-    assert torch.isfinite(out["loss"]) and out["loss_unsup"] > 0 and out["loss_strong"] > 0
+    assert torch.isfinite(out["loss"])
+    assert out["loss_unsup"] > 0
+    assert out["loss_strong"] > 0
     out["loss"].backward()
 
 
@@ -217,7 +224,10 @@ def test_two_domains_with_cross_view_heads() -> None:
     torch.manual_seed(0)
     model = MultiDomainCCT(
         "timm:resnet18",
-        {"a": {"num_classes": 3, "perturbations": {"feature_noise": 1}}, "b": {"num_classes": 2, "perturbations": {}}},
+        {
+            "a": {"num_classes": 3, "perturbations": {"feature_noise": 1}},
+            "b": {"num_classes": 2, "perturbations": {}},
+        },
         psp_channels=16,
     ).train()
     va, vb = _views(7), _views(8)
@@ -233,8 +243,10 @@ def test_two_domains_with_cross_view_heads() -> None:
     finally:
         hook.remove()
     assert seen == [(4, False), (8, True)]  # both weak views in one pass, then everything else in one
-    assert out["a/loss_unsup"] > 0 and float(out["b/loss_unsup"]) == 0.0
-    assert out["a/loss_strong"] > 0 and out["b/loss_strong"] > 0
+    assert out["a/loss_unsup"] > 0
+    assert float(out["b/loss_unsup"]) == 0.0
+    assert out["a/loss_strong"] > 0
+    assert out["b/loss_strong"] > 0
     torch.testing.assert_close(out["loss_strong"], out["a/loss_strong"] + out["b/loss_strong"])
     torch.testing.assert_close(out["confident"], (out["a/confident"] + out["b/confident"]) / 2)
     out["loss"].backward()
@@ -274,8 +286,11 @@ def test_config_keys_and_their_checks(tmp_path: Path) -> None:
     raw = _tiny(tmp_path, tmp_path / "run", confidence=0.9, strong={"cutmix": 0.25})
     cfg = config_from_dict(raw)
     unlabeled = cfg.train.unlabeled
-    assert unlabeled.cross_view and unlabeled.main_on_strong and unlabeled.main_weight == 1.0
-    assert unlabeled.strong.cutmix.p == 0.25 and unlabeled.strong.photometric.p_grayscale == 0.2
+    assert unlabeled.cross_view
+    assert unlabeled.main_on_strong
+    assert unlabeled.main_weight == 1.0
+    assert unlabeled.strong.cutmix.p == 0.25
+    assert unlabeled.strong.photometric.p_grayscale == 0.2
     # A saved config loads again (every key written out).
     assert config_from_dict(cfg.to_dict()).train.unlabeled == unlabeled
     # The FixMatch-style baseline: no auxiliary decoder, still a run on unlabeled images.
@@ -287,9 +302,11 @@ def test_config_keys_and_their_checks(tmp_path: Path) -> None:
     assert config_from_dict({}).train.unlabeled.views == "same"
     with pytest.raises(ConfigError, match=r"train.unlabeled.confidence only apply to views: weak-strong"):
         config_from_dict({"train": {"unlabeled": {"confidence": 0.5}}})
-    with pytest.raises(ConfigError, match="train.unlabeled.strong.photometric.brightnes"):
-        config_from_dict({"train": {"unlabeled": {"views": "weak-strong", "strong": {"photometric": {"brightnes": 1}}}}})
-    with pytest.raises(ConfigError, match="train.unlabeled.confidence"):
+    with pytest.raises(ConfigError, match=r"train\.unlabeled\.strong\.photometric\.brightnes"):
+        config_from_dict(
+            {"train": {"unlabeled": {"views": "weak-strong", "strong": {"photometric": {"brightnes": 1}}}}}
+        )
+    with pytest.raises(ConfigError, match=r"train\.unlabeled\.confidence"):
         config_from_dict({"model": {"confidence": 0.5}, "train": {"unlabeled": {"views": "weak-strong"}}})
     with pytest.raises(ConfigError, match="views"):
         config_from_dict({"train": {"unlabeled": {"views": "weak"}}})
@@ -383,8 +400,10 @@ def test_trainer_two_domains_cross_view(scenes: Path, tmp_path: Path) -> None:
     logged: list[dict[str, float]] = []
     trainer.fit(lambda step, logs: logged.append(logs))
     last = logged[-1]
-    assert last["scenes/loss_unsup"] > 0 and last["shapes/loss_unsup"] == 0.0
-    assert last["scenes/loss_strong"] > 0 and last["shapes/loss_strong"] > 0
+    assert last["scenes/loss_unsup"] > 0
+    assert last["shapes/loss_unsup"] == 0.0
+    assert last["scenes/loss_strong"] > 0
+    assert last["shapes/loss_strong"] > 0
     assert 0.0 <= last["confident"] <= 1.0
 
 
@@ -407,7 +426,8 @@ def test_study_methods_fixmatch_and_crossview(tmp_path: Path) -> None:
     assert ALL_METHODS[-3:] == ("cct", "fixmatch", "crossview")
     # A study that names no methods plans the paper's ablation, as before these methods existed.
     assert study_config_from_dict(_study()).methods == list(DEFAULT_METHODS)
-    assert "crossview" not in DEFAULT_METHODS and "fixmatch" not in DEFAULT_METHODS
+    assert "crossview" not in DEFAULT_METHODS
+    assert "fixmatch" not in DEFAULT_METHODS
 
     study = study_config_from_dict(
         _study(
@@ -421,7 +441,8 @@ def test_study_methods_fixmatch_and_crossview(tmp_path: Path) -> None:
     unlabeled = {m: s.config["train"]["unlabeled"] for m, s in specs.items()}
     assert unlabeled["supervised"]["views"] == unlabeled["cct"]["views"] == "same"
     assert unlabeled["crossview"]["views"] == unlabeled["fixmatch"]["views"] == "weak-strong"
-    assert unlabeled["crossview"]["confidence"] == 0.8 and unlabeled["crossview"]["strong"]["cutmix"]["p"] == 0.3
+    assert unlabeled["crossview"]["confidence"] == 0.8
+    assert unlabeled["crossview"]["strong"]["cutmix"]["p"] == 0.3
     assert unlabeled["crossview"]["main_on_strong"] is False
     assert unlabeled["fixmatch"]["main_on_strong"] is True  # its only unlabeled loss
     assert specs["fixmatch"].config["model"]["perturbations"] == {}
@@ -444,7 +465,7 @@ def test_study_cross_view_settings_go_in_their_block() -> None:
         study_config_from_dict(_study(base=base))
     with pytest.raises(ConfigError, match="weak-strong"):
         study_config_from_dict(_study(crossview={"views": "same"}))
-    with pytest.raises(ConfigError, match="crossview.confidnce"):
+    with pytest.raises(ConfigError, match=r"crossview\.confidnce"):
         study_config_from_dict(_study(crossview={"confidnce": 0.5}))
 
 
@@ -452,10 +473,14 @@ def test_round_17_study_yaml_plans_the_four_methods(tmp_path: Path) -> None:
     from cct_train.study import load_study_config, plan_runs
     from cct_train.study.schema import base_config
 
-    path = Path(__file__).resolve().parents[3] / "docs/results/camvid-pretrained-r17/camvid-pretrained-hr-crossview.yaml"
+    path = (
+        Path(__file__).resolve().parents[3]
+        / "docs/results/camvid-pretrained-r17/camvid-pretrained-hr-crossview.yaml"
+    )
     study = load_study_config(path)
     assert study.methods == ["supervised", "cct", "fixmatch", "crossview"]
-    assert study.n_labeled == [20, 50] and study.seeds == [0, 1, 2]
+    assert study.n_labeled == [20, 50]
+    assert study.seeds == [0, 1, 2]
     specs = plan_runs(study, base_config(study), tmp_path)
     assert len(specs) == 24
     cross = next(s for s in specs if s.method == "crossview")

@@ -60,7 +60,9 @@ class CrossViewInputs:
         if (self.box is None) != (self.partner is None):
             raise ValueError("give the CutMix box and partner together (or neither)")
         if self.box is not None and tuple(self.box.shape[-2:]) != tuple(self.size):
-            raise ValueError(f"CutMix box {tuple(self.box.shape)} must cover the images' size {tuple(self.size)}")
+            raise ValueError(
+                f"CutMix box {tuple(self.box.shape)} must cover the images' size {tuple(self.size)}"
+            )
         if self.confidence is not None and not 0.0 <= float(self.confidence) <= 1.0:
             raise ValueError(f"confidence must be None or in [0, 1], got {self.confidence!r}")
 

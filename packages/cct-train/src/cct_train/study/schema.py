@@ -17,9 +17,9 @@ from cct_train.config import (
     Config,
     ConfigError,
     StrictSection,
+    UnlabeledConfig,
     apply_overrides,
     config_from_dict,
-    UnlabeledConfig,
     format_errors,
 )
 
