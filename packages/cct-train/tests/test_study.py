@@ -17,8 +17,8 @@ from typer.testing import CliRunner
 
 from cct_train.config import ConfigError, config_from_dict
 from cct_train.study import (
-    ALL_METHODS,
     CCT,
+    DEFAULT_METHODS,
     RESULT_FILE,
     SUPERVISED,
     RunResult,
@@ -73,7 +73,7 @@ def _result(n: int, method: str, seed: int, miou: float, error: str | None = Non
 def test_defaults_are_the_paper_grid() -> None:
     study = study_config_from_dict({"base": _base()})
     assert study.n_labeled == [20, 50, 100]
-    assert study.methods == list(ALL_METHODS)
+    assert study.methods == list(DEFAULT_METHODS)
     assert len(study.methods) == 9
     assert study.decoders(SUPERVISED) == {}
     assert study.decoders("vat") == {"vat": 2}
@@ -136,7 +136,7 @@ def test_shipped_presets_validate(budget: str) -> None:
     study = load_study_config(path)
     assert study.budget == budget
     assert study.n_labeled == [20, 50, 100]
-    assert study.methods == list(ALL_METHODS)
+    assert study.methods == list(DEFAULT_METHODS)
     base = base_config(study)
     assert base.data.dataset == "camvid"
     assert base.model.background == [0, 1, 3, 4, 5]
@@ -553,11 +553,12 @@ def test_study_is_a_cct_command() -> None:
 def test_study_methods_cover_every_registered_perturbation() -> None:
     # The study lists the seven types in the paper's order; the registry is the source of the names.
     from cct_perturb import PERTURBATIONS
-    from cct_train.study import ALL_METHODS, PERTURBATION_TYPES
+    from cct_train.study import ALL_METHODS, DEFAULT_METHODS, PERTURBATION_TYPES
 
     assert sorted(PERTURBATION_TYPES) == sorted(PERTURBATIONS)
-    assert ALL_METHODS[0] == "supervised"
-    assert ALL_METHODS[-1] == "cct"
+    assert ALL_METHODS[0] == DEFAULT_METHODS[0] == "supervised"
+    assert DEFAULT_METHODS[-1] == "cct"
+    assert (*DEFAULT_METHODS, "fixmatch", "crossview") == ALL_METHODS  # asked for by name only
 
 
 def test_core_share_divides_the_cores_among_the_runs_training() -> None:
