@@ -215,6 +215,9 @@ def test_photometric_small_images_cap_the_blur_kernel() -> None:
     x = torch.rand(2, 3, 3, 5, generator=_gen(0))
     out = photometric(x, p_blur=1.0, generator=_gen(0))  # kernel 13 > the image: capped to 5 (reflect pad 2)
     assert out.shape == x.shape
+    assert torch.equal(photometric(x, p_blur=1.0, blur_kernel_size=31, generator=_gen(0)), out)
+    with pytest.raises(ValueError, match="odd"):
+        photometric(x, blur_kernel_size=4)
 
 
 @pytest.mark.parametrize(

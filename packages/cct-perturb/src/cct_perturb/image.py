@@ -297,8 +297,15 @@ def _blur(
     height, width = x.shape[-2:]
     if kernel_size is None:
         kernel_size = _blur_kernel_size(2.0 if max_sigma is None else max_sigma, height, width)
-    elif kernel_size < 1 or kernel_size % 2 == 0:
-        raise ValueError(f"blur_kernel_size must be a positive odd integer, got {kernel_size}")
+    elif (
+        isinstance(kernel_size, bool)
+        or not isinstance(kernel_size, int)
+        or kernel_size < 1
+        or kernel_size % 2 == 0
+    ):
+        raise ValueError(f"blur_kernel_size must be a positive odd integer, got {kernel_size!r}")
+    else:
+        kernel_size = min(kernel_size, 2 * min(height, width) - 1)  # reflect padding needs pad < the side
     if kernel_size == 1:
         return x
     # kornia's kernels and separable filter directly: its gaussian_blur2d entry point reads sigma on the host to
