@@ -65,7 +65,8 @@ def test_cct_perturb_readme_runs_with_only_torch(tmp_path: Path) -> None:
     Cheaper than a fresh venv with torch reinstalled (`nox -s install_alone` does that, and runs the same
     example there): `python -S -E` (no site-packages, no PYTHONPATH) with a folder of symlinks to the
     installed distributions torch requires, and cct-perturb's src. timm, kornia and the sibling packages
-    must not be importable there.
+    must not be importable there: the feature example runs, the image example (the [image] extra) raises an
+    ImportError naming the pip line.
     """
     import subprocess
     import sys
@@ -92,6 +93,14 @@ text = open({str(ROOT / "packages" / "cct-perturb" / "README.md")!r}).read()
 blocks = re.findall(r"```python\\n(.*?)```", text, flags=re.S)
 assert blocks
 for block in blocks:
+    if "cct_perturb.image" in block:  # the [image] extra's example: without kornia, the pip line
+        try:
+            exec(compile(block, "README.md", "exec"), {{"__name__": "__readme__"}})
+        except ImportError as err:
+            assert "pip install 'cct-perturb[image]'" in str(err), str(err)
+            print("IMAGE EXAMPLE NEEDS THE EXTRA")
+            continue
+        raise AssertionError("the image example ran without kornia")
     exec(compile(block, "README.md", "exec"), {{"__name__": "__readme__"}})
 print("README OK")
 """
@@ -101,6 +110,7 @@ print("README OK")
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "README OK" in proc.stdout
     assert "unsupervised consistency loss" in proc.stdout
+    assert "IMAGE EXAMPLE NEEDS THE EXTRA" in proc.stdout
 
 
 @pytest.mark.slow
