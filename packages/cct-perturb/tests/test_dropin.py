@@ -148,14 +148,19 @@ def _square(crop: int, side: int, stride: int, batch: int = 1) -> tuple[torch.Te
     return torch.ones(batch, 4, h, h), _logits(labels, 2)
 
 
+@pytest.mark.filterwarnings("ignore:guided_cutout. a batch with objects got no cut")  # the 8-pixel default
 @pytest.mark.parametrize(("crop", "side"), [(161, 32), (161, 64), (97, 40)])
 def test_objects_are_cut_at_stride_16(crop: int, side: int) -> None:
     z, pred = _square(crop, side, 16)
-    erased = [(guided_cutout(z, pred, generator=g(s))[0, 0] == 0).sum().item() for s in range(8)]
+    erased = [(guided_cutout(z, pred, stride=16, generator=g(s))[0, 0] == 0).sum().item() for s in range(8)]
     assert min(erased) >= 1, erased
-    # the former default (8 feature pixels) never cut the 32x32 object at stride 16
+    assert torch.equal(
+        GuidedCutout(stride=16)(z, pred, generator=g(3)), guided_cutout(z, pred, stride=16, generator=g(3))
+    )
+    # without stride= the paper's stride 8 is assumed (8 feature pixels): the 32x32 object (2x2 = 4 feature
+    # pixels at stride 16) is not cut
     if side == 32:
-        assert torch.equal(guided_cutout(z, pred, min_region=8, generator=g(0)), z)
+        assert torch.equal(guided_cutout(z, pred, generator=g(0)), z)
 
 
 def test_stride_8_default_matches_the_former_threshold() -> None:
