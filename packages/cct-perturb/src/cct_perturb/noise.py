@@ -22,7 +22,8 @@ def feature_noise(
     On the CPU, ``N`` takes 65536 evenly spaced values in ``(-r, r)`` (16 random bits per element, drawn
     64 at a time: 2-3x faster than a float32 ``uniform_``, whose serial per-element loop dominated);
     elsewhere it is a float32 uniform.
-    The arithmetic is done in float32 and the result cast back to ``z.dtype``; the graph to ``z`` is kept.
+    The arithmetic is done in float32 (float64 for a float64 ``z``) and the result cast back to
+    ``z.dtype``; the graph to ``z`` is kept.
 
     Args:
         z: features :math:`(B, D, h, w)`.
@@ -42,7 +43,8 @@ def feature_noise(
     _check_generator("feature_noise", generator)
     if r < 0:
         raise ValueError(f"uniform_range must be >= 0, got {uniform_range}")
-    zf = z if z.dtype == torch.float32 else z.float()
+    # Half types are computed in float32 (and cast back); float64 stays float64.
+    zf = z if z.dtype in (torch.float32, torch.float64) else z.float()
     if z.device.type == "cpu":
         # The CPU draws random numbers serially, one kernel iteration per element: uniform_ over z's 3.4M
         # elements (8 x 256 x 41 x 41) took 16-18 ms, 25x a Dropout2d, which draws B * D numbers. Each

@@ -53,20 +53,19 @@ def _kl_to_target(logits: torch.Tensor, target_prob: torch.Tensor) -> torch.Tens
 def _modules_on_buffer_copies() -> Iterator[None]:
     """Run every module called during the search (from this thread) on copies of its buffers.
 
-    A BatchNorm layer in train mode writes ``running_mean``, ``running_var`` and ``num_batches_tracked`` in
-    place during its forward. Written in the decoder's own buffers, the search's extra forwards would (1)
-    count as batches seen and (2) bump the buffers' version counters: a graph the caller built with the
-    same decoder before ``vat()`` (a shared head: UniMatch decodes clean and perturbed features with one
-    decoder) saved them at their old version, and its backward would fail ("modified by an inplace
-    operation"). Copying the old values back afterwards fixes (1) but not (2). So the originals are never
-    written: when a module is first called during the search, its buffers are replaced, by assignment in
-    its buffer dict, with clones, and the original tensor objects are put back on exit. The modules are
-    found by a global forward pre-hook rather than by walking ``decoder.modules()``, so a decoder that is
-    a closure (``lambda t: model.decode(c1, t)``), a bound method or a plain function calling modules is
-    covered as well as an ``nn.Module``. Only calls from this thread are affected (other threads, e.g.
-    DataParallel replicas, keep their own); calls made later in other threads (autograd's recomputation
-    of a checkpointed module) find the copies already in place. Buffers shared by several modules share
-    one copy.
+    A BatchNorm layer in train mode updates ``running_mean``, ``running_var`` and ``num_batches_tracked``
+    during its forward, so the search's extra forwards would count as batches seen. Copying the old values
+    back afterwards (``buf.copy_``, cct-perturb 0.2-0.3) bumps the buffers' version counters, and a graph
+    the caller built with the same decoder before ``vat()`` (a shared head: UniMatch decodes clean and
+    perturbed features with one decoder) saved them at their old version: its backward failed ("modified
+    by an inplace operation"). So the originals are never written: when a module is first called during
+    the search, its buffers are replaced, by assignment in its buffer dict, with clones, and the original
+    tensor objects are put back on exit. The modules are found by a global forward pre-hook rather than by
+    walking ``decoder.modules()``, so a decoder that is a closure (``lambda t: model.decode(c1, t)``), a
+    bound method or a plain function calling modules is covered as well as an ``nn.Module``. Only calls
+    from this thread are affected (other threads, e.g. DataParallel replicas, keep their own); calls made
+    later in other threads (autograd's recomputation of a checkpointed module) find the copies already in
+    place. Buffers shared by several modules share one copy.
     """
     thread = threading.get_ident()
     seen: dict[int, nn.Module] = {}  # keeps the modules alive, so their ids stay unique
