@@ -14,7 +14,7 @@ from cct_perturb.noise import FeatureNoise, feature_noise
 from cct_perturb.registry import ALIASES, PAPER_DECODERS, PERTURBATIONS, create_perturbation
 from cct_perturb.vat import VAT, vat, vat_direction
 
-__version__ = "0.3.0"
+__version__ = "0.4.0"
 
 __all__ = [
     "ALIASES",
