@@ -34,9 +34,11 @@ DEFAULT_STRIDE = 8
 
 Stride = int | float | tuple[int | float, int | float]
 
-# Configurations (h, w, minimum region, erase, rounding) for which a batch with objects was checked for
-# "no cut at all": one check (one host synchronisation) per configuration and process, then none.
-_NO_CUT_CHECKED: set[tuple[object, ...]] = set()
+# "Nothing cut" check, per configuration (h, w, minimum region, erase, rounding): the number of batches with
+# objects that got no rectangle so far and the largest region seen in them, or None once settled (a cut
+# was seen, or the warning was given): then no more checks, no more host synchronisations.
+_NO_CUT_PATIENCE = 10
+_NO_CUT_CHECKED: dict[tuple[object, ...], tuple[int, int] | None] = {}
 
 # Half of the 8-neighbourhood: every undirected edge of the pixel grid appears once.
 _OFFSETS = ((0, 1), (1, -1), (1, 0), (1, 1))
@@ -142,38 +144,47 @@ def _warn_once_if_nothing_cut(
     active: torch.Tensor,
     how: str,
 ) -> None:
-    """Warn (once per configuration) when a batch that has objects gets no rectangle at all.
+    """Warn (once per configuration) when the first batches with objects get no rectangle at all.
 
     A minimum region the caller's objects never reach (a wrong ``stride``, or ``min_area`` given at
-    another resolution) switches G-Cutout off silently. Checking costs a host synchronisation, so it is
-    done for the first batch with objects of each configuration only, and never while compiling.
+    another resolution) switches G-Cutout off silently. Checking costs a host synchronisation: it stops at
+    the first batch with a cut (in a sound setting, the first batch with objects), and warns after
+    ``_NO_CUT_PATIENCE`` batches with objects and no cut (one such batch is no evidence: an untrained
+    main decoder predicts speckles). Never while compiling.
     """
-    if key in _NO_CUT_CHECKED or torch.compiler.is_compiling():
+    state = _NO_CUT_CHECKED.get(key, (0, 0))
+    if state is None or torch.compiler.is_compiling():
         return
     has_objects, any_cut, largest = torch.stack(
         [objects.any().long(), active.any().long(), count.max()]
     ).tolist()
     if not has_objects:
-        return  # e.g. an untrained main decoder that predicts background everywhere: check a later batch
-    _NO_CUT_CHECKED.add(key)
+        return  # e.g. a main decoder that predicts background everywhere: nothing to judge
     if any_cut:
+        _NO_CUT_CHECKED[key] = None
         return
+    batches, largest = state[0] + 1, max(state[1], int(largest))
+    if batches < _NO_CUT_PATIENCE:
+        _NO_CUT_CHECKED[key] = (batches, largest)
+        return
+    _NO_CUT_CHECKED[key] = None
     h, w, min_z, erase, rounding = key
-    if largest < min_z:
+    if largest < min_z:  # type: ignore[operator]
         why = (
-            f"its largest object region has {largest} feature pixels, below the minimum of {min_z:g} "
+            f"their largest object region had {largest} feature pixels, below the minimum of {min_z:g} "
             f"({how}). The minimum is in input-image pixels at z's output stride (stride=, default 8), "
             "whatever the prediction's resolution: pass z's stride (e.g. stride=16), a smaller min_area, "
             "or min_region= (feature pixels)"
         )
     else:
         why = (
-            f"its regions reach the minimum of {min_z:g} feature pixels ({how}) but their boxes are too "
+            f"their regions reach the minimum of {min_z:g} feature pixels ({how}) but their boxes are too "
             f"small to erase {erase:g} of a side with rounding={rounding!r} (rounding='stochastic' erases "
             "erase**2 of any box on average)"
         )
     warnings.warn(
-        f"guided_cutout: a batch with objects got no cut at all (z {h}x{w}): {why}. Warned once.",
+        f"guided_cutout: the first {batches} batches with objects got no cut at all (z {h}x{w}): {why}. "
+        "Warned once.",
         RuntimeWarning,
         stacklevel=4,
     )
@@ -309,15 +320,16 @@ def guided_cutout(
     50 points at full resolution" enclose) and 2 at ``stride=16`` (a 32x32-pixel object is cut). The
     prediction only says where the objects are: logits at the input's size, at stride 4 (UniMatch's
     decoder) or a class map at z's size give the same threshold. ``min_region`` (pixels at z's
-    resolution) overrides both. When the first batch with objects (per configuration and process) gets
-    no rectangle at all, a ``RuntimeWarning`` says why (its largest region and the minimum): checking
-    costs one host synchronisation, done that once. ``rounding="stochastic"`` rounds each side up with
+    resolution) overrides both. When the first 10 batches with objects (per configuration and process)
+    get no rectangle at all, a ``RuntimeWarning`` says why (their largest region and the minimum): the
+    check costs a host synchronisation per batch until the first cut (in a sound setting, the first batch
+    with objects), then none. ``rounding="stochastic"`` rounds each side up with
     probability its fractional part, so that the expected erased side is ``erase * box`` exactly even for
     boxes of 1-3 feature pixels (``"round"``, the default: 1 of 2 pixels, 0 of 1).
 
     Everything runs on ``z``'s device for the whole batch at once (region labelling by label propagation,
     bounding boxes by ``scatter_reduce``, rectangles painted with a difference array): no per-sample or
-    per-region Python loop and, past the one check above, no host synchronisation.
+    per-region Python loop and, past the check above, no host synchronisation.
 
     Args:
         z: features :math:`(B, D, h, w)`.
