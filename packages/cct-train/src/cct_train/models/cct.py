@@ -340,9 +340,7 @@ class CCTModel(nn.Module):
             )
 
         self.main_decoder = decoder()
-        self.aux_names, perts, aux = auxiliary_branches(
-            spec, pkwargs, bg, decoder, stride=self.output_stride
-        )
+        self.aux_names, perts, aux = auxiliary_branches(spec, pkwargs, bg, decoder, stride=self.output_stride)
         self.aux_decoders = nn.ModuleList(aux)
         self.perturbations = nn.ModuleList(perts)
         #: Compute Lu with :func:`~cct_train.models.decoders.fused_consistency_loss` (the K auxiliary decoders as
