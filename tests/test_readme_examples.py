@@ -133,3 +133,30 @@ def test_ssl_deeplabv3plus_example_runs() -> None:
     for record in history:
         assert all(math.isfinite(v) for v in record.values())
         assert sorted(k[2:] for k in record if k.startswith("u_")) == sorted(names)
+
+
+@pytest.mark.parametrize("bf16", [False, True], ids=["float32", "bf16-autocast"])
+def test_unimatch_two_input_decoder_example_runs(bf16: bool) -> None:
+    """examples/unimatch_two_input_decoder.py: the seven perturbations through UniMatch's shared two-input
+    decoder (a closure over c1), VAT after the clean decode whose graph is alive, G-Cutout guided by
+    stride-4 logits over a stride-16 c4, optionally under CPU bf16 autocast (torch and cct-perturb only)."""
+    import importlib.util
+    import math
+    import warnings
+
+    from cct_perturb import PERTURBATIONS
+
+    path = ROOT / "examples" / "unimatch_two_input_decoder.py"
+    spec = importlib.util.spec_from_file_location("unimatch_example", path)
+    assert spec is not None
+    assert spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)  # no VAT fallback, no "nothing cut" warning
+        history = module.main(steps=2, size=65, bf16=bf16)
+    assert len(history) == 2
+    for record in history:
+        assert all(math.isfinite(v) for v in record.values())
+        assert sorted(k[2:] for k in record if k.startswith("u_")) == sorted(PERTURBATIONS)
+        assert record["decodes"] == 1 + len(PERTURBATIONS)  # VAT's search counted no batch
