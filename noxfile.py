@@ -106,11 +106,10 @@ def demo(session: nox.Session) -> None:
 def bench(session: nox.Session) -> None:
     """Benchmarks: perturbations vs per-sample loops, and CCT vs supervised training steps."""
     dev_env(session)
-    session.run(
-        _bin("python"),
-        str(ROOT / "packages" / "cct-perturb" / "benchmarks" / "bench_perturb.py"),
-        external=True,
-    )
+    for bench in ("bench_perturb.py", "bench_image.py"):
+        session.run(
+            _bin("python"), str(ROOT / "packages" / "cct-perturb" / "benchmarks" / bench), external=True
+        )
     session.run(_bin("cct"), "bench", *session.posargs, external=True)
 
 
@@ -118,13 +117,19 @@ _RUN_README = """
 import re
 text = open({readme!r}).read()
 for block in re.findall(r"```python\\n(.*?)```", text, flags=re.S):
+    if {skip_image!r} and "cct_perturb.image" in block:  # the [image] extra's example needs kornia
+        continue
     exec(compile(block, "README.md", "exec"), {{"__name__": "__readme__"}})
 """
 
 
 @nox.session
 def install_alone(session: nox.Session) -> None:
-    """Install each small package alone into an empty venv, check what it pulled; run cct-perturb's README there."""
+    """Install each small package alone into an empty venv, check what it pulled; run cct-perturb's README there.
+
+    cct-perturb is checked plain first (torch only; its README's image example is skipped), then with its
+    [image] extra installed on top (kornia), where every README example must run.
+    """
     forbidden = {"timm", "accelerate", "typer", "segmentation-models-pytorch", "kornia"}
     for package, module in [
         ("cct-perturb", "cct_perturb"),
@@ -151,9 +156,13 @@ def install_alone(session: nox.Session) -> None:
         )
         readme = ROOT / "packages" / package / "README.md"
         if package == "cct-perturb":  # its README example must run with cct-perturb and torch alone
-            session.run(py, "-c", _RUN_README.format(readme=str(readme)), external=True)
+            session.run(py, "-c", _RUN_README.format(readme=str(readme), skip_image=True), external=True)
         listed = session.run(py, "-m", "pip", "list", "--format=freeze", silent=True, external=True) or ""
         names = {line.split("==")[0].lower().replace("_", "-") for line in listed.splitlines()}
         pulled = forbidden & names
         if pulled:
             session.error(f"{package} pulled {sorted(pulled)}")
+        if package == "cct-perturb":  # then the [image] extra on top: kornia, and every README example
+            extra = f"{ROOT / 'packages' / package}[image]"
+            session.run(py, "-m", "pip", "install", "-q", "-c", str(CONSTRAINTS), extra, external=True)
+            session.run(py, "-c", _RUN_README.format(readme=str(readme), skip_image=False), external=True)

@@ -100,6 +100,9 @@ def test_pip_resolves_small_package_alone(package: str, tmp_path: Path) -> None:
     assert package in pulled
     assert "torch" in pulled
     assert not pulled & HEAVY, f"{package} would pull {sorted(pulled & HEAVY)}"
+    assert "kornia" not in pulled, (
+        f"{package} would pull kornia (cct-perturb's is the optional [image] extra)"
+    )
     assert not pulled & ({"cct-train"} | set(SMALL) - {package})
 
 
@@ -119,7 +122,8 @@ def test_small_package_declares_only_what_it_imports(package: str) -> None:
                 imported.update(a.name.split(".")[0] for a in node.names)
             elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
                 imported.add(node.module.split(".")[0])
-    for spec in meta["dependencies"]:
+    extras = [spec for specs in meta.get("optional-dependencies", {}).values() for spec in specs]
+    for spec in [*meta["dependencies"], *extras]:  # an extra's requirement must be imported too
         name = _requirement_name(spec)
         assert _IMPORT_NAMES.get(name, name.replace("-", "_")) in imported, (
             f"{package} declares {name}, never imports it"

@@ -65,7 +65,8 @@ def test_cct_perturb_readme_runs_with_only_torch(tmp_path: Path) -> None:
     Cheaper than a fresh venv with torch reinstalled (`nox -s install_alone` does that, and runs the same
     example there): `python -S -E` (no site-packages, no PYTHONPATH) with a folder of symlinks to the
     installed distributions torch requires, and cct-perturb's src. timm, kornia and the sibling packages
-    must not be importable there.
+    must not be importable there: the feature example runs, the image example (the [image] extra) raises an
+    ImportError naming the pip line.
     """
     import subprocess
     import sys
@@ -92,6 +93,14 @@ text = open({str(ROOT / "packages" / "cct-perturb" / "README.md")!r}).read()
 blocks = re.findall(r"```python\\n(.*?)```", text, flags=re.S)
 assert blocks
 for block in blocks:
+    if "cct_perturb.image" in block:  # the [image] extra's example: without kornia, the pip line
+        try:
+            exec(compile(block, "README.md", "exec"), {{"__name__": "__readme__"}})
+        except ImportError as err:
+            assert "pip install 'cct-perturb[image]'" in str(err), str(err)
+            print("IMAGE EXAMPLE NEEDS THE EXTRA")
+            continue
+        raise AssertionError("the image example ran without kornia")
     exec(compile(block, "README.md", "exec"), {{"__name__": "__readme__"}})
 print("README OK")
 """
@@ -101,6 +110,7 @@ print("README OK")
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "README OK" in proc.stdout
     assert "unsupervised consistency loss" in proc.stdout
+    assert "IMAGE EXAMPLE NEEDS THE EXTRA" in proc.stdout
 
 
 @pytest.mark.slow
@@ -123,3 +133,30 @@ def test_ssl_deeplabv3plus_example_runs() -> None:
     for record in history:
         assert all(math.isfinite(v) for v in record.values())
         assert sorted(k[2:] for k in record if k.startswith("u_")) == sorted(names)
+
+
+@pytest.mark.parametrize("bf16", [False, True], ids=["float32", "bf16-autocast"])
+def test_unimatch_two_input_decoder_example_runs(bf16: bool) -> None:
+    """examples/unimatch_two_input_decoder.py: the seven perturbations through UniMatch's shared two-input
+    decoder (a closure over c1), VAT after the clean decode whose graph is alive, G-Cutout guided by
+    stride-4 logits over a stride-16 c4, optionally under CPU bf16 autocast (torch and cct-perturb only)."""
+    import importlib.util
+    import math
+    import warnings
+
+    from cct_perturb import PERTURBATIONS
+
+    path = ROOT / "examples" / "unimatch_two_input_decoder.py"
+    spec = importlib.util.spec_from_file_location("unimatch_example", path)
+    assert spec is not None
+    assert spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)  # no VAT fallback, no "nothing cut" warning
+        history = module.main(steps=2, size=65, bf16=bf16)
+    assert len(history) == 2
+    for record in history:
+        assert all(math.isfinite(v) for v in record.values())
+        assert sorted(k[2:] for k in record if k.startswith("u_")) == sorted(PERTURBATIONS)
+        assert record["decodes"] == 1 + len(PERTURBATIONS)  # VAT's search counted no batch

@@ -127,7 +127,7 @@ def test_registry_and_builder() -> None:
 
 
 def test_public_api() -> None:
-    assert cct_perturb.__version__ == "0.3.0"
+    assert cct_perturb.__version__ == "0.4.0"
     for name in cct_perturb.__all__:
         assert hasattr(cct_perturb, name)
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -13,6 +15,7 @@ from cct_perturb import (
     GuidedCutout,
     ObjectMask,
     SpatialDropout,
+    class_map,
     context_mask,
     create_perturbation,
     feature_drop,
@@ -148,16 +151,22 @@ def _square(crop: int, side: int, stride: int, batch: int = 1) -> tuple[torch.Te
     return torch.ones(batch, 4, h, h), _logits(labels, 2)
 
 
+@pytest.mark.filterwarnings("ignore:guided_cutout. a batch with objects got no cut")  # the 8-pixel default
 @pytest.mark.parametrize(("crop", "side"), [(161, 32), (161, 64), (97, 40)])
 def test_objects_are_cut_at_stride_16(crop: int, side: int) -> None:
     z, pred = _square(crop, side, 16)
-    erased = [(guided_cutout(z, pred, generator=g(s))[0, 0] == 0).sum().item() for s in range(8)]
+    erased = [(guided_cutout(z, pred, stride=16, generator=g(s))[0, 0] == 0).sum().item() for s in range(8)]
     assert min(erased) >= 1, erased
-    # the former default (8 feature pixels) never cut the 32x32 object at stride 16
+    assert torch.equal(
+        GuidedCutout(stride=16)(z, pred, generator=g(3)), guided_cutout(z, pred, stride=16, generator=g(3))
+    )
+    # without stride= the paper's stride 8 is assumed (8 feature pixels): the 32x32 object (2x2 = 4 feature
+    # pixels at stride 16) is not cut
     if side == 32:
-        assert torch.equal(guided_cutout(z, pred, min_region=8, generator=g(0)), z)
+        assert torch.equal(guided_cutout(z, pred, generator=g(0)), z)
 
 
+@pytest.mark.filterwarnings("ignore:guided_cutout. a batch with objects got no cut")  # below the threshold
 def test_stride_8_default_matches_the_former_threshold() -> None:
     """At stride 8 the default min_area (512 input pixels) is the former min_region=8 feature pixels."""
     for side in (16, 20, 23, 24, 40):  # 2x2 ... 5x5 feature pixels: across the threshold of 8
@@ -214,3 +223,177 @@ def test_integer_class_maps_equal_their_logits(fn) -> None:  # type: ignore[no-u
         fn(z, labels.to(torch.uint8), **({"generator": g(3)} if kwargs else {})),
         fn(z, pred, **({"generator": g(3)} if kwargs else {})),
     )
+
+
+# ---------------------------------------------------------------- issue 40, item 4: G-Cutout's minimum region
+@pytest.fixture
+def fresh_no_cut_check():  # type: ignore[no-untyped-def]
+    """The "no cut at all" check runs once per configuration and process: start each test afresh."""
+    from cct_perturb import cutout
+
+    cutout._NO_CUT_CHECKED.clear()
+    yield
+    cutout._NO_CUT_CHECKED.clear()
+
+
+def _unimatch_case(side: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """A 161 crop with a side x side object: c4 (stride 16, 11x11), its labels and logits at stride 4 (41x41,
+    what UniMatch's ``_decode`` returns) and at the input's size (161x161)."""
+    labels = torch.zeros(2, 161, 161, dtype=torch.long)
+    labels[:, 32 : 32 + side, 48 : 48 + side] = 2
+    labels_s4 = nearest_resize(labels, (41, 41))
+    return torch.ones(2, 8, 11, 11), labels, _logits(labels_s4, 3), _logits(labels, 3)
+
+
+@pytest.mark.usefixtures("fresh_no_cut_check")
+def test_the_minimum_region_does_not_depend_on_the_predictions_resolution() -> None:
+    """UniMatch: z = c4 at stride 16 (11x11), the guide its decoder's logits at stride 4 (41x41). With
+    min_area in the prediction's pixels (0.2-0.3) the minimum was 512 * 121 / 1681 = 37 feature pixels and
+    even a 64x64 object (16 feature pixels) was never cut."""
+    z, _, pred_s4, pred_full = _unimatch_case(64)
+    assert torch.equal(class_map(pred_s4, (11, 11)), class_map(pred_full, (11, 11)))  # same objects on z
+    for kwargs in ({}, {"stride": 16}, {"stride": (16, 16)}):
+        for seed in range(4):
+            at_s4 = guided_cutout(z, pred_s4, generator=g(seed), **kwargs)  # type: ignore[arg-type]
+            assert (at_s4 == 0).any(), (kwargs, seed)
+            # the same cut whatever resolution the guide has: logits at stride 4, at the input's size, or
+            # a class map at z's size
+            assert torch.equal(at_s4, guided_cutout(z, pred_full, generator=g(seed), **kwargs))  # type: ignore[arg-type]
+            assert torch.equal(
+                at_s4,
+                guided_cutout(z, class_map(pred_full, (11, 11)), generator=g(seed), **kwargs),  # type: ignore[arg-type]
+            )
+    # the threshold is min_area / stride**2 feature pixels: 16 feature pixels are cut below 1024 input pixels
+    # at stride 8, not at 2048
+    assert (guided_cutout(z, pred_s4, min_area=1024, generator=g(0)) == 0).any()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # ten such batches would warn
+        assert torch.equal(guided_cutout(z, pred_s4, min_area=2048, generator=g(0)), z)
+    assert (guided_cutout(z, pred_s4, min_area=4096, stride=16, generator=g(0)) == 0).any()
+
+
+@pytest.mark.usefixtures("fresh_no_cut_check")
+def test_batches_with_objects_and_no_cut_warn_once() -> None:
+    """Ten batches with objects and not one cut: a wrong stride (or min_area), said once, then no checks."""
+    z, _, pred_s4, _ = _unimatch_case(32)  # 2x2 feature pixels at stride 16, below the default 8
+    background_only = _logits(torch.zeros(2, 41, 41, dtype=torch.long), 3)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        for seed in range(12):  # batches without objects say nothing and do not count
+            guided_cutout(z, background_only, generator=g(seed))
+        for seed in range(9):  # one batch without a cut is no evidence (an untrained decoder's speckles)
+            assert torch.equal(guided_cutout(z, pred_s4, generator=g(seed)), z)
+    with pytest.warns(
+        RuntimeWarning,
+        match=r"first 10 batches with objects got no cut .*largest object region had 4 feature pixels.*"
+        r"minimum of 8 .*stride=",
+    ):
+        assert torch.equal(GuidedCutout()(z, pred_s4, generator=g(9)), z)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # once: no second warning, and no more checks
+        for seed in range(12):
+            guided_cutout(z, pred_s4, generator=g(seed))
+        assert (guided_cutout(z, pred_s4, stride=16, generator=g(0)) == 0).any()  # told the stride: cut
+
+
+@pytest.mark.usefixtures("fresh_no_cut_check")
+def test_a_cut_ends_the_check_and_tiny_boxes_are_named() -> None:
+    z, _, pred_s4, _ = _unimatch_case(64)
+    _, _, small, _ = _unimatch_case(32)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert (guided_cutout(z, pred_s4, generator=g(0)) == 0).any()  # a cut: this configuration is sound
+        for seed in range(12):
+            guided_cutout(z, small, generator=g(seed))  # later batches without a cut: not checked
+    # boxes that reach the minimum but round to nothing are named as such
+    labels = torch.zeros(1, 8, 8, dtype=torch.long)
+    labels[0, 2, 2:4] = 1  # a 1x2 box: round(0.4) = 0 rows
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        for seed in range(9):
+            guided_cutout(torch.ones(1, 1, 8, 8), labels, min_region=1, generator=g(seed))
+    with pytest.warns(RuntimeWarning, match="boxes are too small.*rounding='stochastic'"):
+        guided_cutout(torch.ones(1, 1, 8, 8), labels, min_region=1, generator=g(9))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        for seed in range(10):  # erase=0 asks for no cut
+            guided_cutout(torch.ones(1, 1, 8, 8), labels, erase=0.0, min_region=1, generator=g(seed))
+
+
+def test_stride_is_checked() -> None:
+    z, pred = _realistic()
+    for bad in (0, -8, "16", (16,), True):
+        with pytest.raises(TypeError, match="`stride` must be None"):
+            guided_cutout(z, pred, stride=bad)  # type: ignore[arg-type]
+        with pytest.raises(TypeError, match="`stride` must be None"):
+            GuidedCutout(stride=bad)  # type: ignore[arg-type]
+    assert "stride=16" in repr(GuidedCutout(stride=16))
+
+
+# ---------------------------------------------------------------- issue 40, item 5: the ignore label
+def _with_void() -> tuple[torch.Tensor, torch.Tensor]:
+    """A class map with an object (class 3) and a void region (255), both 32x32 on a 64x64 map."""
+    labels = torch.zeros(2, 64, 64, dtype=torch.long)
+    labels[:, 0:32, 0:32] = 3
+    labels[:, 32:64, 32:64] = 255
+    return torch.randn(2, 16, 8, 8, generator=g(0)).abs() + 1, labels
+
+
+@pytest.mark.filterwarnings("ignore:guided_cutout. a batch with objects got no cut")
+def test_the_ignore_label_of_a_class_map_is_never_an_object() -> None:
+    z, labels = _with_void()
+    void = torch.zeros(2, 1, 8, 8, dtype=torch.bool)
+    void[..., 4:, 4:] = True
+    obj = torch.zeros(2, 1, 8, 8, dtype=torch.bool)
+    obj[..., :4, :4] = True
+    # object_mask zeroes the object only; context_mask zeroes everything else, the void included
+    assert torch.equal(object_mask(z, labels), torch.where(obj, 0.0, z))
+    assert torch.equal(context_mask(z, labels), torch.where(obj, z, 0.0))
+    assert torch.equal(ObjectMask()(z, labels), object_mask(z, labels))
+    assert torch.equal(ContextMask(ignore=255)(z, labels), context_mask(z, labels))
+    # G-Cutout never cuts in the void
+    for seed in range(10):
+        out = guided_cutout(z, labels, generator=g(seed))
+        assert torch.equal(out[void.expand_as(z)], z[void.expand_as(z)])
+        assert (out[:, :, :4, :4] == 0).any()
+        assert torch.equal(GuidedCutout()(z, labels, generator=g(seed)), out)
+    # another void label, or none (255 an ordinary class, as before 0.4)
+    relabelled = torch.where(labels == 255, 250, labels)
+    assert torch.equal(object_mask(z, relabelled, ignore=250), object_mask(z, labels))
+    assert torch.equal(object_mask(z, labels, ignore=None), torch.where(obj | void, 0.0, z))
+    assert torch.equal(object_mask(z, labels, background=(0, 255), ignore=None), object_mask(z, labels))
+    assert "ignore=255" in repr(ObjectMask())
+
+
+def test_the_ignore_label_does_not_apply_to_logits() -> None:
+    """A prediction's argmax is always a class: class 255 of a 300-class model is an object."""
+    z = torch.ones(1, 4, 8, 8)
+    labels = torch.zeros(1, 8, 8, dtype=torch.long)
+    labels[0, :4] = 255
+    logits = _logits(labels, 300)
+    assert torch.equal(object_mask(z, logits), object_mask(z, labels, ignore=None))
+    assert not torch.equal(object_mask(z, logits), object_mask(z, labels))
+
+
+def test_the_ignore_argument_is_checked() -> None:
+    z, labels = _with_void()
+    for bad in (2.5, "255", True):
+        with pytest.raises(TypeError, match="`ignore` must be the void label"):
+            object_mask(z, labels, ignore=bad)  # type: ignore[arg-type]
+        with pytest.raises(TypeError, match="`ignore` must be the void label"):
+            GuidedCutout(ignore=bad)  # type: ignore[arg-type]
+
+
+# ---------------------------------------------------------------- issue 40, item 5: generators and modules
+def test_a_generator_passed_positionally_to_a_module_is_named() -> None:
+    z, pred = _realistic()
+    gen = torch.Generator()
+    decoder = torch.nn.Conv2d(256, 21, 1)
+    for name in PERTURBATIONS:
+        module = create_perturbation(name)
+        extra = {"features": (), "prediction": (pred,), "decoder": (decoder,)}[module.inputs]
+        with pytest.raises(TypeError, match=rf"{type(module).__name__}: pass a generator as generator="):
+            module(z, *extra, gen)
+        module(z, *extra, generator=gen)  # the keyword works
+    with pytest.raises(TypeError, match=r"VAT takes forward\(z, decoder, target=None"):
+        create_perturbation("vat")(z, decoder, None, gen)

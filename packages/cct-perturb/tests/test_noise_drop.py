@@ -45,6 +45,33 @@ def test_feature_noise_uses_the_range() -> None:
     assert abs(ratio.mean().item()) < 0.01
 
 
+def test_feature_noise_is_uniform_and_independent() -> None:
+    """The CPU draws 16 random bits per element, four elements per int64 draw: the noise must still be
+    U(-r, r) on a grid of 65536 levels, symmetric, and neighbours (lanes of one draw) uncorrelated."""
+    r = 0.3
+    z = torch.ones(4, 64, 32, 32)
+    noise = (feature_noise(z, r, generator=g(1)) - 1).double().flatten()
+    levels = noise / (2 * r / 65536) - 0.5
+    assert torch.allclose(levels, levels.round(), atol=1e-2)
+    assert levels.min() >= -32768
+    assert levels.max() <= 32767
+    counts = torch.histc(noise, bins=20, min=-r, max=r)
+    expected = noise.numel() / 20
+    assert torch.all((counts - expected).abs() < 5 * expected**0.5), counts  # 5 sigma
+    assert abs(noise.mean().item()) < 5 * r / (3 * noise.numel()) ** 0.5
+    assert abs(noise.std().item() - r / 3**0.5) < 1e-3
+    for lag in (1, 2, 3, 4):  # lanes of one 64-bit word, and the next word
+        corr = torch.corrcoef(torch.stack([noise[:-lag], noise[lag:]]))[0, 1]
+        assert abs(corr.item()) < 5 / noise.numel() ** 0.5, (lag, corr)
+    # an odd number of elements (not a multiple of four lanes) and every dtype
+    for dtype in (torch.float32, torch.bfloat16, torch.float16, torch.float64):
+        odd = torch.ones(3, 5, 7, 3, dtype=dtype)
+        out = feature_noise(odd, r, generator=g(2))
+        assert out.dtype == dtype
+        assert torch.all((out.double() - 1).abs() <= r + 1e-2)
+        assert torch.equal(out, feature_noise(odd, r, generator=g(2)))
+
+
 def test_feature_noise_per_sample() -> None:
     z = torch.randn(1, 8, 5, 5).expand(3, -1, -1, -1).contiguous()
     out = feature_noise(z, generator=g(0))

@@ -250,6 +250,10 @@ def test_background_and_perturbation_kwargs_propagate() -> None:
     assert tuple(by_name["guided_cutout"].background) == (2,)  # type: ignore[arg-type]
     assert tuple(by_name["context_mask"].background) == (1,)  # type: ignore[arg-type]
     assert by_name["vat"].eps == 0.5
+    # G-Cutout's minimum region is in input pixels at z's output stride: the model passes its own
+    assert by_name["guided_cutout"].stride == model.output_stride
+    told = _model(perturbations={"guided_cutout": 1}, perturbation_kwargs={"guided_cutout": {"stride": 4}})
+    assert told.perturbations[0].stride == 4
     with pytest.raises(ValueError, match="feature_noise"):
         _model(perturbations={"feature_nois": 1})
     with pytest.raises(ValueError, match=">= 0"):

@@ -172,8 +172,47 @@ def class_map(pred: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     return nearest_resize(_argmax_classes(pred), (h, w))
 
 
+#: The label of void pixels in integer class maps (VOC, Cityscapes, CamVid converted): never an object.
+DEFAULT_IGNORE = 255
+
+
+def _as_ignore(fn: str, ignore: object) -> int | None:
+    if ignore is None:
+        return None
+    if isinstance(ignore, bool) or not isinstance(ignore, int):
+        hint = " (pass a generator as generator=)" if isinstance(ignore, torch.Generator) else ""
+        raise TypeError(
+            f"{fn}: `ignore` must be the void label of class maps (an int, default 255) or None, "
+            f"got {_describe(ignore)}{hint}"
+        )
+    return int(ignore)
+
+
+def _classes_and_objects(
+    pred: torch.Tensor,
+    size: tuple[int, int],
+    background: Sequence[int] | int,
+    ignore: int | None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(classes, objects)`` at ``size``: the class map (B, h, w) long and where it shows objects (bool)."""
+    labels = class_map(pred, size)
+    bg = _as_background(background)
+    objects = torch.ones_like(labels, dtype=torch.bool)
+    if len(bg) > 0:
+        objects = ~torch.isin(labels, torch.tensor(bg, dtype=labels.dtype, device=labels.device))
+    # Only a class map has void pixels: a prediction's argmax is always a class, even class 255 of a
+    # model with more than 255 classes.
+    if ignore is not None and pred.ndim == 3:
+        objects = objects & (labels != ignore)
+    return labels, objects
+
+
 def object_mask_from_prediction(
-    pred: torch.Tensor, size: tuple[int, int], background: Sequence[int] | int = (0,)
+    pred: torch.Tensor,
+    size: tuple[int, int],
+    background: Sequence[int] | int = (0,),
+    *,
+    ignore: int | None = DEFAULT_IGNORE,
 ) -> torch.Tensor:
     r"""Where the prediction sees objects: ``argmax(pred)`` not in ``background``, at ``size`` (nearest).
 
@@ -181,16 +220,13 @@ def object_mask_from_prediction(
         pred: logits :math:`(B, C, H, W)` of any spatial size, or a class map :math:`(B, H, W)`.
         size: spatial size ``(h, w)`` of the features the mask applies to.
         background: the background class indices (VOC: ``(0,)``); ``()`` makes every pixel an object.
+        ignore: the void label of a class map (default 255): never an object, whatever ``background``
+            says. ``None``: no void label. Logits are not affected (their argmax is always a class).
 
     Returns:
         boolean mask :math:`(B, h, w)`, ``True`` on objects.
     """
-    labels = class_map(pred, size)
-    bg = _as_background(background)
-    if len(bg) == 0:
-        return torch.ones_like(labels, dtype=torch.bool)
-    bg_t = torch.tensor(bg, dtype=labels.dtype, device=labels.device)
-    return ~torch.isin(labels, bg_t)
+    return _classes_and_objects(pred, size, background, _as_ignore("object_mask", ignore))[1]
 
 
 def l2_normalize_per_sample(x: torch.Tensor, fallback: torch.Tensor | None = None) -> torch.Tensor:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 from typing import ClassVar, Literal
 
@@ -10,23 +11,34 @@ import torch.nn.functional as F
 
 from cct_perturb._base import Perturbation, PerturbationInputs
 from cct_perturb._utils import (
+    DEFAULT_IGNORE,
     _as_background,
+    _as_ignore,
     _check_features,
     _check_generator,
     _check_number,
     _check_prediction,
-    class_map,
+    _classes_and_objects,
 )
 
 __all__ = ["GuidedCutout", "guided_cutout", "guided_cutout_mask", "label_regions"]
 
 Rounding = Literal["round", "stochastic"]
 
-#: Default minimum region area in pixels of the PREDICTION's resolution (the input's, in CCT): 512 is 8
-#: feature pixels at output stride 8 (the former default, about what the original's "contour of more
-#: than 50 points" encloses) and 2 at stride 16.
+#: Default minimum region area in pixels of the INPUT IMAGE: 512 is 8 feature pixels at the paper's output
+#: stride 8 (about what the original's "contour of more than 50 points" at full resolution encloses) and
+#: 2 at stride 16 (``stride=16``).
 DEFAULT_MIN_AREA = 512.0
-_PAPER_STRIDE = 8
+#: The output stride of ``z`` assumed when ``stride`` is not given (the paper's).
+DEFAULT_STRIDE = 8
+
+Stride = int | float | tuple[int | float, int | float]
+
+# "Nothing cut" check, per configuration (h, w, minimum region, erase, rounding): the number of batches with
+# objects that got no rectangle so far and the largest region seen in them, or None once settled (a cut
+# was seen, or the warning was given): then no more checks, no more host synchronisations.
+_NO_CUT_PATIENCE = 10
+_NO_CUT_CHECKED: dict[tuple[object, ...], tuple[int, int] | None] = {}
 
 # Half of the 8-neighbourhood: every undirected edge of the pixel grid appears once.
 _OFFSETS = ((0, 1), (1, -1), (1, 0), (1, 1))
@@ -89,9 +101,25 @@ def label_regions(keys: torch.Tensor, num_iterations: int | None = None) -> torc
     return torch.where(valid, labels, torch.full_like(labels, -1))
 
 
+def _check_stride(fn: str, stride: object) -> tuple[float, float]:
+    if stride is None:
+        return float(DEFAULT_STRIDE), float(DEFAULT_STRIDE)
+    pair = stride if isinstance(stride, tuple | list) and len(stride) == 2 else (stride, stride)
+    out = []
+    for s in pair:
+        if isinstance(s, bool) or not isinstance(s, int | float) or not s > 0:
+            hint = " (pass a generator as generator=)" if isinstance(stride, torch.Generator) else ""
+            raise TypeError(
+                f"{fn}: `stride` must be None (the paper's 8) or z's output stride relative to the input "
+                f"image, a number > 0 or a pair (rows, columns), got {stride!r}{hint}"
+            )
+        out.append(float(s))
+    return out[0], out[1]
+
+
 def _check_cutout_args(
-    fn: str, erase: object, min_region: object, min_area: object, rounding: object
-) -> tuple[float, float | None, float]:
+    fn: str, erase: object, min_region: object, min_area: object, rounding: object, stride: object
+) -> tuple[float, float | None, float, tuple[float, float]]:
     e = _check_number(fn, "erase", erase)
     if not 0.0 <= e <= 1.0:
         raise ValueError(f"erase must be in [0, 1], got {erase}")
@@ -106,7 +134,60 @@ def _check_cutout_args(
         raise ValueError(f"{fn}: `min_area` must be >= 0, got {min_area}")
     if rounding not in ("round", "stochastic"):
         raise ValueError(f"{fn}: `rounding` must be 'round' or 'stochastic', got {rounding!r}")
-    return e, None if min_region is None else float(min_region), area
+    return e, None if min_region is None else float(min_region), area, _check_stride(fn, stride)
+
+
+def _warn_once_if_nothing_cut(
+    key: tuple[object, ...],
+    objects: torch.Tensor,
+    count: torch.Tensor,
+    active: torch.Tensor,
+    how: str,
+) -> None:
+    """Warn (once per configuration) when the first batches with objects get no rectangle at all.
+
+    A minimum region the caller's objects never reach (a wrong ``stride``, or ``min_area`` given at
+    another resolution) switches G-Cutout off silently. Checking costs a host synchronisation: it stops at
+    the first batch with a cut (in a sound setting, the first batch with objects), and warns after
+    ``_NO_CUT_PATIENCE`` batches with objects and no cut (one such batch is no evidence: an untrained
+    main decoder predicts speckles). Never while compiling.
+    """
+    state = _NO_CUT_CHECKED.get(key, (0, 0))
+    if state is None or torch.compiler.is_compiling():
+        return
+    has_objects, any_cut, largest = torch.stack(
+        [objects.any().long(), active.any().long(), count.max()]
+    ).tolist()
+    if not has_objects:
+        return  # e.g. a main decoder that predicts background everywhere: nothing to judge
+    if any_cut:
+        _NO_CUT_CHECKED[key] = None
+        return
+    batches, largest = state[0] + 1, max(state[1], int(largest))
+    if batches < _NO_CUT_PATIENCE:
+        _NO_CUT_CHECKED[key] = (batches, largest)
+        return
+    _NO_CUT_CHECKED[key] = None
+    h, w, min_z, erase, rounding = key
+    if largest < min_z:  # type: ignore[operator]
+        why = (
+            f"their largest object region had {largest} feature pixels, below the minimum of {min_z:g} "
+            f"({how}). The minimum is in input-image pixels at z's output stride (stride=, default 8), "
+            "whatever the prediction's resolution: pass z's stride (e.g. stride=16), a smaller min_area, "
+            "or min_region= (feature pixels)"
+        )
+    else:
+        why = (
+            f"their regions reach the minimum of {min_z:g} feature pixels ({how}) but their boxes are too "
+            f"small to erase {erase:g} of a side with rounding={rounding!r} (rounding='stochastic' erases "
+            "erase**2 of any box on average)"
+        )
+    warnings.warn(
+        f"guided_cutout: the first {batches} batches with objects got no cut at all (z {h}x{w}): {why}. "
+        "Warned once.",
+        RuntimeWarning,
+        stacklevel=4,
+    )
 
 
 def guided_cutout_mask(
@@ -117,6 +198,8 @@ def guided_cutout_mask(
     min_region: int | None = None,
     *,
     min_area: float = DEFAULT_MIN_AREA,
+    stride: Stride | None = None,
+    ignore: int | None = DEFAULT_IGNORE,
     rounding: Rounding = "round",
     per_class: bool = True,
     num_iterations: int | None = None,
@@ -127,22 +210,20 @@ def guided_cutout_mask(
     Args:
         pred: logits :math:`(B, C, H, W)` of any spatial size, or a class map :math:`(B, H, W)`.
         size: spatial size ``(h, w)`` of the features.
-        erase, background, min_region, min_area, rounding, per_class, num_iterations, generator: see
-            :func:`guided_cutout`.
+        erase, background, min_region, min_area, stride, ignore, rounding, per_class, num_iterations,
+            generator: see :func:`guided_cutout`.
 
     Returns:
         boolean mask :math:`(B, 1, h, w)` on ``pred.device``, ``True`` where features are kept.
     """
-    erase, min_z, min_area = _check_cutout_args("guided_cutout", erase, min_region, min_area, rounding)
+    erase, min_z, min_area, (stride_h, stride_w) = _check_cutout_args(
+        "guided_cutout", erase, min_region, min_area, rounding, stride
+    )
     _check_generator("guided_cutout", generator)
     h, w = int(size[0]), int(size[1])
     device = pred.device
-    labels_map = class_map(pred, (h, w))
+    labels_map, objects = _classes_and_objects(pred, (h, w), background, _as_ignore("guided_cutout", ignore))
     batch = labels_map.shape[0]
-    bg = _as_background(background)
-    objects = torch.ones_like(labels_map, dtype=torch.bool)
-    if len(bg) > 0:
-        objects = ~torch.isin(labels_map, torch.tensor(bg, dtype=labels_map.dtype, device=device))
     keys = labels_map if per_class else torch.zeros_like(labels_map)
     keys = torch.where(objects, keys, torch.full_like(keys, -1))
     regions = label_regions(keys, num_iterations)
@@ -161,11 +242,12 @@ def guided_cutout_mask(
     c_min = big.scatter_reduce(0, seg, cols, reduce="amin")[:n]
     c_max = small.scatter_reduce(0, seg, cols, reduce="amax")[:n]
     if min_z is None:
-        # min_area is in pixels of the prediction: scale it by the area ratio to z's resolution. A
-        # prediction no larger than z (a class map at z's size) tells no stride: the paper's 8 is assumed.
-        pred_px = int(pred.shape[-2]) * int(pred.shape[-1])
-        area_ratio = pred_px / float(h * w) if pred_px > h * w else float(_PAPER_STRIDE**2)
-        min_z = min_area / area_ratio
+        # min_area is in input-image pixels: one feature pixel covers stride_h * stride_w of them. The
+        # prediction's resolution plays no part (UniMatch's logits are at stride 4 over a stride-16 z).
+        min_z = min_area / (stride_h * stride_w)
+        how = f"min_area={min_area:g} input pixels at stride {stride_h:g}x{stride_w:g}"
+    else:
+        how = f"min_region={min_z:g}"
     active = (count[:n] > 0) & (count[:n].float() >= min_z)
 
     box_h = (r_max - r_min + 1).clamp(min=0)
@@ -184,6 +266,8 @@ def guided_cutout_mask(
     off_h = torch.minimum(torch.floor(u[0] * (slack_h + 1).float()).long(), slack_h)
     off_w = torch.minimum(torch.floor(u[1] * (slack_w + 1).float()).long(), slack_w)
     active = active & (rect_h > 0) & (rect_w > 0)
+    if erase > 0 and n > 0:  # erase=0 asks for no cut
+        _warn_once_if_nothing_cut((h, w, min_z, erase, rounding), objects, count[:n], active, how)
     zero = torch.zeros_like(r_min)
     r0 = torch.where(active, r_min + off_h, zero)
     c0 = torch.where(active, c_min + off_w, zero)
@@ -212,6 +296,8 @@ def guided_cutout(
     min_region: int | None = None,
     *,
     min_area: float = DEFAULT_MIN_AREA,
+    stride: Stride | None = None,
+    ignore: int | None = DEFAULT_IGNORE,
     rounding: Rounding = "round",
     per_class: bool = True,
     num_iterations: int | None = None,
@@ -227,30 +313,37 @@ def guided_cutout(
     ``erase**2`` of the box: 16% with ``erase=0.4``). The rectangle may cover background pixels inside the
     box, as in the original.
 
-    Large enough, at any output stride: ``min_area`` is measured in pixels of the PREDICTION (the input
-    resolution when ``pred`` is the main decoder's full-size logits) and converted to z's resolution by the
-    area ratio ``h * w / (H * W)``; the default 512 is 8 feature pixels at output stride 8 (the former
-    default, about what the original's "contours of more than 50 points at full resolution" enclose) and
-    2 at stride 16 (a 32x32-pixel object is cut). A ``pred`` no larger than ``z`` (e.g. a class map at
-    z's size) tells no stride: stride 8 is assumed (8 feature pixels). ``min_region`` (pixels at z's
-    resolution) overrides ``min_area``. ``rounding="stochastic"`` rounds each side up with
+    Large enough, whatever the prediction's resolution: ``min_area`` is in pixels of the INPUT IMAGE
+    and one feature pixel covers ``stride**2`` of them, so a region needs ``min_area / stride**2``
+    feature pixels. ``stride`` is z's output stride relative to the input (default ``None``: the paper's
+    8); the default 512 is 8 feature pixels at stride 8 (about what the original's "contours of more than
+    50 points at full resolution" enclose) and 2 at ``stride=16`` (a 32x32-pixel object is cut). The
+    prediction only says where the objects are: logits at the input's size, at stride 4 (UniMatch's
+    decoder) or a class map at z's size give the same threshold. ``min_region`` (pixels at z's
+    resolution) overrides both. When the first 10 batches with objects (per configuration and process)
+    get no rectangle at all, a ``RuntimeWarning`` says why (their largest region and the minimum): the
+    check costs a host synchronisation per batch until the first cut (in a sound setting, the first batch
+    with objects), then none. ``rounding="stochastic"`` rounds each side up with
     probability its fractional part, so that the expected erased side is ``erase * box`` exactly even for
     boxes of 1-3 feature pixels (``"round"``, the default: 1 of 2 pixels, 0 of 1).
 
     Everything runs on ``z``'s device for the whole batch at once (region labelling by label propagation,
     bounding boxes by ``scatter_reduce``, rectangles painted with a difference array): no per-sample or
-    per-region Python loop and no host synchronisation.
+    per-region Python loop and, past the check above, no host synchronisation.
 
     Args:
         z: features :math:`(B, D, h, w)`.
         pred: the main decoder's logits :math:`(B, C, H, W)` (any ``H, W``), or an integer class map
-            :math:`(B, H, W)` (e.g. ``logits.argmax(1)`` or labels; 255-like ids are ordinary classes
-            unless listed in ``background``).
+            :math:`(B, H, W)` (e.g. ``logits.argmax(1)`` or labels; void pixels: ``ignore``).
         erase: side fraction of the box to erase, in ``[0, 1]`` (paper: 0.4).
         background: background class indices.
         min_region: ``None`` (default: from ``min_area``) or the minimum region size in pixels at ``z``'s
             resolution.
-        min_area: minimum region area in pixels at ``pred``'s resolution (default 512).
+        min_area: minimum region area in pixels of the input image (default 512).
+        stride: z's output stride relative to the input image, a number or ``(rows, columns)``; ``None``
+            (default): 8, the paper's. Converts ``min_area`` to feature pixels.
+        ignore: the void label of an integer class map (default 255): never an object. ``None``: no
+            void label. Does not apply to logits (their argmax is always a class).
         rounding: ``"round"`` (default) or ``"stochastic"`` rounding of the rectangle's sides.
         per_class: label connected regions per class (default) or on the binary object mask.
         num_iterations: label-propagation steps, see :func:`label_regions`.
@@ -275,6 +368,8 @@ def guided_cutout(
         background,
         min_region,
         min_area=min_area,
+        stride=stride,
+        ignore=ignore,
         rounding=rounding,
         per_class=per_class,
         num_iterations=num_iterations,
@@ -295,14 +390,18 @@ class GuidedCutout(Perturbation):
         min_region: int | None = None,
         *,
         min_area: float = DEFAULT_MIN_AREA,
+        stride: Stride | None = None,
+        ignore: int | None = DEFAULT_IGNORE,
         rounding: Rounding = "round",
         per_class: bool = True,
         num_iterations: int | None = None,
     ) -> None:
         super().__init__()
-        self.erase, _, self.min_area = _check_cutout_args(
-            "GuidedCutout", erase, min_region, min_area, rounding
+        self.erase, _, self.min_area, _ = _check_cutout_args(
+            "GuidedCutout", erase, min_region, min_area, rounding, stride
         )
+        self.stride = stride
+        self.ignore = _as_ignore("GuidedCutout", ignore)
         self.background = _as_background(background)
         self.min_region = min_region
         self.rounding: Rounding = rounding
@@ -319,6 +418,8 @@ class GuidedCutout(Perturbation):
             self.background,
             self.min_region,
             min_area=self.min_area,
+            stride=self.stride,
+            ignore=self.ignore,
             rounding=self.rounding,
             per_class=self.per_class,
             num_iterations=self.num_iterations,
@@ -328,5 +429,6 @@ class GuidedCutout(Perturbation):
     def extra_repr(self) -> str:
         return (
             f"erase={self.erase}, background={self.background}, min_region={self.min_region}, "
-            f"min_area={self.min_area}, rounding={self.rounding!r}, per_class={self.per_class}"
+            f"min_area={self.min_area}, stride={self.stride}, ignore={self.ignore}, rounding={self.rounding!r}, "
+            f"per_class={self.per_class}"
         )

@@ -19,7 +19,11 @@ def feature_noise(
 
     ``N`` has the full shape of ``z``: every sample and every element draws its own value (the original
     code shared one noise tensor across the batch). Hence :math:`|\tilde z - z| \le r |z|` elementwise.
-    The arithmetic is done in float32 and the result cast back to ``z.dtype``; the graph to ``z`` is kept.
+    On the CPU, ``N`` takes 65536 evenly spaced values in ``(-r, r)`` (16 random bits per element, drawn
+    64 at a time: 2-3x faster than a float32 ``uniform_``, whose serial per-element loop dominated);
+    elsewhere it is a float32 uniform.
+    The arithmetic is done in float32 (float64 for a float64 ``z``) and the result cast back to
+    ``z.dtype``; the graph to ``z`` is kept.
 
     Args:
         z: features :math:`(B, D, h, w)`.
@@ -39,11 +43,27 @@ def feature_noise(
     _check_generator("feature_noise", generator)
     if r < 0:
         raise ValueError(f"uniform_range must be >= 0, got {uniform_range}")
-    noise = torch.empty(z.shape, device=z.device, dtype=torch.float32).uniform_(-r, r, generator=generator)
-    if z.dtype == torch.float32:
-        return torch.addcmul(z, z, noise)
-    zf = z.float()
-    return torch.addcmul(zf, zf, noise).to(z.dtype)
+    # Half types are computed in float32 (and cast back); float64 stays float64.
+    zf = z if z.dtype in (torch.float32, torch.float64) else z.float()
+    if z.device.type == "cpu":
+        # The CPU draws random numbers serially, one kernel iteration per element: uniform_ over z's 3.4M
+        # elements (8 x 256 x 41 x 41) took 16-18 ms, 25x a Dropout2d, which draws B * D numbers. Each
+        # iteration of a full-range int64 draw gives 64 random bits: split into four int16 lanes it is a
+        # quarter of the iterations (2.8 ms). N = (k + 0.5) * 2r / 2^16 for k uniform in [-2^15, 2^15):
+        # symmetric, |N| < r, 65536 levels over (-r, r) (float32's uniform_ has 2^24; the noise is
+        # multiplied by z and often rounded to bf16's 8 bits anyway).
+        n = z.numel()
+        words = torch.empty((n + 3) // 4, dtype=torch.int64).random_(-(2**63), None, generator=generator)
+        lanes = words.view(torch.int16)[:n].view(z.shape)
+        noise = lanes + 0.5  # int16 + float -> float32, one pass
+        out = torch.addcmul(zf, zf, noise, value=2.0 * r / 65536.0)
+    else:
+        # CUDA draws in parallel (Philox): a plain float32 uniform costs no more than the addcmul.
+        noise = torch.empty(z.shape, device=z.device, dtype=torch.float32).uniform_(
+            -r, r, generator=generator
+        )
+        out = torch.addcmul(zf, zf, noise)
+    return out if out.dtype == z.dtype else out.to(z.dtype)
 
 
 class FeatureNoise(Perturbation):

@@ -4,14 +4,18 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import threading
 import warnings
 from collections.abc import Callable, Iterator
-from typing import ClassVar, Literal
+from typing import Any, ClassVar, Literal
 
 import torch
 import torch.autograd.forward_ad as fwAD
 import torch.nn.functional as F
 from torch import nn
+from torch.nn.modules.module import register_module_forward_pre_hook
+from torch.nn.parameter import UninitializedBuffer
+from torch.overrides import TorchFunctionMode
 
 from cct_perturb._base import Perturbation, PerturbationInputs
 from cct_perturb._utils import _check_features, l2_normalize_per_sample
@@ -46,27 +50,49 @@ def _kl_to_target(logits: torch.Tensor, target_prob: torch.Tensor) -> torch.Tens
 
 
 @contextlib.contextmanager
-def _frozen_running_stats(decoder: Decoder) -> Iterator[None]:
-    """Restore the running statistics of the decoder's normalisation layers (BatchNorm...) on exit.
+def _modules_on_buffer_copies() -> Iterator[None]:
+    """Run every module called during the search (from this thread) on copies of its buffers.
 
-    The search runs the decoder in whatever mode the caller set (train mode: BatchNorm normalises with
-    the batch's statistics, as the training forward does), but its extra forwards must not count as
-    batches seen: ``running_mean``, ``running_var`` and ``num_batches_tracked`` are put back.
+    A BatchNorm layer in train mode updates ``running_mean``, ``running_var`` and ``num_batches_tracked``
+    during its forward, so the search's extra forwards would count as batches seen. Copying the old values
+    back afterwards (``buf.copy_``, cct-perturb 0.2-0.3) bumps the buffers' version counters, and a graph
+    the caller built with the same decoder before ``vat()`` (a shared head: UniMatch decodes clean and
+    perturbed features with one decoder) saved them at their old version: its backward failed ("modified
+    by an inplace operation"). So the originals are never written: when a module is first called during
+    the search, its buffers are replaced, by assignment in its buffer dict, with clones, and the original
+    tensor objects are put back on exit. The modules are found by a global forward pre-hook rather than by
+    walking ``decoder.modules()``, so a decoder that is a closure (``lambda t: model.decode(c1, t)``), a
+    bound method or a plain function calling modules is covered as well as an ``nn.Module``. Only calls
+    from this thread are affected (other threads, e.g. DataParallel replicas, keep their own); calls made
+    later in other threads (autograd's recomputation of a checkpointed module) find the copies already in
+    place. Buffers shared by several modules share one copy.
     """
-    saved: list[tuple[torch.Tensor, torch.Tensor]] = []
-    if isinstance(decoder, nn.Module):
-        for module in decoder.modules():
-            if isinstance(module, nn.modules.batchnorm._NormBase) and module.training:
-                for buf in (module.running_mean, module.running_var, module.num_batches_tracked):
-                    if buf is not None:
-                        saved.append((buf, buf.detach().clone()))
+    thread = threading.get_ident()
+    seen: dict[int, nn.Module] = {}  # keeps the modules alive, so their ids stay unique
+    copies: dict[int, torch.Tensor] = {}
+    swapped: list[tuple[nn.Module, str, torch.Tensor]] = []
+
+    def use_copies(module: nn.Module, args: object) -> None:
+        if threading.get_ident() != thread or id(module) in seen:
+            return
+        seen[id(module)] = module
+        for name, buf in module._buffers.items():
+            if buf is None or isinstance(buf, UninitializedBuffer):
+                continue
+            copy = copies.get(id(buf))
+            if copy is None:
+                with torch.no_grad():
+                    copy = copies[id(buf)] = buf.clone()
+            swapped.append((module, name, buf))
+            module._buffers[name] = copy
+
+    handle = register_module_forward_pre_hook(use_copies)
     try:
         yield
     finally:
-        if saved:
-            with torch.no_grad():
-                for buf, value in saved:
-                    buf.copy_(value)
+        handle.remove()
+        for module, name, buf in reversed(swapped):
+            module._buffers[name] = buf
 
 
 def _check_vat_args(z: torch.Tensor, decoder: object, target: object, xi: object, iterations: object) -> None:
@@ -116,18 +142,104 @@ def _load_jvp_decompositions() -> None:
             import torch._decomp.decompositions_for_jvp  # noqa: F401
 
 
+def _tangent_like_primal(value: Any) -> Any:
+    if isinstance(value, torch.Tensor):
+        primal, tangent = fwAD.unpack_dual(value)
+        if tangent is not None and tangent.dtype != primal.dtype:
+            return fwAD.make_dual(primal, tangent.to(primal.dtype))
+        return value
+    if type(value) in (tuple, list):
+        return type(value)(_tangent_like_primal(v) for v in value)
+    return value
+
+
+class _TangentsLikePrimals(TorchFunctionMode):
+    """Give every dual tensor an op returns a tangent of its primal's dtype.
+
+    Under CPU bf16 autocast, BatchNorm / GroupNorm run in mixed precision (bf16 input, float32 weight and
+    statistics) and their forward-AD formulas return a float32 tangent for a bf16 primal; the next
+    convolution then fails with "expected scalar type Float but found BFloat16", an error that says
+    nothing about VAT. Casting such a tangent to its primal's dtype right after the op that made it is
+    what the reverse mode does with gradients (the engine casts each to its input's dtype).
+    """
+
+    def __torch_function__(
+        self,
+        func: Callable[..., Any],
+        types: Any,
+        args: tuple[Any, ...] = (),
+        kwargs: dict[str, Any] | None = None,
+    ) -> Any:
+        return _tangent_like_primal(func(*args, **(kwargs or {})))
+
+
+def _jvp_forward_ad(
+    z_var: torch.Tensor, decoder: Decoder, d: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """``(decoder(z), J d)`` in one forward pass with forward-mode AD."""
+    _load_jvp_decompositions()
+    with fwAD.dual_level():
+        with _TangentsLikePrimals():
+            out = decoder(fwAD.make_dual(z_var, d.to(z_var.dtype)))
+        logits, tangent = fwAD.unpack_dual(out)
+    return logits, tangent
+
+
+def _jvp_double_backward(
+    z_var: torch.Tensor, decoder: Decoder, d: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """``(decoder(z), J d)`` by reverse mode only: ``J d = d/du <J^T u, d>`` (``J^T u`` is linear in ``u``).
+
+    For decoders with a layer that has no forward-mode formula (a custom ``autograd.Function`` without
+    ``jvp``): it needs a backward that is itself differentiable, and costs two more backward passes.
+    """
+    logits = decoder(z_var)
+    if not logits.requires_grad:
+        return logits, None
+    u = torch.zeros_like(logits, requires_grad=True)
+    (vjp,) = torch.autograd.grad(logits, [z_var], grad_outputs=u, create_graph=True, allow_unused=True)
+    if vjp is None:  # the output does not depend on z
+        return logits, None
+    if not vjp.requires_grad:
+        raise RuntimeError("the decoder's backward is not differentiable")
+    # allow_unused=False: a backward that cuts the graph (once_differentiable) is an error, not J d = 0.
+    (tangent,) = torch.autograd.grad(vjp, [u], grad_outputs=d.to(vjp.dtype))
+    return logits, tangent
+
+
 def _limit_step(z_var: torch.Tensor, decoder: Decoder, d: torch.Tensor) -> torch.Tensor:
     r"""``J^T F J d``: the Hessian of ``d -> KL(p(z) || p(z + d))`` at ``d = 0`` times ``d``, float32.
 
     ``J`` is the decoder's Jacobian at ``z`` (``J d`` by forward-mode AD, ``J^T v`` by one backward pass
     with respect to ``z`` only) and ``F = diag(p) - p p^T`` per pixel, with ``p`` the clean softmax. At
     ``d = 0`` the KL's gradient is zero, so this is its exact second-order term: the direction the finite
-    difference with a tiny ``xi`` approximates, without the cancellation.
+    difference with a tiny ``xi`` approximates, without the cancellation. A decoder that forward-mode AD
+    cannot run gets ``J d`` by double backward instead (same value, a warning says so).
     """
-    _load_jvp_decompositions()
-    with fwAD.dual_level():
-        out = decoder(fwAD.make_dual(z_var, d.to(z_var.dtype)))
-        logits, tangent = fwAD.unpack_dual(out)
+    try:
+        logits, tangent = _jvp_forward_ad(z_var, decoder, d)
+    except torch.OutOfMemoryError:
+        raise
+    except (RuntimeError, NotImplementedError) as forward_error:
+        try:
+            logits, tangent = _jvp_double_backward(z_var, decoder, d)
+        except torch.OutOfMemoryError:
+            raise
+        except (RuntimeError, NotImplementedError) as error:
+            raise RuntimeError(
+                "vat: the exact xi -> 0 limit (method='auto' with the decoder's own target and xi <= 1e-3, or "
+                "method='limit') needs J d through the decoder, by forward-mode AD or by double backward, and "
+                f"both failed: forward-mode AD: {str(forward_error).rstrip('.')}; double backward: "
+                f"{str(error).rstrip('.')}. Pass "
+                "method='finite_difference' with a step the dtype resolves (e.g. xi=1e-3 in float32)."
+            ) from error
+        warnings.warn(
+            f"vat: forward-mode AD failed through the decoder ({str(forward_error).rstrip('.')}); J d is "
+            "computed by double backward instead (the same direction, two more backward passes). method='finite_difference' "
+            "with xi >= 1e-3 avoids both.",
+            RuntimeWarning,
+            stacklevel=4,
+        )
     if tangent is None:  # the decoder's output does not depend on z
         return torch.zeros_like(d)
     with torch.autocast(device_type=z_var.device.type, enabled=False):
@@ -161,8 +273,10 @@ def vat_direction(
         iterations: power iterations.
         method: ``"finite_difference"``: the gradient of the KL at ``z + xi d`` (as written in the
             paper). ``"limit"`` (own target only): its ``xi -> 0`` limit computed exactly, ``J^T F J d``
-            (forward-mode AD for ``J d``, one backward for ``J^T``). ``"auto"``: ``"limit"`` for the own
-            target with ``xi <= 1e-3``, else ``"finite_difference"``.
+            (forward-mode AD for ``J d``, one backward for ``J^T``; under autocast the tangents follow
+            their primals' dtype; a layer without a forward-mode formula makes it fall back to double
+            backward, with a warning). ``"auto"``: ``"limit"`` for the own target with ``xi <= 1e-3``,
+            else ``"finite_difference"``.
         generator: optional generator on ``z.device`` for the random start.
 
     Returns:
@@ -176,7 +290,7 @@ def vat_direction(
     use_limit = method == "limit" or (method == "auto" and target is None and xi <= _LIMIT_BELOW_XI)
     device_type = z.device.type
     # inference_mode(False): the search needs autograd even when the caller runs under inference_mode.
-    with torch.inference_mode(False), torch.enable_grad(), _frozen_running_stats(decoder):
+    with torch.inference_mode(False), torch.enable_grad(), _modules_on_buffer_copies():
         start = torch.rand(z.shape, generator=generator, device=z.device, dtype=torch.float32) - 0.5
         d = l2_normalize_per_sample(start)
         z_const = z.detach()
@@ -245,8 +359,11 @@ def vat(
 
     The KL runs in float32 with autocast disabled, so this works inside ``torch.autocast``; the decoder
     runs under the caller's autocast state and train/eval mode, and it works under
-    ``torch.inference_mode()`` too. The running statistics of BatchNorm-like layers of the decoder (an
-    ``nn.Module``) are restored after the search: its extra forwards are not counted as batches. When
+    ``torch.inference_mode()`` too. No buffer of a module the decoder calls is written: the search runs
+    each module on copies of its buffers (BatchNorm's running statistics do not advance; the original
+    tensors are not even touched, so a graph the caller built with the same decoder before, e.g. a shared
+    head, still back-propagates). The decoder may be an ``nn.Module`` or any callable that calls modules
+    (``lambda t: model.decode(c1, t)`` for a two-input decoder). When
     the decoder's output and ``target`` differ in spatial size, the output is resized to ``target``'s size
     (bilinear). Inside DDP, pass the unwrapped auxiliary decoder (``ddp_model.module.aux_decoder``).
 

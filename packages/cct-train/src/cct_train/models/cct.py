@@ -159,16 +159,21 @@ def auxiliary_branches(
     perturbation_kwargs: Mapping[str, Mapping[str, Any]],
     background: tuple[int, ...],
     decoder: Callable[[], nn.Module],
+    stride: float | None = None,
 ) -> tuple[list[str], list[nn.Module], list[nn.Module]]:
     """``(names, perturbations, decoders)``: K_name perturbation + fresh decoder pairs per entry of
-    ``spec``, in its order; ``background`` goes to the perturbations that take it unless set."""
+    ``spec``, in its order; ``background`` and z's output ``stride`` (G-Cutout's minimum region is in
+    input pixels at that stride) go to the perturbations that take them unless set."""
     names: list[str] = []
     perts: list[nn.Module] = []
     decoders: list[nn.Module] = []
     for name, count in spec.items():
         kwargs = dict(perturbation_kwargs.get(name, {}))
-        if "background" in inspect.signature(PERTURBATIONS[name]).parameters:
+        accepted = inspect.signature(PERTURBATIONS[name]).parameters
+        if "background" in accepted:
             kwargs.setdefault("background", background)
+        if stride is not None and "stride" in accepted:
+            kwargs.setdefault("stride", stride)
         for _ in range(count):
             perts.append(create_perturbation(name, **kwargs))
             decoders.append(decoder())
@@ -336,7 +341,7 @@ class CCTModel(nn.Module):
             )
 
         self.main_decoder = decoder()
-        self.aux_names, perts, aux = auxiliary_branches(spec, pkwargs, bg, decoder)
+        self.aux_names, perts, aux = auxiliary_branches(spec, pkwargs, bg, decoder, stride=self.output_stride)
         self.aux_decoders = nn.ModuleList(aux)
         self.perturbations = nn.ModuleList(perts)
         #: Compute Lu with :func:`~cct_train.models.decoders.fused_consistency_loss` (the K auxiliary decoders as
