@@ -93,6 +93,17 @@ def dry_run(config: Config) -> DryRunReport:
         f"{train.mode}, {train.iterations} iterations, {'ab-CE' if train.supervised_loss == 'abce' else 'CE'}, "
         f"{train.optimizer.name} lr {train.optimizer.lr}",
     )
+    if train.unlabeled.cross_view and not cfg.supervised_only:
+        unlabeled = train.unlabeled
+        main = (
+            f"main decoder on the strong view x{unlabeled.main_weight}"
+            if unlabeled.main_on_strong
+            else "aux only"
+        )
+        report.add(
+            "unlabeled",
+            f"weak-strong views: confidence {unlabeled.confidence}, {main}, CutMix p {unlabeled.strong.cutmix.p}",
+        )
     from cct_train.engine.machine import resolve_precision
     from cct_train.engine.trainer import training_device
 
