@@ -12,6 +12,7 @@ import math
 import os
 import tempfile
 import time
+import weakref
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from itertools import islice
@@ -40,6 +41,13 @@ from cct_train.common.checkpoint import (
     set_rng_state,
 )
 from cct_train.common.progress import training_progress
+from cct_train.common.rundir import (
+    RunFolderError,
+    RunFolderLock,
+    clear_run,
+    refuse_to_replace,
+    remove_partial_files,
+)
 from cct_train.config import Config, save_config
 from cct_train.data import InfiniteLoader, cycle
 from cct_train.data.setup import DataBundle, TrainTransform, build_data
@@ -114,16 +122,29 @@ class Trainer:
     """
 
     def __init__(
-        self, config: Config, *, accelerator: Accelerator | None = None, quiet: bool = False
+        self,
+        config: Config,
+        *,
+        accelerator: Accelerator | None = None,
+        quiet: bool = False,
+        overwrite: bool = False,
     ) -> None:
+        """``overwrite``: a run that is not resumed may replace the trained run its folder holds (its
+        weights and logs are removed when ``fit`` starts); without it ``fit`` refuses
+        (:class:`~cct_train.common.rundir.RunFolderOccupied`). The folder is locked from here on: another
+        process training into it raises :class:`~cct_train.common.rundir.RunFolderBusy` naming this one."""
         self.config = config
         self.output_dir = Path(config.experiment.output_dir)
+        self.overwrite = overwrite
+        self._resumed = False
         _check_writable(self.output_dir)
         trackers: list[Any] = []
         if "tensorboard" in config.train.trackers:
             trackers.append("tensorboard")
+        self._csv: CSVTracker | None = None
         if "csv" in config.train.trackers:
-            trackers.append(CSVTracker(config.experiment.name, self.output_dir / "logs"))
+            self._csv = CSVTracker(config.experiment.name, self.output_dir / "logs")
+            trackers.append(self._csv)
         if accelerator is None:
             # Accelerate keeps its settings (mixed precision...) in a process-wide singleton; a second
             # Trainer in the same process (the demo, a notebook, tests) must be free to choose its own.
@@ -151,6 +172,11 @@ class Trainer:
             kwargs_handlers=handlers or None,
         )
         self.quiet = quiet or not self.accelerator.is_main_process
+        #: One run per folder: taken before anything is written, given back when fit ends (or the
+        #: trainer is collected, or the process ends, whichever comes first).
+        self._lock = RunFolderLock(self.output_dir)
+        self._on_main(self._claim_output_dir)
+        weakref.finalize(self, self._lock.release)
         if not self.quiet:
             from cct_train.common.progress import console
 
@@ -251,6 +277,50 @@ class Trainer:
     @property
     def val_loader(self) -> DataLoader | None:
         return self.domains[0].val_loader
+
+    # ------------------------------------------------------------------ the run folder
+    def _on_main(self, work: Callable[[], None]) -> None:
+        """Run ``work`` on the main process; an error it raises is raised on every process (none waits
+        forever at the next collective for a main process that stopped)."""
+        outcome: list[Any] = [None]
+        if self.accelerator.is_main_process:
+            try:
+                work()
+            except (RunFolderError, OSError) as error:
+                outcome[0] = error
+        outcome = broadcast_object_list(outcome)
+        if isinstance(outcome[0], BaseException):
+            raise outcome[0]
+
+    def _claim_output_dir(self) -> None:
+        """Lock the folder, then clear what killed atomic writes left in it (no live run can be writing
+        them now) and say so."""
+        self._lock.acquire()
+        count, size = remove_partial_files(self.output_dir)
+        if count and not self.quiet:
+            from cct_train.common.progress import console
+
+            console.print(
+                f"removed {count} partial file(s) ({size / 1e6:.1f} MB) that an interrupted write left in "
+                f"{self.output_dir}"
+            )
+
+    def _start_run(self) -> None:
+        """Before ``fit`` writes anything: a run that was not resumed must not replace a trained run
+        (unless ``overwrite``), and the CSV log keeps no row past the step the run starts from (a resumed
+        run replays the steps after its checkpoint; a new run starts a new log)."""
+        self._lock.acquire()
+        if not self._resumed:
+            if self.overwrite:
+                clear_run(self.output_dir)
+            else:
+                refuse_to_replace(self.output_dir)
+        if self._csv is not None:
+            self._csv.drop_after(self.step)
+
+    def close(self) -> None:
+        """Give the run folder's lock back (``fit`` does when it ends)."""
+        self._lock.release()
 
     # ------------------------------------------------------------------ helpers
     def _check_data(self, views: list[tuple[str, Config]]) -> dict[str, dict[str, set[str]]]:
@@ -378,6 +448,7 @@ class Trainer:
 
     def resume(self, path: str | Path) -> None:
         state = load_checkpoint(path, map_location="cpu")
+        self._resumed = True
         self.unwrapped.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
@@ -574,8 +645,15 @@ class Trainer:
                 yield images
 
     def fit(self, callback: ProgressCallback | None = None) -> TrainResult:
-        cfg = self.config.train
         self.output_dir.mkdir(parents=True, exist_ok=True)
+        self._on_main(self._start_run)
+        try:
+            return self._fit(callback)
+        finally:
+            self.close()
+
+    def _fit(self, callback: ProgressCallback | None) -> TrainResult:
+        cfg = self.config.train
         if self.accelerator.is_main_process:
             save_config(self.config, self.output_dir / "config.yaml")
         self.accelerator.init_trackers(self.config.experiment.name, config=_flat(self.config.to_dict()))
@@ -596,10 +674,8 @@ class Trainer:
                     out = self.train_step(labeled, unlabeled)
                 latest.update((k, v.detach()) for k, v in out.items() if "loss" in k)
                 self.step += 1
-                if self.stop.signum is not None:
-                    path = self.save("last")
-                    raise TrainingInterrupted(self.stop.signum, self.step, path)
-                if self.step % cfg.log_every == 0 or self.step == cfg.iterations:
+                stopping = self.stop.signum is not None
+                if self.step % cfg.log_every == 0 or self.step == cfg.iterations or stopping:
                     # One host sync per log interval, not per step.
                     # Alternating domains: each domain's latest losses, not only the last step's domain.
                     logs = {k: float(v.detach()) for k, v in latest.items()}
@@ -619,6 +695,10 @@ class Trainer:
                         callback(self.step, logs)
                 else:
                     progress.update(self.step)
+                if stopping:  # logged above, so that the log holds every step the checkpoint has
+                    assert self.stop.signum is not None
+                    path = self.save("last")
+                    raise TrainingInterrupted(self.stop.signum, self.step, path)
                 if cfg.eval_every and (self.step % cfg.eval_every == 0 or self.step == cfg.iterations):
                     metrics = self.validate()
                     self.model.train()

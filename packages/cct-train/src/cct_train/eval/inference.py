@@ -241,6 +241,83 @@ def colorize(mask: np.ndarray, palette: Sequence[Sequence[int]]) -> np.ndarray:
     return table[mask]
 
 
+@dataclass(frozen=True)
+class PlannedPrediction:
+    """Where the prediction of one input image goes: its index mask and (optionally) its overlay."""
+
+    image: Path
+    mask: Path
+    overlay: Path | None
+
+
+def plan_predictions(
+    inputs: str | Path, output: str | Path, *, overlay: bool = True, overwrite: bool = False
+) -> list[PlannedPrediction]:
+    """The input images and the files their predictions go to, checked so that nothing is lost.
+
+    Each image's relative path under ``inputs`` is kept (``sub/a.png`` -> ``output/sub/a.png``); images
+    of one folder that share a stem keep their extension apart (``a.png``, ``a.jpg`` -> ``a_png.png``,
+    ``a_jpg.png``). Raises ValueError, before anything is written, when ``output`` is the input folder or
+    lies inside it, when two predictions would land on one file, or when a file is already there (unless
+    ``overwrite``: earlier predictions may be replaced; an input image never is).
+    """
+    inputs, output = Path(inputs), Path(output)
+    files = _list_images(inputs)
+    folder = inputs if inputs.is_dir() else inputs.parent
+    out, src = output.resolve(), folder.resolve()
+    if inputs.is_dir() and out.is_relative_to(src):
+        where = "the input folder" if out == src else f"inside the input folder {inputs}"
+        raise ValueError(
+            f"-o {output} is {where}: the predictions would be written among the images (over them "
+            f"when names meet) and read back as inputs next time. Choose an output folder outside {inputs}."
+        )
+    relative = [f.relative_to(inputs) if inputs.is_dir() else Path(f.name) for f in files]
+    stems: dict[str, int] = {}
+    for rel in relative:
+        key = str(rel.with_suffix(""))
+        stems[key] = stems.get(key, 0) + 1
+    planned: list[PlannedPrediction] = []
+    for file, rel in zip(files, relative, strict=True):
+        base = rel.with_suffix("")
+        if stems[str(base)] > 1:  # a.png and a.jpg side by side: keep them apart
+            base = base.with_name(f"{base.name}_{rel.suffix.lstrip('.').lower()}")
+        mask = output / base.parent / f"{base.name}.png"
+        planned.append(
+            PlannedPrediction(file, mask, mask.with_name(f"{base.name}_overlay.png") if overlay else None)
+        )
+    _check_targets(planned, {f.resolve() for f in files}, output, overwrite)
+    return planned
+
+
+def _check_targets(
+    planned: list[PlannedPrediction], sources: set[Path], output: Path, overwrite: bool
+) -> None:
+    """Every output file distinct, none an input image, none already there unless ``overwrite``."""
+    owners: dict[str, Path] = {}
+    existing: list[Path] = []
+    for item in planned:
+        for target in (item.mask, item.overlay):
+            if target is None:
+                continue
+            key = str(target.resolve())
+            if key in owners:
+                raise ValueError(
+                    f"the predictions of {owners[key]} and {item.image} would both be written to {target}; "
+                    "rename one of them"
+                )
+            owners[key] = item.image
+            if target.resolve() in sources:
+                raise ValueError(f"the prediction of {item.image} would overwrite the input image {target}")
+            if target.exists():
+                existing.append(target)
+    if existing and not overwrite:
+        more = f" and {len(existing) - 1} more" if len(existing) > 1 else ""
+        raise ValueError(
+            f"{existing[0]}{more} already exist in {output}: pass --overwrite to replace earlier "
+            "predictions, or choose another output folder with -o"
+        )
+
+
 @torch.no_grad()
 def predict_folder(
     checkpoint: str | Path,
@@ -251,18 +328,20 @@ def predict_folder(
     overlay: bool = True,
     device: str | None = None,
     domain: str | None = None,
+    overwrite: bool = False,
 ) -> int:
-    """Write `<name>.png` index masks (and `<name>_overlay.png`) for every image under `inputs`
-    (with a multi-domain model: in the label space of ``domain``)."""
+    """Write an index mask `<name>.png` (and `<name>_overlay.png`) for every image under `inputs` (with a
+    multi-domain model: in the label space of ``domain``), at the same relative path under ``output``
+    (:func:`plan_predictions`: never into the input folder, never over an input, over earlier
+    predictions only with ``overwrite``). Returns the number of images predicted."""
     from cct_train.data import Normalize
 
+    planned = plan_predictions(inputs, output, overlay=overlay, overwrite=overwrite)
     dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     loaded = load_model(checkpoint, dev, domain=domain)
     normalize = Normalize(*loaded.model.normalization).to(dev)
-    output = Path(output)
-    output.mkdir(parents=True, exist_ok=True)
-    files = _list_images(Path(inputs))
-    for file in progress_iter(files, "predicting"):
+    for item in progress_iter(planned, "predicting"):
+        file = item.image
         try:
             image = Image.open(file).convert("RGB")
         except OSError as error:
@@ -276,12 +355,13 @@ def predict_folder(
         if probs.shape[-2:] != (height, width):
             probs = F.interpolate(probs, size=(height, width), mode="bilinear", align_corners=False)
         mask = probs.argmax(1)[0].to(torch.uint8).cpu().numpy()
-        Image.fromarray(mask).save(output / f"{file.stem}.png")
-        if overlay:
+        item.mask.parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(mask).save(item.mask)
+        if item.overlay is not None:
             colours = colorize(mask, loaded.palette)
             blended = (0.5 * np.asarray(image, dtype=np.float32) + 0.5 * colours).astype(np.uint8)
-            Image.fromarray(blended).save(output / f"{file.stem}_overlay.png")
-    return len(files)
+            Image.fromarray(blended).save(item.overlay)
+    return len(planned)
 
 
 def export_model(checkpoint: str | Path, output: str | Path, *, domain: str | None = None) -> Path:

@@ -140,7 +140,10 @@ def execute_run(
     start, cpu_start = time.perf_counter(), time.process_time()
     config = config_from_dict(spec.config, spec.key)
     set_aside_other_settings(spec)  # run_study has done it and said so; a direct call is kept safe too
-    trainer = Trainer(config, quiet=True)
+    # The folder is the study's own and holds this configuration's run or nothing (set_aside_other_settings
+    # moved a run of other settings away): without a last.pt to resume, the run (failed, or interrupted
+    # before its first checkpoint) is trained again from the start, as before.
+    trainer = Trainer(config, quiet=True, overwrite=True)
     if stop is not None:
         trainer.stop = stop
     last = trainer.checkpoint_path("last")
