@@ -32,8 +32,14 @@ runner = CliRunner()
 
 
 def _flat(text: str) -> str:
-    """The output with rich's line wrapping undone (messages are asserted as one line)."""
-    return " ".join(text.split())
+    """``text`` without any whitespace: rich wraps messages at 80 columns, inside long paths too, so
+    messages and the phrases expected in them are compared without it (see :func:`_says`)."""
+    return "".join(text.split())
+
+
+def _says(message: str, *phrases: str) -> bool:
+    """Whether ``message`` (an output passed through :func:`_flat`) holds every phrase."""
+    return all(_flat(phrase) in message for phrase in phrases)
 
 
 def _clean_failure(result: Any, code: int = 2) -> str:
@@ -125,8 +131,8 @@ def test_a_second_run_into_a_locked_folder_fails_at_once_naming_the_first(
         assert second.returncode == 2, second.stdout + second.stderr
         assert "Traceback" not in second.stderr
         message = _flat(second.stderr)
-        assert f"is in use by process {first.pid}" in message
-        assert "--set experiment.output_dir=" in message
+        assert _says(message, f"is in use by process {first.pid}")
+        assert _says(message, "--set experiment.output_dir=")
         # Refused before the data check and the model: the time is Python's start-up and imports.
         assert time.monotonic() - started < 60
         assert first.poll() is None, "the first run must go on"
@@ -170,10 +176,10 @@ def test_a_new_run_never_replaces_a_trained_run_without_overwrite(
     weights = (run / "model.safetensors").read_bytes()
 
     message = _clean_failure(_train(config, "--set", "train.iterations=2"))
-    assert f"experiment.output_dir {run} already holds a trained run" in message
-    assert "last.pt at step 3 of 3" in message
-    assert "--resume auto" in message
-    assert "--overwrite" in message
+    assert _says(message, f"experiment.output_dir {run} already holds a trained run")
+    assert _says(message, "last.pt at step 3 of 3")
+    assert _says(message, "--resume auto")
+    assert _says(message, "--overwrite")
     assert last.read_bytes() == before
     assert (run / "model.safetensors").read_bytes() == weights
     assert _csv_steps(run) == [1, 2, 3]
@@ -217,12 +223,12 @@ def test_predict_refuses_an_output_folder_that_is_or_is_inside_the_input(
     for output in (photos, photos / "masks"):
         result = runner.invoke(app, ["predict", str(tiny_model), str(photos), "-o", str(output)])
         message = _clean_failure(result)
-        assert f"-o {output} is" in message
-        assert "Choose an output folder outside" in message
+        assert _says(message, f"-o {output} is")
+        assert _says(message, "Choose an output folder outside")
     assert {p.name: p.read_bytes() for p in photos.iterdir()} == original
     # A single image predicted into its own folder would write a.png over a.png: refused too.
     result = runner.invoke(app, ["predict", str(tiny_model), str(photos / "a.png"), "-o", str(photos)])
-    assert "would overwrite the input image" in _clean_failure(result)
+    assert _says(_clean_failure(result), "would overwrite the input image")
     assert (photos / "a.png").read_bytes() == original["a.png"]
 
 
@@ -235,7 +241,7 @@ def test_predict_keeps_relative_paths_and_extensions_apart(tiny_model: Path, tmp
     out = tmp_path / "out"
     result = runner.invoke(app, ["predict", str(tiny_model), str(photos), "-o", str(out)])
     assert result.exit_code == 0, result.output
-    assert "3 predictions written" in _flat(result.output)
+    assert _says(_flat(result.output), "3 predictions written")
     written = sorted(str(p.relative_to(out)) for p in out.rglob("*.png"))
     assert written == [
         "a_jpg.png",
@@ -246,6 +252,128 @@ def test_predict_keeps_relative_paths_and_extensions_apart(tiny_model: Path, tmp
         "sub/a_overlay.png",
     ]
     again = runner.invoke(app, ["predict", str(tiny_model), str(photos), "-o", str(out)])
-    assert "pass --overwrite to replace earlier predictions" in _clean_failure(again)
+    assert _says(_clean_failure(again), "pass --overwrite to replace earlier predictions")
     again = runner.invoke(app, ["predict", str(tiny_model), str(photos), "-o", str(out), "--overwrite"])
     assert again.exit_code == 0, again.output
+
+
+# ------------------------------------------------------------------------------------ 5. a full disk
+#: What torch.save raised when a 30 MB tmpfs filled up during a checkpoint (the probe's case 5).
+TORCH_DISK_FULL = "[enforce fail at inline_container.cc:672] . unexpected pos 27332928 vs 27332816"
+
+
+def test_a_full_disk_during_a_checkpoint_says_so_and_keeps_the_last_one(
+    write_config: Callable[..., Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Case 5: torch.save reports a full disk as a RuntimeError, not an OSError; the message still says
+    which file, that the previous checkpoint is intact, and what to do, and no partial file is left."""
+    import torch
+
+    real_save = torch.save
+    calls = {"n": 0}
+
+    def save(obj: Any, f: Any, *args: Any, **kwargs: Any) -> None:
+        calls["n"] += 1
+        if calls["n"] == 3:
+            Path(f).write_bytes(b"\0" * 1000)
+            raise RuntimeError(TORCH_DISK_FULL)
+        real_save(obj, f, *args, **kwargs)
+
+    monkeypatch.setattr(torch, "save", save)
+    run = tmp_path / "run"
+    message = _clean_failure(_train(write_config("run", iterations=4)))
+    assert _says(message, f"could not write the checkpoint {run / 'checkpoints' / 'last.pt'}")
+    assert _says(message, "the write stopped after 0.0 MB")
+    assert _says(message, TORCH_DISK_FULL)  # brackets and all: not taken for rich markup
+    assert _says(message, "The previous checkpoint there, if any, is intact")
+    assert _says(message, "Free disk space")
+    assert _says(message, "--resume auto")
+    assert load_checkpoint(run / "checkpoints" / "last.pt")["step"] == 2
+    assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["last.pt"]
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="a file-size limit (RLIMIT_FSIZE)")
+def test_a_real_write_limit_fails_cleanly_in_the_cct_process(
+    write_config: Callable[..., Path], tmp_path: Path
+) -> None:
+    """Case 5 without injection: the `cct` process may write no file over 1 MB (``ulimit -f``), so the
+    real torch.save of a 3 MB checkpoint fails inside PyTorch's writer, as on a full disk."""
+    import resource
+
+    def limit() -> None:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (1 << 20, 1 << 20))
+
+    config = write_config("run", iterations=2)
+    command = [sys.executable, "-m", "cct_train.cli", "train", "-c", str(config)]
+    done = subprocess.run(command, env=ENV, capture_output=True, text=True, timeout=300, preexec_fn=limit)
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert "Traceback" not in done.stderr
+    message = _flat(done.stderr)
+    assert _says(message, f"could not write the checkpoint {tmp_path / 'run' / 'checkpoints' / 'last.pt'}:")
+    assert _says(message, "File too large") or _says(message, "unexpected pos")
+    assert not list((tmp_path / "run").rglob("*.tmp"))
+
+
+# --------------------------------------------------------------- 6. partial files of killed writes
+def test_partial_checkpoint_files_of_a_killed_run_are_removed_by_the_next_run(
+    write_config: Callable[..., Path], tmp_path: Path
+) -> None:
+    """Case 6: a SIGKILL during an atomic write leaves its temporary file; the next run in the folder
+    (it holds the lock, so no live write is among them) removes such files, says so, and nothing else."""
+    run = tmp_path / "run"
+    config = write_config("run", iterations=2)
+    assert _train(config).exit_code == 0
+    partial = [
+        run / "checkpoints" / ".last.pt.k2j4x9q1.tmp",
+        run / "checkpoints" / ".best.pt.a1b2c3d4.tmp",
+        run / ".model.safetensors.zz91ab02.tmp",
+    ]
+    for path in partial:
+        path.write_bytes(b"\0" * 500_000)
+    unrelated = run / "checkpoints" / ".notes.tmp"
+    unrelated.write_text("mine")
+    resumed = _train(config, "--resume", "auto", "--set", "train.iterations=3")
+    assert resumed.exit_code == 0, resumed.output
+    assert _says(_flat(resumed.output), "removed 3 partial file(s) (1.5 MB)")
+    assert not any(path.exists() for path in partial)
+    assert unrelated.read_text() == "mine"
+
+
+# ------------------------------------------------------------ 7. no checkpoint named that does not exist
+def test_nonfinite_stop_without_a_checkpoint_says_there_is_none(
+    write_config: Callable[..., Path], tmp_path: Path
+) -> None:
+    """Case 7: `--set train.optimizer.lr=.inf` stops after the non-finite steps and says that no
+    checkpoint was saved, instead of naming checkpoints/last.pt as "the last good checkpoint"."""
+    config = write_config("run", iterations=50, checkpoint_every=20, nonfinite_patience=5)
+    message = _clean_failure(_train(config, "--set", "train.optimizer.lr=.inf"))
+    assert _says(message, "the loss was NaN or infinite in 5 steps in a row")
+    assert _says(message, "No checkpoint was saved (the first was due at step 20), so there is nothing")
+    assert not _says(message, "last good checkpoint")
+    assert _says(message, "train.optimizer.lr (now inf)")
+    assert not (tmp_path / "run" / "checkpoints" / "last.pt").exists()
+
+
+def test_nonfinite_weights_are_never_saved_over_a_good_checkpoint(tiny_root: Path, tmp_path: Path) -> None:
+    """Case 7: weights that turned infinite after a good checkpoint are not written over it, and the
+    message names that checkpoint with its true step."""
+    import torch
+
+    from cct_train.config import config_from_dict
+    from cct_train.engine.trainer import NonFiniteLossError, Trainer
+
+    run = tmp_path / "run"
+    Trainer(config_from_dict(_tiny(tiny_root, run, iterations=2)), quiet=True).fit()
+    last = run / "checkpoints" / "last.pt"
+    before = last.read_bytes()
+    trainer = Trainer(config_from_dict(_tiny(tiny_root, run, iterations=6)), quiet=True)
+    trainer.resume(last)
+    with torch.no_grad():
+        next(trainer.unwrapped.parameters()).fill_(float("inf"))  # what an infinite step would leave
+    with pytest.raises(NonFiniteLossError) as info:
+        trainer.fit()
+    message = _flat(str(info.value))
+    assert _says(message, "became NaN or infinite by step 3, so they were not saved")
+    assert _says(message, f"The last good checkpoint is {last} (step 2)")
+    assert last.read_bytes() == before

@@ -131,6 +131,12 @@ def train(
     except (NonFiniteLossError, CheckpointError, RunFolderError, FileNotFoundError, ValueError) as error:
         fail(str(error))
         return
+    except OSError as error:  # a log or a record that could not be written (a full disk...)
+        fail(
+            f"could not write {error.filename or output_dir}: {error.strerror or error}. Checkpoints are "
+            "written atomically, so the last one is intact: free disk space (or make the folder writable), "
+            "then continue with --resume auto."
+        )
     if trainer.accelerator.is_main_process:
         if result.metrics:
             print_scores(result.metrics, f"{cfg.experiment.name}: validation at step {result.step}")

@@ -253,6 +253,8 @@ class Trainer:
             run.unlabeled_stream = cycle(run.unlabeled_loader) if run.unlabeled_loader is not None else None
         self.nonfinite_skipped = 0
         self._nonfinite_in_row = 0
+        #: The step of the last checkpoint "last" this run saved or resumed from (None: there is none).
+        self._last_saved_step: int | None = None
         #: Set by SIGINT / SIGTERM (engine.signals): the loop saves a checkpoint and stops after the step.
         self.stop = StopRequest()
 
@@ -401,8 +403,17 @@ class Trainer:
         )
 
     def save(self, name: str = "last") -> Path:
-        """Write a checkpoint atomically; a failed write keeps the previous one and says what to do."""
+        """Write a checkpoint atomically; a failed write keeps the previous one and says what to do.
+
+        Weights that are NaN or infinite are never written over a checkpoint (they would replace a good
+        one with one nothing can continue from): that raises :class:`NonFiniteLossError` instead.
+        """
         path = self.checkpoint_path(name)
+        if not self._weights_finite():  # the same answer on every process: they all stop here
+            raise NonFiniteLossError(
+                f"the model's weights became NaN or infinite by step {self.step}, so they were not saved "
+                f"to {path}. {self._checkpoint_note()} {self._nonfinite_advice()}"
+            )
         self.accelerator.wait_for_everyone()
         # Every process draws its own augmentations: keep each one's generator states.
         generators = gather_object(
@@ -444,7 +455,40 @@ class Trainer:
                     f"(or set experiment.output_dir elsewhere), then continue with --resume auto."
                 ) from error
         self.accelerator.wait_for_everyone()
+        if name == "last":
+            self._last_saved_step = self.step
         return path
+
+    def _weights_finite(self) -> bool:
+        """Whether every floating-point parameter and buffer is finite (one host sync)."""
+        tensors = [t for t in self.unwrapped.state_dict().values() if t.is_floating_point()]
+        if not tensors:
+            return True
+        flags = torch.stack([torch.isfinite(t).all() for t in tensors])
+        return bool(flags.all())
+
+    def _checkpoint_note(self) -> str:
+        """Which checkpoint a stopped run can continue from, or that there is none (said, not assumed)."""
+        path = self.checkpoint_path("last")
+        if self._last_saved_step is not None and path.is_file():
+            return (
+                f"The last good checkpoint is {path} (step {self._last_saved_step}): continue from it with "
+                "--resume auto once the settings are changed."
+            )
+        every = self.config.train.checkpoint_every
+        when = f"the first was due at step {every}" if every else "train.checkpoint_every is 0"
+        return (
+            f"No checkpoint was saved ({when}), so there is nothing to resume: change the settings and "
+            "start again."
+        )
+
+    def _nonfinite_advice(self) -> str:
+        lr = self.config.train.optimizer.lr
+        return (
+            f"Lower train.optimizer.lr (now {lr}), set train.max_grad_norm, use train.mixed_precision=bf16 "
+            "instead of fp16, or check the data (cct data check); raise train.nonfinite_patience to tolerate "
+            "more."
+        )
 
     def resume(self, path: str | Path) -> None:
         state = load_checkpoint(path, map_location="cpu")
@@ -453,6 +497,8 @@ class Trainer:
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         self.step = int(state["step"])
+        if Path(path).resolve() == self.checkpoint_path("last").resolve():
+            self._last_saved_step = self.step
         self.best_miou = state.get("best_miou")
         self.nonfinite_skipped = int(state.get("nonfinite_skipped", 0))
         set_rng_state(state["rng"])
@@ -476,7 +522,14 @@ class Trainer:
         """Weights for inference as .safetensors, with the model config and class info as metadata."""
         if self.accelerator.is_main_process:
             _, class_names, palette = self._class_info()
-            export_weights(path, self.unwrapped, self.unwrapped.config, class_names, palette)
+            try:
+                export_weights(path, self.unwrapped, self.unwrapped.config, class_names, palette)
+            except OSError as error:
+                raise CheckpointError(
+                    f"could not write the model weights {path}: {error.strerror or error}. The checkpoints "
+                    "are intact: free disk space (or make the folder writable), then run the same command "
+                    "with --resume auto to write them again."
+                ) from error
 
     def _seed_generators(self, rank: int, step: int = 0) -> None:
         seed = self.config.experiment.seed * 1000 + rank + 7919 * step
@@ -577,10 +630,8 @@ class Trainer:
         if self._nonfinite_in_row >= patience:
             raise NonFiniteLossError(
                 f"the loss was NaN or infinite in {self._nonfinite_in_row} steps in a row (step {self.step + 1}; "
-                f"{self.nonfinite_skipped} skipped in all), so training stopped. The last good checkpoint is "
-                f"{self.checkpoint_path('last')}. Lower train.optimizer.lr, set train.max_grad_norm, use "
-                f"train.mixed_precision=bf16 instead of fp16, or check the data (cct data check); raise "
-                f"train.nonfinite_patience to tolerate more."
+                f"{self.nonfinite_skipped} skipped in all), so training stopped. {self._checkpoint_note()} "
+                f"{self._nonfinite_advice()}"
             )
 
     def validate(self) -> dict[str, Any]:
