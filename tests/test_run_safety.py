@@ -377,3 +377,347 @@ def test_nonfinite_weights_are_never_saved_over_a_good_checkpoint(tiny_root: Pat
     assert _says(message, "became NaN or infinite by step 3, so they were not saved")
     assert _says(message, f"The last good checkpoint is {last} (step 2)")
     assert last.read_bytes() == before
+
+
+# -------------------------------------------------------------- 8. unreadable files named, not traced
+def _copy_data(tiny_root: Path, tmp_path: Path) -> Path:
+    import shutil
+
+    data = tmp_path / "data"
+    shutil.copytree(tiny_root, data)
+    return data
+
+
+@pytest.mark.parametrize("workers", [0, 1])
+def test_a_truncated_image_with_the_check_off_is_named_in_a_few_lines(
+    tiny_root: Path, tmp_path: Path, workers: int
+) -> None:
+    """Case 8: `data.check=off` and a truncated image: one message naming the file and what to do, not
+    PIL's traceback (also from a DataLoader worker process, whose traceback torch puts in the message)."""
+    data = _copy_data(tiny_root, tmp_path)
+    images = sorted((data / "images").iterdir())
+    for image in images:  # every one: whichever the first batch holds fails
+        image.write_bytes(image.read_bytes()[:120])
+    raw = _tiny(data, tmp_path / "run")
+    raw["data"].update(check="off", num_workers=workers)
+    config = tmp_path / "cfg.yaml"
+    config.write_text(yaml.safe_dump(raw))
+    result = _train(config)
+    message = _clean_failure(result)
+    assert len(result.output.splitlines()) < 15, result.output
+    assert any(_says(message, f"{image}: the image of sample {image.stem!r}") for image in images)
+    assert _says(message, "cannot be decoded")
+    assert _says(message, "cct data check")
+    assert not _says(message, "Original Traceback")
+
+
+def test_a_corrupt_safetensors_as_model_weights_is_named(
+    write_config: Callable[..., Path], tmp_path: Path
+) -> None:
+    """Case 8: a corrupt .safetensors as model.weights: the file is named, not SafetensorError's bare
+    'header too large'."""
+    weights = tmp_path / "backbone.safetensors"
+    weights.write_bytes(b"\xff" * 64)
+    result = _train(write_config("run"), "--set", f"model.weights={weights}")
+    message = _clean_failure(result)
+    assert _says(message, f"{weights} cannot be read as a .safetensors weights file")
+    assert _says(message, "download or export it again")
+
+
+# ---------------------------------------------------------------------------- 9. a YAML tag in --set
+def test_a_python_tag_in_set_is_refused_with_a_message_and_never_run(
+    write_config: Callable[..., Path], tmp_path: Path
+) -> None:
+    """Case 9: `--set 'train.iterations=!!python/object/apply:os.system [...]'` gives the clean message
+    the same tag in a YAML file gets, and the command never runs."""
+    marker = tmp_path / "ran"
+    override = f"train.iterations=!!python/object/apply:os.system ['touch {marker}']"
+    message = _clean_failure(_train(write_config("run"), "--set", override))
+    assert _says(message, 'override "train.iterations=!!python/object/apply:os.system')
+    assert _says(message, "the value is not plain YAML")
+    assert _says(message, "tags such as !!python/... are refused")
+    assert not marker.exists()
+    assert not (tmp_path / "run").exists()  # refused before anything is written
+
+
+# -------------------------------------------------------------- 10. a resume with other model settings
+def test_resume_with_other_model_settings_names_the_setting(
+    write_config: Callable[..., Path], tmp_path: Path
+) -> None:
+    """Case 10: `--resume` after changing model.psp_channels names the setting and both values (and the
+    override that resumes), not 36 'size mismatch' lines."""
+    config = write_config("run", iterations=2)
+    assert _train(config).exit_code == 0
+    result = _train(
+        config, "--resume", "auto", "--set", "model.psp_channels=16", "--set", "train.iterations=3"
+    )
+    message = _clean_failure(result)
+    assert _says(message, "was trained with model.psp_channels=8 (the config says 16)")
+    assert _says(message, "--set model.psp_channels=8")
+    assert not _says(message, "size mismatch")
+    assert len(result.output.splitlines()) < 12, result.output
+
+
+# -------------------------------------------------------------------------------- 11. split lists
+def test_split_lists_with_a_bom_spaces_and_absolute_paths(tmp_path: Path) -> None:
+    """Case 11: a UTF-8 BOM is not part of the first name; names with spaces can be listed (quoted or
+    tab-separated); a missing absolute path is reported as written, with its line."""
+    from cct_train.data.camvid import CamVid
+    from cct_train.data.lists import read_list
+
+    listed = tmp_path / "list.txt"
+    listed.write_bytes('\ufeffa.png\n"my photo.png" "my mask.png"\nb c.png\td e.png\n'.encode())
+    assert [e.tokens for e in read_list(listed)] == [
+        ("a.png",),
+        ("my photo.png", "my mask.png"),
+        ("b c.png", "d e.png"),
+    ]
+
+    root = tmp_path / "camvid"
+    for folder in ("train", "trainannot"):
+        (root / folder).mkdir(parents=True)
+    Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(root / "train" / "a b.png")
+    Image.fromarray(np.zeros((8, 8), np.uint8)).save(root / "trainannot" / "a b.png")
+    (root / "train.txt").write_bytes(
+        '\ufeff"train/a b.png" "trainannot/a b.png"\n/elsewhere/train/gone.png trainannot/gone.png\n'.encode()
+    )
+    assert CamVid(root, "train", missing="skip").names == ["a b"]
+    with pytest.raises(FileNotFoundError) as info:
+        CamVid(root, "train")
+    message = str(info.value)
+    assert f"{root / 'train.txt'}:2: image '/elsewhere/train/gone.png' not found" in message
+    assert f"(looked for {root / 'train' / 'gone.png'})" in message
+
+    (root / "train.txt").write_text("train/a b.png trainannot/a b.png\n")
+    with pytest.raises(ValueError, match=r"train\.txt:1: expected 'image label', got 4 words") as error:
+        CamVid(root, "train")
+    assert "must be quoted" in str(error.value)
+
+
+def test_data_check_names_a_bom_list_entry_and_its_line(tiny_root: Path, tmp_path: Path) -> None:
+    """Case 11 through `cct data check`: a labeled list saved with a BOM finds its first name."""
+    data = _copy_data(tiny_root, tmp_path)
+    names = sorted(p.stem for p in (data / "images").iterdir())
+    labeled = tmp_path / "labeled.txt"
+    labeled.write_bytes(("\ufeff" + "\n".join(names[:4]) + "\n").encode())
+    raw = _tiny(data, tmp_path / "run")
+    raw["data"]["split"] = {"labeled_list": str(labeled)}
+    config = tmp_path / "cfg.yaml"
+    config.write_text(yaml.safe_dump(raw))
+    result = runner.invoke(app, ["data", "check", "-c", str(config), "--quick"])
+    assert result.exit_code == 0, result.output
+    assert "unknown-name" not in result.output
+
+
+# ----------------------------------------------------------------------- 12. mixed sizes in the check
+def test_data_check_names_an_image_of_another_size(tiny_root: Path, tmp_path: Path) -> None:
+    """Case 12: a consistent image + mask pair of another size among the others is a problem naming the
+    file (training would stop at the batch that mixes it in), unless data.resize makes it legal; with the
+    check off, the batch that mixes sizes names its samples."""
+    data = _copy_data(tiny_root, tmp_path)
+    odd = sorted((data / "images").iterdir())[2]
+    Image.open(odd).resize((48, 40)).save(odd)
+    mask = data / "masks" / f"{odd.stem}.png"
+    Image.open(mask).resize((48, 40), Image.Resampling.NEAREST).save(mask)
+    raw = _tiny(data, tmp_path / "run")
+    config = tmp_path / "cfg.yaml"
+    config.write_text(yaml.safe_dump(raw))
+    result = runner.invoke(app, ["data", "check", "-c", str(config), "--workers", "0"])
+    assert result.exit_code == 1, result.output
+    output = _flat(result.output)
+    assert _says(output, f"mixed-size: {odd}: image is 48x40 (WxH) but")
+    assert _says(output, "are 32x32, and a batch needs one size")
+    assert _says(output, "data.resize=[32, 32]")
+
+    legal = runner.invoke(
+        app, ["data", "check", "-c", str(config), "--workers", "0", "--set", "data.resize=[32, 32]"]
+    )
+    assert legal.exit_code == 0, legal.output
+    assert "mixed-size" not in legal.output
+
+    import torch
+
+    from cct_train.data.loaders import collate
+
+    with pytest.raises(ValueError, match=r"different sizes \(WxH\): a 32x32, b 48x40") as info:
+        collate(
+            [
+                {"image": torch.zeros(3, 32, 32, dtype=torch.uint8), "name": "a"},
+                {"image": torch.zeros(3, 40, 48, dtype=torch.uint8), "name": "b"},
+            ]
+        )
+    assert "cct data check" in str(info.value)
+
+
+# ------------------------------------------------------------------------------------- 13. bounds
+def test_decoder_counts_and_image_sizes_have_upper_bounds(
+    write_config: Callable[..., Path], tiny_model: Path, tmp_path: Path
+) -> None:
+    """Case 13: 100,000 auxiliary decoders are refused at load time (naming the key), the same count in a
+    model file's metadata is refused by `cct predict` before building anything, and a 10000x10000 image
+    is refused by name by the data check and by predict before it is decoded."""
+    import json
+    import time as clock
+
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
+    result = _train(write_config("run"), "--set", "model.perturbations={feature_noise: 100000}")
+    message = _clean_failure(result)
+    assert _says(message, "model.perturbations")
+    assert _says(message, "100000 auxiliary decoders in all")
+    assert _says(message, "at most 128 are built")
+
+    # A shared model file whose metadata asks for 100,000 decoders.
+    with safe_open(str(tiny_model), framework="pt") as handle:
+        meta = dict(handle.metadata())
+        tensors = {key: handle.get_tensor(key) for key in handle.keys()}  # noqa: SIM118 (a safe_open handle)
+    model_config = json.loads(meta["model_config"])
+    model_config["perturbations"] = {"feature_noise": 100_000}
+    hostile = tmp_path / "hostile.safetensors"
+    save_file(tensors, str(hostile), metadata={**meta, "model_config": json.dumps(model_config)})
+    photos = tmp_path / "photos"
+    _photo(photos / "a.png", 10)
+    started = clock.monotonic()
+    result = runner.invoke(app, ["predict", str(hostile), str(photos), "-o", str(tmp_path / "out")])
+    message = _clean_failure(result)
+    assert clock.monotonic() - started < 30
+    assert _says(message, f"{hostile}: the model its metadata describes cannot be built")
+    assert _says(message, "100000 auxiliary decoders")
+
+    # A 10000x10000 image: a PNG of one colour is small on disk.
+    huge = photos / "huge.png"
+    Image.new("RGB", (10_000, 10_000)).save(huge, optimize=False)
+    result = runner.invoke(app, ["predict", str(tiny_model), str(photos), "-o", str(tmp_path / "out2")])
+    assert _says(_clean_failure(result), f"{huge}: 10000x10000 pixels (100 MP), over the limit of 64 MP")
+
+    from cct_train.data.base import read_image
+
+    with pytest.raises(ValueError, match="over the limit of 64 MP"):
+        read_image(huge)
+
+
+def test_data_check_reports_a_too_large_image(tiny_root: Path, tmp_path: Path) -> None:
+    """Case 13 in `cct data check`: the image over the bound is a `too-large` problem naming it."""
+    data = _copy_data(tiny_root, tmp_path)
+    big = sorted((data / "images").iterdir())[1]
+    Image.new("RGB", (9000, 8000)).save(big)
+    Image.new("L", (9000, 8000)).save(data / "masks" / f"{big.stem}.png")
+    raw = _tiny(data, tmp_path / "run")
+    config = tmp_path / "cfg.yaml"
+    config.write_text(yaml.safe_dump(raw))
+    result = runner.invoke(app, ["data", "check", "-c", str(config), "--workers", "0"])
+    assert result.exit_code == 1, result.output
+    assert _says(_flat(result.output), f"too-large: {big}: image is 9000x8000 pixels (72 MP), over the limit")
+
+
+# ---------------------------------------------------------- 14. resume auto, replayed log rows, modes
+def test_resume_auto_without_a_checkpoint_says_so_and_files_honour_the_umask(
+    write_config: Callable[..., Path], tmp_path: Path
+) -> None:
+    """Case 14: `--resume auto` with no checkpoint says in one line that it starts from scratch;
+    checkpoints and model files get 0666 less the umask (mkstemp made them 0600)."""
+    previous = os.umask(0o022)
+    try:
+        result = _train(write_config("run", iterations=2), "--resume", "auto")
+    finally:
+        os.umask(previous)
+    assert result.exit_code == 0, result.output
+    run = tmp_path / "run"
+    assert _says(
+        _flat(result.output),
+        f"--resume auto: no checkpoint at {run / 'checkpoints' / 'last.pt'}; starting from scratch",
+    )
+    for path in (run / "checkpoints" / "last.pt", run / "model.safetensors"):
+        assert path.stat().st_mode & 0o777 == 0o644, (path, oct(path.stat().st_mode))
+
+
+def test_a_resumed_run_does_not_repeat_the_replayed_steps_in_its_log(tiny_root: Path, tmp_path: Path) -> None:
+    """Case 14: a run that died after logging step 5 with its checkpoint at step 4 replays step 5 when
+    resumed: metrics.csv holds each step once, in order."""
+    from cct_train.config import config_from_dict
+    from cct_train.engine.trainer import Trainer
+
+    class Killed(Exception):
+        pass
+
+    def die_at_5(step: int, logs: dict[str, float]) -> None:
+        if step == 5:
+            raise Killed
+
+    run = tmp_path / "run"
+    config = config_from_dict(_tiny(tiny_root, run, iterations=6, checkpoint_every=4))
+    with pytest.raises(Killed):
+        Trainer(config, quiet=True).fit(die_at_5)
+    assert _csv_steps(run) == [1, 2, 3, 4, 5]
+    resumed = Trainer(config, quiet=True)
+    resumed.resume(run / "checkpoints" / "last.pt")
+    assert resumed.step == 4
+    resumed.fit()
+    assert _csv_steps(run) == [1, 2, 3, 4, 5, 6]
+
+
+# -------------------------------------------------------- 15. a signal to the study process alone
+@pytest.mark.slow
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="finds the study's workers as its children")
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_a_signal_to_the_study_process_alone_stops_every_worker_with_a_checkpoint(
+    tiny_root: Path, tmp_path: Path, sig: signal.Signals
+) -> None:
+    """Case 15: `kill -INT` / `kill -TERM` of a running `cct study`'s own pid (what a scheduler or a user
+    does; no signal reaches the workers) stops both training workers promptly, each run saving its
+    checkpoint, and the study says that finished runs are kept."""
+    import psutil
+
+    base = _tiny(tiny_root, tmp_path / "unused", iterations=100_000, checkpoint_every=0)
+    base["model"]["background"] = [0, 1, 2]
+    study = {"name": "tiny", "budget": "test", "base": base, "n_labeled": [4], "seeds": [0, 1]}
+    (tmp_path / "study.yaml").write_text(yaml.safe_dump({**study, "methods": ["supervised"]}))
+    runs = tmp_path / "runs"
+    args = [
+        "--config",
+        str(tmp_path / "study.yaml"),
+        "--output",
+        str(tmp_path / "report"),
+        "--runs",
+        str(runs),
+    ]
+    command = [sys.executable, "-c", "from cct_train.cli.study import app; app()", *args, "--jobs", "2"]
+    process = subprocess.Popen(
+        [*command, "--threads", "1"], env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    folders = [runs / "n4" / "supervised" / f"seed{seed}" for seed in (0, 1)]
+    workers: list[psutil.Process] = []
+    try:
+        deadline = time.monotonic() + 240
+        while not all(_logged_step(folder) >= 1 for folder in folders):
+            assert process.poll() is None, process.communicate()
+            assert time.monotonic() < deadline, "the runs did not start training within 240 s"
+            time.sleep(0.2)
+        workers = [
+            child
+            for child in psutil.Process(process.pid).children()
+            if "resource_tracker" not in " ".join(child.cmdline())
+        ]
+        assert len(workers) == 2, [w.cmdline() for w in workers]
+        signalled = time.monotonic()
+        process.send_signal(sig)
+        out, err = process.communicate(timeout=120)
+        stopped_after = time.monotonic() - signalled
+        _, alive = psutil.wait_procs(workers, timeout=30)
+        assert not alive, "a worker kept training after the study was signalled"
+    finally:
+        if process.poll() is None:
+            process.kill()
+        for worker in workers:
+            if worker.is_running():
+                worker.kill()
+    assert process.returncode == 130, out + err
+    assert "Traceback" not in err
+    assert _says(_flat(err), "interrupted: finished runs are kept")
+    assert _says(_flat(out + err), f"{sig.name}: the runs in progress save their checkpoints and stop")
+    assert stopped_after < 60, f"the study took {stopped_after:.0f} s to stop"
+    for folder in folders:
+        step = load_checkpoint(folder / "checkpoints" / "last.pt")["step"]
+        assert 1 <= step < 100_000
+        assert _csv_steps(folder)[-1] == step  # the log holds every step the checkpoint has

@@ -75,6 +75,7 @@ def _atomic_write(path: Path, write: Callable[[Path], None]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = _new_temporary(path)
     try:
+        mode = tmp.stat().st_mode & 0o777  # 0666 less the umask, as the kernel applied it
         try:
             write(tmp)
         except OSError:
@@ -83,6 +84,7 @@ def _atomic_write(path: Path, write: Callable[[Path], None]) -> None:
             if not any(marker in str(error) for marker in _WRITE_FAILURES):
                 raise
             raise _write_error(path, tmp, error) from error
+        os.chmod(tmp, mode)  # safetensors writes its file anew, as 0600
         with open(tmp, "rb+") as handle:
             os.fsync(handle.fileno())
         os.replace(tmp, path)

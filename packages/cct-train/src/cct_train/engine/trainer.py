@@ -493,7 +493,10 @@ class Trainer:
     def resume(self, path: str | Path) -> None:
         state = load_checkpoint(path, map_location="cpu")
         self._resumed = True
-        self.unwrapped.load_state_dict(state["model"])
+        try:
+            self.unwrapped.load_state_dict(state["model"])
+        except RuntimeError as error:  # dozens of "size mismatch" lines: say which settings differ
+            raise CheckpointError(self._mismatch(Path(path), state, error)) from None
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         self.step = int(state["step"])
@@ -517,6 +520,37 @@ class Trainer:
                 run.unlabeled_stream.load_state_dict(
                     unlabeled, per_batch * (data.unlabeled_batch_size or data.batch_size)
                 )
+
+    def _mismatch(self, path: Path, state: dict[str, Any], error: RuntimeError) -> str:
+        """Why a checkpoint's weights do not fit this model, in config keys: ``model.*``, ``train.mode``
+        and the number of classes that differ between the checkpoint's config and this one."""
+        saved = state.get("config") or {}
+        now = self.config.to_dict()
+        differ = [
+            f"{key}={before!r} (the config says {after!r})"
+            for key, before, after in _differences(saved, now, ("model", "train.mode"))
+        ]
+        classes = state.get("num_classes")
+        if classes is not None and classes != self._class_info()[0]:
+            differ.append(f"{classes} classes (the data has {self._class_info()[0]})")
+        if differ:
+            wanted = " ".join(
+                f"--set {key}={_yaml_word(before)}"
+                for key, before, _ in _differences(saved, now, ("model", "train.mode"))
+                if not isinstance(before, (dict, list))
+            )
+            how = f" ({wanted})" if wanted else ""
+            return (
+                f"{path} was trained with {'; '.join(differ)}, so its weights do not fit this model. Resume "
+                f"with the settings it was trained with{how}, or train the new settings in a new folder "
+                "(--set experiment.output_dir=...)."
+            )
+        lines = [
+            line.strip() for line in str(error).splitlines() if "size mismatch" in line or "Missing" in line
+        ]
+        shown = "; ".join(lines[:3]) or str(error).splitlines()[0]
+        more = f" (and {len(lines) - 3} more)" if len(lines) > 3 else ""
+        return f"{path}: its weights do not fit this model: {shown}{more}"
 
     def export(self, path: str | Path) -> None:
         """Weights for inference as .safetensors, with the model config and class info as metadata."""
@@ -780,6 +814,42 @@ class Trainer:
                 json.dumps({"step": self.step, **metrics}, indent=2)
             )
         return TrainResult(self.step, self.output_dir, metrics, self.best_miou, seconds)
+
+
+def _differences(
+    before: dict[str, Any], after: dict[str, Any], sections: tuple[str, ...]
+) -> list[tuple[str, Any, Any]]:
+    """``(dotted key, before, after)`` for every leaf of ``sections`` (``"model"``, ``"train.mode"``) whose
+    values differ between two config dicts."""
+    found: list[tuple[str, Any, Any]] = []
+
+    def leaves(node: Any, prefix: str) -> dict[str, Any]:
+        if isinstance(node, dict):
+            flat: dict[str, Any] = {}
+            for key, value in node.items():
+                flat.update(leaves(value, f"{prefix}.{key}"))
+            return flat
+        return {prefix: node}
+
+    for section in sections:
+        old, new = before, after
+        for part in section.split("."):
+            old = old.get(part) if isinstance(old, dict) else None
+            new = new.get(part) if isinstance(new, dict) else None
+        flat_old, flat_new = leaves(old, section), leaves(new, section)
+        for key in sorted(set(flat_old) | set(flat_new)):
+            if flat_old.get(key) != flat_new.get(key):
+                found.append((key, flat_old.get(key), flat_new.get(key)))
+    return found
+
+
+def _yaml_word(value: Any) -> str:
+    """``value`` as a ``--set`` override writes it (None -> null, True -> true)."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return str(value).lower()
+    return str(value)
 
 
 def _check_writable(folder: Path) -> None:

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import torch
@@ -17,6 +17,7 @@ from PIL import Image
 from cct_train.common.checkpoint import CheckpointError, export_weights, load_checkpoint, load_weights
 from cct_train.common.progress import progress_iter
 from cct_train.config import Config, config_from_dict, load_config
+from cct_train.data.base import check_pixels
 from cct_train.eval.evaluate import evaluate, predict_logits, prepare_images
 from cct_train.models.cct import CCTModel
 from cct_train.models.multidomain import MultiDomainCCT
@@ -105,6 +106,22 @@ def load_model(
     return _load(_read(Path(path)), device, domain)
 
 
+_M = TypeVar("_M", CCTModel, MultiDomainCCT)
+
+
+def _build(stored: _Stored, kind: type[_M]) -> _M:
+    """The model a file's ``model_config`` describes, or a ValueError naming the file: the metadata of a
+    shared model file is input like any other (a count of decoders over the bound is refused before any
+    is built)."""
+    try:
+        return kind.from_config(stored.model_config)
+    except (ValueError, TypeError, KeyError) as error:
+        raise ValueError(
+            f"{stored.path}: the model its metadata describes cannot be built ({error}); it was not written "
+            "by cct-train as it is: export it again with `cct export`"
+        ) from None
+
+
 def _load(stored: _Stored, device: str | torch.device, domain: str | None) -> LoadedModel:
     path, domains, config = stored.path, stored.domains, stored.config
     if domains:
@@ -112,7 +129,7 @@ def _load(stored: _Stored, device: str | torch.device, domain: str | None) -> Lo
             raise ValueError(f"{path} is a multi-domain model: choose one of {domains} (--domain NAME)")
         if domain not in domains:
             raise ValueError(f"{path} has no domain {domain!r}; its domains are {domains}")
-        multi = MultiDomainCCT.from_config(stored.model_config)
+        multi = _build(stored, MultiDomainCCT)
         multi.load_state_dict(stored.state)
         single = multi.export_domain(domain)
         single.to(device).eval()
@@ -129,7 +146,7 @@ def _load(stored: _Stored, device: str | torch.device, domain: str | None) -> Lo
         )
     if domain is not None and (config is None or config.get("data", {}).get("dataset") != domain):
         raise ValueError(f"{path} is a single-domain model; leave --domain out")
-    model = CCTModel.from_config(stored.model_config)
+    model = _build(stored, CCTModel)
     model.load_state_dict(stored.state)
     model.to(device).eval()
     num_classes = int(stored.model_config["num_classes"])
@@ -343,7 +360,9 @@ def predict_folder(
     for item in progress_iter(planned, "predicting"):
         file = item.image
         try:
-            image = Image.open(file).convert("RGB")
+            with Image.open(file) as opened:
+                check_pixels(opened, file)  # before decoding: a 100 MP photo is refused, not decoded
+                image = opened.convert("RGB")
         except OSError as error:
             raise ValueError(f"cannot read image {file}: {error}") from None
         array = torch.from_numpy(np.asarray(image).copy()).permute(2, 0, 1)[None].to(dev)
