@@ -832,7 +832,8 @@ def _differences(
         return {prefix: node}
 
     for section in sections:
-        old, new = before, after
+        old: Any = before
+        new: Any = after
         for part in section.split("."):
             old = old.get(part) if isinstance(old, dict) else None
             new = new.get(part) if isinstance(new, dict) else None

@@ -8,7 +8,7 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from PIL import ImageFile
@@ -182,7 +182,8 @@ class _DecodeTasks(Dataset[Decoded]):
         return Decoded(problems, size)
 
 
-def _identity(decoded: Decoded) -> Decoded:
+def _identity(decoded: Any) -> Any:
+    """The collate function of ``batch_size=None``: each :class:`Decoded` as it is."""
     return decoded
 
 
