@@ -184,6 +184,13 @@ def test_a_new_run_never_replaces_a_trained_run_without_overwrite(
     assert (run / "model.safetensors").read_bytes() == weights
     assert _csv_steps(run) == [1, 2, 3]
 
+    # Another run's checkpoint, fine-tuned into this folder, would start a new run here: refused too.
+    other = write_config("other", iterations=1)
+    assert _train(other).exit_code == 0
+    foreign = tmp_path / "other" / "checkpoints" / "last.pt"
+    assert _says(_clean_failure(_train(config, "--resume", str(foreign))), "already holds a trained run")
+    assert last.read_bytes() == before
+
     resumed = _train(config, "--resume", "auto", "--set", "train.iterations=5")
     assert resumed.exit_code == 0, resumed.output
     assert _csv_steps(run) == [1, 2, 3, 4, 5]

@@ -118,7 +118,8 @@ def train(
                         fail(f"checkpoint not found: {checkpoint}")
                     console.print(f"--resume auto: no checkpoint at {checkpoint}; starting from scratch")
                     checkpoint = None
-            if checkpoint is None and not overwrite:
+            continues = checkpoint is not None and checkpoint.resolve().is_relative_to(output_dir.resolve())
+            if not continues and not overwrite:
                 refuse_to_replace(output_dir)
             trainer = Trainer(cfg, overwrite=overwrite)
             if checkpoint is not None:

@@ -218,10 +218,14 @@ def refuse_to_replace(folder: str | Path) -> None:
     """Raise :class:`RunFolderOccupied` when ``folder`` holds a trained run (see :func:`finished_run`)."""
     found = finished_run(folder)
     if found:
+        resumable = (Path(folder) / WEIGHTS[0]).is_file()
+        options = (
+            "Continue it with --resume auto, give" if resumable else "It has no last.pt to continue: give"
+        )
         raise RunFolderOccupied(
             f"experiment.output_dir {folder} already holds a trained run: {_describe_weights(found)}. "
-            "A new run would replace it. Continue it with --resume auto, give the new run its own folder "
-            "with --set experiment.output_dir=..., or pass --overwrite to replace it."
+            f"A new run would replace it. {options} the new run its own folder with --set "
+            "experiment.output_dir=..., or pass --overwrite to replace it."
         )
 
 

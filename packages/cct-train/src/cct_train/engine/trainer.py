@@ -492,7 +492,9 @@ class Trainer:
 
     def resume(self, path: str | Path) -> None:
         state = load_checkpoint(path, map_location="cpu")
-        self._resumed = True
+        # Only a checkpoint of this folder continues its run; one from elsewhere (fine-tuning a run in a
+        # new folder) starts a new run here, which must not replace a trained one either.
+        self._resumed = Path(path).resolve().is_relative_to(self.output_dir.resolve())
         try:
             self.unwrapped.load_state_dict(state["model"])
         except RuntimeError as error:  # dozens of "size mismatch" lines: say which settings differ
