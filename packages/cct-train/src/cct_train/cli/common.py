@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Annotated, NoReturn
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 if TYPE_CHECKING:
     from cct_train.config import Config
@@ -23,7 +24,9 @@ SetOpt = Annotated[
 
 def fail(message: str) -> NoReturn:
     """Print an error and end the command with exit code 2 (bad input), without a traceback."""
-    err.print(f"[bold red]error:[/] {message}")
+    # Escaped: a message is plain text, and brackets in it (torch's "[enforce fail at ...]", a path) are
+    # not rich markup to be swallowed.
+    err.print(f"[bold red]error:[/] {escape(message)}")
     raise typer.Exit(code=2)
 
 

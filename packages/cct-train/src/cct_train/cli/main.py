@@ -76,12 +76,22 @@ def train(
             help="Train only this domain of a multi-domain config (its single-domain baseline, same settings).",
         ),
     ] = None,
+    overwrite: Annotated[
+        bool,
+        typer.Option(
+            "--overwrite",
+            help="Replace the trained run that experiment.output_dir holds (default: refuse and say so).",
+        ),
+    ] = False,
 ) -> None:
     """Train CCT (or the supervised baseline with train.mode=supervised) from a config.
 
     A config with `domains` trains one shared encoder with a head per domain (multi-domain CCT).
+    The run folder is locked while it trains; a trained run in it is continued (--resume auto), never
+    replaced unless --overwrite says so.
     """
     from cct_train.common.checkpoint import CheckpointError
+    from cct_train.common.rundir import RunFolderError, RunFolderLock, refuse_to_replace
     from cct_train.engine.trainer import NonFiniteLossError, Trainer, TrainingInterrupted
 
     cfg = load(config, set_)
@@ -95,22 +105,39 @@ def train(
     if dry_run:
         _dry_run(cfg, config)
         return
+    output_dir = Path(cfg.experiment.output_dir)
     try:
-        trainer = Trainer(cfg)
-        if resume is not None:
-            path = trainer.checkpoint_path("last") if resume == "auto" else Path(resume)
-            if path.is_file():
-                trainer.resume(path)
-                console.print(f"resumed from {path} at step {trainer.step}")
-            elif resume != "auto":
-                fail(f"checkpoint not found: {path}")
-        result = trainer.fit()
+        # The folder's lock and what it holds are settled first: a second run or a finished run in the
+        # way is said at once, not after the data check and the model build.
+        with RunFolderLock(output_dir):
+            checkpoint: Path | None = None
+            if resume is not None:
+                checkpoint = output_dir / "checkpoints" / "last.pt" if resume == "auto" else Path(resume)
+                if not checkpoint.is_file():
+                    if resume != "auto":
+                        fail(f"checkpoint not found: {checkpoint}")
+                    console.print(f"--resume auto: no checkpoint at {checkpoint}; starting from scratch")
+                    checkpoint = None
+            continues = checkpoint is not None and checkpoint.resolve().is_relative_to(output_dir.resolve())
+            if not continues and not overwrite:
+                refuse_to_replace(output_dir)
+            trainer = Trainer(cfg, overwrite=overwrite)
+            if checkpoint is not None:
+                trainer.resume(checkpoint)
+                console.print(f"resumed from {checkpoint} at step {trainer.step}")
+            result = trainer.fit()
     except TrainingInterrupted as stop:
         err.print(f"[bold yellow]stopped:[/] {stop}")
         raise typer.Exit(code=128 + stop.signum) from None
-    except (NonFiniteLossError, CheckpointError, FileNotFoundError, ValueError) as error:
+    except (NonFiniteLossError, CheckpointError, RunFolderError, FileNotFoundError, ValueError) as error:
         fail(str(error))
         return
+    except OSError as error:  # a log or a record that could not be written (a full disk...)
+        fail(
+            f"could not write {error.filename or output_dir}: {error.strerror or error}. Checkpoints are "
+            "written atomically, so the last one is intact: free disk space (or make the folder writable), "
+            "then continue with --resume auto."
+        )
     if trainer.accelerator.is_main_process:
         if result.metrics:
             print_scores(result.metrics, f"{cfg.experiment.name}: validation at step {result.step}")
@@ -222,16 +249,23 @@ def predict(
     ] = None,
     overlay: Annotated[bool, typer.Option(help="Also write colour overlays.")] = True,
     domain: DomainOpt = None,
+    overwrite: Annotated[
+        bool, typer.Option("--overwrite", help="Replace earlier predictions in the output folder.")
+    ] = False,
 ) -> None:
     """Predict index PNGs (and colour overlays) for a folder of images.
 
-    A multi-domain model predicts in the label space of --domain (required for it).
+    Each image's relative path is kept under the output folder, which must lie outside the input folder;
+    existing files there are replaced only with --overwrite. A multi-domain model predicts in the label
+    space of --domain (required for it).
     """
     from cct_train.eval.inference import predict_folder
 
     resize = _size(size, "--size")
     try:
-        written = predict_folder(checkpoint, inputs, output, resize=resize, overlay=overlay, domain=domain)
+        written = predict_folder(
+            checkpoint, inputs, output, resize=resize, overlay=overlay, domain=domain, overwrite=overwrite
+        )
     except (FileNotFoundError, ValueError, RuntimeError) as error:
         fail(str(error))
         return

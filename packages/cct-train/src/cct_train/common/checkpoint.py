@@ -8,10 +8,13 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import random
-import tempfile
+import re
+import secrets
+import shutil
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -28,13 +31,60 @@ class CheckpointError(RuntimeError):
     """A checkpoint is missing, corrupt or not one of ours; the message names the file."""
 
 
+#: How torch.save and safetensors report a write that failed (a full disk, a file-size limit): as a
+#: RuntimeError or SafetensorError, not an OSError, e.g. "[enforce fail at inline_container.cc:672] .
+#: unexpected pos 27332928 vs 27332816" or "I/O error: No space left on device (os error 28)".
+_WRITE_FAILURES = ("inline_container", "PytorchStreamWriter", "file write failed", "I/O error", "IoError")
+
+
+def _write_error(path: Path, tmp: Path, error: Exception) -> OSError:
+    """An OSError for a failed write of ``path`` (reported by torch / safetensors as ``error``), whose
+    strerror says what happened: how much was written, how much space is free, the library's words."""
+    try:
+        written = tmp.stat().st_size
+    except OSError:
+        written = 0
+    try:
+        free: int | None = shutil.disk_usage(path.parent).free
+    except OSError:
+        free = None
+    found = re.search(r"os error (\d+)", str(error))
+    code = int(found.group(1)) if found else None
+    if code is None:
+        # torch names no cause: a disk with (almost) nothing left is the common one.
+        code = errno.ENOSPC if free is not None and free < max(written, 1 << 20) else errno.EIO
+    space = "" if free is None else f", {free / 1e6:.1f} MB free"
+    detail = f"{os.strerror(code)} (the write stopped after {written / 1e6:.1f} MB{space}; {error})"
+    return OSError(code, detail, str(path))
+
+
+def _new_temporary(path: Path) -> Path:
+    """A new empty file beside ``path`` (``.<name>.<random>.tmp``), created with mode 0666 less the umask,
+    as ``open`` would (``mkstemp`` makes it 0600, and a checkpoint moved into place would keep that)."""
+    for _ in range(100):
+        tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
+        try:
+            os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
+        except FileExistsError:
+            continue
+        return tmp
+    raise FileExistsError(f"no free temporary name beside {path}")
+
+
 def _atomic_write(path: Path, write: Callable[[Path], None]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    tmp = Path(tmp_name)
+    tmp = _new_temporary(path)
     try:
-        write(tmp)
+        mode = tmp.stat().st_mode & 0o777  # 0666 less the umask, as the kernel applied it
+        try:
+            write(tmp)
+        except OSError:
+            raise
+        except Exception as error:
+            if not any(marker in str(error) for marker in _WRITE_FAILURES):
+                raise
+            raise _write_error(path, tmp, error) from error
+        os.chmod(tmp, mode)  # safetensors writes its file anew, as 0600
         with open(tmp, "rb+") as handle:
             os.fsync(handle.fileno())
         os.replace(tmp, path)

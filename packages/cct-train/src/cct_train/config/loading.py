@@ -47,7 +47,14 @@ def apply_overrides(data: dict[str, Any], overrides: Iterable[str]) -> dict[str,
             node = child
         if isinstance(node, list):
             raise ConfigError(f"override {item!r}: replace a whole list as `{'.'.join(parts[:-1])}=[...]`")
-        node[parts[-1]] = _parse_value(raw)
+        try:
+            node[parts[-1]] = _parse_value(raw)
+        except yaml.YAMLError as error:  # `!!python/object/apply:...` and other tags are never built
+            problem = getattr(error, "problem", None) or str(error).splitlines()[0]
+            raise ConfigError(
+                f"override {item!r}: the value is not plain YAML ({problem}); tags such as !!python/... "
+                "are refused. Write a plain number, word or list, quoted if it must stay text."
+            ) from None
     return result
 
 

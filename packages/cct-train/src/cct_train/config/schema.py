@@ -12,6 +12,7 @@ from typing import Any, Literal
 from pydantic import Field, field_validator, model_validator
 
 from cct_perturb import PAPER_DECODERS, PERTURBATIONS
+from cct_train.common.limits import MAX_AUX_DECODERS
 from cct_train.config.base import StrictSection
 
 #: The paper's final "CCT" setting, 30 auxiliary decoders: cct_perturb's PAPER_DECODERS (one source), under
@@ -52,6 +53,12 @@ def check_perturbations(value: dict[str, int]) -> dict[str, int]:
         _known_perturbation(name)
         if count < 0:
             raise ValueError(f"perturbations.{name}: K must be >= 0, got {count}")
+    total = sum(value.values())
+    if total > MAX_AUX_DECODERS:
+        raise ValueError(
+            f"{total} auxiliary decoders in all ({', '.join(f'{n}: {k}' for n, k in value.items())}); at most "
+            f"{MAX_AUX_DECODERS} are built (the paper's CCT uses 30): lower the counts"
+        )
     return {name: count for name, count in value.items() if count > 0}
 
 

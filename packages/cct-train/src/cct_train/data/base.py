@@ -13,7 +13,7 @@ Decoding runs on CPU workers with PIL; heavy augmentation runs later, batched, o
 from __future__ import annotations
 
 import copy
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal, TypedDict, TypeVar
@@ -22,6 +22,8 @@ import numpy as np
 import torch
 from PIL import Image
 from torch.utils.data import Dataset
+
+from cct_train.common.limits import MAX_IMAGE_PIXELS
 
 IGNORE_INDEX = 255
 IMAGE_EXTENSIONS: tuple[str, ...] = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".ppm")
@@ -33,6 +35,37 @@ MissingPolicy = Literal["raise", "skip"]
 
 MAX_LISTED = 20
 """At most this many paths are spelled out in a :class:`MissingFilesError` message."""
+
+
+class SampleError(ValueError):
+    """A sample that cannot be read (a truncated or unreadable file, an image too large...); the message
+    names the file and says what to do.
+
+    Raised in a DataLoader worker, torch re-raises it in the main process with the worker's whole
+    traceback as its message: the constructor keeps only the original message, so that the command line
+    shows a few lines, not 200.
+    """
+
+    def __init__(self, message: str) -> None:
+        if "Original Traceback" in message:
+            message = message.rstrip().rsplit(f"{type(self).__name__}: ", 1)[-1]
+        super().__init__(message)
+
+
+class ImageTooLargeError(SampleError):
+    """An image or mask over :data:`MAX_IMAGE_PIXELS`."""
+
+
+def check_pixels(img: Image.Image, path: Path | str) -> None:
+    """Raise :class:`ImageTooLargeError` naming ``path`` when the opened (not yet decoded) ``img`` is over
+    :data:`MAX_IMAGE_PIXELS`."""
+    width, height = img.size
+    if width * height > MAX_IMAGE_PIXELS:
+        raise ImageTooLargeError(
+            f"{path}: {width}x{height} pixels ({width * height / 1e6:.0f} MP), over the limit of "
+            f"{MAX_IMAGE_PIXELS / 1e6:.0f} MP per image (it would take gigabytes of memory to decode and "
+            "train on): downscale it, e.g. to at most 4000 px on the long side, or cut it into tiles"
+        )
 
 
 class _SampleRequired(TypedDict):
@@ -187,6 +220,7 @@ def read_image(path: Path, resize: tuple[int, int] | None = None) -> np.ndarray:
     """
     with Image.open(path) as file:
         img: Image.Image = file
+        check_pixels(img, path)
         img.load()
         if img.mode in ("I", "I;16", "I;16B", "F"):
             arr = np.asarray(img, dtype=np.float64)
@@ -208,6 +242,7 @@ def read_mask_raw(path: Path) -> np.ndarray:
     """Decode a mask file without mapping: (H, W) for index/greyscale PNGs, (H, W, 3) for RGB ones."""
     with Image.open(path) as file:
         img: Image.Image = file
+        check_pixels(img, path)
         img.load()
         if img.mode in ("RGB", "RGBA"):
             return np.asarray(img.convert("RGB"), dtype=np.uint8)
@@ -344,10 +379,10 @@ class ImageDataset(Dataset[Sample]):
 
     def __getitem__(self, index: int) -> Sample:
         item = self._items[index]
-        image = self._load_image(item)
+        image = _named(lambda: self._load_image(item), item.image, "image", item.name)
         mask: np.ndarray | None = None
         if self._with_masks and item.mask is not None:
-            mask = self._load_mask(item)
+            mask = _named(lambda: self._load_mask(item), item.mask, "mask", item.name)
             if mask.shape != image.shape[:2]:
                 raise ValueError(
                     f"{item.mask}: mask size {mask.shape[1]}x{mask.shape[0]} (WxH) differs from its image "
@@ -357,6 +392,26 @@ class ImageDataset(Dataset[Sample]):
         if mask is not None:
             sample["mask"] = mask_to_tensor(resize_mask(mask, self.resize))
         return sample
+
+
+_T = TypeVar("_T")
+
+
+def _named(load: Callable[[], _T], path: Path, role: str, name: str) -> _T:
+    """``load()``, with a failure that does not name ``path`` turned into a :class:`SampleError` that does
+    (PIL's "image file is truncated" names no file; with ``data.check=off`` nothing else would)."""
+    try:
+        return load()
+    except SampleError:
+        raise
+    except Exception as error:
+        if str(path) in str(error):  # already named (a mask value outside the classes...): kept as said
+            raise SampleError(str(error)) from None
+        raise SampleError(
+            f"{path}: the {role} of sample {name!r} cannot be decoded ({type(error).__name__}: {error}). "
+            "Run `cct data check` to list every such file, replace or remove it, or set "
+            "data.skip_bad_samples=true to train without the bad samples."
+        ) from None
 
 
 class SegmentationDataset(ImageDataset):

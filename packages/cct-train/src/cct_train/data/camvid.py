@@ -24,11 +24,12 @@ from cct_train.data.base import (
     check_missing_policy,
     inside_root,
     map_index_mask,
+    outside_root_entry,
+    refuse_lost,
     require_dir,
     select_items,
-    split_missing,
 )
-from cct_train.data.lists import read_list
+from cct_train.data.lists import expected_tokens, read_list
 
 CAMVID_CLASSES: tuple[str, ...] = (
     "Sky",
@@ -66,7 +67,7 @@ CAMVID_SPLITS = ("train", "val", "test")
 
 def _resolve(root: Path, token: str) -> Path:
     """Map one path of a split file to a file under ``root`` (or, for ``../``, the path that leaves it,
-    which :func:`~cct_train.data.base.split_missing` then refuses by name)."""
+    which :func:`read_camvid_list` then refuses by name)."""
     path = Path(token)
     if not path.is_absolute():
         candidate = root / path
@@ -93,17 +94,33 @@ def read_camvid_list(
         present = sorted(p.stem for p in root.glob("*.txt"))
         raise FileNotFoundError(f"CamVid split file not found: {list_file} (splits present: {present})")
     items: list[Item] = []
+    lost: list[SkippedEntry] = []
     for entry in read_list(list_file):
         if len(entry.tokens) != 2:
-            raise ValueError(
-                f"{list_file}:{entry.line}: expected 'image label', got {' '.join(entry.tokens)!r}"
-            )
-        image, mask = _resolve(root, entry.tokens[0]), _resolve(root, entry.tokens[1])
-        items.append(Item(name=image.stem, image=image, mask=mask))
-    kept, lost = split_missing(items, f"CamVid {split}", missing, root=root)
+            raise expected_tokens(list_file, entry, "'image label'")
+        source = f"{list_file}:{entry.line}"
+        name = Path(entry.tokens[0]).stem
+        found: list[Path] = []
+        before = len(lost)
+        for role, token in zip(("image", "label"), entry.tokens, strict=True):
+            path = _resolve(root, token)
+            if not inside_root(path, root):
+                lost.append(outside_root_entry(path, root, source, name))
+            elif not path.is_file():
+                # Named as written, with the line; the path looked for too when it is another one.
+                written = Path(token)
+                looked = "" if written == path else f" (looked for {path})"
+                shown = written if written.is_absolute() else path
+                lost.append(
+                    SkippedEntry("missing", shown, f"{source}: {role} {token!r} not found{looked}", name)
+                )
+            found.append(path)
+        if len(lost) == before:
+            items.append(Item(name=found[0].stem, image=found[0], mask=found[1]))
+    refuse_lost(f"CamVid {split}", lost, missing)
     if skipped is not None:
         skipped.extend(lost)
-    return kept
+    return items
 
 
 class CamVid(SegmentationDataset):

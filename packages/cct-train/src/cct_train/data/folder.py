@@ -40,7 +40,7 @@ from cct_train.data.base import (
     require_dir,
     select_items,
 )
-from cct_train.data.lists import read_list
+from cct_train.data.lists import expected_tokens, read_list
 
 DATASET_JSON = "dataset.json"
 
@@ -169,7 +169,7 @@ def read_list_file(
     items: list[Item] = []
     lost: list[SkippedEntry] = []
     if path.suffix.lower() == ".csv":
-        with path.open(newline="") as handle:
+        with path.open(newline="", encoding="utf-8-sig") as handle:  # a BOM is not part of "image"
             reader = csv.DictReader(handle)
             fields = [f.strip() for f in reader.fieldnames or []]
             if "image" not in fields:
@@ -190,7 +190,7 @@ def read_list_file(
         parts = entry.tokens
         source = f"{path}:{entry.line}"
         if len(parts) > 2:
-            raise ValueError(f"{source}: expected 'name' or 'image mask', got {' '.join(parts)!r}")
+            raise expected_tokens(path, entry, "'name' or 'image mask'")
         found = resolver.pair(parts[0], parts[1] if len(parts) == 2 else None, source)
         if isinstance(found, list):
             lost.extend(found)

@@ -10,7 +10,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from cct_train.data.base import Sample
+from cct_train.data.base import Sample, SampleError
 
 
 class _BatchRequired(TypedDict):
@@ -34,8 +34,11 @@ def collate(samples: Sequence[Sample]) -> Batch:
         raise ValueError("collate: empty batch")
     sizes = {tuple(s["image"].shape) for s in samples}
     if len(sizes) > 1:
-        raise ValueError(
-            f"collate: images of different sizes {sorted(sizes)}; pass resize=(H, W) to the dataset"
+        shown = ", ".join(f"{s['name']} {s['image'].shape[-1]}x{s['image'].shape[-2]}" for s in samples[:8])
+        raise SampleError(
+            f"one batch holds images of different sizes (WxH): {shown}. Batches need one size: set "
+            "data.resize=[H, W] (resize=(H, W) for a data set), or run `cct data check`, which names every "
+            "image whose size differs from the others"
         )
     batch: Batch = {"image": torch.stack([s["image"] for s in samples]), "name": [s["name"] for s in samples]}
     with_mask = sum("mask" in s for s in samples)

@@ -46,6 +46,14 @@ class StopRequest:
             raise KeyboardInterrupt
         self.signum = signum
 
+    def request(self, signum: int, frame: Any = None) -> None:
+        """A signal handler that only asks the loop to stop, however often it comes: for a signal that
+        another process forwards (a study to its workers), which must not turn a stop with a checkpoint
+        into an interruption when the same stop also reached the worker directly (Ctrl-C in a terminal
+        signals the whole process group)."""
+        if self.signum is None:
+            self.signum = signum
+
 
 @contextmanager
 def stop_on_signals(request: StopRequest) -> Iterator[None]:

@@ -36,6 +36,27 @@ class CSVTracker(GeneralTracker):
     def store_init_configuration(self, values: dict[str, Any]) -> None:
         (self.directory / "hparams.json").write_text(json.dumps(values, indent=2, default=str))
 
+    def drop_after(self, step: int) -> int:
+        """Remove the rows logged after ``step`` (a resumed run replays those steps and logs them again;
+        a new run, ``step`` 0, starts an empty log); returns how many rows went. The file is replaced
+        atomically."""
+        if not self.path.is_file():
+            return 0
+        with self.path.open(newline="") as handle:
+            rows = list(csv.reader(handle))
+        header, body = rows[:1], rows[1:]
+        kept = [row for row in body if not (row and row[0].isdigit() and int(row[0]) > step)]
+        if len(kept) == len(body):
+            return 0
+        if not kept:
+            self.path.unlink()  # the next log writes the header again
+            return len(body)
+        tmp = self.path.with_name(f".{self.path.name}.tmp")
+        with tmp.open("w", newline="") as handle:
+            csv.writer(handle).writerows(header + kept)
+        tmp.replace(self.path)
+        return len(body) - len(kept)
+
     def log(self, values: dict[str, Any], step: int | None = None, **kwargs: Any) -> None:
         new = not self.path.exists()
         with self.path.open("a", newline="") as handle:

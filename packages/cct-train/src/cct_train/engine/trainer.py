@@ -12,6 +12,7 @@ import math
 import os
 import tempfile
 import time
+import weakref
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from itertools import islice
@@ -40,6 +41,13 @@ from cct_train.common.checkpoint import (
     set_rng_state,
 )
 from cct_train.common.progress import training_progress
+from cct_train.common.rundir import (
+    RunFolderError,
+    RunFolderLock,
+    clear_run,
+    refuse_to_replace,
+    remove_partial_files,
+)
 from cct_train.config import Config, save_config
 from cct_train.data import InfiniteLoader, cycle
 from cct_train.data.setup import DataBundle, TrainTransform, build_data
@@ -116,16 +124,29 @@ class Trainer:
     """
 
     def __init__(
-        self, config: Config, *, accelerator: Accelerator | None = None, quiet: bool = False
+        self,
+        config: Config,
+        *,
+        accelerator: Accelerator | None = None,
+        quiet: bool = False,
+        overwrite: bool = False,
     ) -> None:
+        """``overwrite``: a run that is not resumed may replace the trained run its folder holds (its
+        weights and logs are removed when ``fit`` starts); without it ``fit`` refuses
+        (:class:`~cct_train.common.rundir.RunFolderOccupied`). The folder is locked from here on: another
+        process training into it raises :class:`~cct_train.common.rundir.RunFolderBusy` naming this one."""
         self.config = config
         self.output_dir = Path(config.experiment.output_dir)
+        self.overwrite = overwrite
+        self._resumed = False
         _check_writable(self.output_dir)
         trackers: list[Any] = []
         if "tensorboard" in config.train.trackers:
             trackers.append("tensorboard")
+        self._csv: CSVTracker | None = None
         if "csv" in config.train.trackers:
-            trackers.append(CSVTracker(config.experiment.name, self.output_dir / "logs"))
+            self._csv = CSVTracker(config.experiment.name, self.output_dir / "logs")
+            trackers.append(self._csv)
         if accelerator is None:
             # Accelerate keeps its settings (mixed precision...) in a process-wide singleton; a second
             # Trainer in the same process (the demo, a notebook, tests) must be free to choose its own.
@@ -153,6 +174,11 @@ class Trainer:
             kwargs_handlers=handlers or None,
         )
         self.quiet = quiet or not self.accelerator.is_main_process
+        #: One run per folder: taken before anything is written, given back when fit ends (or the
+        #: trainer is collected, or the process ends, whichever comes first).
+        self._lock = RunFolderLock(self.output_dir)
+        self._on_main(self._claim_output_dir)
+        weakref.finalize(self, self._lock.release)
         if not self.quiet:
             from cct_train.common.progress import console
 
@@ -235,6 +261,8 @@ class Trainer:
             run.unlabeled_stream = cycle(run.unlabeled_loader) if run.unlabeled_loader is not None else None
         self.nonfinite_skipped = 0
         self._nonfinite_in_row = 0
+        #: The step of the last checkpoint "last" this run saved or resumed from (None: there is none).
+        self._last_saved_step: int | None = None
         #: Set by SIGINT / SIGTERM (engine.signals): the loop saves a checkpoint and stops after the step.
         self.stop = StopRequest()
 
@@ -259,6 +287,50 @@ class Trainer:
     @property
     def val_loader(self) -> DataLoader | None:
         return self.domains[0].val_loader
+
+    # ------------------------------------------------------------------ the run folder
+    def _on_main(self, work: Callable[[], None]) -> None:
+        """Run ``work`` on the main process; an error it raises is raised on every process (none waits
+        forever at the next collective for a main process that stopped)."""
+        outcome: list[Any] = [None]
+        if self.accelerator.is_main_process:
+            try:
+                work()
+            except (RunFolderError, OSError) as error:
+                outcome[0] = error
+        outcome = broadcast_object_list(outcome)
+        if isinstance(outcome[0], BaseException):
+            raise outcome[0]
+
+    def _claim_output_dir(self) -> None:
+        """Lock the folder, then clear what killed atomic writes left in it (no live run can be writing
+        them now) and say so."""
+        self._lock.acquire()
+        count, size = remove_partial_files(self.output_dir)
+        if count and not self.quiet:
+            from cct_train.common.progress import console
+
+            console.print(
+                f"removed {count} partial file(s) ({size / 1e6:.1f} MB) that an interrupted write left in "
+                f"{self.output_dir}"
+            )
+
+    def _start_run(self) -> None:
+        """Before ``fit`` writes anything: a run that was not resumed must not replace a trained run
+        (unless ``overwrite``), and the CSV log keeps no row past the step the run starts from (a resumed
+        run replays the steps after its checkpoint; a new run starts a new log)."""
+        self._lock.acquire()
+        if not self._resumed:
+            if self.overwrite:
+                clear_run(self.output_dir)
+            else:
+                refuse_to_replace(self.output_dir)
+        if self._csv is not None:
+            self._csv.drop_after(self.step)
+
+    def close(self) -> None:
+        """Give the run folder's lock back (``fit`` does when it ends)."""
+        self._lock.release()
 
     # ------------------------------------------------------------------ helpers
     def _check_data(self, views: list[tuple[str, Config]]) -> dict[str, dict[str, set[str]]]:
@@ -339,8 +411,17 @@ class Trainer:
         )
 
     def save(self, name: str = "last") -> Path:
-        """Write a checkpoint atomically; a failed write keeps the previous one and says what to do."""
+        """Write a checkpoint atomically; a failed write keeps the previous one and says what to do.
+
+        Weights that are NaN or infinite are never written over a checkpoint (they would replace a good
+        one with one nothing can continue from): that raises :class:`NonFiniteLossError` instead.
+        """
         path = self.checkpoint_path(name)
+        if not self._weights_finite():  # the same answer on every process: they all stop here
+            raise NonFiniteLossError(
+                f"the model's weights became NaN or infinite by step {self.step}, so they were not saved "
+                f"to {path}. {self._checkpoint_note()} {self._nonfinite_advice()}"
+            )
         self.accelerator.wait_for_everyone()
         # Every process draws its own augmentations: keep each one's generator states.
         generators = gather_object(
@@ -382,14 +463,55 @@ class Trainer:
                     f"(or set experiment.output_dir elsewhere), then continue with --resume auto."
                 ) from error
         self.accelerator.wait_for_everyone()
+        if name == "last":
+            self._last_saved_step = self.step
         return path
+
+    def _weights_finite(self) -> bool:
+        """Whether every floating-point parameter and buffer is finite (one host sync)."""
+        tensors = [t for t in self.unwrapped.state_dict().values() if t.is_floating_point()]
+        if not tensors:
+            return True
+        flags = torch.stack([torch.isfinite(t).all() for t in tensors])
+        return bool(flags.all())
+
+    def _checkpoint_note(self) -> str:
+        """Which checkpoint a stopped run can continue from, or that there is none (said, not assumed)."""
+        path = self.checkpoint_path("last")
+        if self._last_saved_step is not None and path.is_file():
+            return (
+                f"The last good checkpoint is {path} (step {self._last_saved_step}): continue from it with "
+                "--resume auto once the settings are changed."
+            )
+        every = self.config.train.checkpoint_every
+        when = f"the first was due at step {every}" if every else "train.checkpoint_every is 0"
+        return (
+            f"No checkpoint was saved ({when}), so there is nothing to resume: change the settings and "
+            "start again."
+        )
+
+    def _nonfinite_advice(self) -> str:
+        lr = self.config.train.optimizer.lr
+        return (
+            f"Lower train.optimizer.lr (now {lr}), set train.max_grad_norm, use train.mixed_precision=bf16 "
+            "instead of fp16, or check the data (cct data check); raise train.nonfinite_patience to tolerate "
+            "more."
+        )
 
     def resume(self, path: str | Path) -> None:
         state = load_checkpoint(path, map_location="cpu")
-        self.unwrapped.load_state_dict(state["model"])
+        # Only a checkpoint of this folder continues its run; one from elsewhere (fine-tuning a run in a
+        # new folder) starts a new run here, which must not replace a trained one either.
+        self._resumed = Path(path).resolve().is_relative_to(self.output_dir.resolve())
+        try:
+            self.unwrapped.load_state_dict(state["model"])
+        except RuntimeError as error:  # dozens of "size mismatch" lines: say which settings differ
+            raise CheckpointError(self._mismatch(Path(path), state, error)) from None
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         self.step = int(state["step"])
+        if Path(path).resolve() == self.checkpoint_path("last").resolve():
+            self._last_saved_step = self.step
         self.best_miou = state.get("best_miou")
         self.nonfinite_skipped = int(state.get("nonfinite_skipped", 0))
         set_rng_state(state["rng"])
@@ -409,11 +531,49 @@ class Trainer:
                     unlabeled, per_batch * (data.unlabeled_batch_size or data.batch_size)
                 )
 
+    def _mismatch(self, path: Path, state: dict[str, Any], error: RuntimeError) -> str:
+        """Why a checkpoint's weights do not fit this model, in config keys: ``model.*``, ``train.mode``
+        and the number of classes that differ between the checkpoint's config and this one."""
+        saved = state.get("config") or {}
+        now = self.config.to_dict()
+        differ = [
+            f"{key}={before!r} (the config says {after!r})"
+            for key, before, after in _differences(saved, now, ("model", "train.mode"))
+        ]
+        classes = state.get("num_classes")
+        if classes is not None and classes != self._class_info()[0]:
+            differ.append(f"{classes} classes (the data has {self._class_info()[0]})")
+        if differ:
+            wanted = " ".join(
+                f"--set {key}={_yaml_word(before)}"
+                for key, before, _ in _differences(saved, now, ("model", "train.mode"))
+                if not isinstance(before, (dict, list))
+            )
+            how = f" ({wanted})" if wanted else ""
+            return (
+                f"{path} was trained with {'; '.join(differ)}, so its weights do not fit this model. Resume "
+                f"with the settings it was trained with{how}, or train the new settings in a new folder "
+                "(--set experiment.output_dir=...)."
+            )
+        lines = [
+            line.strip() for line in str(error).splitlines() if "size mismatch" in line or "Missing" in line
+        ]
+        shown = "; ".join(lines[:3]) or str(error).splitlines()[0]
+        more = f" (and {len(lines) - 3} more)" if len(lines) > 3 else ""
+        return f"{path}: its weights do not fit this model: {shown}{more}"
+
     def export(self, path: str | Path) -> None:
         """Weights for inference as .safetensors, with the model config and class info as metadata."""
         if self.accelerator.is_main_process:
             _, class_names, palette = self._class_info()
-            export_weights(path, self.unwrapped, self.unwrapped.config, class_names, palette)
+            try:
+                export_weights(path, self.unwrapped, self.unwrapped.config, class_names, palette)
+            except OSError as error:
+                raise CheckpointError(
+                    f"could not write the model weights {path}: {error.strerror or error}. The checkpoints "
+                    "are intact: free disk space (or make the folder writable), then run the same command "
+                    "with --resume auto to write them again."
+                ) from error
 
     def _seed_generators(self, rank: int, step: int = 0) -> None:
         seed = self.config.experiment.seed * 1000 + rank + 7919 * step
@@ -555,10 +715,8 @@ class Trainer:
         if self._nonfinite_in_row >= patience:
             raise NonFiniteLossError(
                 f"the loss was NaN or infinite in {self._nonfinite_in_row} steps in a row (step {self.step + 1}; "
-                f"{self.nonfinite_skipped} skipped in all), so training stopped. The last good checkpoint is "
-                f"{self.checkpoint_path('last')}. Lower train.optimizer.lr, set train.max_grad_norm, use "
-                f"train.mixed_precision=bf16 instead of fp16, or check the data (cct data check); raise "
-                f"train.nonfinite_patience to tolerate more."
+                f"{self.nonfinite_skipped} skipped in all), so training stopped. {self._checkpoint_note()} "
+                f"{self._nonfinite_advice()}"
             )
 
     def validate(self) -> dict[str, Any]:
@@ -623,8 +781,15 @@ class Trainer:
                 yield images
 
     def fit(self, callback: ProgressCallback | None = None) -> TrainResult:
-        cfg = self.config.train
         self.output_dir.mkdir(parents=True, exist_ok=True)
+        self._on_main(self._start_run)
+        try:
+            return self._fit(callback)
+        finally:
+            self.close()
+
+    def _fit(self, callback: ProgressCallback | None) -> TrainResult:
+        cfg = self.config.train
         if self.accelerator.is_main_process:
             save_config(self.config, self.output_dir / "config.yaml")
         self.accelerator.init_trackers(self.config.experiment.name, config=_flat(self.config.to_dict()))
@@ -648,10 +813,8 @@ class Trainer:
                     (k, v.detach()) for k, v in out.items() if "loss" in k or k.endswith("confident")
                 )
                 self.step += 1
-                if self.stop.signum is not None:
-                    path = self.save("last")
-                    raise TrainingInterrupted(self.stop.signum, self.step, path)
-                if self.step % cfg.log_every == 0 or self.step == cfg.iterations:
+                stopping = self.stop.signum is not None
+                if self.step % cfg.log_every == 0 or self.step == cfg.iterations or stopping:
                     # One host sync per log interval, not per step.
                     # Alternating domains: each domain's latest losses, not only the last step's domain.
                     logs = {k: float(v.detach()) for k, v in latest.items()}
@@ -671,6 +834,10 @@ class Trainer:
                         callback(self.step, logs)
                 else:
                     progress.update(self.step)
+                if stopping:  # logged above, so that the log holds every step the checkpoint has
+                    assert self.stop.signum is not None
+                    path = self.save("last")
+                    raise TrainingInterrupted(self.stop.signum, self.step, path)
                 if cfg.eval_every and (self.step % cfg.eval_every == 0 or self.step == cfg.iterations):
                     metrics = self.validate()
                     self.model.train()
@@ -701,6 +868,43 @@ class Trainer:
                 json.dumps({"step": self.step, **metrics}, indent=2)
             )
         return TrainResult(self.step, self.output_dir, metrics, self.best_miou, seconds)
+
+
+def _differences(
+    before: dict[str, Any], after: dict[str, Any], sections: tuple[str, ...]
+) -> list[tuple[str, Any, Any]]:
+    """``(dotted key, before, after)`` for every leaf of ``sections`` (``"model"``, ``"train.mode"``) whose
+    values differ between two config dicts."""
+    found: list[tuple[str, Any, Any]] = []
+
+    def leaves(node: Any, prefix: str) -> dict[str, Any]:
+        if isinstance(node, dict):
+            flat: dict[str, Any] = {}
+            for key, value in node.items():
+                flat.update(leaves(value, f"{prefix}.{key}"))
+            return flat
+        return {prefix: node}
+
+    for section in sections:
+        old: Any = before
+        new: Any = after
+        for part in section.split("."):
+            old = old.get(part) if isinstance(old, dict) else None
+            new = new.get(part) if isinstance(new, dict) else None
+        flat_old, flat_new = leaves(old, section), leaves(new, section)
+        for key in sorted(set(flat_old) | set(flat_new)):
+            if flat_old.get(key) != flat_new.get(key):
+                found.append((key, flat_old.get(key), flat_new.get(key)))
+    return found
+
+
+def _yaml_word(value: Any) -> str:
+    """``value`` as a ``--set`` override writes it (None -> null, True -> true)."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return str(value).lower()
+    return str(value)
 
 
 def _check_writable(folder: Path) -> None:

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import torch
@@ -17,6 +17,7 @@ from PIL import Image
 from cct_train.common.checkpoint import CheckpointError, export_weights, load_checkpoint, load_weights
 from cct_train.common.progress import progress_iter
 from cct_train.config import Config, config_from_dict, load_config
+from cct_train.data.base import check_pixels
 from cct_train.eval.evaluate import evaluate, predict_logits, prepare_images
 from cct_train.models.cct import CCTModel
 from cct_train.models.multidomain import MultiDomainCCT
@@ -105,6 +106,22 @@ def load_model(
     return _load(_read(Path(path)), device, domain)
 
 
+_M = TypeVar("_M", CCTModel, MultiDomainCCT)
+
+
+def _build(stored: _Stored, kind: type[_M]) -> _M:
+    """The model a file's ``model_config`` describes, or a ValueError naming the file: the metadata of a
+    shared model file is input like any other (a count of decoders over the bound is refused before any
+    is built)."""
+    try:
+        return kind.from_config(stored.model_config)
+    except (ValueError, TypeError, KeyError) as error:
+        raise ValueError(
+            f"{stored.path}: the model its metadata describes cannot be built ({error}); it was not written "
+            "by cct-train as it is: export it again with `cct export`"
+        ) from None
+
+
 def _load(stored: _Stored, device: str | torch.device, domain: str | None) -> LoadedModel:
     path, domains, config = stored.path, stored.domains, stored.config
     if domains:
@@ -112,7 +129,7 @@ def _load(stored: _Stored, device: str | torch.device, domain: str | None) -> Lo
             raise ValueError(f"{path} is a multi-domain model: choose one of {domains} (--domain NAME)")
         if domain not in domains:
             raise ValueError(f"{path} has no domain {domain!r}; its domains are {domains}")
-        multi = MultiDomainCCT.from_config(stored.model_config)
+        multi = _build(stored, MultiDomainCCT)
         multi.load_state_dict(stored.state)
         single = multi.export_domain(domain)
         single.to(device).eval()
@@ -129,7 +146,7 @@ def _load(stored: _Stored, device: str | torch.device, domain: str | None) -> Lo
         )
     if domain is not None and (config is None or config.get("data", {}).get("dataset") != domain):
         raise ValueError(f"{path} is a single-domain model; leave --domain out")
-    model = CCTModel.from_config(stored.model_config)
+    model = _build(stored, CCTModel)
     model.load_state_dict(stored.state)
     model.to(device).eval()
     num_classes = int(stored.model_config["num_classes"])
@@ -241,6 +258,83 @@ def colorize(mask: np.ndarray, palette: Sequence[Sequence[int]]) -> np.ndarray:
     return table[mask]
 
 
+@dataclass(frozen=True)
+class PlannedPrediction:
+    """Where the prediction of one input image goes: its index mask and (optionally) its overlay."""
+
+    image: Path
+    mask: Path
+    overlay: Path | None
+
+
+def plan_predictions(
+    inputs: str | Path, output: str | Path, *, overlay: bool = True, overwrite: bool = False
+) -> list[PlannedPrediction]:
+    """The input images and the files their predictions go to, checked so that nothing is lost.
+
+    Each image's relative path under ``inputs`` is kept (``sub/a.png`` -> ``output/sub/a.png``); images
+    of one folder that share a stem keep their extension apart (``a.png``, ``a.jpg`` -> ``a_png.png``,
+    ``a_jpg.png``). Raises ValueError, before anything is written, when ``output`` is the input folder or
+    lies inside it, when two predictions would land on one file, or when a file is already there (unless
+    ``overwrite``: earlier predictions may be replaced; an input image never is).
+    """
+    inputs, output = Path(inputs), Path(output)
+    files = _list_images(inputs)
+    folder = inputs if inputs.is_dir() else inputs.parent
+    out, src = output.resolve(), folder.resolve()
+    if inputs.is_dir() and out.is_relative_to(src):
+        where = "the input folder" if out == src else f"inside the input folder {inputs}"
+        raise ValueError(
+            f"-o {output} is {where}: the predictions would be written among the images (over them "
+            f"when names meet) and read back as inputs next time. Choose an output folder outside {inputs}."
+        )
+    relative = [f.relative_to(inputs) if inputs.is_dir() else Path(f.name) for f in files]
+    stems: dict[str, int] = {}
+    for rel in relative:
+        key = str(rel.with_suffix(""))
+        stems[key] = stems.get(key, 0) + 1
+    planned: list[PlannedPrediction] = []
+    for file, rel in zip(files, relative, strict=True):
+        base = rel.with_suffix("")
+        if stems[str(base)] > 1:  # a.png and a.jpg side by side: keep them apart
+            base = base.with_name(f"{base.name}_{rel.suffix.lstrip('.').lower()}")
+        mask = output / base.parent / f"{base.name}.png"
+        planned.append(
+            PlannedPrediction(file, mask, mask.with_name(f"{base.name}_overlay.png") if overlay else None)
+        )
+    _check_targets(planned, {f.resolve() for f in files}, output, overwrite)
+    return planned
+
+
+def _check_targets(
+    planned: list[PlannedPrediction], sources: set[Path], output: Path, overwrite: bool
+) -> None:
+    """Every output file distinct, none an input image, none already there unless ``overwrite``."""
+    owners: dict[str, Path] = {}
+    existing: list[Path] = []
+    for item in planned:
+        for target in (item.mask, item.overlay):
+            if target is None:
+                continue
+            key = str(target.resolve())
+            if key in owners:
+                raise ValueError(
+                    f"the predictions of {owners[key]} and {item.image} would both be written to {target}; "
+                    "rename one of them"
+                )
+            owners[key] = item.image
+            if target.resolve() in sources:
+                raise ValueError(f"the prediction of {item.image} would overwrite the input image {target}")
+            if target.exists():
+                existing.append(target)
+    if existing and not overwrite:
+        more = f" and {len(existing) - 1} more" if len(existing) > 1 else ""
+        raise ValueError(
+            f"{existing[0]}{more} already exist in {output}: pass --overwrite to replace earlier "
+            "predictions, or choose another output folder with -o"
+        )
+
+
 @torch.no_grad()
 def predict_folder(
     checkpoint: str | Path,
@@ -251,20 +345,24 @@ def predict_folder(
     overlay: bool = True,
     device: str | None = None,
     domain: str | None = None,
+    overwrite: bool = False,
 ) -> int:
-    """Write `<name>.png` index masks (and `<name>_overlay.png`) for every image under `inputs`
-    (with a multi-domain model: in the label space of ``domain``)."""
+    """Write an index mask `<name>.png` (and `<name>_overlay.png`) for every image under `inputs` (with a
+    multi-domain model: in the label space of ``domain``), at the same relative path under ``output``
+    (:func:`plan_predictions`: never into the input folder, never over an input, over earlier
+    predictions only with ``overwrite``). Returns the number of images predicted."""
     from cct_train.data import Normalize
 
+    planned = plan_predictions(inputs, output, overlay=overlay, overwrite=overwrite)
     dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     loaded = load_model(checkpoint, dev, domain=domain)
     normalize = Normalize(*loaded.model.normalization).to(dev)
-    output = Path(output)
-    output.mkdir(parents=True, exist_ok=True)
-    files = _list_images(Path(inputs))
-    for file in progress_iter(files, "predicting"):
+    for item in progress_iter(planned, "predicting"):
+        file = item.image
         try:
-            image = Image.open(file).convert("RGB")
+            with Image.open(file) as opened:
+                check_pixels(opened, file)  # before decoding: a 100 MP photo is refused, not decoded
+                image = opened.convert("RGB")
         except OSError as error:
             raise ValueError(f"cannot read image {file}: {error}") from None
         array = torch.from_numpy(np.asarray(image).copy()).permute(2, 0, 1)[None].to(dev)
@@ -278,12 +376,13 @@ def predict_folder(
         if probs.shape[-2:] != (height, width):
             probs = F.interpolate(probs, size=(height, width), mode="bilinear", align_corners=False)
         mask = probs.argmax(1)[0].to(torch.uint8).cpu().numpy()
-        Image.fromarray(mask).save(output / f"{file.stem}.png")
-        if overlay:
+        item.mask.parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(mask).save(item.mask)
+        if item.overlay is not None:
             colours = colorize(mask, loaded.palette)
             blended = (0.5 * np.asarray(image, dtype=np.float32) + 0.5 * colours).astype(np.uint8)
-            Image.fromarray(blended).save(output / f"{file.stem}_overlay.png")
-    return len(files)
+            Image.fromarray(blended).save(item.overlay)
+    return len(planned)
 
 
 def export_model(checkpoint: str | Path, output: str | Path, *, domain: str | None = None) -> Path:

@@ -26,6 +26,7 @@ import torch
 from torch import Tensor, nn
 
 from cct_perturb import PAPER_DECODERS, PERTURBATIONS, Perturbation, create_perturbation
+from cct_train.common.limits import MAX_AUX_DECODERS
 from cct_train.common.logits import fit_logits
 from cct_train.models.decoders import PSPModule, SubPixelBlock, UpsampleDecoder, icnr_
 from cct_train.models.encoders import (
@@ -151,6 +152,11 @@ def checked_perturbations(
     for name, count in spec.items():
         if isinstance(count, bool) or not isinstance(count, int) or count < 0:
             raise ValueError(f"perturbations[{name!r}] must be an int >= 0, got {count!r}")
+    if sum(spec.values()) > MAX_AUX_DECODERS:
+        raise ValueError(
+            f"perturbations ask for {sum(spec.values())} auxiliary decoders; at most {MAX_AUX_DECODERS} "
+            "are built (the paper's CCT uses 30)"
+        )
     return spec, pkwargs
 
 

@@ -149,7 +149,13 @@ def read_state_dict(path: str | Path) -> dict[str, Tensor]:
     if path.suffix == ".safetensors":
         from safetensors.torch import load_file
 
-        return dict(load_file(str(path), device="cpu"))
+        try:
+            return dict(load_file(str(path), device="cpu"))
+        except Exception as error:  # SafetensorError "header too large", a truncated file...: name it
+            raise ValueError(
+                f"{path} cannot be read as a .safetensors weights file ({type(error).__name__}: {error}); "
+                "it may be truncated or not a safetensors file: download or export it again"
+            ) from None
     try:
         obj = torch.load(str(path), map_location="cpu", weights_only=True)
     except Exception as error:  # pickle errors of every kind: name the file

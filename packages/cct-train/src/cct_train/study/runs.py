@@ -13,7 +13,7 @@ import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -146,7 +146,10 @@ def execute_run(
     start, cpu_start = time.perf_counter(), time.process_time()
     config = config_from_dict(spec.config, spec.key)
     set_aside_other_settings(spec)  # run_study has done it and said so; a direct call is kept safe too
-    trainer = Trainer(config, quiet=True)
+    # The folder is the study's own and holds this configuration's run or nothing (set_aside_other_settings
+    # moved a run of other settings away): without a last.pt to resume, the run (failed, or interrupted
+    # before its first checkpoint) is trained again from the start, as before.
+    trainer = Trainer(config, quiet=True, overwrite=True)
     if stop is not None:
         trainer.stop = stop
     last = trainer.checkpoint_path("last")
@@ -278,6 +281,51 @@ _worker_busy = threading.Event()  # set while a run trains in this worker
 
 # How often a worker checks that the study process that started it is still alive.
 PARENT_POLL_SECONDS = 2.0
+#: The signal a study sends its workers when it is asked to stop (SIGINT / SIGTERM sent to the study's own
+#: process id, by a user or a scheduler): "save your run's checkpoint and stop". Not SIGINT itself: a
+#: worker that also got Ctrl-C from the terminal would take a second SIGINT for "stop at once".
+STUDY_STOP = "SIGUSR1"
+#: How often the study looks for a stop request while its workers train.
+STOP_POLL_SECONDS = 0.5
+
+
+class _StopForwarding:
+    """While a pool of workers trains, SIGINT / SIGTERM sent to the study process are passed on to every
+    worker (:data:`STUDY_STOP`), so that each saves its run's checkpoint and stops, and the study ends with
+    them. A second signal interrupts the study at once (KeyboardInterrupt). The handler only notes the
+    signal; :meth:`forward` sends it on from the main loop (signal handlers must not walk process lists)."""
+
+    def __init__(self) -> None:
+        self.signum: int | None = None
+        self.forwarded = False
+        self._previous: dict[int, Any] = {}
+
+    def _note(self, signum: int, frame: Any = None) -> None:
+        if self.signum is not None:
+            raise KeyboardInterrupt
+        self.signum = signum
+
+    def __enter__(self) -> _StopForwarding:
+        if threading.current_thread() is threading.main_thread() and hasattr(signal, STUDY_STOP):
+            self._previous = {sig: signal.signal(sig, self._note) for sig in (signal.SIGINT, signal.SIGTERM)}
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+
+    def forward(self) -> bool:
+        """Send the stop on to the live workers once a signal came; True when it did (the first time)."""
+        if self.signum is None or self.forwarded:
+            return False
+        import multiprocessing
+
+        self.forwarded = True
+        for child in multiprocessing.active_children():
+            if child.pid is not None:
+                with suppress(ProcessLookupError):
+                    os.kill(child.pid, getattr(signal, STUDY_STOP))
+        return True
 
 
 def stop_when_orphaned(
@@ -322,6 +370,8 @@ def _worker_init(threads: int, share: CoreShare | None = None, parent: int | Non
     _worker_stop.signum = None
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, _worker_stop.note)
+    if hasattr(signal, STUDY_STOP):
+        signal.signal(getattr(signal, STUDY_STOP), _worker_stop.request)
     if parent is not None:
         stop_when_orphaned(parent, _worker_busy)
     os.environ["OMP_NUM_THREADS"] = str(threads)
@@ -423,19 +473,38 @@ def run_all(
         ) as pool:
             pending: dict[Future[RunResult], RunSpec] = {pool.submit(_worker_run, s): s for s in specs}
             try:
-                while pending:
-                    done_now, _ = wait(pending, return_when=FIRST_COMPLETED)
-                    for future in done_now:
-                        spec = pending.pop(future)
-                        failure = future.exception()
-                        if isinstance(failure, TrainingInterrupted):
-                            raise failure
-                        finished(spec, failure if failure is not None else future.result())
+                with _StopForwarding() as stop:
+                    while pending:
+                        done_now, _ = wait(pending, timeout=STOP_POLL_SECONDS, return_when=FIRST_COMPLETED)
+                        if stop.forward():
+                            from cct_train.common.progress import console
+
+                            assert stop.signum is not None
+                            console.print(
+                                f"{signal.Signals(stop.signum).name}: the runs in progress save their "
+                                "checkpoints and stop"
+                            )
+                        _collect(done_now, pending, finished)
             except (KeyboardInterrupt, TrainingInterrupted):
-                # Ctrl-C reaches the workers too: each saves its run's checkpoint and stops; start no more.
+                # The workers were asked to stop (Ctrl-C reaches them too): each saves its run's checkpoint
+                # and stops; start no more.
                 pool.shutdown(wait=True, cancel_futures=True)
                 raise
     return [results[spec.key] for spec in specs]
+
+
+def _collect(
+    done_now: set[Future[RunResult]],
+    pending: dict[Future[RunResult], RunSpec],
+    finished: Callable[[RunSpec, RunResult | BaseException], None],
+) -> None:
+    """Record the runs that finished; a run stopped by a signal stops the study (TrainingInterrupted)."""
+    for future in done_now:
+        spec = pending.pop(future)
+        failure = future.exception()
+        if isinstance(failure, TrainingInterrupted):
+            raise failure
+        finished(spec, failure if failure is not None else future.result())
 
 
 def _failed(spec: RunSpec, error: BaseException) -> RunResult:

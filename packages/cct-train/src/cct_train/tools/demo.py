@@ -222,7 +222,8 @@ def _run_demo(configs: dict[str, Config], output: Path, jobs: int, threads: int)
         results, models = {}, {}
         for mode, config in configs.items():
             console.print(f"[bold]{mode}[/]")
-            trainer = Trainer(config)
+            # The demo's run folders are its own: a new demo replaces the last one's runs, as it always did.
+            trainer = Trainer(config, overwrite=True)
             result = trainer.fit()
             results[mode] = {"seconds": round(result.seconds, 1), **result.metrics}
             models[mode] = trainer.unwrapped

@@ -9,7 +9,10 @@ val split) and collects a :class:`Problem` for each of:
   whose target lies elsewhere): refused and never opened;
 * ``unknown-name``: a name in a split list (``train.txt``, ``data.split.labeled_list``...) matches no sample;
 * ``unreadable`` / ``truncated``: an image or mask that does not decode completely (deep mode);
+* ``too-large``: an image or mask over ``MAX_IMAGE_PIXELS`` (64 MP), refused before decoding (deep);
 * ``size-mismatch``: a mask whose size differs from its image (deep);
+* ``mixed-size``: an image whose size differs from the most common one of its split, where batches
+  need one size (deep; legal with ``data.resize`` or batches of one image);
 * ``mask-values``: mask values outside ``0 .. num_classes - 1`` that are neither ignore nor void (deep);
 * ``palette``: RGB mask colours that are not in the configured palette (deep);
 * ``empty``: no labeled sample; no unlabeled one in CCT mode; an empty val split;

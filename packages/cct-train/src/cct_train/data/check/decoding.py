@@ -4,10 +4,11 @@ failure turned into a `Problem` (unreadable, truncated, size-mismatch, mask-valu
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Sequence
+from collections import Counter
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from PIL import ImageFile
@@ -16,6 +17,7 @@ from torch.utils.data import DataLoader, Dataset
 from cct_train.data.base import (
     IGNORE_INDEX,
     ImageDataset,
+    ImageTooLargeError,
     Item,
     read_mask_raw,
 )
@@ -31,7 +33,15 @@ if TYPE_CHECKING:
 
 
 def _decode_kind(error: BaseException) -> str:
+    if isinstance(error, ImageTooLargeError):
+        return "too-large"
     return "truncated" if "truncat" in str(error).lower() else "unreadable"
+
+
+def _decode_message(role: str, path: object, error: BaseException) -> str:
+    if isinstance(error, ImageTooLargeError):  # its message starts with the path the problem names
+        return f"{role} is " + str(error).removeprefix(f"{path}: ")
+    return f"{role} cannot be decoded: {_describe(error)}"
 
 
 def _describe(error: BaseException) -> str:
@@ -82,7 +92,7 @@ def _mask_problems(
     try:
         raw = read_mask_raw(item.mask)
     except Exception as error:
-        message = f"mask cannot be decoded: {_describe(error)}"
+        message = _decode_message("mask", item.mask, error)
         return [Problem(where, _decode_kind(error), message, True, item.name, part)]
     problems: list[Problem] = []
     h, w = raw.shape[:2]
@@ -129,8 +139,17 @@ class DecodeTask:
     mask_fatal: bool = True
 
 
-class _DecodeTasks(Dataset[list[Problem]]):
-    """Decodes one item per index and returns its problems (an empty list when it is fine)."""
+@dataclass(frozen=True)
+class Decoded:
+    """What decoding one task found: its problems (none when it is fine) and its image's (H, W) at its own
+    size (None when the image did not decode)."""
+
+    problems: list[Problem]
+    size: tuple[int, int] | None
+
+
+class _DecodeTasks(Dataset[Decoded]):
+    """Decodes one item per index and returns what it found."""
 
     def __init__(self, datasets: Sequence[ImageDataset], tasks: Sequence[DecodeTask]) -> None:
         self.datasets = list(datasets)
@@ -139,7 +158,7 @@ class _DecodeTasks(Dataset[list[Problem]]):
     def __len__(self) -> int:
         return len(self.tasks)
 
-    def __getitem__(self, index: int) -> list[Problem]:
+    def __getitem__(self, index: int) -> Decoded:
         ImageFile.LOAD_TRUNCATED_IMAGES = False
         task = self.tasks[index]
         dataset = self.datasets[task.dataset]
@@ -150,7 +169,7 @@ class _DecodeTasks(Dataset[list[Problem]]):
             image = dataset._load_image(item)
             size = (int(image.shape[0]), int(image.shape[1]))
         except Exception as error:
-            message = f"image cannot be decoded: {_describe(error)}"
+            message = _decode_message("image", item.image, error)
             problems.append(
                 Problem(str(item.image), _decode_kind(error), message, True, item.name, task.part)
             )
@@ -160,16 +179,18 @@ class _DecodeTasks(Dataset[list[Problem]]):
                 note = " (an unlabeled sample in this split: its mask is not used)"
                 found = [replace(p, fatal=False, message=p.message + note) for p in found]
             problems.extend(found)
-        return problems
+        return Decoded(problems, size)
 
 
-def _identity(problems: list[Problem]) -> list[Problem]:
-    return problems
+def _identity(decoded: Any) -> Any:
+    """The collate function of ``batch_size=None``: each :class:`Decoded` as it is."""
+    return decoded
 
 
 def decode_all(
     datasets: Sequence[ImageDataset], tasks: Sequence[DecodeTask], workers: int, progress: bool
-) -> list[Problem]:
+) -> list[Decoded]:
+    """Every task decoded (``workers`` processes; 0: this one), in the order of ``tasks``."""
     if not tasks:
         return []
     loader = DataLoader(
@@ -179,12 +200,44 @@ def decode_all(
         num_workers=workers,
         collate_fn=_identity,
     )
-    batches: Iterable[list[Problem]] = iter(loader)  # workers start before any progress-bar thread
+    results: Iterable[Decoded] = iter(loader)  # workers start before any progress-bar thread
     if progress:
         from cct_train.common.progress import progress_iter
 
-        batches = progress_iter(batches, f"checking {len(tasks)} samples", total=len(tasks))
-    return [problem for batch in batches for problem in batch]
+        results = progress_iter(results, f"checking {len(tasks)} samples", total=len(tasks))
+    return list(results)
+
+
+def mixed_size_problems(
+    datasets: Sequence[ImageDataset],
+    tasks: Sequence[DecodeTask],
+    decoded: Sequence[Decoded],
+    allowed: Callable[[str], bool],
+) -> list[Problem]:
+    """A ``mixed-size`` problem for each image whose size differs from the most common one of its part
+    (``train``, ``unlabeled_root``, ``val``), unless ``allowed(part)``: images of several sizes cannot be
+    stacked into one batch, and training would stop at the first batch that mixes them, naming no file."""
+    by_part: dict[str, list[tuple[DecodeTask, tuple[int, int]]]] = {}
+    for task, result in zip(tasks, decoded, strict=True):
+        if result.size is not None:
+            by_part.setdefault(task.part, []).append((task, result.size))
+    problems: list[Problem] = []
+    for part, sized in by_part.items():
+        counts = Counter(size for _, size in sized)
+        if len(counts) < 2 or allowed(part):
+            continue
+        (height, width), common = counts.most_common(1)[0]
+        for task, (h, w) in sized:
+            if (h, w) == (height, width):
+                continue
+            item = datasets[task.dataset].items[task.index]
+            message = (
+                f"image is {w}x{h} (WxH) but {common} of the {len(sized)} images of the {part} split are "
+                f"{width}x{height}, and a batch needs one size: resize or crop this file, or set "
+                f"data.resize=[{height}, {width}] to resize every image as it is read"
+            )
+            problems.append(Problem(str(item.image), "mixed-size", message, True, item.name, part))
+    return problems
 
 
 @contextmanager
