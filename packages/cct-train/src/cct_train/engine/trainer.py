@@ -428,7 +428,7 @@ class Trainer:
         self, run: DomainRun, labeled: dict[str, Any], unlabeled: dict[str, Any] | None
     ) -> dict[str, Any]:
         """One domain's augmented batches and loss weights: the keyword inputs of the model's forward."""
-        images, masks = run.augment(labeled["image"], labeled["mask"], generator=self.labeled_generator)
+        images, masks = run.augment.batch(labeled, generator=self.labeled_generator)
         inputs: dict[str, Any] = {
             "images": images,
             "targets": masks,
@@ -436,8 +436,7 @@ class Trainer:
         }
         if unlabeled is not None and not run.config.supervised_only:
             # Unlabeled samples carry a "mask" only when pseudo-labels (weak labels) were given for them.
-            weak = unlabeled.get("mask")
-            unlabeled_images, weak = run.augment(unlabeled["image"], weak, generator=self.generator)
+            unlabeled_images, weak = run.augment.batch(unlabeled, generator=self.generator)
             inputs["unlabeled"] = unlabeled_images
             inputs["consistency_weight"] = run.consistency_weight(self.step)
             if weak is not None:
@@ -570,7 +569,10 @@ class Trainer:
             sources += [(run, cycle(loader)) for loader in loaders]
         while True:
             for run, stream in sources:
-                images, _ = run.augment(next(stream)["image"], None, generator=generator)
+                batch = next(stream)
+                images, _ = run.augment.batch(
+                    {"image": batch["image"], "cropped": batch.get("cropped", False)}, generator=generator
+                )
                 yield images
 
     def fit(self, callback: ProgressCallback | None = None) -> TrainResult:

@@ -126,7 +126,7 @@ def _data_rows(report: DryRunReport, cfg: Config, prefix: str) -> int:
     )
     generator = torch.Generator().manual_seed(0)
     labeled = _batch(bundle.labeled_loader)
-    images, masks = bundle.augment(labeled["image"], labeled.get("mask"), generator=generator)
+    images, masks = bundle.augment.batch(labeled, generator=generator)
     assert masks is not None
     seen = torch.unique(masks)
     report.add(
