@@ -47,7 +47,15 @@ def apply_overrides(data: dict[str, Any], overrides: Iterable[str]) -> dict[str,
             node = child
         if isinstance(node, list):
             raise ConfigError(f"override {item!r}: replace a whole list as `{'.'.join(parts[:-1])}=[...]`")
-        node[parts[-1]] = _parse_value(raw)
+        try:
+            node[parts[-1]] = _parse_value(raw)
+        except yaml.YAMLError as error:
+            problem = getattr(error, "problem", None) or str(error).splitlines()[0]
+            raise ConfigError(
+                f"--set {item}: the value {raw!r} is not valid YAML ({problem}). Values are read as YAML: "
+                "close every bracket and brace, e.g. --set 'model.perturbations={feature_noise: 1}', and "
+                "quote the whole --set argument in the shell"
+            ) from None
     return result
 
 

@@ -89,6 +89,11 @@ class DataBundle:
 def build_split_dataset(config: Config, split: str) -> Any:
     """The data set of one split of ``data`` (``data.options`` and ``data.resize`` applied), as training builds it."""
     data = config.data
+    if data.root is None:
+        raise ValueError(
+            f"data.root is not set: where is the {data.dataset} data? Give a config with -c (configs/ has "
+            "ready ones, e.g. configs/camvid-cct.yaml) or --set data.root=DIR"
+        )
     kwargs: dict[str, Any] = dict(data.options)
     if data.dataset == "folder":
         if data.num_classes is not None:

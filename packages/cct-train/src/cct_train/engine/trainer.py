@@ -50,6 +50,7 @@ from cct_train.engine.signals import NonFiniteLossError, StopRequest, TrainingIn
 from cct_train.engine.trackers import CSVTracker
 from cct_train.eval.evaluate import evaluate
 from cct_train.models.cct import CCTModel
+from cct_train.models.encoders import check_encoder_input
 from cct_train.models.factory import build_model
 from cct_train.models.multidomain import DomainModel, MultiDomainCCT
 
@@ -192,6 +193,8 @@ class Trainer:
             if config.multi_domain
             else self.domains[0].data.num_classes,
         )
+        for run in self.domains:  # an encoder that cannot take the crops fails here, in a few lines
+            check_encoder_input(self.model.encoder, run.config.data.crop_size)
         self.optimizer = build_optimizer(config, self.model)
         # Stepped once per optimizer step: with gradient accumulation, iterations / accumulation of them.
         steps = math.ceil(config.train.iterations / config.train.gradient_accumulation)
