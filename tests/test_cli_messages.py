@@ -89,3 +89,36 @@ def test_unexpected_errors_end_in_a_short_report(
     monkeypatch.setenv("CCT_TRACEBACK", "1")
     with pytest.raises(KeyError):
         app(["bench"], prog_name="cct")
+
+
+# -- item 3: config typos -----------------------------------------------------------------------------
+
+
+def test_typo_in_set_gets_did_you_mean(
+    tiny_yaml: Path, cct: Callable[..., Any], fails_cleanly: Callable[..., str]
+) -> None:
+    flat = fails_cleanly(
+        cct("train", "-c", str(tiny_yaml), "--set", "train.iteration=20", "--set", "data.batch_size=two"),
+        "train.iteration (--set train.iteration=20): unknown key; did you mean train.iterations?",
+        "data.batch_size (--set data.batch_size=two): Input should be a valid integer",
+        "(got 'two')",
+    )
+    assert f"{tiny_yaml} with --set" in flat
+
+
+def test_typo_in_the_yaml_file_names_its_line(
+    tmp_path: Path, cct: Callable[..., Any], fails_cleanly: Callable[..., str]
+) -> None:
+    path = tmp_path / "mine.yaml"
+    path.write_text("data:\n  dataset: folder\n  root: photos\n  crop_sise: [96, 96]\n")
+    fails_cleanly(
+        cct("train", "-c", str(path), "--dry-run"),
+        f"data.crop_sise ({path}, line 4): unknown key; did you mean data.crop_size?",
+    )
+
+
+def test_typo_in_a_study_base_key(cct: Callable[..., Any], fails_cleanly: Callable[..., str]) -> None:
+    fails_cleanly(
+        cct("study", "camvid", "--set", "base.train.iterashuns=3"),
+        "base.train.iterashuns (--set base.train.iterashuns=3): unknown key; did you mean base.train.iterations?",
+    )
