@@ -122,3 +122,22 @@ def test_typo_in_a_study_base_key(cct: Callable[..., Any], fails_cleanly: Callab
         cct("study", "camvid", "--set", "base.train.iterashuns=3"),
         "base.train.iterashuns (--set base.train.iterashuns=3): unknown key; did you mean base.train.iterations?",
     )
+
+
+# -- item 4: trackers --------------------------------------------------------------------------------
+
+
+def test_tracker_without_its_package_fails_before_training(
+    tiny_yaml: Path, cct: Callable[..., Any], fails_cleanly: Callable[..., str]
+) -> None:
+    """wandb is accepted (Accelerate supports it) but not installed here: the pip line, before any data is read."""
+    pytest.importorskip("accelerate")
+    from accelerate.utils import is_wandb_available
+
+    if is_wandb_available():
+        pytest.skip("wandb is installed here")
+    fails_cleanly(
+        cct("train", "-c", str(tiny_yaml), "--set", "train.trackers=[csv, wandb]"),
+        "train.trackers asks for wandb, not installed: pip install wandb",
+        "--set 'train.trackers=[csv]'",
+    )

@@ -47,7 +47,7 @@ from cct_train.engine.batchnorm import has_batchnorm, recalibrate_batchnorm
 from cct_train.engine.machine import PrecisionChoice, resolve_precision
 from cct_train.engine.schedules import build_optimizer, consistency_schedule, poly_schedule, poly_scheduler
 from cct_train.engine.signals import NonFiniteLossError, StopRequest, TrainingInterrupted, stop_on_signals
-from cct_train.engine.trackers import CSVTracker
+from cct_train.engine.trackers import CSVTracker, check_trackers, log_images
 from cct_train.eval.evaluate import evaluate
 from cct_train.models.cct import CCTModel
 from cct_train.models.encoders import check_encoder_input
@@ -120,9 +120,9 @@ class Trainer:
         self.config = config
         self.output_dir = Path(config.experiment.output_dir)
         _check_writable(self.output_dir)
-        trackers: list[Any] = []
-        if "tensorboard" in config.train.trackers:
-            trackers.append("tensorboard")
+        # A tracker whose package is missing fails here, with the pip line, before any data is read.
+        check_trackers(config.train.trackers)
+        trackers: list[Any] = [name for name in config.train.trackers if name != "csv"]
         if "csv" in config.train.trackers:
             trackers.append(CSVTracker(config.experiment.name, self.output_dir / "logs"))
         if accelerator is None:
@@ -546,6 +546,41 @@ class Trainer:
             "domains": per_domain,
         }
 
+    def _learning_rates(self) -> dict[str, float]:
+        """``lr``: the head's rate (PSP + decoders: the configured ``train.optimizer.lr`` under the schedule);
+        ``lr_backbone``: the backbone's (lr x backbone_lr_factor); one ``lr_<name>`` per other group."""
+        rates: dict[str, float] = {}
+        for group, rate in zip(self.optimizer.param_groups, self.scheduler.get_last_lr(), strict=False):
+            name = str(group.get("name", "head"))
+            rates["lr" if name == "head" else f"lr_{name}"] = float(rate)
+        if "lr" not in rates and rates:  # no head group (everything frozen but the backbone)
+            rates["lr"] = next(iter(rates.values()))
+        return rates
+
+    def log_predictions(self) -> None:
+        """A grid of the first ``train.log_images`` validation images (image, ground truth, prediction) to
+        the trackers that take images (``val/predictions``, per domain ``val/<domain>/predictions``)."""
+        count = self.config.train.log_images
+        if not count or not self.accelerator.is_main_process or not self.accelerator.trackers:
+            return
+        from cct_train.eval.qualitative import prediction_grid_image
+
+        images = {}
+        for run in self.domains:
+            dataset: Any = run.data.val_loader.dataset if run.data.val_loader is not None else None
+            if dataset is None or len(dataset) == 0:
+                continue
+            samples = [dataset[i] for i in range(min(count, len(dataset)))]
+            model = (
+                DomainModel(self.unwrapped, run.name, run.data.num_classes)
+                if self.config.multi_domain
+                else self.unwrapped
+            )
+            key = f"val/{run.name}/predictions" if self.config.multi_domain else "val/predictions"
+            images[key] = prediction_grid_image(model, samples, run.data.palette, run.data.normalize)
+        if images:
+            log_images(self.accelerator.trackers, images, self.step)
+
     def recalibrate_batchnorm(self) -> None:
         """Re-estimate the BatchNorm statistics over ``train.precise_bn`` augmented training batches
         (:mod:`cct_train.engine.batchnorm`). Its batches are drawn with a generator of their own, so the
@@ -608,7 +643,7 @@ class Trainer:
                     # One host sync per log interval, not per step.
                     # Alternating domains: each domain's latest losses, not only the last step's domain.
                     logs = {k: float(v.detach()) for k, v in latest.items()}
-                    logs["lr"] = float(self.scheduler.get_last_lr()[0])
+                    logs.update(self._learning_rates())
                     logs["consistency_weight"] = float(self.consistency_weight(self.step))
                     if self.config.multi_domain:
                         for run in self.domains:
@@ -629,6 +664,7 @@ class Trainer:
                     self.model.train()
                     if metrics:
                         self.accelerator.log(_val_logs(metrics), step=self.step)
+                        self.log_predictions()
                         progress.note(f"step {self.step}: val mIoU {_describe_miou(metrics)}")
                         if self.best_miou is None or metrics["miou"] > self.best_miou:
                             self.best_miou = metrics["miou"]
@@ -705,9 +741,22 @@ def _check_batches(run: DomainRun, processes: int, multi_domain: bool) -> None:
 
 
 def _val_logs(metrics: dict[str, Any]) -> dict[str, float]:
-    logs = {"val/miou": float(metrics["miou"])}
-    for name, scores in metrics.get("domains", {}).items():
-        logs[f"val/{name}/miou"] = float(scores["miou"])
+    """``val/miou``, ``val/pixel_accuracy`` and ``val/iou/<class>`` for each class seen (per domain under
+    ``val/<domain>/``, with the mean mIoU over domains as ``val/miou``)."""
+
+    def scores_of(scores: dict[str, Any], prefix: str) -> dict[str, float]:
+        logs = {f"{prefix}miou": float(scores["miou"])}
+        if "pixel_accuracy" in scores:
+            logs[f"{prefix}pixel_accuracy"] = float(scores["pixel_accuracy"])
+        for name, iou in (scores.get("per_class_iou") or {}).items():
+            if iou is not None:  # a class absent from labels and predictions has no IoU
+                logs[f"{prefix}iou/{name}"] = float(iou)
+        return logs
+
+    domains = metrics.get("domains", {})
+    logs = {"val/miou": float(metrics["miou"])} if domains else scores_of(metrics, "val/")
+    for name, scores in domains.items():
+        logs.update(scores_of(scores, f"val/{name}/"))
     return logs
 
 

@@ -101,6 +101,11 @@ def dry_run(config: Config) -> DryRunReport:
 
     choice = resolve_precision(train.mixed_precision, training_device(), warn=False)
     report.add("precision", f"{choice.label} ({choice.reason})")
+    from cct_train.engine.trackers import check_trackers
+
+    check_trackers(train.trackers)  # a missing package: the pip line, now rather than at the first log
+    images = f"; {train.log_images} validation images per validation" if train.log_images else ""
+    report.add("trackers", f"{', '.join(train.trackers) or 'none'} (every {train.log_every} steps{images})")
     report.seconds = time.perf_counter() - start
     return report
 
