@@ -89,3 +89,46 @@ def test_csv_tracker_writes_each_image(tmp_path: Path) -> None:
     image = np.zeros((4, 6, 3), dtype=np.uint8)
     assert trackers.log_images([tracker], {"val/a b": image}, step=7) == ["csv"]
     assert (tmp_path / "images" / "val-a-b_step000007.png").is_file()
+
+
+# -- item 5: a batch job's log ------------------------------------------------------------------------
+
+
+def test_plain_line_format() -> None:
+    from cct_train.common.progress import plain_line
+
+    line = plain_line(
+        20,
+        300,
+        {"loss": 1.5, "loss_sup": 1.25, "loss_unsup": 0.0, "lr": 0.0094, "lr_backbone": 0.00094},
+        0.5,
+        185.2,
+    )
+    assert (
+        line
+        == "step 20/300 | loss 1.5000 (sup 1.2500) | lr 0.0094, backbone 0.00094 | 2.00 s/it | ETA 0:03:05"
+    )
+
+
+def test_training_off_a_terminal_prints_a_line_every_log_every_steps(
+    synthetic_root: Path, tmp_path: Path, tiny_config: Callable[..., dict[str, Any]], cct: Callable[..., Any]
+) -> None:
+    from cct_train.config import save_config
+
+    raw = tiny_config(
+        synthetic_root, tmp_path / "run", iterations=4, log_every=2, eval_every=0, trackers=["csv"]
+    )
+    save_config(config_from_dict(raw), tmp_path / "cfg.yaml")
+    proc = cct("train", "-c", str(tmp_path / "cfg.yaml"))  # stderr is a pipe, as in a batch job
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    lines = [line for line in proc.stderr.splitlines() if line.startswith("step ") and "|" in line]
+    assert [line.split(" | ")[0] for line in lines] == ["step 2/4", "step 4/4"]
+    for line in lines:
+        fields = line.split(" | ")
+        assert fields[1].startswith("loss ")
+        assert "sup " in fields[1]
+        assert fields[2].startswith("lr ")
+        assert ", backbone " in fields[2]
+        assert fields[3].endswith(("it/s", "s/it"))
+        assert fields[4].startswith("ETA ")
+    assert "━" not in proc.stderr  # no progress bar drawn into the log

@@ -654,7 +654,7 @@ class Trainer:
                         logs["ce_threshold"] = eta  # ab-CE's eta: labeled pixels above it no longer count
                     logs["nonfinite_skipped"] = float(self.nonfinite_skipped)
                     self.accelerator.log(logs, step=self.step)
-                    progress.update(self.step, loss=logs["loss"])
+                    progress.log(self.step, logs)
                     if callback is not None:
                         callback(self.step, logs)
                 else:
