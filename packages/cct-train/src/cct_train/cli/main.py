@@ -227,7 +227,10 @@ def predict(
     ] = Path("predictions"),
     size: Annotated[
         str | None,
-        typer.Option(help="Resize inputs to HxW before the model (e.g. 360x480); default: as is."),
+        typer.Option(
+            help="Resize inputs to HxW before the model (e.g. 360x480), or 'own' for each image's own size. "
+            "Default: the resolution the model trained at (data.resize, stored in the checkpoint), else own."
+        ),
     ] = None,
     overlay: Annotated[bool, typer.Option(help="Also write colour overlays.")] = True,
     domain: DomainOpt = None,
@@ -238,7 +241,9 @@ def predict(
     """
     from cct_train.eval.inference import predict_folder
 
-    resize = _size(size, "--size")
+    resize: tuple[int, int] | str | None = "trained"
+    if size is not None:
+        resize = None if size.strip().lower() in ("own", "native") else _size(size, "--size")
     try:
         written = predict_folder(checkpoint, inputs, output, resize=resize, overlay=overlay, domain=domain)
     except (FileNotFoundError, ValueError, RuntimeError) as error:

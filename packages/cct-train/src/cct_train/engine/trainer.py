@@ -408,7 +408,9 @@ class Trainer:
         """Weights for inference as .safetensors, with the model config and class info as metadata."""
         if self.accelerator.is_main_process:
             _, class_names, palette = self._class_info()
-            export_weights(path, self.unwrapped, self.unwrapped.config, class_names, palette)
+            sizes = {d.name: d.config.data.resize for d in self.domains}
+            input_size = sizes if self.config.multi_domain else self.config.data.resize
+            export_weights(path, self.unwrapped, self.unwrapped.config, class_names, palette, input_size)
 
     def _seed_generators(self, rank: int, step: int = 0) -> None:
         seed = self.config.experiment.seed * 1000 + rank + 7919 * step
