@@ -141,3 +141,26 @@ def test_tracker_without_its_package_fails_before_training(
         "train.trackers asks for wandb, not installed: pip install wandb",
         "--set 'train.trackers=[csv]'",
     )
+
+
+# -- item 7: matplotlib is an extra -------------------------------------------------------------------
+
+
+def test_study_without_matplotlib_says_how_to_install_it(
+    tmp_path: Path,
+    cct: Callable[..., Any],
+    fails_cleanly: Callable[..., str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import os
+
+    fake = tmp_path / "no-matplotlib" / "matplotlib"
+    fake.mkdir(parents=True)
+    (fake / "__init__.py").write_text("raise ImportError('matplotlib is not installed (test stand-in)')\n")
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(fake.parent), os.environ.get("PYTHONPATH", "")]))
+    fails_cleanly(
+        cct("study", "camvid", "--data-root", str(tmp_path)),
+        "cct study draws its report's figures",
+        "pip install matplotlib",
+        "cct-train[plots]",
+    )
