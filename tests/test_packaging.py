@@ -139,3 +139,21 @@ def test_matplotlib_is_an_extra_of_cct_train_used_only_by_the_figures() -> None:
         if "import matplotlib" in path.read_text()
     )
     assert users == ["packages/cct-train/src/cct_train/eval/plots.py"]
+
+
+def test_readme_package_table_matches_the_metadata() -> None:
+    """The README's "depends on" column names exactly each package's required dependencies, and its extras
+    exist (it once said cct-perturb depends on kornia, which its metadata did not declare)."""
+    rows = re.findall(
+        r"^\| \[(cct-[a-z]+)\]\(packages/[^)]+\) \|[^|]*\|[^|]*\| ([^|]+) \|$",
+        (ROOT / "README.md").read_text(),
+        re.M,
+    )
+    assert sorted(name for name, _ in rows) == sorted([*SMALL, "cct-train"])
+    for package, column in rows:
+        meta = tomllib.loads((ROOT / "packages" / package / "pyproject.toml").read_text())["project"]
+        required, _, extras = column.strip().partition("(+ extras:")
+        named = {n.strip() for n in required.split(",") if n.strip()}
+        assert named == {_requirement_name(d) for d in meta["dependencies"]}, package
+        listed = {n.strip(" )") for n in extras.split(",") if n.strip(" )")}
+        assert listed == set(meta.get("optional-dependencies", {})), package
