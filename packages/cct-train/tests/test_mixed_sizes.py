@@ -108,6 +108,8 @@ def test_loader_crops_each_sample_of_a_mixed_batch_and_is_reproducible() -> None
         assert torch.equal(a["image"], b["image"])
         assert torch.equal(a["mask"], b["mask"])
     assert any(not torch.equal(a["image"], b["image"]) for a, b in zip(first, other, strict=True))
+    # the loader's dataset reads as the one it wraps
+    assert build_loader(_Mixed(), 3, seed=0, crop=crop).dataset.sizes == SIZES
     # one size: stacked as before, for the batched augmentation on the device
     same = next(iter(build_loader(_Mixed([(20, 20)] * 4), 2, seed=0, crop=crop)))
     assert same["image"].shape == (2, 3, 20, 20)

@@ -172,6 +172,12 @@ class SeededDataset(Dataset[Sample]):
     def __len__(self) -> int:
         return len(self.dataset)  # type: ignore[arg-type]
 
+    def __getattr__(self, name: str) -> Any:
+        # Transparent: `loader.dataset.names`, `.class_names`... read the wrapped dataset's.
+        if name == "dataset":  # not set yet (unpickling in a worker): no recursion
+            raise AttributeError(name)
+        return getattr(self.dataset, name)
+
     def __getitem__(self, key: tuple[int, int]) -> Sample:  # type: ignore[override]
         index, seed = key
         sample: Sample = {**self.dataset[index], "seed": seed}
