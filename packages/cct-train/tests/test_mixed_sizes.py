@@ -222,3 +222,11 @@ def test_missing_class_count_names_the_config_key(tmp_path: Path) -> None:
     root = _write_folder(tmp_path / "photos", [(20, 20)] * 4)
     with pytest.raises(ValueError, match=r"data\.num_classes is not set .*dataset\.json"):
         build_data(_config(root, tmp_path))
+
+
+def test_crops_do_not_depend_on_worker_processes() -> None:
+    crop = SampleCrop((24, 24), (0.5, 2.0))
+    alone = [b["image"] for b in build_loader(_Mixed(), 2, seed=5, crop=crop)]
+    workers = [b["image"] for b in build_loader(_Mixed(), 2, seed=5, crop=crop, num_workers=2)]
+    assert len(alone) == len(workers) == 3
+    assert all(torch.equal(a, b) for a, b in zip(alone, workers, strict=True))
