@@ -84,3 +84,62 @@ def _tiny_two_domain_config(root_a: Path, root_b: Path, output: Path, **train: A
 @pytest.fixture
 def tiny_two_domain_config() -> Callable[..., dict[str, Any]]:
     return _tiny_two_domain_config
+
+
+# -- the real `cct` entry point ------------------------------------------------------------------------
+
+
+def cct_command() -> list[str]:
+    """The installed `cct` console script beside this interpreter, else `python -m cct_train.cli` (the same
+    entry point: cct_train.cli:main)."""
+    import shutil
+    import sys
+
+    script = Path(sys.executable).with_name("cct")
+    if script.is_file():
+        return [str(script)]
+    found = shutil.which("cct")
+    return [found] if found else [sys.executable, "-m", "cct_train.cli"]
+
+
+def run_cct(*args: str, cwd: Path | None = None, timeout: float = 300) -> Any:
+    """Run `cct ARGS` in a subprocess (one thread, no colour) and return the CompletedProcess (text)."""
+    import os
+    import subprocess
+
+    env = {
+        **os.environ,
+        "OMP_NUM_THREADS": "1",
+        "MKL_NUM_THREADS": "1",
+        "PYTHONUNBUFFERED": "1",
+        "NO_COLOR": "1",
+        "COLUMNS": "200",
+        "TERM": "dumb",
+    }
+    return subprocess.run(
+        [*cct_command(), *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout
+    )
+
+
+def assert_fails_cleanly(proc: Any, *messages: str, code: int = 2) -> str:
+    """The command ended with exit ``code``, printed no traceback, and its output holds every message."""
+    output = proc.stdout + proc.stderr
+    assert proc.returncode == code, f"exit {proc.returncode}:\n{output[-4000:]}"
+    assert "Traceback" not in output, output[-4000:]
+    flat = " ".join(output.split())
+    for message in messages:
+        assert message in flat, f"{message!r} not in:\n{output[-4000:]}"
+    return flat
+
+
+@pytest.fixture
+def cct() -> Callable[..., Any]:
+    """``cct("train", "-c", path, cwd=...)``: the real `cct` entry point in a subprocess."""
+    return run_cct
+
+
+@pytest.fixture
+def fails_cleanly() -> Callable[..., str]:
+    """``fails_cleanly(proc, "message", ..., code=2)``: exit code, no traceback, every message (whitespace
+    collapsed, so wrapped lines match); returns the collapsed output."""
+    return assert_fails_cleanly

@@ -106,14 +106,17 @@ def test_pip_resolves_small_package_alone(package: str, tmp_path: Path) -> None:
     assert not pulled & ({"cct-train"} | set(SMALL) - {package})
 
 
-_IMPORT_NAMES = {"pillow": "PIL"}
+_IMPORT_NAMES = {
+    "pillow": "PIL",
+    "pyyaml": "yaml",
+    "segmentation-models-pytorch": "segmentation_models_pytorch",
+}
 
 
-# cct-weak is left out for now: it declares pillow and never imports it (reported on issue 17, not fixed
-# there: another package).
-@pytest.mark.parametrize("package", ["cct-losses", "cct-perturb"])
-def test_small_package_declares_only_what_it_imports(package: str) -> None:
-    """Every declared dependency is imported by the package's sources (kornia was declared and unused)."""
+@pytest.mark.parametrize("package", ["cct-losses", "cct-perturb", "cct-weak", "cct-train"])
+def test_package_declares_only_what_it_imports(package: str) -> None:
+    """Every declared dependency is imported by the package's sources (kornia in cct-perturb, pillow in
+    cct-weak and matplotlib in cct-train were declared for nothing or for one optional command)."""
     meta = tomllib.loads((ROOT / "packages" / package / "pyproject.toml").read_text())["project"]
     imported: set[str] = set()
     for path in (ROOT / "packages" / package / "src").rglob("*.py"):
@@ -128,3 +131,33 @@ def test_small_package_declares_only_what_it_imports(package: str) -> None:
         assert _IMPORT_NAMES.get(name, name.replace("-", "_")) in imported, (
             f"{package} declares {name}, never imports it"
         )
+
+
+def test_matplotlib_is_an_extra_of_cct_train_used_only_by_the_figures() -> None:
+    meta = tomllib.loads((ROOT / "packages" / "cct-train" / "pyproject.toml").read_text())["project"]
+    assert "matplotlib" not in {_requirement_name(d) for d in meta["dependencies"]}
+    assert any(_requirement_name(d) == "matplotlib" for d in meta["optional-dependencies"]["plots"])
+    users = sorted(
+        str(path.relative_to(ROOT))
+        for path in (ROOT / "packages" / "cct-train" / "src").rglob("*.py")
+        if "import matplotlib" in path.read_text()
+    )
+    assert users == ["packages/cct-train/src/cct_train/eval/plots.py"]
+
+
+def test_readme_package_table_matches_the_metadata() -> None:
+    """The README's "depends on" column names exactly each package's required dependencies, and its extras
+    exist (it once said cct-perturb depends on kornia, which its metadata did not declare)."""
+    rows = re.findall(
+        r"^\| \[(cct-[a-z]+)\]\(packages/[^)]+\) \|[^|]*\|[^|]*\| ([^|]+) \|$",
+        (ROOT / "README.md").read_text(),
+        re.M,
+    )
+    assert sorted(name for name, _ in rows) == sorted([*SMALL, "cct-train"])
+    for package, column in rows:
+        meta = tomllib.loads((ROOT / "packages" / package / "pyproject.toml").read_text())["project"]
+        required, _, extras = column.strip().partition("(+ extras:")
+        named = {n.strip() for n in required.split(",") if n.strip()}
+        assert named == {_requirement_name(d) for d in meta["dependencies"]}, package
+        listed = {n.strip(" )") for n in extras.split(",") if n.strip(" )")}
+        assert listed == set(meta.get("optional-dependencies", {})), package

@@ -23,6 +23,17 @@ def test_readme_python_blocks_run(package: str) -> None:
         exec(compile(block, str(readme), "exec"), {"__name__": "__readme__"})
 
 
+def test_root_readme_python_blocks_run() -> None:
+    """The top README's example (CCT's consistency term in your own training loop) runs as written."""
+    readme = ROOT / "README.md"
+    blocks = _blocks(readme)
+    assert blocks, f"{readme} has no python example"
+    for block in blocks:
+        namespace: dict[str, object] = {"__name__": "__readme__"}
+        exec(compile(block, str(readme), "exec"), namespace)
+        assert float(namespace["loss_u"]) >= 0  # type: ignore[arg-type]
+
+
 def _distribution_closure(name: str) -> set[str]:
     """``name`` and every distribution it requires (markers evaluated here), as installed."""
     from importlib import metadata

@@ -204,7 +204,7 @@ def test_workers_stop_with_a_checkpoint_when_the_study_process_is_killed_alone(
 ) -> None:
     """`kill -9 PID` of the study (no signal reaches its workers): the workers notice, save their runs'
     checkpoints and exit, instead of training on unseen beside a restarted study (round 12 of
-    docs/results.md)."""
+    docs/log/research-log.md)."""
     import subprocess
     import time
 

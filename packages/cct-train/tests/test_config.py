@@ -157,3 +157,52 @@ def test_perturbation_typos_fail_at_load_before_any_data_is_read(tmp_path: Path)
         assert "feature_nosie" in result.output
         assert "no-data-here" not in result.output  # stopped by the config, not by the data
     assert time.perf_counter() - start < 10
+
+
+# -- issue 41 item 3: every key gets "did you mean", every error says where the value came from -------------
+
+
+def test_typo_in_set_suggests_the_key_and_blames_the_option(tmp_path: Path) -> None:
+    path = tmp_path / "run.yaml"
+    path.write_text("train:\n  iterations: 10\n")
+    with pytest.raises(ConfigError) as info:
+        load_config(path, ["train.iteration=20"])
+    message = str(info.value)
+    assert (
+        "train.iteration (--set train.iteration=20): unknown key; did you mean train.iterations?" in message
+    )
+    assert f"{path} with --set" in message
+
+
+def test_typo_in_file_names_its_line_and_section_typos_too(tmp_path: Path) -> None:
+    path = tmp_path / "run.yaml"
+    path.write_text("model:\n  encoder: timm:resnet18\ntrain:\n  iterations: 10\n  log_evry: 5\ntrian: {}\n")
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    message = str(info.value)
+    assert f"train.log_evry ({path}, line 5): unknown key; did you mean train.log_every" in message
+    assert f"trian ({path}, line 6): unknown key; did you mean train?" in message
+
+
+def test_key_of_another_section_and_values_as_read() -> None:
+    with pytest.raises(ConfigError) as info:
+        load_config(None, ["train.batch_size=4", "data.batch_size=many", "train.iterations=0"])
+    message = str(info.value)
+    assert (
+        "train.batch_size (--set train.batch_size=4): unknown key; it belongs elsewhere: data.batch_size?"
+        in message
+    )
+    assert "data.batch_size (--set data.batch_size=many): Input should be a valid integer" in message
+    assert "(got 'many')" in message
+    assert (
+        "train.iterations (--set train.iterations=0): Input should be greater than or equal to 1 (got 0)"
+        in message
+    )
+
+
+def test_an_override_replaces_the_origin_of_what_it_replaced(tmp_path: Path) -> None:
+    path = tmp_path / "run.yaml"
+    path.write_text("eval:\n  scales: [1.0, 2.0]\n")
+    with pytest.raises(ConfigError) as info:
+        load_config(path, ["eval.scales=[a]"])
+    assert "eval.scales.0 (--set eval.scales=[a])" in str(info.value)

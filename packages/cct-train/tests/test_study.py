@@ -169,7 +169,7 @@ def test_pretrained_presets_validate(budget: str) -> None:
     ("low_budget", "high_budget", "iteration_factor", "free_keys", "free_train_keys"),
     [
         # since round 15 the 180x240 budget trains with the paper's ab-CE; the 90x120 one keeps the CE its
-        # figures in docs/results.md were measured with
+        # figures in docs/log/research-log.md were measured with
         ("pretrained", "pretrained-hr", 2, (), ("supervised_loss",)),
         # the GPU budget may also differ in how its runs share the machine, not in what they train
         ("pretrained-hr", "pretrained-gpu", 1, ("jobs",), ()),
@@ -183,7 +183,7 @@ def test_each_pretrained_budget_doubles_only_the_resolution(
     free_train_keys: tuple[str, ...],
 ) -> None:
     """Each pretrained budget is the one below it at twice the linear size (frames, crops), 90x120 ->
-    180x240 -> 360x480: anything else differing would confound their comparison in docs/results.md."""
+    180x240 -> 360x480: anything else differing would confound their comparison in docs/log/research-log.md."""
     from cct_train.cli_study import preset_path
 
     low, high = (load_study_config(preset_path("camvid", b)) for b in (low_budget, high_budget))

@@ -106,7 +106,7 @@ def test_missing_pydensecrf_gives_install_hint(monkeypatch: pytest.MonkeyPatch) 
         monkeypatch.delitem(sys.modules, name, raising=False)
     assert not is_crf_available()
     img, _, noisy = two_colour()
-    with pytest.raises(ImportError, match=r"pip install cct-weak\[crf\]") as err:
+    with pytest.raises(ImportError, match=r"pip install './packages/cct-weak\[crf\]'") as err:
         crf_refine(img, noisy, 2)
     assert "pip install pydensecrf2" in str(err.value)
     with pytest.raises(ImportError, match="pydensecrf"):

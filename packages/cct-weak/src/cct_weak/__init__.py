@@ -3,8 +3,8 @@
 Train a :class:`CAMClassifier` (encoder + global average pooling + linear) with :func:`multilabel_loss`,
 compute multi-scale CAMs with :func:`compute_cams`, threshold them into pseudo-labels with
 :func:`cams_to_pseudo_labels` and optionally refine them with a dense CRF (:func:`crf_refine`,
-:func:`refine_pseudo_labels`, :func:`refine_many`; needs the ``crf`` extra). Depends on torch, numpy and
-pillow only.
+:func:`refine_pseudo_labels`, :func:`refine_many`; needs the ``crf`` extra). Depends on torch and numpy
+only.
 """
 
 from cct_weak.cams import CAMModel, compute_cams, normalize_cams

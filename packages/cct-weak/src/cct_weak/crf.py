@@ -18,7 +18,7 @@ __all__ = ["CRF_INSTALL_HINT", "crf_refine", "is_crf_available", "refine_many", 
 
 CRF_INSTALL_HINT = (
     "crf_refine needs pydensecrf, which is not installed. Install the optional extra with "
-    "`pip install cct-weak[crf]` (or directly `pip install pydensecrf2`)."
+    "`pip install pydensecrf2` (or, from the repository, the extra: `pip install './packages/cct-weak[crf]'`)."
 )
 
 

@@ -10,7 +10,7 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from cct_train.cli.common import ConfigOpt, SetOpt, console, err, fail, load
+from cct_train.cli.common import CCTTyper, ConfigOpt, SetOpt, console, err, fail, load
 from cct_train.cli.study import study
 from cct_train.cli.weak import cam_app, pseudo_labels
 from cct_train.cli.weights import weights_app
@@ -18,7 +18,7 @@ from cct_train.cli.weights import weights_app
 if TYPE_CHECKING:
     from cct_train.config import Config
 
-app = typer.Typer(
+app = CCTTyper(
     name="cct",
     help="Cross-Consistency Training for semi-supervised semantic segmentation.",
     no_args_is_help=True,
@@ -95,6 +95,12 @@ def train(
     from cct_train.engine.trainer import NonFiniteLossError, Trainer, TrainingInterrupted
 
     cfg = load(config, set_)
+    if config is None and all(view.data.root is None for _, view in cfg.domain_views()):
+        fail(
+            "no config given and data.root is not set: pass one with -c, e.g. "
+            "`cct train -c configs/camvid-cct.yaml --set data.root=/path/to/camvid` (configs/ has ready ones; "
+            "README 'Train on your own images' writes one for a folder of images)"
+        )
     if domain is not None:
         views = dict(cfg.domain_views())
         if not cfg.multi_domain or domain not in views:
@@ -157,7 +163,10 @@ def _dry_run(cfg: Config, path: Path | None) -> None:
     for part, detail in report.rows:
         table.add_row(escape(part), escape(detail))
     console.print(table)
-    console.print(f"[bold green]ok[/] in {report.seconds:.1f} s: nothing trained, nothing written")
+    console.print(
+        f"[bold green]ok[/] in {report.seconds:.1f} s: one forward + backward step ran, no weight was "
+        "updated, nothing was written"
+    )
 
 
 def _size(text: str | None, option: str) -> tuple[int, int] | None:
@@ -245,7 +254,10 @@ def predict(
     ] = Path("predictions"),
     size: Annotated[
         str | None,
-        typer.Option(help="Resize inputs to HxW before the model (e.g. 360x480); default: as is."),
+        typer.Option(
+            help="Resize inputs to HxW before the model (e.g. 360x480), or 'own' for each image's own size. "
+            "Default: the resolution the model trained at (data.resize, stored in the checkpoint), else own."
+        ),
     ] = None,
     overlay: Annotated[bool, typer.Option(help="Also write colour overlays.")] = True,
     domain: DomainOpt = None,
@@ -261,7 +273,9 @@ def predict(
     """
     from cct_train.eval.inference import predict_folder
 
-    resize = _size(size, "--size")
+    resize: tuple[int, int] | str | None = "trained"
+    if size is not None:
+        resize = None if size.strip().lower() in ("own", "native") else _size(size, "--size")
     try:
         written = predict_folder(
             checkpoint, inputs, output, resize=resize, overlay=overlay, domain=domain, overwrite=overwrite

@@ -88,6 +88,10 @@ def study(
 
     if (preset is None) == (config is None):
         fail("give a preset (e.g. `cct study camvid --budget cpu`) or --config study.yaml, not both")
+    from cct_train.eval.plots import PLOTS_MISSING, plots_available
+
+    if not plots_available():  # before hours of training, not at the report
+        fail(f"cct study draws its report's figures: {PLOTS_MISSING}")
     try:
         path = config if config is not None else preset_path(str(preset), budget)
     except FileNotFoundError as error:

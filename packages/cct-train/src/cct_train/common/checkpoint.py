@@ -159,14 +159,22 @@ def save_weights(
 
 
 def export_weights(
-    path: str | Path, model: torch.nn.Module, config: Mapping[str, Any], class_names: Any, palette: Any
+    path: str | Path,
+    model: torch.nn.Module,
+    config: Mapping[str, Any],
+    class_names: Any,
+    palette: Any,
+    input_size: Any = None,
 ) -> None:
     """Inference weights: ``model``'s state dict as .safetensors with the metadata that ``load_model``
-    reads back (``model_config``, ``class_names``, ``palette``, each as JSON). The one writer of it."""
+    reads back (``model_config``, ``class_names``, ``palette``, ``input_size``, each as JSON). The one writer
+    of it. ``input_size``: the (H, W) the images were resized to in training (``data.resize``; per domain a
+    ``{name: size}`` mapping), which prediction uses; None: images were used at their own size."""
     meta = {
         "model_config": json.dumps(dict(config), default=str),
         "class_names": json.dumps(class_names),
         "palette": json.dumps(palette),
+        "input_size": json.dumps(input_size),
     }
     save_weights(path, model.state_dict(), meta)
 

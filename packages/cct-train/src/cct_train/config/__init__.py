@@ -9,8 +9,15 @@ key named, instead of being silently ignored for a multi-hour run.
 - :mod:`.loading`: ``load_config``, ``config_from_dict``, ``apply_overrides``, ``save_config``.
 """
 
-from cct_train.config.base import ConfigError, StrictSection, format_errors
-from cct_train.config.loading import apply_overrides, config_from_dict, load_config, save_config
+from cct_train.config.base import ConfigError, Location, StrictSection, format_errors
+from cct_train.config.loading import (
+    apply_overrides,
+    config_from_dict,
+    key_lines,
+    load_config,
+    override_keys,
+    save_config,
+)
 from cct_train.config.schema import (
     CPU_PERTURBATIONS,
     PAPER_PERTURBATIONS,
@@ -43,6 +50,7 @@ __all__ = [
     "DataConfig",
     "DomainConfig",
     "EvalConfig",
+    "Location",
     "ExperimentConfig",
     "ModelConfig",
     "OptimConfig",
@@ -58,6 +66,8 @@ __all__ = [
     "check_perturbations",
     "config_from_dict",
     "format_errors",
+    "key_lines",
     "load_config",
+    "override_keys",
     "save_config",
 ]

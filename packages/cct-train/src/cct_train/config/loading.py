@@ -11,7 +11,7 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
-from cct_train.config.base import ConfigError, format_errors
+from cct_train.config.base import ConfigError, Location, format_errors
 from cct_train.config.schema import Config
 
 #: YAML 1.1 reads these as booleans; on the command line they are words (`data.check=off`). Pydantic
@@ -49,11 +49,18 @@ def apply_overrides(data: dict[str, Any], overrides: Iterable[str]) -> dict[str,
             raise ConfigError(f"override {item!r}: replace a whole list as `{'.'.join(parts[:-1])}=[...]`")
         try:
             node[parts[-1]] = _parse_value(raw)
-        except yaml.YAMLError as error:  # `!!python/object/apply:...` and other tags are never built
+        except yaml.constructor.ConstructorError as error:  # `!!python/object/apply:...`: never built
             problem = getattr(error, "problem", None) or str(error).splitlines()[0]
             raise ConfigError(
                 f"override {item!r}: the value is not plain YAML ({problem}); tags such as !!python/... "
                 "are refused. Write a plain number, word or list, quoted if it must stay text."
+            ) from None
+        except yaml.YAMLError as error:
+            problem = getattr(error, "problem", None) or str(error).splitlines()[0]
+            raise ConfigError(
+                f"--set {item}: the value {raw!r} is not valid YAML ({problem}). Values are read as YAML: "
+                "close every bracket and brace, e.g. --set 'model.perturbations={feature_noise: 1}', and "
+                "quote the whole --set argument in the shell"
             ) from None
     return result
 
@@ -69,17 +76,58 @@ def _list_item(items: list[Any], part: str, item: str) -> dict[str, Any]:
     raise ConfigError(f"override {item!r}: no entry {part!r} in the list (names: {names}, or an index)")
 
 
-def config_from_dict(data: Mapping[str, Any], source: str = "<dict>") -> Config:
+def config_from_dict(
+    data: Mapping[str, Any],
+    source: str = "<dict>",
+    origins: Mapping[Location, str] | None = None,
+    prefix: str = "",
+) -> Config:
+    """Validate a config dict; errors name each key (after ``prefix``), where it was read (``origins``) and
+    the keys meant."""
     try:
         return Config.model_validate(dict(data))
     except ValidationError as error:
-        raise ConfigError(f"invalid configuration in {source}:\n{format_errors(error)}") from None
+        details = format_errors(error, schema=Config, origins=origins, prefix=prefix)
+        raise ConfigError(f"invalid configuration in {source}:\n{details}") from None
+
+
+def key_lines(text: str) -> dict[Location, int]:
+    """The line (1-based) of every key of a YAML document: ``{("train", "iterations"): 31, ...}``."""
+    lines: dict[Location, int] = {}
+
+    def walk(node: yaml.Node, path: Location) -> None:
+        if isinstance(node, yaml.MappingNode):
+            for key, value in node.value:
+                child = (*path, str(key.value))
+                lines[child] = key.start_mark.line + 1
+                walk(value, child)
+        elif isinstance(node, yaml.SequenceNode):
+            for index, value in enumerate(node.value):
+                lines[(*path, index)] = value.start_mark.line + 1
+                walk(value, (*path, index))
+
+    root = yaml.compose(text, Loader=yaml.SafeLoader)
+    if root is not None:
+        walk(root, ())
+    return lines
+
+
+def override_keys(overrides: Iterable[str]) -> dict[Location, str]:
+    """``{("train", "iterations"): "--set train.iterations=20"}`` for the overrides given."""
+    keys: dict[Location, str] = {}
+    for item in overrides:
+        key = item.split("=", 1)[0]
+        parts: Location = tuple(int(p) if p.isdigit() else p for p in key.strip().split(".") if p)
+        keys[parts] = f"--set {item}"
+    return keys
 
 
 def load_config(path: str | Path | None = None, overrides: Iterable[str] = ()) -> Config:
     """Load a YAML config (or the defaults when `path` is None) and apply `key=value` overrides."""
     data: dict[str, Any] = {}
     source = "<defaults>"
+    origins: dict[Location, str] = {}
+    overrides = list(overrides)
     if path is not None:
         path = Path(path)
         source = str(path)
@@ -92,11 +140,18 @@ def load_config(path: str | Path | None = None, overrides: Iterable[str] = ()) -
         if loaded is not None and not isinstance(loaded, dict):
             raise ConfigError(f"{path}: the top level must be a mapping of sections")
         data = loaded or {}
+        origins = {key: f"{path}, line {line}" for key, line in key_lines(path.read_text()).items()}
         # A relative path that does not exist from the working directory is tried relative to the
         # config file, so a config can travel together with its data and split lists.
         data = _resolve_relative_paths(data, path.parent)
     data = apply_overrides(data, overrides)
-    return config_from_dict(data, source)
+    for key, where in override_keys(overrides).items():
+        # The override replaced what the file had there, down to the last list entry.
+        origins = {k: v for k, v in origins.items() if k[: len(key)] != key}
+        origins[key] = where
+    if overrides:
+        source = f"{source} with --set" if path is not None else "--set"
+    return config_from_dict(data, source, origins)
 
 
 _PATH_KEYS = {

@@ -33,7 +33,11 @@ CPU_PERTURBATIONS: dict[str, int] = {
 }
 
 
-Tracker = Literal["csv", "tensorboard"]
+#: ``csv`` (cct-train's own) and every tracker Accelerate integrates (``accelerate.utils.LoggerType``);
+#: the packages of the others are checked when training starts (``engine.trackers.check_trackers``).
+Tracker = Literal[
+    "csv", "tensorboard", "wandb", "mlflow", "comet_ml", "aim", "clearml", "dvclive", "swanlab", "trackio"
+]
 
 
 def _known_perturbation(name: str) -> type[Any]:
@@ -351,6 +355,9 @@ class TrainConfig(StrictSection):
     checkpoint_every: int = Field(1000, ge=0)
     log_every: int = Field(20, ge=1)
     trackers: list[Tracker] = Field(default_factory=lambda: list[Tracker](["csv"]))
+    #: Validation images drawn into a grid (image, ground truth, prediction) and logged to the trackers that
+    #: take images (csv: PNG files under logs/images/) at each validation; 0: none.
+    log_images: int = Field(4, ge=0)
     max_grad_norm: float | None = Field(None, gt=0)
     #: Steps with a NaN / infinite loss are skipped; this many in a row stop training (0: no check, which
     #: also saves the one scalar host sync per step the check costs).

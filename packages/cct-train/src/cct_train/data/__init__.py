@@ -9,6 +9,7 @@ from cct_train.data.augment import (
     IMAGENET_STD,
     Normalize,
     SegmentationAugment,
+    random_scale_crop,
     to_float_image,
 )
 from cct_train.data.base import (
@@ -28,11 +29,15 @@ from cct_train.data.folder import FolderDataset
 from cct_train.data.horses import HORSES_CLASSES, HORSES_PALETTE, WeizmannHorses
 from cct_train.data.loaders import (
     Batch,
+    CropCollate,
     EpochSampler,
     InfiniteLoader,
+    SampleCrop,
+    SeededDataset,
     build_loader,
     collate,
     cycle,
+    pad_collate,
     seed_worker,
 )
 from cct_train.data.splits import Split, load_split, make_split, save_split
@@ -73,6 +78,7 @@ __all__ = [
     "SYNTHETIC_PALETTE",
     "Batch",
     "CamVid",
+    "CropCollate",
     "EpochSampler",
     "FolderDataset",
     "ImageDataset",
@@ -80,6 +86,8 @@ __all__ = [
     "Item",
     "Normalize",
     "Sample",
+    "SampleCrop",
+    "SeededDataset",
     "SegmentationAugment",
     "SegmentationDataset",
     "Split",
@@ -94,6 +102,8 @@ __all__ = [
     "generate_synthetic_dataset",
     "load_split",
     "make_split",
+    "pad_collate",
+    "random_scale_crop",
     "map_rgb_mask",
     "render_scene",
     "save_split",

@@ -179,11 +179,18 @@ class SegmentationAugment(nn.Module):
         if images.ndim != 4:
             raise ValueError(f"images must be (B, C, H, W), got shape {tuple(images.shape)}")
         images = to_float_image(images)
-        batch, channels, height, width = images.shape
+        batch, _, height, width = images.shape
         if masks is not None and masks.shape != (batch, height, width):
             raise ValueError(f"masks must be (B, H, W) = {(batch, height, width)}, got {tuple(masks.shape)}")
-        h, w = self.crop_size
         params = self.sample_params(batch, (height, width), images.device, generator)
+        return self.warp(images, masks, params)
+
+    def warp(
+        self, images: torch.Tensor, masks: torch.Tensor | None, params: dict[str, torch.Tensor]
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Warp float images (B, C, H, W) and masks (B, H, W) with given parameters (:meth:`sample_params`)."""
+        batch, channels, height, width = images.shape
+        h, w = self.crop_size
         y, x = self.source_coords(params)  # (B, h, 1), (B, 1, w)
 
         # nearest source pixel, and whether it exists: shared by images (padding) and masks
@@ -206,3 +213,49 @@ class SegmentationAugment(nn.Module):
             gathered = masks.reshape(batch, height * width).gather(1, flat).reshape(batch, h, w)
             out_masks = torch.where(valid, gathered, torch.full_like(gathered, self.ignore_index))
         return out, out_masks
+
+
+def random_scale_crop(
+    image: torch.Tensor,
+    mask: torch.Tensor | None,
+    crop_size: Sequence[int],
+    scale_range: Sequence[float] = (0.5, 2.0),
+    *,
+    ignore_index: int = IGNORE_INDEX,
+    generator: torch.Generator | None = None,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Random scale + crop of ONE sample at its own size, before it is batched with others of other sizes.
+
+    image: (3, H, W) uint8; mask: (H, W) int64 or None. Returns image (3, h, w) uint8 and mask (h, w) int64
+    (or None) for ``crop_size=(h, w)``: the same geometry and distribution as :class:`SegmentationAugment`
+    without the flip (scale drawn in ``scale_range``, offset uniform; where the scaled image is smaller than
+    the crop the rest is padding: 0 in the image, ``ignore_index`` in the mask). Only the source window the
+    crop reads is converted to float, so a large photograph costs about as much as a small one.
+    """
+    if image.ndim != 3:
+        raise ValueError(f"image must be (C, H, W), got shape {tuple(image.shape)}")
+    height, width = image.shape[-2:]
+    if mask is not None and mask.shape != (height, width):
+        raise ValueError(f"mask must be (H, W) = {(height, width)}, got {tuple(mask.shape)}")
+    augment = SegmentationAugment(crop_size, scale_range, hflip=False, ignore_index=ignore_index)
+    params = augment.sample_params(1, (height, width), image.device, generator)
+    y, x = augment.source_coords(params)
+    # The rows / columns the crop reads (bilinear: floor and floor + 1), clipped to the image.
+    top = int(torch.floor(y.min()).clamp(0, height - 1))
+    bottom = int((torch.floor(y.max()) + 2).clamp(1, height))
+    left = int(torch.floor(x.min()).clamp(0, width - 1))
+    right = int((torch.floor(x.max()) + 2).clamp(1, width))
+    # Every pixel the crop reads lies in the window (nearest: floor(y + 0.5), bilinear: floor(y) and the next),
+    # and one outside it is outside the image too, so the window gives the very crop the whole image gives.
+    scale = params["scale"]
+    # The same coordinates, counted from the window's corner: y - top = (i + oy - top * s + 0.5) / s - 0.5.
+    shifted = {
+        **params,
+        "offset_y": params["offset_y"] - top * scale,
+        "offset_x": params["offset_x"] - left * scale,
+    }
+    window = to_float_image(image[None, :, top:bottom, left:right])
+    window_mask = mask[None, top:bottom, left:right] if mask is not None else None
+    out, out_mask = augment.warp(window, window_mask, shifted)
+    pixels = out[0].mul(255.0).round_().clamp_(0, 255).to(torch.uint8)
+    return pixels, (out_mask[0] if out_mask is not None else None)

@@ -74,9 +74,11 @@ class _SampleRequired(TypedDict):
 
 
 class Sample(_SampleRequired, total=False):
-    """One sample: ``image`` uint8 (3, H, W), optional ``mask`` int64 (H, W), ``name`` (its id)."""
+    """One sample: ``image`` uint8 (3, H, W), optional ``mask`` int64 (H, W), ``name`` (its id); ``seed``:
+    its random draws' seed, set by :class:`~cct_train.data.loaders.SeededDataset` for training crops."""
 
     mask: torch.Tensor
+    seed: int
 
 
 @dataclass(frozen=True)

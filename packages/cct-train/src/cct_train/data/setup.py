@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, TypeVar
 
 import torch
@@ -20,7 +21,9 @@ from cct_train.data import (
     make_split,
 )
 from cct_train.data.base import ImageDataset
+from cct_train.data.folder import DATASET_JSON, read_dataset_json
 from cct_train.data.lists import list_names
+from cct_train.data.loaders import SampleCrop
 from cct_train.data.pseudo import WithPseudoLabels
 from cct_train.models.encoders import resolve_normalization
 
@@ -29,12 +32,17 @@ class TrainTransform(nn.Module):
     """uint8 batches -> augmented, normalised float batches, on the batches' device.
 
     images: (B, 3, H, W) uint8; masks: (B, H, W) int64 or None. Returns ((B, 3, h, w) float, (B, h, w) | None).
+    ``cropped=True``: the batch was already scaled and cropped per sample in the loader (images of mixed
+    sizes, :class:`~cct_train.data.loaders.CropCollate`): only the flip is left to draw.
     """
 
     def __init__(self, augment: SegmentationAugment, normalize: Normalize) -> None:
         super().__init__()
         self.augment = augment
         self.normalize = normalize
+        self.flip = SegmentationAugment(
+            augment.crop_size, (1.0, 1.0), hflip=augment.hflip, ignore_index=augment.ignore_index
+        )
 
     def forward(
         self,
@@ -42,8 +50,9 @@ class TrainTransform(nn.Module):
         masks: torch.Tensor | None = None,
         *,
         generator: torch.Generator | None = None,
+        cropped: bool = False,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        floats, masks = self.geometric(images, masks, generator=generator)
+        floats, masks = self.geometric(images, masks, generator=generator, cropped=cropped)
         return self.normalize(floats), masks
 
     def geometric(
@@ -52,11 +61,26 @@ class TrainTransform(nn.Module):
         masks: torch.Tensor | None = None,
         *,
         generator: torch.Generator | None = None,
+        cropped: bool = False,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """The augmentation without the normalisation: ((B, 3, h, w) float in [0, 1], masks). Cross-view
         training perturbs these (colours act on [0, 1] images) before it normalises them."""
         floats = images.float() / 255.0
+        if cropped:
+            if tuple(images.shape[-2:]) != self.augment.crop_size:
+                raise ValueError(
+                    f"a cropped batch must be {self.augment.crop_size}, got {tuple(images.shape[-2:])}"
+                )
+            return self.flip(floats, masks, generator=generator)
         return self.augment(floats, masks, generator=generator)
+
+    def batch(
+        self, batch: Mapping[str, Any], *, generator: torch.Generator | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """:meth:`forward` of a collated batch (its ``"image"``, ``"mask"`` when present, ``"cropped"``)."""
+        return self(
+            batch["image"], batch.get("mask"), generator=generator, cropped=bool(batch.get("cropped", False))
+        )
 
 
 @dataclass
@@ -76,9 +100,26 @@ class DataBundle:
 def build_split_dataset(config: Config, split: str) -> Any:
     """The data set of one split of ``data`` (``data.options`` and ``data.resize`` applied), as training builds it."""
     data = config.data
+    if data.root is None:
+        raise ValueError(
+            f"data.root is not set: where is the {data.dataset} data? Give a config with -c (configs/ has "
+            "ready ones, e.g. configs/camvid-cct.yaml) or --set data.root=DIR"
+        )
     kwargs: dict[str, Any] = dict(data.options)
-    if data.num_classes is not None and data.dataset == "folder":
-        kwargs.setdefault("num_classes", data.num_classes)
+    if data.dataset == "folder":
+        if data.num_classes is not None:
+            kwargs.setdefault("num_classes", data.num_classes)
+        elif (
+            "num_classes" not in kwargs
+            and data.root is not None
+            and Path(data.root).is_dir()
+            and "num_classes" not in read_dataset_json(Path(data.root))
+        ):
+            raise ValueError(
+                f"data.num_classes is not set and {Path(data.root) / DATASET_JSON} does not give it: "
+                "set it to the number of classes of your masks, e.g. --set data.num_classes=2 (mask "
+                "values 0 .. num_classes - 1; 255 is ignored)"
+            )
     return build_dataset(data.dataset, root=data.root, split=split, resize=data.resize, **kwargs)
 
 
@@ -153,6 +194,9 @@ def build_data(config: Config, drop: Mapping[str, set[str]] | None = None) -> Da
             "unlabeled), data.split.unlabeled_list or data.unlabeled_root; or use train.mode=supervised"
         )
     seed = config.experiment.seed
+    # Images of several sizes: a batch of them is scaled and cropped per sample in the loader (same
+    # distribution as the batched augmentation on the device, which a batch of one size gets).
+    crop = SampleCrop(data.crop_size, data.scale_range, data.ignore_index)
     labeled_loader = build_loader(
         labeled_set,
         batch_size=data.batch_size,
@@ -160,6 +204,7 @@ def build_data(config: Config, drop: Mapping[str, set[str]] | None = None) -> Da
         num_workers=data.num_workers,
         seed=seed,
         drop_last=True,
+        crop=crop,
     )
     unlabeled_loader = None
     if unlabeled_set is not None and not config.supervised_only:
@@ -170,12 +215,20 @@ def build_data(config: Config, drop: Mapping[str, set[str]] | None = None) -> Da
             num_workers=data.num_workers,
             seed=seed + 1,
             drop_last=True,
+            crop=crop,
         )
     val_loader = None
     if data.val_split:
         val_set = drop_samples(build_split_dataset(config, data.val_split), drop.get("val", set()))
+        # Each image is evaluated at its own size (padded batches record the sizes; see evaluate).
         val_loader = build_loader(
-            val_set, batch_size=data.val_batch_size, shuffle=False, num_workers=data.num_workers, seed=seed
+            val_set,
+            batch_size=data.val_batch_size,
+            shuffle=False,
+            num_workers=data.num_workers,
+            seed=seed,
+            pad=True,
+            ignore_index=data.ignore_index,
         )
     normalize = Normalize(*model_normalization(config))
     augment = SegmentationAugment(
@@ -213,6 +266,8 @@ def build_eval_loader(
         shuffle=False,
         num_workers=config.data.num_workers,
         seed=config.experiment.seed,
+        pad=True,
+        ignore_index=config.data.ignore_index,
     )
     return loader, Normalize(*model_normalization(config)), num_classes, list(dataset.class_names)
 

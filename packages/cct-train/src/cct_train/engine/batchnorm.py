@@ -5,7 +5,7 @@ BatchNorm's running statistics are an exponential average (momentum 0.1) over th
 batches. With the small batches of semi-supervised segmentation (4 labeled crops a step here), the
 statistics a run ends with depend on which few crops those were, and so does every evaluation of the
 final weights. Re-estimating them as a plain average over many training batches, with the weights
-frozen, removes that draw: the measured effect on CamVid is in docs/results.md (round 3).
+frozen, removes that draw: the measured effect on CamVid is in docs/log/research-log.md (round 3).
 """
 
 from __future__ import annotations

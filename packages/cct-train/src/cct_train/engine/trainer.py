@@ -55,9 +55,10 @@ from cct_train.engine.batchnorm import has_batchnorm, recalibrate_batchnorm
 from cct_train.engine.machine import PrecisionChoice, resolve_precision
 from cct_train.engine.schedules import build_optimizer, consistency_schedule, poly_schedule, poly_scheduler
 from cct_train.engine.signals import NonFiniteLossError, StopRequest, TrainingInterrupted, stop_on_signals
-from cct_train.engine.trackers import CSVTracker
+from cct_train.engine.trackers import CSVTracker, check_trackers, log_images
 from cct_train.eval.evaluate import evaluate
 from cct_train.models.cct import CCTModel
+from cct_train.models.encoders import check_encoder_input
 from cct_train.models.factory import build_model
 from cct_train.models.multidomain import DomainModel, MultiDomainCCT
 
@@ -140,9 +141,9 @@ class Trainer:
         self.overwrite = overwrite
         self._resumed = False
         _check_writable(self.output_dir)
-        trackers: list[Any] = []
-        if "tensorboard" in config.train.trackers:
-            trackers.append("tensorboard")
+        # A tracker whose package is missing fails here, with the pip line, before any data is read.
+        check_trackers(config.train.trackers)
+        trackers: list[Any] = [name for name in config.train.trackers if name != "csv"]
         self._csv: CSVTracker | None = None
         if "csv" in config.train.trackers:
             self._csv = CSVTracker(config.experiment.name, self.output_dir / "logs")
@@ -226,6 +227,8 @@ class Trainer:
             if config.multi_domain
             else self.domains[0].data.num_classes,
         )
+        for run in self.domains:  # an encoder that cannot take the crops fails here, in a few lines
+            check_encoder_input(self.model.encoder, run.config.data.crop_size)
         self.optimizer = build_optimizer(config, self.model)
         # Stepped once per optimizer step: with gradient accumulation, iterations / accumulation of them.
         steps = math.ceil(config.train.iterations / config.train.gradient_accumulation)
@@ -566,8 +569,12 @@ class Trainer:
         """Weights for inference as .safetensors, with the model config and class info as metadata."""
         if self.accelerator.is_main_process:
             _, class_names, palette = self._class_info()
+            sizes = {d.name: d.config.data.resize for d in self.domains}
+            input_size = sizes if self.config.multi_domain else self.config.data.resize
             try:
-                export_weights(path, self.unwrapped, self.unwrapped.config, class_names, palette)
+                export_weights(
+                    path, self.unwrapped, self.unwrapped.config, class_names, palette, input_size
+                )
             except OSError as error:
                 raise CheckpointError(
                     f"could not write the model weights {path}: {error.strerror or error}. The checkpoints "
@@ -596,7 +603,7 @@ class Trainer:
         self, run: DomainRun, labeled: dict[str, Any], unlabeled: dict[str, Any] | None
     ) -> dict[str, Any]:
         """One domain's augmented batches and loss weights: the keyword inputs of the model's forward."""
-        images, masks = run.augment(labeled["image"], labeled["mask"], generator=self.labeled_generator)
+        images, masks = run.augment.batch(labeled, generator=self.labeled_generator)
         inputs: dict[str, Any] = {
             "images": images,
             "targets": masks,
@@ -606,9 +613,9 @@ class Trainer:
             # Unlabeled samples carry a "mask" only when pseudo-labels (weak labels) were given for them.
             weak = unlabeled.get("mask")
             if run.config.train.unlabeled.cross_view:
-                weak = self._cross_view_inputs(run, unlabeled["image"], weak, inputs)
+                weak = self._cross_view_inputs(run, unlabeled, weak, inputs)
             else:
-                unlabeled_images, weak = run.augment(unlabeled["image"], weak, generator=self.generator)
+                unlabeled_images, weak = run.augment.batch(unlabeled, generator=self.generator)
                 inputs["unlabeled"] = unlabeled_images
             inputs["consistency_weight"] = run.consistency_weight(self.step)
             if weak is not None:
@@ -619,11 +626,11 @@ class Trainer:
     def _cross_view_inputs(
         self,
         run: DomainRun,
-        images: torch.Tensor,
+        batch: dict[str, Any],
         weak_labels: torch.Tensor | None,
         inputs: dict[str, Any],
     ) -> torch.Tensor | None:
-        """Cross-view CCT's two views of an unlabeled uint8 batch, added to ``inputs``: ``unlabeled`` the weak
+        """Cross-view CCT's two views of a collated unlabeled batch (uint8 ``image``), added to ``inputs``: ``unlabeled`` the weak
         view (the geometric augmentation), ``strong`` its photometric perturbation with CutMix boxes
         (``cutmix_box``, ``cutmix_partner``), both normalised, and the target's settings. Returns the
         pseudo-labels (weak labels) mixed like the strong images, or None.
@@ -634,7 +641,12 @@ class Trainer:
         from cct_perturb.image import cutmix, photometric  # the optional image extra (kornia)
 
         settings = run.config.train.unlabeled
-        weak01, weak_labels = run.augment.geometric(images, weak_labels, generator=self.generator)
+        weak01, weak_labels = run.augment.geometric(
+            batch["image"],
+            weak_labels,
+            generator=self.generator,
+            cropped=bool(batch.get("cropped", False)),
+        )
         strong01 = photometric(weak01, **settings.strong.photometric.model_dump(), generator=self.generator)
         box = partner = None
         mix = settings.strong.cutmix
@@ -751,6 +763,41 @@ class Trainer:
             "domains": per_domain,
         }
 
+    def _learning_rates(self) -> dict[str, float]:
+        """``lr``: the head's rate (PSP + decoders: the configured ``train.optimizer.lr`` under the schedule);
+        ``lr_backbone``: the backbone's (lr x backbone_lr_factor); one ``lr_<name>`` per other group."""
+        rates: dict[str, float] = {}
+        for group, rate in zip(self.optimizer.param_groups, self.scheduler.get_last_lr(), strict=False):
+            name = str(group.get("name", "head"))
+            rates["lr" if name == "head" else f"lr_{name}"] = float(rate)
+        if "lr" not in rates and rates:  # no head group (everything frozen but the backbone)
+            rates["lr"] = next(iter(rates.values()))
+        return rates
+
+    def log_predictions(self) -> None:
+        """A grid of the first ``train.log_images`` validation images (image, ground truth, prediction) to
+        the trackers that take images (``val/predictions``, per domain ``val/<domain>/predictions``)."""
+        count = self.config.train.log_images
+        if not count or not self.accelerator.is_main_process or not self.accelerator.trackers:
+            return
+        from cct_train.eval.qualitative import prediction_grid_image
+
+        images = {}
+        for run in self.domains:
+            dataset: Any = run.data.val_loader.dataset if run.data.val_loader is not None else None
+            if dataset is None or len(dataset) == 0:
+                continue
+            samples = [dataset[i] for i in range(min(count, len(dataset)))]
+            model = (
+                DomainModel(self.unwrapped, run.name, run.data.num_classes)
+                if self.config.multi_domain
+                else self.unwrapped
+            )
+            key = f"val/{run.name}/predictions" if self.config.multi_domain else "val/predictions"
+            images[key] = prediction_grid_image(model, samples, run.data.palette, run.data.normalize)
+        if images:
+            log_images(self.accelerator.trackers, images, self.step)
+
     def recalibrate_batchnorm(self) -> None:
         """Re-estimate the BatchNorm statistics over ``train.precise_bn`` augmented training batches
         (:mod:`cct_train.engine.batchnorm`). Its batches are drawn with a generator of their own, so the
@@ -777,7 +824,10 @@ class Trainer:
             sources += [(run, cycle(loader)) for loader in loaders]
         while True:
             for run, stream in sources:
-                images, _ = run.augment(next(stream)["image"], None, generator=generator)
+                batch = next(stream)
+                images, _ = run.augment.batch(
+                    {"image": batch["image"], "cropped": batch.get("cropped", False)}, generator=generator
+                )
                 yield images
 
     def fit(self, callback: ProgressCallback | None = None) -> TrainResult:
@@ -818,7 +868,7 @@ class Trainer:
                     # One host sync per log interval, not per step.
                     # Alternating domains: each domain's latest losses, not only the last step's domain.
                     logs = {k: float(v.detach()) for k, v in latest.items()}
-                    logs["lr"] = float(self.scheduler.get_last_lr()[0])
+                    logs.update(self._learning_rates())
                     logs["consistency_weight"] = float(self.consistency_weight(self.step))
                     if self.config.multi_domain:
                         for run in self.domains:
@@ -829,7 +879,7 @@ class Trainer:
                         logs["ce_threshold"] = eta  # ab-CE's eta: labeled pixels above it no longer count
                     logs["nonfinite_skipped"] = float(self.nonfinite_skipped)
                     self.accelerator.log(logs, step=self.step)
-                    progress.update(self.step, loss=logs["loss"])
+                    progress.log(self.step, logs)
                     if callback is not None:
                         callback(self.step, logs)
                 else:
@@ -843,6 +893,7 @@ class Trainer:
                     self.model.train()
                     if metrics:
                         self.accelerator.log(_val_logs(metrics), step=self.step)
+                        self.log_predictions()
                         progress.note(f"step {self.step}: val mIoU {_describe_miou(metrics)}")
                         if self.best_miou is None or metrics["miou"] > self.best_miou:
                             self.best_miou = metrics["miou"]
@@ -956,9 +1007,22 @@ def _check_batches(run: DomainRun, processes: int, multi_domain: bool) -> None:
 
 
 def _val_logs(metrics: dict[str, Any]) -> dict[str, float]:
-    logs = {"val/miou": float(metrics["miou"])}
-    for name, scores in metrics.get("domains", {}).items():
-        logs[f"val/{name}/miou"] = float(scores["miou"])
+    """``val/miou``, ``val/pixel_accuracy`` and ``val/iou/<class>`` for each class seen (per domain under
+    ``val/<domain>/``, with the mean mIoU over domains as ``val/miou``)."""
+
+    def scores_of(scores: dict[str, Any], prefix: str) -> dict[str, float]:
+        logs = {f"{prefix}miou": float(scores["miou"])}
+        if "pixel_accuracy" in scores:
+            logs[f"{prefix}pixel_accuracy"] = float(scores["pixel_accuracy"])
+        for name, iou in (scores.get("per_class_iou") or {}).items():
+            if iou is not None:  # a class absent from labels and predictions has no IoU
+                logs[f"{prefix}iou/{name}"] = float(iou)
+        return logs
+
+    domains = metrics.get("domains", {})
+    logs = {"val/miou": float(metrics["miou"])} if domains else scores_of(metrics, "val/")
+    for name, scores in domains.items():
+        logs.update(scores_of(scores, f"val/{name}/"))
     return logs
 
 

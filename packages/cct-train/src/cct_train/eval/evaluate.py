@@ -13,7 +13,7 @@ from torch.utils.data import DataLoader
 
 from cct_train.common.logits import fit_logits
 from cct_train.common.progress import progress_iter
-from cct_train.eval.metrics import ConfusionMatrix, SegmentationScores
+from cct_train.eval.metrics import ConfusionMatrix, SegmentationScores, confusion_matrices
 
 Normalize = Callable[[torch.Tensor], torch.Tensor]
 
@@ -146,22 +146,38 @@ def evaluate(
     ``scales`` / ``flip``: multi-scale + flip testing; ``window`` / ``stride``: sliding-window prediction
     of each view (see :func:`predict_logits`). Void pixels (``ignore_index``) are not counted.
 
-    Under DDP each process predicts its shard; predictions and labels are gathered with
-    `gather_for_metrics` (which drops the sampler's padding duplicates) before the confusion matrix, so the
-    counts are summed over all processes before any division.
+    Images of different sizes (a batch padded by ``pad_collate``, with each image's ``"size"``) are each
+    predicted at their own size, one by one: padding never reaches the model or the scores.
+
+    Under DDP each process predicts its shard; per-image confusion matrices are gathered with
+    `gather_for_metrics` (which drops the sampler's padding duplicates) and summed over all processes
+    before any division.
     """
     was_training = model.training
     model.eval()
     matrix = ConfusionMatrix(num_classes, ignore_index)
     device = accelerator.device if accelerator is not None else next(model.parameters()).device
     batches: Any = progress_iter(loader, "evaluating") if progress else loader
+
+    def counts(images: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        probs = predict_logits(model, images, scales=scales, flip=flip, window=window, stride=stride)
+        return confusion_matrices(probs.argmax(1), target, num_classes, ignore_index)
+
     for batch in batches:
         images = prepare_images(batch["image"].to(device), normalize)
         target = batch["mask"].to(device)
-        probs = predict_logits(model, images, scales=scales, flip=flip, window=window, stride=stride)
-        pred = probs.argmax(1)
+        sizes = batch.get("size")
+        if sizes is None or bool((sizes == torch.tensor(images.shape[-2:], device=sizes.device)).all()):
+            batch_counts = counts(images, target)
+        else:  # mixed sizes: each image alone at its own size (evaluation, not a training hot path)
+            batch_counts = torch.cat(
+                [
+                    counts(images[b : b + 1, :, :h, :w], target[b : b + 1, :h, :w])
+                    for b, (h, w) in enumerate(sizes.tolist())
+                ]
+            )
         if accelerator is not None:
-            pred, target = accelerator.gather_for_metrics((pred, target))
-        matrix.update(pred, target)
+            batch_counts = accelerator.gather_for_metrics(batch_counts)
+        matrix.add(batch_counts)
     model.train(was_training)
     return matrix.compute()

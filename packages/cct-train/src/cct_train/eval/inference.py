@@ -38,6 +38,9 @@ class LoadedModel:
     domain: str | None = None
     #: Every domain of the checkpoint (empty for a single-domain checkpoint).
     domains: list[str] = field(default_factory=list)
+    #: The (H, W) images were resized to in training (``data.resize``), which prediction uses by default;
+    #: None: the model trained on images at their own size.
+    input_size: tuple[int, int] | None = None
 
 
 def default_palette(num_classes: int) -> list[list[int]]:
@@ -65,10 +68,25 @@ class _Stored:
     class_names: Any
     palette: Any
     config: dict[str, Any] | None
+    #: What the export recorded (``input_size`` metadata), or None to read it from ``config``.
+    input_size: Any = None
 
     @property
     def domains(self) -> list[str]:
         return list(self.model_config.get("domains") or {})
+
+    def size_of(self, domain: str | None) -> tuple[int, int] | None:
+        """The training resize of the model (of ``domain``), from the export's metadata or the config."""
+        size = self.input_size
+        if size is None and self.config is not None:
+            if self.domains:
+                views = dict(config_from_dict(self.config, str(self.path)).domain_views())
+                size = {name: view.data.resize for name, view in views.items()}
+            else:
+                size = (self.config.get("data") or {}).get("resize")
+        if isinstance(size, dict):
+            size = size.get(domain) if domain is not None else None
+        return (int(size[0]), int(size[1])) if size else None
 
 
 def _read(path: Path) -> _Stored:
@@ -83,6 +101,7 @@ def _read(path: Path) -> _Stored:
             json.loads(meta.get("class_names", "null")),
             json.loads(meta.get("palette", "null")),
             None,
+            json.loads(meta.get("input_size", "null")),
         )
     data = load_checkpoint(path)
     return _Stored(
@@ -143,6 +162,7 @@ def _load(stored: _Stored, device: str | torch.device, domain: str | None) -> Lo
             config=config,
             domain=domain,
             domains=domains,
+            input_size=stored.size_of(domain),
         )
     if domain is not None and (config is None or config.get("data", {}).get("dataset") != domain):
         raise ValueError(f"{path} is a single-domain model; leave --domain out")
@@ -155,6 +175,7 @@ def _load(stored: _Stored, device: str | torch.device, domain: str | None) -> Lo
         class_names=stored.class_names or [str(i) for i in range(num_classes)],
         palette=stored.palette or default_palette(num_classes),
         config=config,
+        input_size=stored.size_of(None),
     )
 
 
@@ -341,21 +362,39 @@ def predict_folder(
     inputs: str | Path,
     output: str | Path,
     *,
-    resize: tuple[int, int] | None = None,
+    resize: tuple[int, int] | str | None = "trained",
     overlay: bool = True,
     device: str | None = None,
     domain: str | None = None,
     overwrite: bool = False,
 ) -> int:
-    """Write an index mask `<name>.png` (and `<name>_overlay.png`) for every image under `inputs` (with a
-    multi-domain model: in the label space of ``domain``), at the same relative path under ``output``
-    (:func:`plan_predictions`: never into the input folder, never over an input, over earlier
-    predictions only with ``overwrite``). Returns the number of images predicted."""
+    """Write `<name>.png` index masks (and `<name>_overlay.png`) for every image under `inputs`
+    (with a multi-domain model: in the label space of ``domain``), each at its image's own size, at the same
+    relative path under ``output`` (:func:`plan_predictions`: never into the input folder, never over an
+    input, over earlier predictions only with ``overwrite``). Returns the number of images predicted.
+
+    ``resize``: the (H, W) the model sees; ``"trained"`` (default): the training ``data.resize`` stored in
+    the checkpoint (:attr:`LoadedModel.input_size`), or each image's own size when training used its own;
+    None: each image's own size.
+    """
     from cct_train.data import Normalize
 
     planned = plan_predictions(inputs, output, overlay=overlay, overwrite=overwrite)
     dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     loaded = load_model(checkpoint, dev, domain=domain)
+    if resize == "trained":
+        resize = loaded.input_size
+        if resize is not None:
+            from cct_train.common.progress import console
+
+            console.print(
+                f"predicting at {resize[0]}x{resize[1]}, the training data.resize stored in {checkpoint} "
+                "(--size HxW or --size own to change it); masks are written at each image's own size",
+                highlight=False,
+                soft_wrap=True,
+            )
+    if isinstance(resize, str):
+        raise ValueError(f'resize must be (H, W), None or "trained", got {resize!r}')
     normalize = Normalize(*loaded.model.normalization).to(dev)
     for item in progress_iter(planned, "predicting"):
         file = item.image
@@ -405,5 +444,9 @@ def export_model(checkpoint: str | Path, output: str | Path, *, domain: str | No
         loaded = _load(stored, "cpu", domain)
         model, config = loaded.model, loaded.model.config
         class_names, palette = loaded.class_names, loaded.palette
-    export_weights(output, model, config, class_names, palette)
+    sizes = stored.input_size
+    if sizes is None and stored.config is not None and domain is None and stored.domains:
+        sizes = {name: stored.size_of(name) for name in stored.domains}
+    input_size = sizes if domain is None and stored.domains else stored.size_of(domain)
+    export_weights(output, model, config, class_names, palette, input_size)
     return output

@@ -35,6 +35,26 @@ def confusion_matrix(
     return torch.bincount(index, minlength=num_classes * num_classes).reshape(num_classes, num_classes)
 
 
+def confusion_matrices(
+    pred: torch.Tensor, target: torch.Tensor, num_classes: int, ignore_index: int = 255
+) -> torch.Tensor:
+    """One confusion matrix per sample: pred, target (B, H, W) -> (B, C, C) int64 (rows = true class).
+
+    Per-sample counts have one shape whatever the image size, so processes that evaluated images of
+    different sizes can gather them (and drop the sampler's padding duplicates) before summing.
+    """
+    if pred.shape != target.shape:
+        raise ValueError(f"pred {tuple(pred.shape)} and target {tuple(target.shape)} differ in shape")
+    batch = pred.shape[0]
+    target = target.long().reshape(batch, -1)
+    pred = pred.long().reshape(batch, -1).clamp(0, num_classes - 1)
+    valid = (target != ignore_index) & (target >= 0) & (target < num_classes)
+    sample = torch.arange(batch, device=pred.device)[:, None].expand_as(target)
+    index = (sample * num_classes + target) * num_classes + pred
+    counts = torch.bincount(index[valid], minlength=batch * num_classes * num_classes)
+    return counts.reshape(batch, num_classes, num_classes)
+
+
 @dataclass(frozen=True)
 class SegmentationScores:
     miou: float
@@ -90,6 +110,11 @@ class ConfusionMatrix:
     def update(self, pred: torch.Tensor, target: torch.Tensor) -> None:
         batch = confusion_matrix(pred, target, self.num_classes, self.ignore_index)
         self.matrix = batch if self.matrix is None else self.matrix + batch
+
+    def add(self, counts: torch.Tensor) -> None:
+        """Add counts already computed: a (C, C) matrix or per-sample (B, C, C) matrices."""
+        counts = counts.reshape(-1, self.num_classes, self.num_classes).sum(0)
+        self.matrix = counts if self.matrix is None else self.matrix + counts
 
     def compute(self) -> SegmentationScores:
         if self.matrix is None:

@@ -14,15 +14,27 @@ import torch
 
 from cct_train.eval.evaluate import Normalize, prepare_images
 
+PLOTS_MISSING = (
+    "the figures need matplotlib, an optional dependency: pip install matplotlib "
+    "(or the extra: pip install './packages/cct-train[plots]')"
+)
+
+
+def plots_available() -> bool:
+    """Whether matplotlib (the ``plots`` extra) can be imported."""
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
 
 def pyplot() -> Any:
     """matplotlib's pyplot on the non-interactive Agg backend, with an install hint when it is missing."""
-    try:
-        import matplotlib
-    except ImportError as error:  # pragma: no cover - matplotlib is a dependency of cct-train
-        raise ImportError(
-            "the figures need matplotlib: pip install -c constraints.txt 'matplotlib>=3.7'"
-        ) from error
+    if not plots_available():
+        raise ImportError(PLOTS_MISSING)
+    import matplotlib
+
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 

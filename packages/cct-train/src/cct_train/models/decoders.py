@@ -151,7 +151,7 @@ class UpsampleDecoder(nn.Module):
             (1x1 conv and linear sub-pixel upsampling): at width C the hidden ReLUs can die all but
             one channel group within the first steps of a high learning rate (measured on CamVid with a
             pretrained EfficientNet-Lite0 at lr 0.05: 40 of 44 channels of the first block dead at every pixel
-            by step 10, and the model then predicts only 3 of 11 classes; docs/results.md).
+            by step 10, and the model then predicts only 3 of 11 classes; docs/log/research-log.md).
         final_relu: keep the ReLU of the LAST block too, as the paper and the original code do. Default
             ``False``: the last block is conv + shuffle, so the logits are unconstrained. With the final
             ReLU the logits are >= 0 and a class channel whose pre-activation is negative at every pixel

@@ -4,7 +4,7 @@ Why this exists: on the CPU, PyTorch's (oneDNN's) backward of a depthwise convol
 its forward, and a dilated one (what ``output_stride=8`` turns the last stages of EfficientNet / MobileNet
 into) is slow in both directions: measured on a Xeon with AMX-BF16, one thread, a 5x5 depthwise layer of
 1152 channels on a (4, 1152, 12, 16) map at dilation 4 took 53 ms forward + backward under bf16 autocast,
-13 ms on this path (`docs/results.md`, "Round 4"). Two exact rewrites remove it:
+13 ms on this path (`docs/log/research-log.md`, "Round 4"). Two exact rewrites remove it:
 
 - **dilation -> batch** (the "atrous via space-to-batch" identity): a stride-1 convolution with dilation
   ``d`` and "same" padding ``d * (k - 1) / 2`` is the undilated convolution with padding ``(k - 1) / 2`` on

@@ -43,6 +43,7 @@ from cct_train.models.weights import (
 
 __all__ = [
     "ENCODER_SOURCES",
+    "check_encoder_input",
     "Encoder",
     "EncoderSource",
     "SmpSource",
@@ -324,6 +325,41 @@ def build_encoder(
     if fast_depthwise:
         use_fast_depthwise(encoder)
     return encoder
+
+
+def check_encoder_input(encoder: nn.Module, size: Sequence[int], *, where: str = "data.crop_size") -> None:
+    """Encode one blank ``(1, C, h, w)`` image of ``size=(h, w)`` (eval mode, no gradients); raise a
+    ValueError saying what to change when the encoder cannot (a ViT built for 224x224 given 96x96 crops).
+
+    Run before training so that an encoder that cannot work fails in a second with a few lines, not in the
+    first step with a long traceback. ``where`` names the config key the size came from.
+    """
+    import torch
+
+    name = getattr(encoder, "name", type(encoder).__name__)
+    parameter = next(encoder.parameters(), None)
+    device = parameter.device if parameter is not None else torch.device("cpu")
+    if device.type == "meta":
+        return
+    channels = int(getattr(encoder, "in_channels", 3))
+    first = next((m for m in encoder.modules() if isinstance(m, nn.Conv2d | nn.Linear)), None)
+    if isinstance(first, nn.Conv2d):
+        channels = first.in_channels
+    was_training = encoder.training
+    encoder.eval()
+    try:
+        with torch.no_grad():
+            encoder(torch.zeros(1, channels, int(size[0]), int(size[1]), device=device))
+    except Exception as error:  # any failure means the encoder cannot train at this size
+        detail = (str(error).strip().splitlines() or [type(error).__name__])[0][:300].rstrip(".")
+        raise ValueError(
+            f"model.encoder {name} cannot encode {size[0]}x{size[1]} images ({where}): "
+            f"{type(error).__name__}: {detail}. Transformers built for one input size (ViT: 224x224) need "
+            f"{where} set to that size; otherwise choose a convolutional model.encoder "
+            "(`cct encoders '*resnet*'` lists names)"
+        ) from None
+    finally:
+        encoder.train(was_training)
 
 
 #: The ImageNet statistics most pretrained backbones expect (torchvision, smp, most timm models).

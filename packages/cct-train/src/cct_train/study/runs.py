@@ -340,7 +340,7 @@ def stop_when_orphaned(
     Why: a study killed on its own (``kill PID``, SIGKILL, the OOM killer) cannot stop its spawned
     workers, which would train on unseen, and a restarted study would then train the same run folder in
     two processes at once (both writing its logs, four runs sharing two cores). Measured in round 12 of
-    docs/results.md before this existed: two orphans trained for 74 minutes beside the restarted study.
+    docs/log/research-log.md before this existed: two orphans trained for 74 minutes beside the restarted study.
     """
 
     def watch() -> None:

@@ -16,11 +16,13 @@ from cct_train.config import (
     PAPER_PERTURBATIONS,
     Config,
     ConfigError,
+    Location,
     StrictSection,
     UnlabeledConfig,
     apply_overrides,
     config_from_dict,
     format_errors,
+    override_keys,
 )
 
 SUPERVISED = "supervised"
@@ -166,13 +168,19 @@ class StudyConfig(StrictSection):
         return {method: max(1, k)}
 
 
-def study_config_from_dict(data: Mapping[str, Any], source: str = "<dict>") -> StudyConfig:
-    """A validated StudyConfig; errors name the source and every offending key (``study.<key>: ...``)."""
+def study_config_from_dict(
+    data: Mapping[str, Any], source: str = "<dict>", origins: Mapping[Location, str] | None = None
+) -> StudyConfig:
+    """A validated StudyConfig; errors name the source and every offending key (``study.<key>: ...``),
+    with where it was set (``origins``, e.g. from :func:`~cct_train.config.loading.override_keys`)."""
+    origins = origins or {}
     try:
         study = StudyConfig.model_validate(dict(data))
     except ValidationError as error:
-        raise ConfigError(f"invalid study configuration in {source}:\n{format_errors(error)}") from None
-    base_config(study, source=source)  # the base must be a valid training config too
+        details = format_errors(error, schema=StudyConfig, origins=origins)
+        raise ConfigError(f"invalid study configuration in {source}:\n{details}") from None
+    base_origins = {key[1:]: where for key, where in origins.items() if key[:1] == ("base",)}
+    base_config(study, source=source, origins=base_origins)  # the base must be a valid training config too
     return study
 
 
@@ -195,7 +203,8 @@ def load_study_config(path: str | Path, overrides: Iterable[str] = ()) -> StudyC
         if not base.is_absolute() and not base.exists():
             base = path.parent / base
         data["base"] = _read_yaml_mapping(base)
-    return study_config_from_dict(apply_overrides(data, overrides), str(path))
+    overrides = list(overrides)
+    return study_config_from_dict(apply_overrides(data, overrides), str(path), override_keys(overrides))
 
 
 def _read_yaml_mapping(path: Path) -> dict[str, Any]:
@@ -207,17 +216,16 @@ def _read_yaml_mapping(path: Path) -> dict[str, Any]:
     return data
 
 
-def base_config(study: StudyConfig, source: str = "<study>") -> Config:
-    """The validated base training config (one domain only)."""
+def base_config(
+    study: StudyConfig, source: str = "<study>", origins: Mapping[Location, str] | None = None
+) -> Config:
+    """The validated base training config (one domain only); ``origins`` of its keys, without ``base.``."""
     base = _read_yaml_mapping(study.base) if isinstance(study.base, Path) else study.base
     if "domains" in base:
         raise ConfigError(
             f"{source}: base: a study runs over one data set; multi-domain configs are not supported"
         )
-    try:
-        config = config_from_dict(base, f"{source} (base)")
-    except ConfigError as error:
-        raise ConfigError(str(error).replace("\n  ", "\n  base.")) from None
+    config = config_from_dict(base, f"{source} (base)", origins, prefix="base.")
     if config.train.unlabeled != UnlabeledConfig():
         raise ConfigError(
             f"{source}: base.train.unlabeled would change every method's unlabeled objective; the study sets "

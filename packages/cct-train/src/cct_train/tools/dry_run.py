@@ -1,9 +1,10 @@
-"""`cct train --dry-run`: build everything a run needs, load one batch of each loader, train nothing.
+"""`cct train --dry-run`: build everything a run needs, load one batch of each loader, run one real forward
+and backward step (as Lightning's ``fast_dev_run``), update nothing.
 
 It catches in seconds what would otherwise fail minutes into a run: a wrong data root or split list, a
-label space that does not match ``data.num_classes``, images that cannot be batched, a crop larger than
-the images, an unknown encoder. Loading happens in this process (``num_workers`` 0) and nothing is
-written.
+label space that does not match ``data.num_classes``, images that cannot be batched, an unknown encoder,
+an encoder that cannot take the crops (a ViT built for 224x224), a step that does not fit in memory.
+Loading happens in this process (``num_workers`` 0); no weight is updated and nothing is written.
 """
 
 from __future__ import annotations
@@ -16,6 +17,9 @@ from typing import Any, cast
 import torch
 
 from cct_train.config import Config, config_from_dict
+
+#: Labeled (and unlabeled) images of the dry run's training step on a CPU (a GPU takes the whole batch).
+CPU_STEP_IMAGES = 2
 
 
 @dataclass
@@ -56,21 +60,17 @@ def dry_run(config: Config) -> DryRunReport:
         "experiment", f"{cfg.experiment.name} -> {cfg.experiment.output_dir} (seed {cfg.experiment.seed})"
     )
     num_classes: dict[str, int] = {}
+    inputs: dict[str, dict[str, Any]] = {}
     for name, view in cfg.domain_views():
         prefix = f"[{name}] " if cfg.multi_domain else ""
         try:
-            num_classes[name] = _data_rows(report, view, prefix)
+            num_classes[name], inputs[name] = _data_rows(report, view, prefix)
         except (FileNotFoundError, ValueError, RuntimeError, KeyError) as error:
             if not cfg.multi_domain:
                 raise
             raise type(error)(f"domain {name!r}: {error}") from error
     classes: int | dict[str, int] = num_classes if cfg.multi_domain else next(iter(num_classes.values()))
-    if cfg.model.weights is None and not cfg.model.pretrained:
-        # Nothing to load: shapes only (no allocation, no initialisation), a fraction of a second.
-        with torch.device("meta"):
-            model = build_model(cfg, classes)
-    else:
-        model = build_model(cfg, classes)  # loads the weights file / downloads the weights
+    model = build_model(cfg, classes)  # loads the weights file / downloads the weights when asked
     params = sum(p.numel() for p in model.parameters())
     counts = {
         name: 0 if view.supervised_only else sum(view.model.perturbations.values())
@@ -82,11 +82,14 @@ def dry_run(config: Config) -> DryRunReport:
         else str(sum(counts.values()))
     )
     shared = f"shared by {len(counts)} domains ({cfg.train.domain_sampling}), " if cfg.multi_domain else ""
+    stride = f"OS{model.output_stride}"
+    if model.output_stride != cfg.model.output_stride:
+        stride += f" (model.output_stride {cfg.model.output_stride} is not possible with this encoder)"
     report.add(
         "model",
-        f"{cfg.model.encoder} OS{cfg.model.output_stride}, {shared}{params / 1e6:.1f} M parameters, "
-        f"auxiliary decoders: {decoders}",
+        f"{cfg.model.encoder} {stride}, {shared}{params / 1e6:.1f} M parameters, auxiliary decoders: {decoders}",
     )
+    report.add("one training step", _one_step(cfg, model, inputs))
     train = cfg.train
     report.add(
         "schedule",
@@ -109,12 +112,85 @@ def dry_run(config: Config) -> DryRunReport:
 
     choice = resolve_precision(train.mixed_precision, training_device(), warn=False)
     report.add("precision", f"{choice.label} ({choice.reason})")
+    from cct_train.engine.trackers import check_trackers
+
+    check_trackers(train.trackers)  # a missing package: the pip line, now rather than at the first log
+    images = f"; {train.log_images} validation images per validation" if train.log_images else ""
+    report.add("trackers", f"{', '.join(train.trackers) or 'none'} (every {train.log_every} steps{images})")
     report.seconds = time.perf_counter() - start
     return report
 
 
-def _data_rows(report: DryRunReport, cfg: Config, prefix: str) -> int:
-    """Build one domain's data (one batch of each loader) and add its rows; returns its class count."""
+def _one_step(cfg: Config, model: Any, inputs: dict[str, dict[str, Any]]) -> str:
+    """One forward and backward pass of the model on the batches (no optimizer step); what it measured.
+
+    Failures become a ValueError that names the encoder and the crop size and says what to change.
+    """
+    from cct_train.engine.trainer import training_device
+    from cct_train.models.encoders import check_encoder_input
+
+    device = torch.device(training_device())
+    model = model.to(device)
+    for view_name, view in cfg.domain_views():
+        crop = view.data.crop_size
+        where = f"domains.{view_name}.data.crop_size" if cfg.multi_domain else "data.crop_size"
+        check_encoder_input(model.encoder, crop, where=where)
+    # On a GPU the whole batch, so that a step too large for its memory fails here; on a CPU two labeled and
+    # two unlabeled images, enough to prove that the model trains, without minutes of arithmetic.
+    limit = None if device.type == "cuda" else CPU_STEP_IMAGES
+    moved = {
+        name: {k: v[:limit].to(device) if isinstance(v, torch.Tensor) else v for k, v in part.items()}
+        for name, part in inputs.items()
+    }
+    images = ", ".join(
+        f"{part['images'].shape[0]}+{part['unlabeled'].shape[0] if 'unlabeled' in part else 0}"
+        for part in moved.values()
+    )
+    generator = torch.Generator(device=device).manual_seed(0)
+    model.train()
+    start = time.perf_counter()
+    try:
+        if cfg.multi_domain:
+            out = model(batches=moved, generator=generator)
+        else:
+            (single,) = moved.values()
+            out = model(single.pop("images"), single.pop("targets"), generator=generator, **single)
+        out["loss"].backward()
+    except torch.cuda.OutOfMemoryError as error:
+        raise RuntimeError(
+            f"one training step does not fit in the GPU's memory ({error}); lower data.batch_size, "
+            "data.unlabeled_batch_size or data.crop_size, or set train.mixed_precision=bf16"
+        ) from None
+    except Exception as error:  # any failure here would stop the real run at its first step
+        detail = (str(error).strip().splitlines() or [type(error).__name__])[0][:300].rstrip(".")
+        hint = "Check model.encoder, data.crop_size and the batch sizes"
+        if "more than 1 value per channel" in detail:  # BatchNorm on a batch of one pooled image
+            hint = "BatchNorm needs at least 2 images per batch: raise data.batch_size (and data.unlabeled_batch_size)"
+        raise ValueError(
+            f"one training step of {cfg.model.encoder} failed: {type(error).__name__}: {detail}. {hint}"
+        ) from None
+    seconds = time.perf_counter() - start
+    grads = sum(1 for p in model.parameters() if p.grad is not None)
+    loss = float(out["loss"].detach())
+    terms = ", ".join(
+        f"{key.removeprefix('loss_')} {float(out[key]):.3f}"
+        for key in ("loss_sup", "loss_unsup", "loss_weak")
+        if key in out and float(out[key]) != 0.0
+    )
+    finite = (
+        ""
+        if torch.isfinite(out["loss"]).item()
+        else " [NOT FINITE: lower train.optimizer.lr or check the data]"
+    )
+    return (
+        f"forward + backward on {device.type} ({images} images) in {seconds:.1f} s: loss {loss:.3f} ({terms}){finite}, "
+        f"gradients in {grads} tensors; no weight updated"
+    )
+
+
+def _data_rows(report: DryRunReport, cfg: Config, prefix: str) -> tuple[int, dict[str, Any]]:
+    """Build one domain's data (one batch of each loader) and add its rows; returns its class count and
+    the keyword inputs of one training step on those batches."""
     from cct_train.data.setup import build_data
 
     data = cfg.data
@@ -137,8 +213,11 @@ def _data_rows(report: DryRunReport, cfg: Config, prefix: str) -> int:
     )
     generator = torch.Generator().manual_seed(0)
     labeled = _batch(bundle.labeled_loader)
-    images, masks = bundle.augment(labeled["image"], labeled.get("mask"), generator=generator)
+    images, masks = bundle.augment.batch(labeled, generator=generator)
     assert masks is not None
+    step: dict[str, Any] = {"images": images, "targets": masks}
+    if cfg.train.supervised_loss == "abce":
+        step["ce_threshold"] = 1.0 / bundle.num_classes  # ab-CE's threshold at the first step
     seen = torch.unique(masks)
     report.add(
         f"{prefix}labeled batch",
@@ -147,6 +226,10 @@ def _data_rows(report: DryRunReport, cfg: Config, prefix: str) -> int:
     if bundle.unlabeled_loader is not None:
         unlabeled = _batch(bundle.unlabeled_loader)
         weak = "mask" in unlabeled
+        step["unlabeled"], weak_targets = bundle.augment.batch(unlabeled, generator=generator)
+        step["consistency_weight"] = cfg.train.consistency.weight  # the full weight: every term computed
+        if weak_targets is not None:
+            step["weak_targets"], step["weak_weight"] = weak_targets, cfg.train.weak_weight
         report.add(
             f"{prefix}unlabeled batch",
             f"{_shape(unlabeled, 'image')}"
@@ -172,4 +255,4 @@ def _data_rows(report: DryRunReport, cfg: Config, prefix: str) -> int:
     ev = cfg.eval
     window = f", window {ev.window[0]}x{ev.window[1]}" if ev.window else ""
     report.add(f"{prefix}evaluation", f"scales {ev.scales}{', flip' if ev.flip else ''}{window}")
-    return bundle.num_classes
+    return bundle.num_classes, step

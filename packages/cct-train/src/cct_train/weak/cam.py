@@ -16,6 +16,7 @@ import torch
 from cct_train.common.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from cct_train.common.progress import training_progress
 from cct_train.data import Normalize, SegmentationAugment, build_loader, cycle
+from cct_train.data.loaders import SampleCrop
 from cct_train.engine.schedules import make_optimizer, poly_scheduler
 from cct_train.models.encoders import IMAGENET_MEAN, IMAGENET_STD, build_encoder, input_normalization
 from cct_train.weak.labels import CAM_CHECKPOINT_KIND, LabelLookup, resolve_device
@@ -119,6 +120,8 @@ def _batch_loss(
     that a class cropped out of the image is not asked for."""
     images = batch["image"].to(dev, non_blocking=True)
     masks = batch["mask"].to(dev, non_blocking=True) if lookup is None else None
+    if batch.get("cropped", False):  # images of mixed sizes, scaled and cropped per sample by the loader
+        augment = SegmentationAugment(augment.crop_size, (1.0, 1.0), augment.hflip, augment.ignore_index)
     floats, masks = augment(images, masks, generator=generator)
     if lookup is not None:
         targets = lookup(batch["name"], dev)
@@ -258,6 +261,7 @@ def train_cam_classifier(
         num_workers=num_workers,
         seed=seed,
         drop_last=True,
+        crop=SampleCrop(crop_size, scale_range),
     )
     start = time.perf_counter()
     last_loss = _fit(
