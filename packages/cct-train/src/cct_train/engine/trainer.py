@@ -572,9 +572,7 @@ class Trainer:
             sizes = {d.name: d.config.data.resize for d in self.domains}
             input_size = sizes if self.config.multi_domain else self.config.data.resize
             try:
-                export_weights(
-                    path, self.unwrapped, self.unwrapped.config, class_names, palette, input_size
-                )
+                export_weights(path, self.unwrapped, self.unwrapped.config, class_names, palette, input_size)
             except OSError as error:
                 raise CheckpointError(
                     f"could not write the model weights {path}: {error.strerror or error}. The checkpoints "
