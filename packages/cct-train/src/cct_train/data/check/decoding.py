@@ -4,8 +4,7 @@ failure turned into a `Problem` (unreadable, truncated, size-mismatch, mask-valu
 
 from __future__ import annotations
 
-from collections import Counter
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
@@ -206,38 +205,6 @@ def decode_all(
 
         results = progress_iter(results, f"checking {len(tasks)} samples", total=len(tasks))
     return list(results)
-
-
-def mixed_size_problems(
-    datasets: Sequence[ImageDataset],
-    tasks: Sequence[DecodeTask],
-    decoded: Sequence[Decoded],
-    allowed: Callable[[str], bool],
-) -> list[Problem]:
-    """A ``mixed-size`` problem for each image whose size differs from the most common one of its part
-    (``train``, ``unlabeled_root``, ``val``), unless ``allowed(part)``: images of several sizes cannot be
-    stacked into one batch, and training would stop at the first batch that mixes them, naming no file."""
-    by_part: dict[str, list[tuple[DecodeTask, tuple[int, int]]]] = {}
-    for task, result in zip(tasks, decoded, strict=True):
-        if result.size is not None:
-            by_part.setdefault(task.part, []).append((task, result.size))
-    problems: list[Problem] = []
-    for part, sized in by_part.items():
-        counts = Counter(size for _, size in sized)
-        if len(counts) < 2 or allowed(part):
-            continue
-        (height, width), common = counts.most_common(1)[0]
-        for task, (h, w) in sized:
-            if (h, w) == (height, width):
-                continue
-            item = datasets[task.dataset].items[task.index]
-            message = (
-                f"image is {w}x{h} (WxH) but {common} of the {len(sized)} images of the {part} split are "
-                f"{width}x{height}, and a batch needs one size: resize or crop this file, or set "
-                f"data.resize=[{height}, {width}] to resize every image as it is read"
-            )
-            problems.append(Problem(str(item.image), "mixed-size", message, True, item.name, part))
-    return problems
 
 
 @contextmanager

@@ -29,7 +29,6 @@ SAMPLE_KINDS: frozenset[str] = frozenset(
         "truncated",
         "too-large",
         "size-mismatch",
-        "mixed-size",
         "mask-values",
         "palette",
         "duplicate",

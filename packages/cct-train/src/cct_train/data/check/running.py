@@ -18,7 +18,7 @@ from cct_train.data.base import (
     OutsideRootError,
     SkippedEntry,
 )
-from cct_train.data.check.decoding import DecodeTask, decode_all, mixed_size_problems, strict_decoding
+from cct_train.data.check.decoding import DecodeTask, decode_all, strict_decoding
 from cct_train.data.check.problems import (
     SAMPLE_KINDS,
     SPLITS,
@@ -158,17 +158,6 @@ def _split_problems(
     return labeled, unlabeled, problems
 
 
-def mixed_sizes_allowed(config: Config, part: str) -> bool:
-    """Whether the images of ``part`` ("train", "unlabeled_root", "val") may differ in size: when
-    ``data.resize`` resizes every image as it is read, or when that part's batches hold one image each."""
-    data = config.data
-    if data.resize is not None:
-        return True
-    unlabeled = data.unlabeled_batch_size or data.batch_size
-    batches = {TRAIN: max(data.batch_size, unlabeled), UNLABELED_ROOT: unlabeled, VAL: data.val_batch_size}
-    return batches.get(part, 2) == 1
-
-
 def default_workers() -> int:
     """Decoding processes of the deep check: ``min(4, os.cpu_count())``."""
     return min(4, os.cpu_count() or 1)
@@ -306,11 +295,6 @@ def check_data(
             n_workers = default_workers() if workers is None else max(0, workers)
             decoded = decode_all(collected.datasets, collected.tasks, n_workers, progress)
         report.problems.extend(problem for result in decoded for problem in result.problems)
-        report.problems.extend(
-            mixed_size_problems(
-                collected.datasets, collected.tasks, decoded, lambda part: mixed_sizes_allowed(config, part)
-            )
-        )
         report.checked = len(collected.tasks)
     else:
         report.checked = sum(len(d) for d in collected.datasets)
