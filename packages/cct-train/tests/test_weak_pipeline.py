@@ -10,12 +10,13 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 from PIL import Image
 from torch import nn
 
 from cct_train.data import IMAGENET_MEAN, IMAGENET_STD
 from cct_train.weak import generate_pseudo_labels
-from cct_weak import CAMClassifier, is_crf_available
+from cct_weak import CAMClassifier, compute_cams, is_crf_available
 
 SIZE = 32
 
@@ -23,16 +24,16 @@ SIZE = 32
 class _Scenes:
     """In memory: black images with a red (class 1) and / or a green (class 2) square; class 0 = background."""
 
-    def __init__(self, n: int) -> None:
+    def __init__(self, n: int, size: int = SIZE) -> None:
         rng = np.random.default_rng(0)
         self.images: list[torch.Tensor] = []
         self.masks: list[torch.Tensor] = []
         for i in range(n):
-            image = np.zeros((SIZE, SIZE, 3), dtype=np.uint8)
-            mask = np.zeros((SIZE, SIZE), dtype=np.int64)
+            image = np.zeros((size, size, 3), dtype=np.uint8)
+            mask = np.zeros((size, size), dtype=np.int64)
             for cls in (1, 2):
                 if i % 3 == cls - 1 or i % 3 == 2:  # red only, green only, both
-                    y, x = rng.integers(0, SIZE - 12, 2)
+                    y, x = rng.integers(0, size - 12, 2)
                     image[y : y + 12, x : x + 12] = 0
                     image[y : y + 12, x : x + 12, cls - 1] = 255
                     mask[y : y + 12, x : x + 12] = cls
@@ -118,3 +119,42 @@ def test_predicted_labels_and_no_background(tmp_path: Path) -> None:
     assert report["settings"]["image_labels"] == "predicted"
     assert report["class_pixels"]["class_0"] == 0  # no background class: low pixels are ignored
     assert report["ignore_fraction"] > 0.5
+
+
+class _StridedRGB(_RGB):
+    """The RGB image averaged over 8 x 8 cells from the top-left corner: a stride-8 encoder that pads,
+    declaring its ``output_stride`` as cct_train's encoders do."""
+
+    output_stride = 8
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.avg_pool2d(super().forward(x), 8, 8, ceil_mode=True)
+
+
+@pytest.mark.parametrize("declared", [True, False])
+def test_the_encoders_stride_reaches_the_cams(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, declared: bool
+) -> None:
+    # cct_weak.compute_cams crops stride-aligned maps onto an image whose size is not a multiple of the
+    # stride (its own tests check the alignment); the pipeline must pass the encoder's stride, and none for a
+    # module that declares none (maps resized as before).
+    import cct_train.weak.pseudo as pseudo
+
+    seen: list[int | None] = []
+
+    def spy(*args: Any, **kwargs: Any) -> torch.Tensor:
+        seen.append(kwargs.get("stride"))
+        return compute_cams(*args, **kwargs)
+
+    monkeypatch.setattr(pseudo, "compute_cams", spy)
+    encoder = _StridedRGB()
+    if not declared:
+        encoder.output_stride = None  # type: ignore[assignment]
+    model = CAMClassifier(encoder, 3)
+    with torch.no_grad():
+        model.classifier.weight.copy_(_oracle().classifier.weight)
+    report = generate_pseudo_labels(
+        model, _Scenes(3, size=44), tmp_path, from_masks=True, crf=False, device="cpu", quiet=True
+    )
+    assert seen == [8 if declared else None]
+    assert report["miou"] > 0.5

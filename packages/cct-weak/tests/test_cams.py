@@ -4,6 +4,7 @@ from collections.abc import Callable
 
 import pytest
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from cct_weak import CAMClassifier, compute_cams, normalize_cams
@@ -72,3 +73,63 @@ def test_normalize_cams_zero_safe() -> None:
     assert float(out[0, 0].max()) == 0.0
     assert float(out[0, 1, 1, 1]) == 1.0
     assert float(out[0, 1, 0, 0]) == 0.0
+
+
+class _PoolCAM(torch.nn.Module):
+    """A CAM 'model' whose class-0 map is the mean of channel 0 over each stride x stride cell, the cells
+    laid from the top-left corner with the last ones cut by the image border (as a padded conv encoder)."""
+
+    def __init__(self, stride: int) -> None:
+        super().__init__()
+        self.stride = stride
+
+    def cams(self, x: torch.Tensor) -> torch.Tensor:
+        return F.avg_pool2d(x[:, :1], self.stride, self.stride, ceil_mode=True)
+
+
+def _crossing(profile: torch.Tensor) -> float:
+    """The first fractional index where a rising 1-D profile reaches 0.5 (linear between samples)."""
+    i = int(torch.nonzero(profile >= 0.5)[0])
+    a, b = float(profile[i - 1]), float(profile[i])
+    return i - 1 + (0.5 - a) / (b - a)
+
+
+@pytest.mark.parametrize("flip", [False, True])
+def test_stride_keeps_the_last_rows_aligned_at_sizes_not_a_multiple_of_it(flip: bool) -> None:
+    # 181 x 243 at stride 8: 23 x 31 cells cover 184 x 248 pixels. An object in the last 13 rows and the
+    # last 19 columns starts at row 168 / column 224; the CAM must rise there, not where squeezing 184
+    # rows into 181 puts it (168 * 181 / 184 = 165.3).
+    images = torch.zeros(1, 3, 181, 243)
+    images[:, :, 168:, 224:] = 1.0
+    model = _PoolCAM(8)
+    aligned = compute_cams(model, images, None, scales=(1.0,), flip=flip, stride=8)[0, 0]
+    squeezed = compute_cams(model, images, None, scales=(1.0,), flip=flip)[0, 0]
+    assert aligned.shape == squeezed.shape == (181, 243)
+    assert abs(_crossing(aligned[:, -1]) - 167.5) <= 1.0
+    assert abs(_crossing(aligned[-1, :]) - 223.5) <= 1.0
+    assert abs(_crossing(squeezed[:, -1]) - 167.5) > 2.0  # what the stride fixes
+
+
+def test_stride_at_a_multiple_of_it_is_the_plain_upsampling() -> None:
+    images = torch.rand(2, 3, 64, 48)
+    model = _PoolCAM(8)
+    with_stride = compute_cams(model, images, None, scales=(1.0,), flip=False, stride=8)
+    plain = compute_cams(model, images, None, scales=(1.0,), flip=False)
+    torch.testing.assert_close(with_stride, plain)
+
+
+def test_stride_with_scales_and_output_size() -> None:
+    images = torch.rand(2, 3, 45, 61)
+    cams = compute_cams(
+        _PoolCAM(4), images, None, scales=(1.0, 0.5, 1.5), flip=True, stride=4, output_size=(30, 40)
+    )
+    assert cams.shape == (2, 1, 30, 40)
+    assert float(cams.min()) >= 0.0
+    assert float(cams.max()) <= 1.0
+
+
+def test_stride_larger_than_the_model_gives_a_clear_error() -> None:
+    with pytest.raises(ValueError, match="stride=2"):
+        compute_cams(_PoolCAM(8), torch.rand(1, 3, 40, 40), None, scales=(1.0,), flip=False, stride=2)
+    with pytest.raises(ValueError, match="positive"):
+        compute_cams(_PoolCAM(8), torch.rand(1, 3, 40, 40), None, stride=0)

@@ -50,13 +50,20 @@ def compute_cams(
     scales: Sequence[float] = (1.0, 0.5, 1.5, 2.0),
     flip: bool = True,
     output_size: tuple[int, int] | None = None,
+    stride: int | None = None,
 ) -> torch.Tensor:
     """Multi-scale CAMs of a batch, on the images' device, as in the paper (section 3.3).
 
     For each scale (one loop iteration per scale, the whole batch at once; the horizontal flip is in the
     same forward pass), the images are resized bilinearly, their CAMs computed (flipped CAMs flipped back),
-    upsampled bilinearly to ``output_size`` and summed. The sum is then normalised by
+    resized bilinearly to ``output_size`` and summed. The sum is then normalised by
     :func:`normalize_cams`. Runs under ``torch.no_grad`` in eval mode; the model's mode is restored.
+
+    With ``stride`` (the network's output stride), CAM cell ``(i, j)`` covers input pixels
+    ``[i s, (i + 1) s) x [j s, (j + 1) s)``, as for a convolutional encoder that pads at the bottom and right:
+    the maps are upsampled by ``s`` and the rows and columns past the input cropped, so at a size that is not
+    a multiple of ``s`` the last row stays aligned. Without ``stride`` the maps are resized onto the input
+    as a whole, which stretches them by up to one stride (the behaviour before ``stride`` existed).
 
     Args:
         model: a :class:`cct_weak.CAMClassifier` (anything with ``cams(x) -> (B, C, h, w)``).
@@ -65,6 +72,7 @@ def compute_cams(
         scales: resize factors (original: 1.0, 0.5, 1.5, 2.0).
         flip: add the horizontally flipped image at every scale.
         output_size: ``(H_out, W_out)``; default the images' ``(H, W)``.
+        stride: the model's output stride (e.g. 8 or 16); ``None``: resize the maps onto the input.
 
     Returns:
         float32 CAMs :math:`(B, C, H_{out}, W_{out})` in [0, 1].
@@ -77,6 +85,8 @@ def compute_cams(
     """
     if images.ndim != 4:
         raise ValueError(f"images must be (B, 3, H, W), got {tuple(images.shape)}")
+    if stride is not None and int(stride) < 1:
+        raise ValueError(f"stride must be a positive integer, got {stride}")
     if len(scales) == 0 or any(s <= 0 for s in scales):
         raise ValueError(f"scales must be a non-empty sequence of positive factors, got {tuple(scales)}")
     b, _, h, w = images.shape
@@ -98,7 +108,12 @@ def compute_cams(
                 maps = model.cams(x).float()
                 if maps.ndim != 4 or maps.shape[0] != x.shape[0]:
                     raise ValueError(f"model.cams must return (B, C, h, w), got {tuple(maps.shape)}")
-                maps = F.interpolate(maps, size=size, mode="bilinear", align_corners=False)
+                if stride is None:
+                    maps = F.interpolate(maps, size=size, mode="bilinear", align_corners=False)
+                else:
+                    maps = _onto_input(maps, (hs, ws), int(stride))
+                    if maps.shape[-2:] != size:
+                        maps = F.interpolate(maps, size=size, mode="bilinear", align_corners=False)
                 if flip:
                     maps = maps[:b] + maps[b:].flip(-1)
                 total = maps if total is None else total + maps
@@ -106,3 +121,18 @@ def compute_cams(
         model.train(was_training)
     assert total is not None
     return normalize_cams(total, labels)
+
+
+def _onto_input(maps: torch.Tensor, input_size: tuple[int, int], stride: int) -> torch.Tensor:
+    """CAMs ``(N, C, h, w)`` at ``stride`` of an input of ``input_size``, on its pixel grid ``(N, C, H, W)``."""
+    s = stride
+    h, w = maps.shape[-2:]
+    if h * s < input_size[0] or w * s < input_size[1]:
+        raise ValueError(
+            f"CAMs of {h}x{w} at stride {s} cover {h * s}x{w * s} pixels, less than the "
+            f"{input_size[0]}x{input_size[1]} input: is stride={s} the model's output stride?"
+        )
+    # Upsampling by exactly s puts cell centres at (i + 0.5) s, where the encoder saw them; the rows and
+    # columns past the input are the encoder's padding, cropped rather than squeezed into the image.
+    up = maps if s == 1 else F.interpolate(maps, size=(h * s, w * s), mode="bilinear", align_corners=False)
+    return up[..., : input_size[0], : input_size[1]]

@@ -104,6 +104,8 @@ class _MapSettings:
     workers: int
     block_size: int
     ignore_index: int
+    #: The encoder's output stride: CAMs are cropped onto the image, not squeezed (issue #39, item 4).
+    stride: int | None = None
 
 
 class _LabelSource:
@@ -263,7 +265,9 @@ def _threshold_batch(
     """One batch's thresholded maps, all on the device: image-level labels, multi-scale CAMs, thresholds."""
     x = normalize(batch["image"].to(dev, non_blocking=True))
     image_labels = source(model, x, batch, dev)
-    cams = compute_cams(model, x, image_labels, scales=settings.scales, flip=settings.flip)
+    cams = compute_cams(
+        model, x, image_labels, scales=settings.scales, flip=settings.flip, stride=settings.stride
+    )
     return cams_to_pseudo_labels(
         cams,
         image_labels,
@@ -418,8 +422,10 @@ def generate_pseudo_labels(
     names_ = list(class_names) if class_names is not None else [f"class_{i}" for i in range(num_classes)]
     colours = list(palette) if palette is not None else default_palette(num_classes)
     source = _LabelSource.for_dataset(dataset, labels, from_masks, num_classes, ignore_index, label_threshold)
+    # An encoder of cct_train knows its output stride; any other module gets the maps resized as before.
+    stride = getattr(classifier.encoder, "output_stride", None)
     settings = _MapSettings(
-        theta_bg, theta_fg, background_index, scales, flip, crf, workers, block_size, ignore_index
+        theta_bg, theta_fg, background_index, scales, flip, crf, workers, block_size, ignore_index, stride
     )
     out_dir = Path(output)
     out_dir.mkdir(parents=True, exist_ok=True)
