@@ -373,3 +373,79 @@ def test_extreme_logits_stay_finite(seed: int, scale: float) -> None:
         (grad,) = torch.autograd.grad(loss, a)
         assert torch.isfinite(loss)
         assert torch.isfinite(grad).all()
+
+
+# --- the per-element definitions (one per kind, shared by every path) ----------------------------------
+
+
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("confidence", [None, 0.6])
+def test_pointwise_definitions_reduce_to_the_loss(kind: str, confidence: float | None) -> None:
+    """Each kind's per-element map, reduced as documented (mse: mean over all elements; kl / js: summed
+    over the classes, mean over the kept pixels), is the loss, and matches the loop formula."""
+    from cct_losses import CONSISTENCY_POINTWISE, confidence_mask
+
+    aux, main = _pair(31, b=2, c=4, h=3, w=5)
+    q = F.softmax(main, 1)
+    elem = CONSISTENCY_POINTWISE[kind](aux, q, 1)
+    assert elem.shape == aux.shape
+    keep = torch.ones(2, 3, 5, dtype=torch.bool) if confidence is None else confidence_mask(q, confidence)
+    assert 0 < int(keep.sum()) < keep.numel() or confidence is None
+    per_pixel = elem.mean(1) if kind == "mse" else elem.sum(1)
+    expected = per_pixel[keep].mean()
+    torch.testing.assert_close(consistency_loss(aux, main, kind, confidence=confidence), expected)
+    assert expected.item() == pytest.approx(reference(aux, main, kind, confidence), abs=1e-6)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_pointwise_class_dim(kind: str) -> None:
+    """``dim`` names the class dimension: (B, C, P) with dim=1 equals channels-last with dim=-1."""
+    from cct_losses import CONSISTENCY_POINTWISE
+
+    aux, main = _pair(32, b=2, c=4, h=3, w=5)
+    q = F.softmax(main, 1)
+    first = CONSISTENCY_POINTWISE[kind](aux, q, 1)
+    last = CONSISTENCY_POINTWISE[kind](aux.movedim(1, -1), q.movedim(1, -1), -1)
+    torch.testing.assert_close(last, first.movedim(1, -1))
+
+
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("memory_efficient", [True, False])
+def test_an_edit_of_the_definition_reaches_consistency_loss(
+    kind: str, memory_efficient: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """consistency_loss (softmax_mse_loss's value included) reads the registry at call time."""
+    import cct_losses
+
+    aux, main = _pair(33)
+    before = consistency_loss(aux, main, kind, memory_efficient=memory_efficient)
+    original = cct_losses.CONSISTENCY_POINTWISE[kind]
+    monkeypatch.setitem(cct_losses.CONSISTENCY_POINTWISE, kind, lambda a, q, dim: 3.0 * original(a, q, dim))
+    after = consistency_loss(aux, main, kind, memory_efficient=memory_efficient)
+    torch.testing.assert_close(after, 3.0 * before)
+
+
+def test_softmax_mse_grad_is_autograds_of_the_shared_definition() -> None:
+    """softmax_mse_loss's hand-written gradient = autograd's gradient of pointwise_mse's mean (masked too)."""
+    from cct_losses import pointwise_mse
+
+    logits, main = _pair(34, b=2, c=5, h=4, w=3)
+    target = F.softmax(main, 1)
+    mask = target.amax(1) >= 0.5
+    for m in (None, mask):
+        a = logits.double().requires_grad_(True)
+        b = logits.double().requires_grad_(True)
+        softmax_mse_loss(a, target.double(), mask=m).backward()
+        elem = pointwise_mse(b, target.double())
+        ref = elem.mean() if m is None else elem[m.unsqueeze(1).expand_as(elem)].mean()
+        ref.backward()
+        torch.testing.assert_close(a.grad, b.grad, rtol=1e-12, atol=1e-15)
+
+
+def test_confidence_mask() -> None:
+    from cct_losses import confidence_mask
+
+    q = torch.tensor([[[0.7]], [[0.3]]]).reshape(1, 2, 1, 1)
+    assert confidence_mask(q, 0.7).tolist() == [[[True]]]
+    assert confidence_mask(q, 0.71).tolist() == [[[False]]]
+    assert confidence_mask(q.movedim(1, -1), 0.5, dim=-1).shape == (1, 1, 1)

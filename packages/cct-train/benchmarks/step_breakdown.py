@@ -60,7 +60,7 @@ def main() -> None:
         opt_c.zero_grad(set_to_none=True)
 
     def step_no_aux() -> None:
-        with mock.patch("cct_train.objectives.cct.fused_consistency_loss", _no_aux_loss):
+        with mock.patch("cct_train.objectives.losses.fused_consistency_loss", _no_aux_loss):
             step_cct()
 
     modes: dict[str, Callable[[], None]] = {

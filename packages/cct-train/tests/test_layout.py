@@ -38,13 +38,14 @@ def _modules() -> dict[str, Path]:
     return {_module_name(p): p for p in PACKAGE.rglob("*.py")}
 
 
-def _runtime_imports(tree: ast.AST) -> list[ast.Import | ast.ImportFrom]:
-    """Every import statement, at any depth (function-level ones too), except under ``if TYPE_CHECKING:``."""
+def _runtime_imports(tree: ast.AST, type_checking: bool = False) -> list[ast.Import | ast.ImportFrom]:
+    """Every import statement, at any depth (function-level ones too), except under ``if TYPE_CHECKING:``
+    (those too with ``type_checking``)."""
     found: list[ast.Import | ast.ImportFrom] = []
 
     def visit(node: ast.AST) -> None:
         for child in ast.iter_child_nodes(node):
-            if isinstance(child, ast.If) and "TYPE_CHECKING" in ast.unparse(child.test):
+            if not type_checking and isinstance(child, ast.If) and "TYPE_CHECKING" in ast.unparse(child.test):
                 for orelse in child.orelse:
                     visit(orelse)
                 continue
@@ -56,14 +57,14 @@ def _runtime_imports(tree: ast.AST) -> list[ast.Import | ast.ImportFrom]:
     return found
 
 
-def _graph() -> tuple[dict[str, set[str]], list[str]]:
+def _graph(type_checking: bool = False) -> tuple[dict[str, set[str]], list[str]]:
     modules = _modules()
     graph: dict[str, set[str]] = {name: set() for name in modules}
     private: list[str] = []
     for name, path in modules.items():
         if name in MOVED or _is_alias(path):
             continue  # an alias of its new module, imported by nobody in the package (asserted below)
-        for node in _runtime_imports(ast.parse(path.read_text())):
+        for node in _runtime_imports(ast.parse(path.read_text()), type_checking):
             targets: list[tuple[str, str | None]] = []
             if isinstance(node, ast.Import):
                 targets = [(alias.name, None) for alias in node.names]
@@ -84,8 +85,9 @@ def _is_alias(path: Path) -> bool:
     return "sys.modules[__name__] = _moved" in path.read_text()
 
 
-def test_no_import_cycle_among_cct_train_modules() -> None:
-    graph, _ = _graph()
+@pytest.mark.parametrize("type_checking", [False, True], ids=["runtime", "type-checking-too"])
+def test_no_import_cycle_among_cct_train_modules(type_checking: bool) -> None:
+    graph, _ = _graph(type_checking)
     state: dict[str, int] = {}
     stack: list[str] = []
     cycles: list[list[str]] = []
@@ -146,8 +148,9 @@ def _layer(module: str) -> str | None:
     return parts[1] if len(parts) > 1 and parts[1] in LAYERS else None
 
 
-def test_each_sub_package_imports_only_the_ones_below_it() -> None:
-    graph, _ = _graph()
+@pytest.mark.parametrize("type_checking", [False, True], ids=["runtime", "type-checking-too"])
+def test_each_sub_package_imports_only_the_ones_below_it(type_checking: bool) -> None:
+    graph, _ = _graph(type_checking)
     assert {_layer(name) for name in graph} - {None} == set(LAYERS)
     upward = sorted(
         f"{name} -> {dep}"

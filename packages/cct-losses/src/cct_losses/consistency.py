@@ -11,6 +11,10 @@ Distances (``kind``):
 - ``"js"``: Jensen-Shannon divergence ``0.5 KL(q || m) + 0.5 KL(p || m)``, ``m = (p + q) / 2``, per pixel
   (in ``[0, log 2]``), averaged over pixels.
 
+Each kind's formula is written once, per element, in :func:`pointwise_mse`, :func:`pointwise_kl` and
+:func:`pointwise_js` (the registry :data:`CONSISTENCY_POINTWISE`); :func:`consistency_loss`,
+:func:`softmax_mse_loss` and other packages' fused implementations (cct-train's) read it from the registry.
+
 Memory. With K = 30 auxiliary decoders at full resolution the consistency loss is CCT's memory peak: the
 plain autograd graph of ``mse(softmax(a), q)`` keeps, per decoder, the softmax output AND the difference
 ``p - q`` (2 x B*C*H*W float32). :func:`softmax_mse_loss` (used by default for ``kind="mse"``) is a custom
@@ -21,7 +25,7 @@ per decoder in the backward. See the package README for the numbers.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, Literal
 
 import torch
@@ -32,16 +36,86 @@ from ._utils import as_tensor_list, compute_dtype, no_autocast, safe_divide
 
 __all__ = [
     "CONSISTENCY_KINDS",
+    "CONSISTENCY_POINTWISE",
     "ConsistencyLoss",
+    "confidence_mask",
     "consistency_loss",
+    "pointwise_js",
+    "pointwise_kl",
+    "pointwise_mse",
     "resize_probs",
     "softmax_mse_loss",
 ]
 
-#: The distances understood by :func:`consistency_loss`.
-CONSISTENCY_KINDS = ("mse", "kl", "js")
 _REDUCTIONS = ("mean", "sum", "none")
 _TINY = 1e-12
+
+
+# ------------------------------------------------------------------------ the per-element definitions
+#
+# Each kind's formula is written once, here, on one element (pixel, class) of the auxiliary logits and the
+# target probabilities; every path that computes a consistency loss reads it from CONSISTENCY_POINTWISE
+# (consistency_loss, softmax_mse_loss's value, and cct-train's fused decoders), so that an edit here
+# reaches all of them. The reductions: mse is averaged over all elements (classes included), kl and js are
+# summed over the classes and averaged over the pixels.
+
+
+def pointwise_mse(aux_logits: Tensor, target_probs: Tensor, dim: int = 1) -> Tensor:
+    """``(softmax(aux) - q)^2`` per element: ``aux_logits`` (B, C, *) and ``target_probs`` q (broadcastable)
+    -> (B, C, *), ``dim`` the class dimension. The MSE consistency is its mean over all elements.
+
+    >>> float(pointwise_mse(torch.zeros(1, 2), torch.tensor([[1.0, 0.0]])).sum())  # 0.5^2 + 0.5^2
+    0.5
+    """
+    return (torch.softmax(aux_logits, dim=dim) - target_probs) ** 2
+
+
+def pointwise_kl(aux_logits: Tensor, target_probs: Tensor, dim: int = 1) -> Tensor:
+    """``q_c (log q_c - log p_c)`` per element, ``p = softmax(aux)``: (B, C, *) -> (B, C, *). Summed over
+    the classes (``dim``) it is ``KL(q || p)`` per pixel; ``q log q`` is 0 where ``q = 0``.
+
+    >>> float(pointwise_kl(torch.zeros(1, 2), torch.tensor([[0.5, 0.5]])).sum())  # p = q
+    0.0
+    """
+    logp = F.log_softmax(aux_logits, dim=dim)
+    return torch.xlogy(target_probs, target_probs) - target_probs * logp
+
+
+def pointwise_js(aux_logits: Tensor, target_probs: Tensor, dim: int = 1) -> Tensor:
+    """``0.5 (p_c (log p_c - log m_c) + q_c (log q_c - log m_c))`` per element, ``p = softmax(aux)``,
+    ``m = (p + q) / 2``: (B, C, *) -> (B, C, *). Summed over the classes (``dim``) it is the Jensen-Shannon
+    divergence per pixel, in ``[0, log 2]``.
+
+    >>> round(float(pointwise_js(torch.tensor([[20.0, -20.0]]), torch.tensor([[0.0, 1.0]])).sum()), 4)  # log 2
+    0.6931
+    """
+    logp = F.log_softmax(aux_logits, dim=dim)
+    p = logp.exp()
+    m = 0.5 * (p + target_probs)
+    log_m = torch.log(m.clamp_min(_TINY))
+    return 0.5 * (p * (logp - log_m) + torch.xlogy(target_probs, target_probs) - target_probs * log_m)
+
+
+#: kind -> its per-element definition ``(aux_logits, target_probs, dim) -> (B, C, *)``: the one place a
+#: consistency kind is defined (looked up at call time by every path that computes the loss).
+CONSISTENCY_POINTWISE: dict[str, Callable[[Tensor, Tensor, int], Tensor]] = {
+    "mse": pointwise_mse,
+    "kl": pointwise_kl,
+    "js": pointwise_js,
+}
+
+#: The distances understood by :func:`consistency_loss`.
+CONSISTENCY_KINDS = tuple(CONSISTENCY_POINTWISE)
+
+
+def confidence_mask(target_probs: Tensor, confidence: float, dim: int = 1) -> Tensor:
+    """The pixels a confidence-masked consistency loss keeps: the target's max-probability over the classes
+    (``dim``) is ``>= confidence``. ``target_probs`` (B, C, *) -> bool (B, *).
+
+    >>> confidence_mask(torch.tensor([[0.9, 0.1], [0.5, 0.5]]), 0.6)
+    tensor([ True, False])
+    """
+    return target_probs.amax(dim=dim) >= float(confidence)
 
 
 def _interp_mode(spatial_dims: int, linear: bool) -> str:
@@ -94,15 +168,14 @@ class _SoftmaxMSE(torch.autograd.Function):
         ctx: Any, logits: Tensor, target: Tensor, mask: Tensor | None, mean: bool
     ) -> Tensor:
         dtype = compute_dtype(logits)
-        p = torch.softmax(logits.to(dtype), dim=1)
-        q = target.to(dtype)
-        diff = p - q
+        # The value from the shared definition; the gradient below is its closed form (test-pinned).
+        elem = CONSISTENCY_POINTWISE["mse"](logits.to(dtype), target.to(dtype), 1)
         if mask is not None:
-            diff = torch.where(mask.unsqueeze(1), diff, torch.zeros_like(diff))
+            elem = torch.where(mask.unsqueeze(1), elem, torch.zeros_like(elem))
             count = mask.sum().to(dtype) * logits.shape[1]
         else:
-            count = torch.tensor(float(diff.numel()), dtype=dtype, device=logits.device)
-        total = (diff * diff).sum()
+            count = torch.tensor(float(elem.numel()), dtype=dtype, device=logits.device)
+        total = elem.sum()
         if mean:
             scale = 1.0 / torch.where(count > 0, count, torch.ones_like(count))
         else:
@@ -195,10 +268,9 @@ def _one_decoder(
     """Loss of one auxiliary decoder; ``q`` is the target distribution at ``aux``'s size."""
     if kind == "mse" and memory_efficient and reduction != "none":
         return softmax_mse_loss(aux, q, mask=mask, reduction=reduction)  # type: ignore[arg-type]
+    elem = CONSISTENCY_POINTWISE[kind](aux.to(dtype), q, 1)  # (B, C, *)
     if kind == "mse":
         # Plain autograd graph (the reference the memory-lean path is measured against).
-        p = torch.softmax(aux.to(dtype), dim=1)
-        elem = (p - q) ** 2  # (B, C, *)
         if reduction == "none":
             pix = elem.mean(dim=1)
         else:
@@ -209,15 +281,8 @@ def _one_decoder(
                 count = torch.tensor(float(elem.numel()), dtype=dtype, device=aux.device)
             total = elem.sum()
             return safe_divide(total, count) if reduction == "mean" else total
-    elif kind == "kl":
-        logp = F.log_softmax(aux.to(dtype), dim=1)
-        pix = (torch.xlogy(q, q) - q * logp).sum(dim=1)
-    else:  # js
-        logp = F.log_softmax(aux.to(dtype), dim=1)
-        p = logp.exp()
-        m = 0.5 * (p + q)
-        log_m = torch.log(m.clamp_min(_TINY))
-        pix = 0.5 * (p * (logp - log_m) + torch.xlogy(q, q) - q * log_m).sum(dim=1)
+    else:  # kl, js: summed over the classes, per pixel
+        pix = elem.sum(dim=1)
     if mask is not None:
         pix = torch.where(mask, pix, torch.zeros_like(pix))
     if reduction == "none":
@@ -300,7 +365,7 @@ def consistency_loss(
         def target_at(size: tuple[int, ...]) -> tuple[Tensor, Tensor | None]:
             if size not in targets:
                 q = resize_probs(q_main, size)
-                mask = None if confidence is None else q.amax(dim=1) >= float(confidence)
+                mask = None if confidence is None else confidence_mask(q, confidence)
                 targets[size] = (q, mask)
             return targets[size]
 

@@ -31,7 +31,7 @@ from accelerate.utils import (
 )
 from torch.utils.data import DataLoader
 
-from cct_losses import AnnealedBootstrappedCE, ConsistencyWeight
+from cct_losses import ConsistencyWeight
 from cct_train.common.checkpoint import (
     CheckpointError,
     export_weights,
@@ -61,6 +61,7 @@ from cct_train.models.cct import CCTModel
 from cct_train.models.encoders import check_encoder_input
 from cct_train.models.factory import build_model
 from cct_train.models.multidomain import DomainModel, MultiDomainCCT
+from cct_train.objectives.losses import SupervisedTerm
 
 #: Re-exported: what this module defined before issue #16 (`cct_train.trainer.build_model` etc.).
 __all__ = [
@@ -93,7 +94,8 @@ class DomainRun:
     data: DataBundle
     augment: TrainTransform
     consistency_weight: ConsistencyWeight
-    abce: AnnealedBootstrappedCE | None
+    #: The model's (this domain head's) supervised loss, the owner of ab-CE's threshold schedule.
+    supervised: SupervisedTerm | None = None
     loss_weight: float = 1.0
     #: Cross-view CCT with main_on_strong: the main decoder's strong-view weight w_s(t), ramped like w_u.
     strong_weight: ConsistencyWeight | None = None
@@ -104,7 +106,7 @@ class DomainRun:
     unlabeled_stream: InfiniteLoader | None = None
 
     def ce_threshold(self, step: int) -> float | None:
-        return None if self.abce is None else self.abce.threshold(step)
+        return None if self.supervised is None else self.supervised.threshold(step)
 
 
 @dataclass
@@ -199,7 +201,6 @@ class Trainer:
 
                 view = skipping_config(view)
             data = build_data(view, drops.get(name))
-            iterations = config.train.iterations
             self.domains.append(
                 DomainRun(
                     name=name,
@@ -207,12 +208,6 @@ class Trainer:
                     data=data,
                     augment=data.augment.to(device),
                     consistency_weight=consistency_schedule(config, view.train.consistency.weight),
-                    # ab-CE's annealed threshold (the loss itself is computed inside the model's forward).
-                    abce=AnnealedBootstrappedCE(
-                        data.num_classes, iterations, ramp_fraction=config.train.abce_ramp
-                    )
-                    if config.train.supervised_loss == "abce"
-                    else None,
                     loss_weight=loss_weights.get(name, 1.0),
                     strong_weight=consistency_schedule(config, config.train.unlabeled.main_weight)
                     if config.train.unlabeled.cross_view and config.train.unlabeled.main_on_strong
@@ -227,6 +222,9 @@ class Trainer:
             if config.multi_domain
             else self.domains[0].data.num_classes,
         )
+        for run in self.domains:  # ab-CE's threshold schedule is owned by the head's supervised loss
+            domain_model = self.model.head(run.name) if isinstance(self.model, MultiDomainCCT) else self.model
+            run.supervised = domain_model.supervised_term
         for run in self.domains:  # an encoder that cannot take the crops fails here, in a few lines
             check_encoder_input(self.model.encoder, run.config.data.crop_size)
         self.optimizer = build_optimizer(config, self.model)
@@ -605,7 +603,7 @@ class Trainer:
         inputs: dict[str, Any] = {
             "images": images,
             "targets": masks,
-            "ce_threshold": run.ce_threshold(self.step),
+            "step": self.step,  # the model's supervised loss reads its ab-CE threshold of this step
         }
         if unlabeled is not None and not run.config.supervised_only:
             # Unlabeled samples carry a "mask" only when pseudo-labels (weak labels) were given for them.

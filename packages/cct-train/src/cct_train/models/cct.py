@@ -37,6 +37,7 @@ from cct_train.models.encoders import (
     resolve_normalization,
 )
 from cct_train.objectives.cct import CrossViewInputs, cct_objective
+from cct_train.objectives.losses import ConsistencyTerm, SupervisedTerm
 
 __all__ = [
     "DEFAULT_PERTURBATIONS",
@@ -236,7 +237,10 @@ class CCTModel(nn.Module):
             (the original code's confidence masking: off in its configs, threshold 0.5 when on); ``None``
             (default, the paper): every pixel.
         ignore_index: label of void pixels (targets and weak targets).
-        min_kept: ab-CE's minimum kept pixels per image (when ``ce_threshold`` is given).
+        min_kept: ab-CE's minimum kept pixels per image.
+        supervised_loss: ``"ce"`` (default) or ``"abce"`` (annealed bootstrapped CE, paper 3.1), whose
+            threshold anneals from 1/C over ``abce_ramp`` of ``abce_iterations`` (the training's length,
+            required with ``"abce"``): the step's threshold is read at ``forward(..., step=)``.
         concat_batches: encode labeled and unlabeled images in ONE batch when their shapes match (one
             backbone pass, and BatchNorm statistics over both; the original code runs two passes).
         decoder_final_relu: keep the ReLU of the decoders' last sub-pixel block as the paper / original do
@@ -286,6 +290,9 @@ class CCTModel(nn.Module):
         confidence: float | None = None,
         ignore_index: int = 255,
         min_kept: int = 1,
+        supervised_loss: str = "ce",
+        abce_ramp: float = 0.4,
+        abce_iterations: int | None = None,
         concat_batches: bool = True,
         decoder_final_relu: bool = False,
         decoder_hidden_relu: bool = True,
@@ -296,10 +303,16 @@ class CCTModel(nn.Module):
         super().__init__()
         if num_classes < 1:
             raise ValueError(f"num_classes must be >= 1, got {num_classes}")
-        if consistency not in ("mse", "kl", "js"):
-            raise ValueError(f"consistency must be 'mse', 'kl' or 'js', got {consistency!r}")
-        if confidence is not None and (isinstance(confidence, bool) or not 0.0 <= float(confidence) <= 1.0):
-            raise ValueError(f"confidence must be None or a float in [0, 1], got {confidence!r}")
+        #: The owners of the two losses (their kinds, thresholds, plain and fused paths): objectives.losses.
+        self.supervised_term = SupervisedTerm(
+            supervised_loss,
+            num_classes,
+            abce_iterations,
+            abce_ramp,
+            ignore_index=int(ignore_index),
+            min_kept=int(min_kept),
+        )
+        self.consistency_term = ConsistencyTerm(consistency, confidence, fused=True, chunk_elements=1 << 21)
         spec, pkwargs = checked_perturbations(perturbations, perturbation_kwargs)
         bg = (background,) if isinstance(background, int) else tuple(int(b) for b in background)
         mean, std = resolve_normalization(encoder, mean, std)
@@ -314,10 +327,6 @@ class CCTModel(nn.Module):
             std=std,
         )
         self.num_classes = int(num_classes)
-        self.consistency = consistency
-        self.confidence = None if confidence is None else float(confidence)
-        self.ignore_index = int(ignore_index)
-        self.min_kept = int(min_kept)
         self.concat_batches = bool(concat_batches)
         self.background = bg
 
@@ -350,15 +359,50 @@ class CCTModel(nn.Module):
         self.aux_names, perts, aux = auxiliary_branches(spec, pkwargs, bg, decoder, stride=self.output_stride)
         self.aux_decoders = nn.ModuleList(aux)
         self.perturbations = nn.ModuleList(perts)
-        #: Compute Lu with :func:`~cct_train.models.decoders.fused_consistency_loss` (the K auxiliary decoders as
-        #: batched GEMMs, back-propagated chunk by chunk in the forward pass; same value and gradients,
-        #: faster and without the K full-resolution outputs in memory). Used for ``consistency`` "mse" /
-        #: "kl" without weak targets; ``False``: one ordinary decoder call per auxiliary decoder.
-        self.fused_aux = True
-        #: Output elements (``k * B * C * H * W``) per chunk of fused decoders: bounds the temporary memory.
-        self.aux_chunk_elements = 1 << 21
 
     # ------------------------------------------------------------------------------------------ helpers
+
+    # The loss settings, read from (and, for the fused path's switches, written to) their owners.
+    @property
+    def consistency(self) -> str:
+        """Lu's kind (``consistency_term.kind``)."""
+        return self.consistency_term.kind
+
+    @property
+    def confidence(self) -> float | None:
+        """Lu's confidence threshold (``consistency_term.confidence``)."""
+        return self.consistency_term.confidence
+
+    @property
+    def fused_aux(self) -> bool:
+        """Compute Lu through the fused path (``consistency_term.fused``: the K auxiliary decoders as
+        batched GEMMs, back-propagated chunk by chunk in the forward pass; same value and gradients, faster
+        and without the K full-resolution outputs in memory), whenever there are no weak targets;
+        ``False``: one ordinary decoder call per auxiliary decoder."""
+        return self.consistency_term.fused
+
+    @fused_aux.setter
+    def fused_aux(self, value: bool) -> None:
+        self.consistency_term.fused = bool(value)
+
+    @property
+    def aux_chunk_elements(self) -> int:
+        """Output elements (``k * B * C * H * W``) per chunk of fused decoders: bounds the temporary memory."""
+        return self.consistency_term.chunk_elements
+
+    @aux_chunk_elements.setter
+    def aux_chunk_elements(self, value: int) -> None:
+        self.consistency_term.chunk_elements = int(value)
+
+    @property
+    def ignore_index(self) -> int:
+        """The label of void pixels (``supervised_term.ignore_index``; weak targets too)."""
+        return self.supervised_term.ignore_index
+
+    @property
+    def min_kept(self) -> int:
+        """ab-CE's minimum kept pixels per image (``supervised_term.min_kept``)."""
+        return self.supervised_term.min_kept
 
     @property
     def normalization(self) -> tuple[tuple[float, ...], tuple[float, ...]]:
@@ -442,6 +486,7 @@ class CCTModel(nn.Module):
         unlabeled: Tensor | None = None,
         *,
         consistency_weight: float | Tensor = 1.0,
+        step: int | None = None,
         ce_threshold: float | Tensor | None = None,
         weak_targets: Tensor | None = None,
         weak_weight: float | Tensor = 0.0,
@@ -461,7 +506,8 @@ class CCTModel(nn.Module):
         ``unlabeled`` ``(B_u, 3, H', W')`` or ``None`` are encoded (one concatenated encoder pass when their
         shapes match and ``concat_batches``), and :func:`~cct_train.objectives.cct.cct_objective` computes
         ``loss = Ls + consistency_weight * Lu + weak_weight * Lw`` from the features, term by term: Ls
-        (cross-entropy, or ab-CE with ``ce_threshold``), Lu of the K auxiliary decoders on their
+        (``supervised_term``: cross-entropy, or ab-CE at its threshold of the 0-based training ``step``;
+        ``ce_threshold``: ab-CE at that threshold instead), Lu of the K auxiliary decoders on their
         perturbations of ``z_u`` against the detached main prediction (never training the main decoder;
         computed whenever ``unlabeled`` is given, even at weight 0, for DDP), Lw on ``weak_targets``
         ``(B_u, H', W')``.
@@ -514,6 +560,7 @@ class CCTModel(nn.Module):
             targets,
             z_u,
             consistency_weight=consistency_weight,
+            step=step,
             ce_threshold=ce_threshold,
             weak_targets=weak_targets,
             weak_weight=weak_weight,

@@ -8,7 +8,8 @@
   ``(B, D, h, w) -> (B, C, h * upscale, w * upscale)``.
 
 The fused consistency loss of K such decoders (``fused_consistency_loss``, ``SubPixelRows``,
-``subpixel_order``) is part of the objective: :mod:`cct_train.objectives.fused`.
+``subpixel_order``) is part of the objective: :mod:`cct_train.objectives.fused`, which reads these modules
+through their parts (structural types) and is imported from there only.
 """
 
 from __future__ import annotations
@@ -25,10 +26,6 @@ __all__ = [
     "SubPixelBlock",
     "UpsampleDecoder",
     "icnr_",
-    # moved to cct_train.objectives.fused (issue #16), still importable from here and cct_train.decoders:
-    "SubPixelRows",
-    "fused_consistency_loss",
-    "subpixel_order",
 ]
 
 
@@ -191,8 +188,3 @@ class UpsampleDecoder(nn.Module):
         """``(B, D, h, w) -> (B, C, h * upscale, w * upscale)`` logits."""
         out: Tensor = self.blocks(self.conv1x1(z))
         return out
-
-
-# The fused objective reads these modules only through their parts (no import back at run time), so the
-# re-export below closes no cycle.
-from cct_train.objectives.fused import SubPixelRows, fused_consistency_loss, subpixel_order  # noqa: E402

@@ -32,6 +32,10 @@ def encoder_arguments(config: Config) -> dict[str, Any]:
         "weights": model.weights,
         "consistency": model.consistency,
         "confidence": model.confidence,
+        # The supervised loss's owner holds ab-CE's threshold schedule, over the run's length.
+        "supervised_loss": config.train.supervised_loss,
+        "abce_ramp": config.train.abce_ramp,
+        "abce_iterations": config.train.iterations,
         "mean": mean,
         "std": std,
         "concat_batches": model.concat_batches,

@@ -50,6 +50,7 @@ BATCH_KEYS = (
     "targets",
     "unlabeled",
     "consistency_weight",
+    "step",
     "ce_threshold",
     "weak_targets",
     "weak_weight",
@@ -77,6 +78,8 @@ class MultiDomainCCT(nn.Module):
         psp_channels, psp_bins, output_stride, pretrained, weights, in_channels, encoder_kwargs, mean, std:
             the shared encoder and its input normalisation, as for ``CCTModel``.
         consistency, confidence, ignore_index, min_kept, decoder_final_relu, decoder_hidden_relu: the heads' settings, as for ``CCTModel``.
+        supervised_loss, abce_ramp, abce_iterations: the heads' supervised loss, as for ``CCTModel`` (ab-CE's
+            threshold starts at 1/C of each domain's label space).
         concat_batches: encode every image of a step (all domains, labeled and unlabeled) in one backbone
             pass when their shapes match.
 
@@ -100,6 +103,9 @@ class MultiDomainCCT(nn.Module):
         confidence: float | None = None,
         ignore_index: int = 255,
         min_kept: int = 1,
+        supervised_loss: str = "ce",
+        abce_ramp: float = 0.4,
+        abce_iterations: int | None = None,
         concat_batches: bool = True,
         decoder_final_relu: bool = False,
         decoder_hidden_relu: bool = True,
@@ -155,6 +161,9 @@ class MultiDomainCCT(nn.Module):
                     confidence=confidence,
                     ignore_index=ignore_index,
                     min_kept=min_kept,
+                    supervised_loss=supervised_loss,
+                    abce_ramp=abce_ramp,
+                    abce_iterations=abce_iterations,
                     concat_batches=False,
                     decoder_final_relu=decoder_final_relu,
                     decoder_hidden_relu=decoder_hidden_relu,
@@ -259,7 +268,7 @@ class MultiDomainCCT(nn.Module):
 
         Training: ``forward(batches={name: inputs})``; ``inputs`` holds ``images`` ``(B_l, 3, H, W)``,
         ``targets`` ``(B_l, H, W)`` and optionally ``unlabeled`` ``(B_u, 3, H', W')``, ``consistency_weight``,
-        ``ce_threshold``, ``weak_targets``, ``weak_weight``, and for cross-view CCT ``strong``,
+        ``step``, ``ce_threshold``, ``weak_targets``, ``weak_weight``, and for cross-view CCT ``strong``,
         ``cutmix_box``, ``cutmix_partner``, ``target_confidence``, ``strong_weight`` (as
         ``CCTModel.forward``) and ``loss_weight`` (default 1). Every image of the step goes through the
         shared encoder in one pass when shapes allow (the weak views in a pass of their own, without a graph).
@@ -318,6 +327,7 @@ class MultiDomainCCT(nn.Module):
                 inputs["targets"],
                 z_u,
                 consistency_weight=inputs.get("consistency_weight", 1.0),
+                step=inputs.get("step"),
                 ce_threshold=inputs.get("ce_threshold"),
                 weak_targets=inputs.get("weak_targets"),
                 weak_weight=inputs.get("weak_weight", 0.0),

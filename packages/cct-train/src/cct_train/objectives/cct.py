@@ -5,12 +5,17 @@ batch, reads the weights w_u(t) / w_w of this step (``engine.schedules``) and ca
 forward); the model encodes both batches, ``z = h(x)`` (``CCTModel.forward``, or the shared encoder of
 ``MultiDomainCCT``), and hands the features to :func:`cct_objective`, which is the rest of the step:
 
-1. Ls: the main decoder ``g`` on the labeled features, :func:`supervised_loss` against the masks;
+1. Ls: the main decoder ``g`` on the labeled features against the masks, by the head's
+   :class:`~.losses.SupervisedTerm` (CE, or ab-CE at its threshold of this step);
 2. the main prediction on the unlabeled features, ``g(z_u)``, as a constant (no graph);
 3. :func:`perturb_features`: each auxiliary decoder's perturbation ``p_k(z_u)`` (some guided by ``g(z_u)``);
-4. :func:`unsupervised_losses`: Lu, the K auxiliary decoders against ``g(z_u)`` (the fused path,
-   :mod:`.fused`, when it applies), and Lw on pseudo-labels;
+4. :func:`unsupervised_losses`: Lu, the K auxiliary decoders against ``g(z_u)`` by the head's
+   :class:`~.losses.ConsistencyTerm` (its fused path, :mod:`.fused`, when it applies), and Lw on
+   pseudo-labels;
 5. :func:`total_loss`: the weighted sum; the trainer back-propagates it and steps the optimizer.
+
+Each loss has one owner (:mod:`.losses`) that holds its kind and threshold; the consistency kinds' formulas
+are ``cct_losses``' per-element definitions, shared by the plain and the fused path.
 
 Cross-view CCT (``train.unlabeled.views: weak-strong``, :mod:`.crossview`): ``z_u`` is the STRONG view's
 features and the target of steps 2-4 is the main prediction on the WEAK view, mixed with the strong view's
@@ -27,30 +32,26 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from cct_losses import ab_ce_loss, consistency_loss, weak_label_loss
+from cct_losses import weak_label_loss
 from cct_perturb import VAT
 from cct_train.common.logits import fit_logits
 from cct_train.objectives.crossview import CrossViewInputs, strong_view_loss, weak_view_target
-from cct_train.objectives.fused import SubPixelRows, fused_consistency_loss, is_subpixel_decoder
+from cct_train.objectives.fused import SubPixelRows, is_subpixel_decoder
+from cct_train.objectives.losses import ConsistencyTerm, SupervisedTerm
 
 __all__ = [
-    "FUSED_KINDS",
     "CCTHead",
     "CrossViewInputs",
     "cct_objective",
     "perturb_features",
     "resize_logits",
-    "supervised_loss",
     "total_loss",
     "unsupervised_losses",
 ]
 
-#: Consistency kinds the fused path computes (JS has no closed-form per-pixel gradient there).
-FUSED_KINDS = ("mse", "kl")
-
 
 class CCTHead(Protocol):
-    """What the objective reads of a model: its decoders, perturbations and loss settings (a
+    """What the objective reads of a model: its decoders, perturbations and the owners of its losses (a
     :class:`~cct_train.models.cct.CCTModel`, or one domain's head of the multi-domain model)."""
 
     # Read-only members (properties): covariant, so a model whose main_decoder is an UpsampleDecoder fits.
@@ -61,17 +62,11 @@ class CCTHead(Protocol):
     @property
     def perturbations(self) -> nn.ModuleList: ...
     @property
-    def consistency(self) -> str: ...
+    def supervised_term(self) -> SupervisedTerm: ...
     @property
-    def confidence(self) -> float | None: ...
+    def consistency_term(self) -> ConsistencyTerm: ...
     @property
     def ignore_index(self) -> int: ...
-    @property
-    def min_kept(self) -> int: ...
-    @property
-    def fused_aux(self) -> bool: ...
-    @property
-    def aux_chunk_elements(self) -> int: ...
     @property
     def output_stride(self) -> int: ...
 
@@ -83,6 +78,7 @@ def cct_objective(
     z_u: Tensor | None = None,
     *,
     consistency_weight: float | Tensor = 1.0,
+    step: int | None = None,
     ce_threshold: float | Tensor | None = None,
     weak_targets: Tensor | None = None,
     weak_weight: float | Tensor = 0.0,
@@ -93,14 +89,16 @@ def cct_objective(
     (long, ``head.ignore_index`` = void), and ``z_u`` (B_u, D, h', w') or ``None`` (supervised step).
 
     Lu is computed whenever ``z_u`` is given, even at ``consistency_weight=0``, so that every parameter
-    takes part in every step (DDP). ``weak_targets`` (B_u, H', W'): pseudo-labels of the unlabeled images.
+    takes part in every step (DDP). ``step``: the 0-based training step, for the supervised loss's
+    schedule (ab-CE's threshold); ``ce_threshold`` instead: ab-CE at that threshold, whatever the head's
+    supervised loss. ``weak_targets`` (B_u, H', W'): pseudo-labels of the unlabeled images.
 
     ``cross_view`` (cross-view CCT, :mod:`.crossview`): ``z_u`` is the strong view's features; the target
     of Lu (and the guide of the prediction-driven perturbations) is the main decoder's prediction on
     ``cross_view.z_weak`` mixed with the CutMix boxes, confidence-masked with ``cross_view.confidence``
-    (instead of ``head.confidence``); with ``cross_view.strong_weight`` the main decoder on ``z_u`` also
-    learns its pseudo-label (``loss_strong``). With no auxiliary decoders only that term learns from
-    ``z_u`` (the FixMatch-style baseline). ``weak_targets`` must then be mixed like the strong images.
+    (instead of ``head.consistency_term.confidence``); with ``cross_view.strong_weight`` the main decoder
+    on ``z_u`` also learns its pseudo-label (``loss_strong``). With no auxiliary decoders only that term
+    learns from ``z_u`` (the FixMatch-style baseline). ``weak_targets`` must then be mixed like the strong images.
 
     Returns:
         ``loss`` (with its graph); ``loss_sup``, ``loss_unsup``, ``loss_weak`` (0-d, detached, the
@@ -117,9 +115,7 @@ def cct_objective(
     # 1. Ls on the labeled batch (the main logits fitted to the masks: a crop not divisible by the output
     #    stride gives larger logits, whose extra rows are cropped, never resized onto the masks).
     logits_l = fit_logits(head.main_decoder(z_l), targets.shape[-2:], stride=head.output_stride)
-    loss_sup = supervised_loss(
-        logits_l, targets.long(), ce_threshold, ignore_index=head.ignore_index, min_kept=head.min_kept
-    )
+    loss_sup = head.supervised_term(logits_l, targets.long(), step=step, threshold=ce_threshold)
     loss_unsup = loss_weak = loss_sup.new_zeros(())
     if z_u is not None and cross_view is not None:
         return _cross_view_objective(
@@ -143,12 +139,9 @@ def cct_objective(
             list(head.aux_decoders),
             perturb_features(head, z_u, main_u, generator),
             main_u,
-            kind=head.consistency,
-            confidence=head.confidence,
+            head.consistency_term,
             weak_targets=weak_targets,
             ignore_index=head.ignore_index,
-            fused=head.fused_aux,
-            chunk_elements=head.aux_chunk_elements,
             stride=head.output_stride,
         )
     # 5. The weighted sum.
@@ -184,12 +177,9 @@ def _cross_view_objective(
             list(head.aux_decoders),
             perturb_features(head, z_s, target, generator),
             target,
-            kind=head.consistency,
-            confidence=cross_view.confidence,
+            head.consistency_term.with_confidence(cross_view.confidence),
             weak_targets=weak_targets,
             ignore_index=head.ignore_index,
-            fused=head.fused_aux,
-            chunk_elements=head.aux_chunk_elements,
             stride=head.output_stride,
         )
     loss = total_loss(loss_sup, loss_unsup, loss_weak, consistency_weight, weak_weight)
@@ -226,31 +216,6 @@ def resize_logits(logits: Tensor, size: Sequence[int]) -> Tensor:
     return F.interpolate(logits, size=tuple(size), mode="bilinear", align_corners=False)
 
 
-def supervised_loss(
-    logits: Tensor,
-    targets: Tensor,
-    ce_threshold: float | Tensor | None = None,
-    *,
-    ignore_index: int = 255,
-    min_kept: int = 1,
-) -> Tensor:
-    """Ls: mean cross-entropy over non-void pixels (0, not NaN, when all are void), or ab-CE
-    (``cct_losses.ab_ce_loss``) when ``ce_threshold`` is given. ``logits`` (B, C, H, W), ``targets`` (B, H, W).
-
-    >>> logits = torch.zeros(1, 3, 2, 2)
-    >>> round(float(supervised_loss(logits, torch.zeros(1, 2, 2, dtype=torch.long))), 4)  # log(3)
-    1.0986
-    >>> float(supervised_loss(logits, torch.full((1, 2, 2), 255)))  # every pixel void
-    0.0
-    """
-    if ce_threshold is not None:
-        return ab_ce_loss(logits, targets, ce_threshold, ignore_index=ignore_index, min_kept=min_kept)
-    # Summed then divided by the count on the device: no host sync.
-    total = F.cross_entropy(logits.float(), targets, ignore_index=ignore_index, reduction="sum")
-    count = (targets != ignore_index).sum().clamp_min(1)
-    return total / count
-
-
 def perturb_features(
     head: CCTHead, z_u: Tensor, main_u: Tensor, generator: torch.Generator | None = None
 ) -> list[Tensor]:
@@ -259,7 +224,7 @@ def perturb_features(
     A perturbation's ``inputs`` says what it reads: the features alone (noise, dropout), the features and
     ``main_u`` (B_u, C, H, W), the main logits (object / context masks, guided cutout), or its own auxiliary
     decoder (VAT). VAT's target is that decoder's own clean prediction (standard VAT, the default) or, with
-    ``target="main"``, ``main_u``; with ``head.fused_aux`` its power iteration runs on the decoder as GEMMs
+    ``target="main"``, ``main_u``; with a fused consistency term its power iteration runs on the decoder as GEMMs
     in sub-pixel order (:class:`~cct_train.objectives.fused.SubPixelRows`: the same decoder and parameters,
     the same direction, since its loss is a sum over pixels).
     """
@@ -271,7 +236,7 @@ def perturb_features(
             z_p = pert(z_u, generator=generator)
         elif kind == "prediction":
             z_p = pert(z_u, main_u, generator=generator)
-        elif isinstance(pert, VAT) and head.fused_aux and is_subpixel_decoder(dec):
+        elif isinstance(pert, VAT) and head.consistency_term.fused and is_subpixel_decoder(dec):
             rows = SubPixelRows(dec)  # type: ignore[arg-type]
             if pert.target == "main":
                 if rows_target is None:
@@ -291,45 +256,28 @@ def unsupervised_losses(
     aux_decoders: Sequence[nn.Module],
     perturbed: Sequence[Tensor],
     main_u: Tensor,
+    consistency: ConsistencyTerm,
     *,
-    kind: str = "mse",
-    confidence: float | None = None,
     weak_targets: Tensor | None = None,
     ignore_index: int = 255,
-    fused: bool = True,
-    chunk_elements: int = 1 << 21,
     stride: int | None = None,
 ) -> tuple[Tensor, Tensor]:
     """``(Lu, Lw)`` of the K auxiliary decoders on their perturbed features ``perturbed`` (K x (B, D, h, w)).
 
     ``main_u``: the main decoder's logits on the same unlabeled features, a constant (computed without a
-    graph): Lu trains the encoder and the auxiliary decoders, never the main decoder. Lu is
-    ``consistency_loss(g_k(p_k(z_u)), main_u, kind)`` averaged over the K decoders, at their native
-    resolution; ``confidence`` leaves out of Lu the pixels where the main prediction's max-probability is
-    below it (the original code's confidence masking). With ``fused`` (and kind mse / kl, no weak targets) the
-    same value and gradients through
-    :func:`~cct_train.objectives.fused.fused_consistency_loss`, without the K full-size outputs. Lw
-    (``weak_targets`` (B, H', W'), paper 3.3) is ``cct_losses.weak_label_loss`` of the auxiliary outputs
-    fitted to the pseudo-labels (:func:`~cct_train.common.logits.fit_logits` with ``stride``, the encoder's
-    output stride; default the decoders' upsampling factor), 0 without weak targets.
+    graph): Lu trains the encoder and the auxiliary decoders, never the main decoder. Lu is the
+    ``consistency`` term (:class:`~.losses.ConsistencyTerm`: its kind, its confidence mask, fused when it
+    applies) averaged over the K decoders, at their native resolution. Lw (``weak_targets`` (B, H', W'),
+    paper 3.3) is ``cct_losses.weak_label_loss`` of the auxiliary outputs fitted to the pseudo-labels
+    (:func:`~cct_train.common.logits.fit_logits` with ``stride``, the encoder's output stride; default the
+    decoders' upsampling factor), 0 without weak targets. Lw needs the K outputs: with weak targets Lu is
+    computed from them (the plain path).
     """
     zero = main_u.new_zeros((), dtype=torch.float32)
-    if fused and weak_targets is None and kind in FUSED_KINDS:
-        with torch.no_grad():
-            target = torch.softmax(main_u.float(), dim=1)
-        loss_unsup = fused_consistency_loss(
-            list(aux_decoders),  # type: ignore[arg-type]
-            perturbed,
-            target,
-            kind,
-            confidence=confidence,
-            chunk_elements=chunk_elements,
-        )
-        return loss_unsup, zero
-    aux_outputs = [dec(z_p) for dec, z_p in zip(aux_decoders, perturbed, strict=True)]
-    loss_unsup = consistency_loss(aux_outputs, main_u, kind=kind, confidence=confidence)
     if weak_targets is None:
-        return loss_unsup, zero
+        return consistency(aux_decoders, perturbed, main_u), zero
+    aux_outputs = [dec(z_p) for dec, z_p in zip(aux_decoders, perturbed, strict=True)]
+    loss_unsup = consistency.plain_loss(aux_outputs, main_u)
     if weak_targets.dim() == 4 and weak_targets.shape[1] == 1:
         weak_targets = weak_targets[:, 0]
     if stride is None:

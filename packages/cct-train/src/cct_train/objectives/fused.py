@@ -1,29 +1,54 @@
 """The fused path of Lu: the consistency loss of K auxiliary decoders as batched GEMMs in sub-pixel order.
 
-- :func:`fused_consistency_loss`: the consistency loss of K :class:`~cct_train.models.decoders.UpsampleDecoder`
-  s on K perturbed inputs, computed as batched matrix products in "sub-pixel order" (no PixelShuffle, no
-  full-resolution output kept for the backward pass), back-propagated chunk by chunk in the forward pass.
-  Same value and gradients as the plain path (the comment below says why it is exact).
+- :func:`fused_consistency_loss`: the consistency loss (any kind of ``cct_losses``: mse, kl, js) of K
+  sub-pixel decoders (:class:`SubPixelDecoder`, i.e. ``models.decoders.UpsampleDecoder``) on K perturbed
+  inputs, computed as batched matrix products in "sub-pixel order" (no PixelShuffle, no full-resolution
+  output kept for the backward pass), back-propagated chunk by chunk in the forward pass. Its value is the
+  kind's per-element definition in ``cct_losses.CONSISTENCY_POINTWISE`` (the plain path's too); same value
+  and gradients as the plain path (the comment below says why it is exact).
 - :func:`subpixel_order`: a ``(B, C, H, W)`` map reordered into that sub-pixel order.
 - :class:`SubPixelRows`: one decoder as a callable giving its logits in that order (for I-VAT's power
   iteration, whose loss is also a sum over pixels).
 
-The decoders are read through their parts (``conv1x1``, ``blocks[i].conv`` / ``.relu``), so this module
-imports nothing of cct_train at run time: the objective sits below the models that call it.
+The decoders are read through their parts (``conv1x1``, ``blocks[i].conv`` / ``.relu``), typed by the
+protocols :class:`SubPixelDecoder` / :class:`SubPixelBlock`: this module imports nothing of cct_train, at
+run time or for type checking (the objective sits below the models that call it).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any, cast
+from typing import Any, Protocol, cast
 
 import torch
 from torch import Tensor, nn
 
-if TYPE_CHECKING:
-    from cct_train.models.decoders import SubPixelBlock, UpsampleDecoder
+from cct_losses import CONSISTENCY_KINDS, CONSISTENCY_POINTWISE, confidence_mask
 
-__all__ = ["SubPixelRows", "fused_consistency_loss", "is_subpixel_decoder", "subpixel_order"]
+__all__ = [
+    "SubPixelDecoder",
+    "SubPixelRows",
+    "fused_consistency_loss",
+    "is_subpixel_decoder",
+    "subpixel_order",
+]
+
+
+class SubPixelBlock(Protocol):
+    """What this module reads of a sub-pixel block (``models.decoders.SubPixelBlock``): a 1x1 ``conv`` to
+    4C and a ``relu`` (``nn.ReLU`` or an identity), before its PixelShuffle(2)."""
+
+    conv: nn.Conv2d
+    relu: nn.Module
+
+
+class SubPixelDecoder(Protocol):
+    """What this module reads of a decoder (``models.decoders.UpsampleDecoder``): a 1x1 ``conv1x1`` D -> C,
+    then sub-pixel ``blocks``. Structural, so that the objective imports nothing of the models above it."""
+
+    num_classes: int
+    conv1x1: nn.Conv2d
+    blocks: nn.Sequential
 
 
 # ------------------------------------------------------------------------------ fused auxiliary decoders
@@ -31,7 +56,7 @@ __all__ = ["SubPixelRows", "fused_consistency_loss", "is_subpixel_decoder", "sub
 # Why this exists (docs/performance.md has the profile). Every layer of an UpsampleDecoder is a 1x1
 # convolution, so the decoder maps each low-resolution position of z, on its own, to an
 # ``upscale x upscale`` block of C logits: it is a per-pixel MLP whose output rows are then scattered by
-# PixelShuffle. The consistency losses (MSE of softmaxes, KL) are sums over pixels, so the ORDER of the
+# PixelShuffle. The consistency losses (MSE of softmaxes, KL, JS) are sums over pixels, so the ORDER of the
 # pixels does not matter as long as the target is put in the same order. Hence, for the K auxiliary
 # decoders at once:
 #   - layer 1: ``bmm((K, N, D), (K, D, C))`` with ``N = B * h * w`` (one GEMM per decoder, batched);
@@ -82,6 +107,78 @@ def _block_params(block: SubPixelBlock) -> tuple[Tensor, Tensor, bool]:
     return w, b, isinstance(block.relu, nn.ReLU)
 
 
+def _decode_rows(
+    h0: Tensor, ws: Sequence[Tensor], bs: Sequence[Tensor], relus: Sequence[bool]
+) -> list[Tensor]:
+    """The sub-pixel blocks of k decoders as batched GEMMs: ``h0`` (k, N, C) -> every block's input and
+    output, ``[h0, (k, n, 4C), ...]``; the last one viewed as (k, N * 4**n, C) is the logits in row order."""
+    k, _, n_cls = h0.shape
+    acts = [h0]
+    for w, b, relu in zip(ws, bs, relus, strict=True):
+        a = torch.baddbmm(b.unsqueeze(1), acts[-1].reshape(k, -1, n_cls), w)  # (k, n, 4C)
+        if relu:
+            a = a.relu_()
+        acts.append(a)
+    return acts
+
+
+def _chunk_loss(
+    kind: str, logits: Tensor, qt: Tensor, w_pix: Tensor | None, need_grad: bool
+) -> tuple[Tensor, Tensor | None]:
+    """One chunk's summed loss and, with ``need_grad``, its gradient with respect to ``logits`` (k, C, P)
+    (mse: up to the factor 2). The value is always the shared per-element definition of ``kind``
+    (``cct_losses.CONSISTENCY_POINTWISE``, looked up now); the gradients of mse and kl are their closed
+    forms (one or two passes instead of autograd's saved softmax and difference; pinned to autograd's
+    gradient of the definition by the tests); any other kind is differentiated by autograd, chunk-sized.
+    """
+    pointwise = CONSISTENCY_POINTWISE[kind]
+    if need_grad and kind not in ("mse", "kl"):
+        with torch.enable_grad():
+            leaf = logits.detach().requires_grad_(True)
+            elem = pointwise(leaf, qt, 1)
+            value = (elem if w_pix is None else elem * w_pix).sum()
+            (grad,) = torch.autograd.grad(value, leaf)
+        return value.detach(), grad
+    elem = pointwise(logits, qt, 1)  # (k, C, P)
+    value = (elem if w_pix is None else elem * w_pix).sum()
+    del elem
+    if not need_grad:
+        return value, None
+    # A left-out pixel contributes neither to the loss nor to any gradient: its p - q is multiplied by 0.
+    if kind == "mse":
+        p = torch.softmax(logits, dim=1)
+        diff = p.sub(qt)
+        if w_pix is not None:
+            diff.mul_(w_pix)
+        # d/dlogits of sum (p - q)^2, up to the factor 2: p * (diff - <p, diff>), in one kernel (the
+        # softmax backward) instead of four element-wise ops.
+        return value, torch._softmax_backward_data(diff, p, 1, logits.dtype)
+    grad = torch.log_softmax(logits, dim=1).exp_().sub_(qt)  # kl: p - q, as sum_c q = 1
+    if w_pix is not None:
+        grad.mul_(w_pix)
+    return value, grad
+
+
+def _backprop_rows(
+    grad: Tensor, acts: Sequence[Tensor], ws: Sequence[Tensor], relus: Sequence[bool]
+) -> tuple[Tensor, list[Tensor], list[Tensor]]:
+    """Back through :func:`_decode_rows`: ``grad`` (k, P, C) of the logits -> the gradients of ``h0``
+    (k, N, C) and of each block's weight (k, C_in, 4C) and bias (k, 4C), unscaled."""
+    k, _, n_cls = acts[0].shape
+    dws: list[Tensor] = [grad] * len(ws)
+    dbs: list[Tensor] = [grad] * len(ws)
+    for i in range(len(ws) - 1, -1, -1):
+        a = acts[i + 1]
+        grad = grad.reshape(a.shape)
+        if relus[i]:
+            grad = torch.ops.aten.threshold_backward(grad, a, 0)  # ReLU's backward, one pass
+        inp = acts[i].reshape(k, -1, n_cls)
+        dws[i] = torch.bmm(inp.transpose(1, 2), grad)
+        dbs[i] = torch.sum(grad, dim=1)
+        grad = torch.bmm(grad, ws[i].transpose(1, 2))
+    return grad, dws, dbs
+
+
 class _FusedAuxLoss(torch.autograd.Function):
     """Sum over K decoders' sub-pixel blocks of the consistency loss, gradients computed in the forward pass.
 
@@ -102,7 +199,7 @@ class _FusedAuxLoss(torch.autograd.Function):
         *blocks: Tensor,
     ) -> Tensor:
         kind, chunk, relus, scale, need_grad = meta
-        k_all, _, n_cls = h0.shape
+        k_all = h0.shape[0]
         mm = h0.dtype
         ws = [blocks[2 * i].to(mm) for i in range(len(relus))]
         bs = [blocks[2 * i + 1].to(mm) for i in range(len(relus))]
@@ -112,70 +209,27 @@ class _FusedAuxLoss(torch.autograd.Function):
         # backward) over a last dim of C ~ 10 is 10x slower than over a middle one (measured: 55 vs 4 ms
         # on (7, 49152, 6), one thread). The target is put in that layout once.
         qt = qf.transpose(-1, -2).contiguous()
-        # A left-out pixel contributes neither to the loss nor to any gradient: its difference (mse) or its
-        # p - q (kl) is multiplied by 0 before the backward, which is linear in it.
         w_pix = None if keep is None else keep.to(cdt)  # (P,), broadcast over (k, C, P)
-        qt_kept = qt if w_pix is None or kind != "kl" else qt * w_pix  # the kl's cross-entropy weights
         total = torch.zeros((), dtype=cdt, device=h0.device)
-        if kind == "kl":  # the target's entropy term, once for all K decoders
-            ent = torch.xlogy(qf, qf)
-            total = total + k_all * (ent.sum() if w_pix is None else (ent.sum(dim=1) * w_pix).sum())
-        if need_grad:
-            # UNSCALED gradients (the factor 2 of the MSE and the 1/count of the mean are applied to these
-            # small tensors in backward, together with grad_out: two fewer passes over the K outputs).
-            dh0 = torch.empty_like(h0)
-            dws = [torch.empty_like(w) for w in ws]
-            dbs = [torch.empty_like(b) for b in bs]
+        # UNSCALED gradients (the factor 2 of the MSE and the 1/count of the mean are applied to these
+        # small tensors in backward, together with grad_out: two fewer passes over the K outputs).
+        grads = [torch.empty_like(t) for t in (h0, *ws, *bs)] if need_grad else []
         for start in range(0, k_all, chunk):
             sl = slice(start, min(start + chunk, k_all))
-            k = sl.stop - sl.start
-            acts = [h0[sl]]  # (k, N, C)
-            for w, b, relu in zip(ws, bs, relus, strict=True):
-                a = torch.baddbmm(b[sl].unsqueeze(1), acts[-1].reshape(k, -1, n_cls), w[sl])  # (k, n, 4C)
-                if relu:
-                    a = a.relu_()
-                acts.append(a)
+            acts = _decode_rows(h0[sl], [w[sl] for w in ws], [b[sl] for b in bs], relus)
             # (k, C, P), P in sub-pixel order (the layout of qt)
-            logits = acts[-1].reshape(k, -1, n_cls).to(cdt).transpose(1, 2).contiguous()
-            if kind == "mse":
-                # Four passes over the chunk's outputs: softmax, difference, norm, softmax JVP.
-                p = torch.softmax(logits, dim=1)
-                diff = p.sub(qt)
-                if w_pix is not None:
-                    diff.mul_(w_pix)
-                total = total + torch.linalg.vector_norm(diff).square()
-                if need_grad:
-                    # d/dlogits of sum (p - q)^2, up to the factor 2: p * (diff - <p, diff>), in one
-                    # kernel (the softmax backward) instead of four element-wise ops.
-                    g = torch._softmax_backward_data(diff, p, 1, cdt)
-                del p, diff
-            else:  # kl: sum q (log q - log p); the q log q term is added above
-                logp = torch.log_softmax(logits, dim=1)
-                total = total - torch.linalg.vecdot(qt_kept.expand_as(logp).reshape(-1), logp.reshape(-1))
-                if need_grad:
-                    g = logp.exp_().sub_(qt)  # p - q, as sum_c q = 1
-                    if w_pix is not None:
-                        g.mul_(w_pix)
+            logits = acts[-1].reshape(sl.stop - sl.start, -1, h0.shape[2]).to(cdt).transpose(1, 2)
+            value, grad = _chunk_loss(kind, logits.contiguous(), qt, w_pix, need_grad)
+            total = total + value
             del logits
-            if not need_grad:
-                continue
-            g = g.transpose(1, 2).to(mm)  # back to (k, P, C)
-            for i in range(len(ws) - 1, -1, -1):
-                a = acts[i + 1]
-                g = g.reshape(a.shape)
-                if relus[i]:
-                    g = torch.ops.aten.threshold_backward(g, a, 0)  # ReLU's backward, one pass
-                inp = acts[i].reshape(k, -1, n_cls)
-                torch.bmm(inp.transpose(1, 2), g, out=dws[i][sl])
-                torch.sum(g, dim=1, out=dbs[i][sl])
-                g = torch.bmm(g, ws[i][sl].transpose(1, 2))
-            dh0[sl] = g
-            del acts, g
-        if need_grad:
-            grads = [dh0]
-            for dw, db in zip(dws, dbs, strict=True):
-                grads += [dw, db]
-            ctx.save_for_backward(*grads)
+            if grad is not None:
+                dh0, dws, dbs = _backprop_rows(grad.transpose(1, 2).to(mm), acts, [w[sl] for w in ws], relus)
+                for buffer, part in zip(grads, (dh0, *dws, *dbs), strict=True):
+                    buffer[sl] = part
+            del acts, grad
+        if need_grad:  # saved in the inputs' order: h0, then (weight, bias) per block
+            n = len(ws)
+            ctx.save_for_backward(grads[0], *(g for i in range(n) for g in (grads[1 + i], grads[1 + n + i])))
         ctx.grad_factor = scale * (2.0 if kind == "mse" else 1.0)
         ctx.dtypes = [h0.dtype, *(t.dtype for t in blocks)]
         return total * scale
@@ -191,7 +245,7 @@ class _FusedAuxLoss(torch.autograd.Function):
 
 
 def fused_consistency_loss(
-    decoders: Sequence[UpsampleDecoder],
+    decoders: Sequence[SubPixelDecoder],
     inputs: Sequence[Tensor],
     target_probs: Tensor,
     kind: str = "mse",
@@ -202,18 +256,20 @@ def fused_consistency_loss(
     """``mean_k d(softmax(decoders[k](inputs[k])), target_probs)``, without materialising the K outputs.
 
     Same value and gradients (up to float rounding) as ``cct_losses.consistency_loss`` on the K decoder
-    outputs with the main prediction at the decoders' native resolution: ``"mse"`` is the mean over all
-    B*C*H*W elements, ``"kl"`` is ``KL(target || aux)`` summed over classes and averaged over pixels. The
+    outputs with the main prediction at the decoders' native resolution, from the same per-element
+    definition (``cct_losses.CONSISTENCY_POINTWISE[kind]``): ``"mse"`` is the mean over all B*C*H*W
+    elements, ``"kl"`` (``KL(target || aux)``) and ``"js"`` are summed over classes and averaged over pixels.
+    mse and kl are differentiated in closed form, other kinds by autograd one chunk at a time. The
     decoders are run as batched matrix products in sub-pixel order (see the comment above) and back-
     propagated chunk by chunk inside the forward pass: the autograd graph keeps only the gradients with
     respect to the inputs and the decoders' weights. Consequently the result supports ONE backward pass
     (no double backward), like any loss of a training step.
 
     Args:
-        decoders: K :class:`UpsampleDecoder` of the same shape (their parameters receive the gradients).
+        decoders: K :class:`SubPixelDecoder` of the same shape (their parameters receive the gradients).
         inputs: K tensors ``(B, D, h, w)`` (e.g. the perturbed features), each fed to its decoder.
         target_probs: ``(B, C, h * up, w * up)`` target probabilities (no gradient flows to it).
-        kind: ``"mse"`` or ``"kl"``.
+        kind: one of ``cct_losses.CONSISTENCY_KINDS`` (``"mse"``, ``"kl"``, ``"js"``).
         confidence: if given, the pixels whose target max-probability is ``< confidence`` are left out and
             the mean is over the kept ones (0.0 if none is kept), as ``consistency_loss(confidence=)``.
         chunk_elements: decoders are processed in chunks of about this many output elements
@@ -222,8 +278,8 @@ def fused_consistency_loss(
     Returns:
         0-d tensor in float32 (float64 for float64 targets).
     """
-    if kind not in ("mse", "kl"):
-        raise ValueError(f"fused_consistency_loss supports 'mse' and 'kl', got {kind!r}")
+    if kind not in CONSISTENCY_KINDS:
+        raise ValueError(f"kind must be one of {CONSISTENCY_KINDS} (cct_losses), got {kind!r}")
     if len(decoders) == 0 or len(decoders) != len(inputs):
         raise ValueError("need one input per decoder, and at least one decoder")
     first = decoders[0]
@@ -252,7 +308,7 @@ def fused_consistency_loss(
     if confidence is not None:
         if isinstance(confidence, bool) or not 0.0 <= float(confidence) <= 1.0:
             raise ValueError(f"confidence must be None or a float in [0, 1], got {confidence!r}")
-        keep = q.amax(dim=1) >= float(confidence)  # (P,), in q's row order
+        keep = confidence_mask(q, confidence)  # (P,), in q's row order
         # The count stays on the device (no host sync); no kept pixel: a zero loss and zero gradients.
         count_dtype = torch.float64 if q.dtype == torch.float64 else torch.float32
         scale = 1.0 / (keep.sum().clamp_min(1).to(count_dtype) * per_pixel)
@@ -297,7 +353,7 @@ class SubPixelRows:
     softmax expects it. Uses the decoder's own parameters (nothing copied, no state).
     """
 
-    def __init__(self, decoder: UpsampleDecoder) -> None:
+    def __init__(self, decoder: SubPixelDecoder) -> None:
         self.decoder = decoder
         self.n_blocks = len(decoder.blocks)
 

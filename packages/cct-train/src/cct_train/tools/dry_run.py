@@ -215,9 +215,8 @@ def _data_rows(report: DryRunReport, cfg: Config, prefix: str) -> tuple[int, dic
     labeled = _batch(bundle.labeled_loader)
     images, masks = bundle.augment.batch(labeled, generator=generator)
     assert masks is not None
-    step: dict[str, Any] = {"images": images, "targets": masks}
-    if cfg.train.supervised_loss == "abce":
-        step["ce_threshold"] = 1.0 / bundle.num_classes  # ab-CE's threshold at the first step
+    # The first step: the model's supervised loss reads its threshold of it (ab-CE: 1/C).
+    step: dict[str, Any] = {"images": images, "targets": masks, "step": 0}
     seen = torch.unique(masks)
     report.add(
         f"{prefix}labeled batch",
