@@ -16,7 +16,7 @@ from PIL import Image
 
 from cct_train.common.checkpoint import CheckpointError, export_weights, load_checkpoint, load_weights
 from cct_train.common.progress import progress_iter
-from cct_train.config import Config, config_from_dict, load_config
+from cct_train.config import Config, config_from_dict, load_config, upgrade_config
 from cct_train.data.base import check_pixels
 from cct_train.eval.evaluate import evaluate, predict_logits, prepare_images
 from cct_train.models.cct import CCTModel
@@ -104,13 +104,15 @@ def _read(path: Path) -> _Stored:
             json.loads(meta.get("input_size", "null")),
         )
     data = load_checkpoint(path)
+    config = data.get("config")
     return _Stored(
         path,
         data["model"],
         data["model_config"],
         data.get("class_names"),
         data.get("palette"),
-        data.get("config"),
+        # A checkpoint of an earlier version: its config's renamed keys under today's names.
+        None if config is None else upgrade_config(config),
     )
 
 
@@ -256,6 +258,7 @@ def _evaluate(
         flip=flip if flip is not None else cfg.eval.flip,
         window=window if window is not None else cfg.eval.window,
         stride=stride if stride is not None else cfg.eval.stride,
+        ignore_index=cfg.data.ignore_index,
         progress=True,
     )
     return scores.as_dict(class_names)
