@@ -57,7 +57,7 @@ def test_zero_length_means_finished(fn) -> None:
 
 def test_cosine_rampup_shape() -> None:
     # exactly 0 and 1 at the ends, flat there (zero slope), symmetric about the middle, the mirror of the
-    # ramp-down, and the configured `train.consistency.schedule: cosine` through ConsistencyWeight
+    # ramp-down, and the configured `train.unsupervised_weight.schedule: cosine` through ConsistencyWeight
     assert cosine_rampup(0, 0) == 1.0
     assert cosine_rampup(0, 8) == 0.0
     assert cosine_rampup(8, 8) == 1.0
