@@ -201,13 +201,14 @@ def evaluate_checkpoint(
     ``{"miou": mean over domains, "domains": {name: scores}}``; ``overrides`` then address the
     multi-domain config (``domains.<name>.data.root=...``).
     """
-    from cct_train.config import apply_overrides
+    from cct_train.config import apply_overrides, override_keys
 
     stored = _read(Path(checkpoint))
     if config_path is not None:
         cfg = load_config(config_path, overrides)
     elif stored.config is not None:
-        cfg = config_from_dict(apply_overrides(stored.config, overrides), str(checkpoint))
+        with_overrides = apply_overrides(stored.config, overrides)
+        cfg = config_from_dict(with_overrides, str(checkpoint), override_keys(overrides))
     else:
         raise ValueError(f"{checkpoint} carries no data config: pass --config")
     dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
