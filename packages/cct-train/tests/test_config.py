@@ -305,7 +305,7 @@ def test_old_keys_in_a_study_base_and_its_overrides_name_the_new_key(tmp_path: P
 def test_a_stored_config_of_an_earlier_version_is_translated_user_input_never() -> None:
     from cct_train.config import Config, config_from_dict, rename_keys, upgrade_config
 
-    # A checkpoint's config as cct-train 0.3 wrote it (the keys spelled out, not produced by the code under test).
+    # A checkpoint's config as cct-train 0.3 wrote it (spelled out here, not made by the code under test).
     old = Config().to_dict()
     model, train = old["model"], old["train"]
     model["consistency"], model["confidence"] = (

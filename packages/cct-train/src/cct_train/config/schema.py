@@ -222,7 +222,7 @@ class OptimConfig(StrictSection):
 
 
 class UnsupervisedWeightConfig(StrictSection):
-    """w_u(t), the weight of Lu at step t: it ramps from 0 up to ``lambda_u`` (cct_losses.ConsistencyWeight)."""
+    """w_u(t), the weight of Lu at step t: from 0 up to ``lambda_u`` along a ramp (``ConsistencyWeight``)."""
 
     renamed_keys: ClassVar[Mapping[str, str]] = {"weight": "lambda_u"}
 
@@ -311,8 +311,8 @@ class UnlabeledConfig(StrictSection):
     encoded once more; the auxiliary decoders take CCT's feature perturbations of the strong view's features
     and learn the target (``train.unsupervised_weight``, ``model.consistency_loss``); with ``main_on_strong``
     the main decoder on the strong view learns ``argmax(target)`` by cross-entropy over the confident pixels
-    (FixMatch / UniMatch), weighted ``main_weight`` ramped like lambda_u (``train.unsupervised_weight``). With no
-    auxiliary decoders (``model.perturbations: {}``) this is a FixMatch-style baseline.
+    (FixMatch / UniMatch), weighted ``main_weight`` ramped like lambda_u (``train.unsupervised_weight``).
+    With no auxiliary decoders (``model.perturbations: {}``) this is a FixMatch-style baseline.
     """
 
     views: Literal["same", "weak-strong"] = "same"
