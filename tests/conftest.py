@@ -75,7 +75,7 @@ def _tiny_two_domain_config(root_a: Path, root_b: Path, output: Path, **train: A
             "name": "shapes",
             "data": data_b,
             "perturbations": {"feature_noise": 1, "guided_cutout": 1},
-            "consistency_weight": 10.0,
+            "lambda_u": 10.0,
         },
     ]
     return base

@@ -152,8 +152,8 @@ def test_config_domains_views_and_overrides(
     assert views["scenes"].data.batch_size == 2
     assert views["shapes"].model.perturbations == {"feature_noise": 1, "guided_cutout": 1}
     assert views["scenes"].model.perturbations == cfg.model.perturbations
-    assert views["shapes"].train.consistency.weight == 10.0
-    assert views["scenes"].train.consistency.weight == cfg.train.consistency.weight
+    assert views["shapes"].train.unsupervised_weight.lambda_u == 10.0
+    assert views["scenes"].train.unsupervised_weight.lambda_u == cfg.train.unsupervised_weight.lambda_u
     assert cfg.domains[0].loss_weight == 2
     with pytest.raises(ConfigError, match="no entry 'nope'"):
         load_config(path, ["domains.nope.data.batch_size=3"])

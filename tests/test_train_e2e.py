@@ -79,7 +79,7 @@ def test_rampup_in_iterations_and_cosine_schedule(
     synthetic_root: Path, tmp_path: Path, tiny_config: Callable[..., dict[str, Any]]
 ) -> None:
     raw = tiny_config(synthetic_root, tmp_path / "ramp", iterations=2)
-    raw["train"]["consistency"] = {"rampup": 3, "schedule": "cosine", "weight": 2.0}
+    raw["train"]["unsupervised_weight"] = {"rampup": 3, "schedule": "cosine", "lambda_u": 2.0}
     raw["data"]["check"] = "off"
     trainer = Trainer(config_from_dict(raw), quiet=True)  # both used to raise at construction
     assert trainer.consistency_weight.rampup_iters == 3

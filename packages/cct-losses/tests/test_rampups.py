@@ -57,7 +57,7 @@ def test_zero_length_means_finished(fn) -> None:
 
 def test_cosine_rampup_shape() -> None:
     # exactly 0 and 1 at the ends, flat there (zero slope), symmetric about the middle, the mirror of the
-    # ramp-down, and the configured `train.consistency.schedule: cosine` through ConsistencyWeight
+    # ramp-down, and the configured `train.unsupervised_weight.schedule: cosine` through ConsistencyWeight
     assert cosine_rampup(0, 0) == 1.0
     assert cosine_rampup(0, 8) == 0.0
     assert cosine_rampup(8, 8) == 1.0
@@ -129,7 +129,7 @@ def test_weight_by_fraction_matches_iterations() -> None:
 
 def test_weight_defaults_are_the_paper() -> None:
     w = ConsistencyWeight(total_iters=2000)
-    assert w.weight == 30.0
+    assert w.lambda_u == 30.0
     assert w.rampup_iters == pytest.approx(200)
     assert w(200) == pytest.approx(30.0)
     assert w(100) == pytest.approx(30.0 * math.exp(-1.25))
@@ -158,7 +158,7 @@ def test_weight_schedules(schedule: str, expected_mid: float) -> None:
         ({"rampup": -3}, "rampup"),
         ({"rampup": True}, "rampup"),
         ({"rampup": 10, "schedule": "cubic"}, "schedule"),
-        ({"weight": -1.0, "rampup": 10}, "weight"),
+        ({"lambda_u": -1.0, "rampup": 10}, "lambda_u"),
         ({"rampup": 10, "total_iters": 0}, "total_iters"),
     ],
 )
@@ -167,11 +167,14 @@ def test_weight_validation(kwargs: dict, name: str) -> None:
         ConsistencyWeight(**kwargs)
 
 
-def test_final_weight_is_the_deprecated_name_of_weight() -> None:
-    # lambda_u has one name in the project (issue #16): ``weight``; the old keyword still works, and warns.
-    with pytest.warns(DeprecationWarning, match="weight"):
-        old = ConsistencyWeight(final_weight=4.0, rampup=10)
-    new = ConsistencyWeight(weight=4.0, rampup=10)
-    assert old.weight == new.weight == old.final_weight == 4.0
+@pytest.mark.parametrize("old_name", ["final_weight", "weight"])
+def test_final_weight_is_the_deprecated_name_of_weight(old_name: str) -> None:
+    # lambda_u has one name in the project (issues #16, #42): ``lambda_u``; the old keywords and attributes
+    # still work, and warn.
+    with pytest.warns(DeprecationWarning, match=old_name):
+        old = ConsistencyWeight(**{old_name: 4.0}, rampup=10)
+    new = ConsistencyWeight(lambda_u=4.0, rampup=10)
+    with pytest.warns(DeprecationWarning, match=old_name):
+        assert old.lambda_u == new.lambda_u == getattr(old, old_name) == 4.0
     assert [old(t) for t in (0, 5, 10)] == [new(t) for t in (0, 5, 10)]
-    assert "weight=4.0" in repr(new)
+    assert "lambda_u=4.0" in repr(new)

@@ -307,7 +307,9 @@ def test_config_keys_and_their_checks(tmp_path: Path) -> None:
             {"train": {"unlabeled": {"views": "weak-strong", "strong": {"photometric": {"brightnes": 1}}}}}
         )
     with pytest.raises(ConfigError, match=r"train\.unlabeled\.confidence"):
-        config_from_dict({"model": {"confidence": 0.5}, "train": {"unlabeled": {"views": "weak-strong"}}})
+        config_from_dict(
+            {"model": {"consistency_confidence": 0.5}, "train": {"unlabeled": {"views": "weak-strong"}}}
+        )
     with pytest.raises(ConfigError, match="views"):
         config_from_dict({"train": {"unlabeled": {"views": "weak"}}})
 

@@ -153,16 +153,16 @@ def _resolve_schedule(schedule: str) -> Callable[[float, float], float]:
 
 
 class ConsistencyWeight:
-    """Weight ``w_u(t)`` of the unsupervised loss: ramps from ~0 up to ``weight`` (lambda_u).
+    """Weight ``w_u(t)`` of the unsupervised loss: ramps from ~0 up to ``lambda_u``.
 
-    The paper / original config: ``weight = 30`` reached over the first 10% of training along
+    The paper / original config: ``lambda_u = 30`` reached over the first 10% of training along
     ``exp(-5 (1 - t)^2)``, stepped per iteration: ``ConsistencyWeight(30.0, rampup=0.1, total_iters=N)``.
-    ``weight`` is the name lambda_u has everywhere in the project (cct-train's ``train.consistency.weight``;
-    the model's ``consistency_weight`` is this object's value at a step).
+    ``lambda_u`` is its name everywhere in the project (cct-train's ``train.unsupervised_weight.lambda_u``);
+    the model's ``consistency_weight`` is w_u(t), this object's value at a step.
 
     Args:
-        weight: lambda_u, the weight at (and after) the end of the ramp, >= 0. (``final_weight`` is the
-            deprecated name of the same argument, still accepted with a ``DeprecationWarning``.)
+        lambda_u: the weight at (and after) the end of the ramp, >= 0. (``weight`` and ``final_weight`` are
+            deprecated names of the same argument, still accepted with a ``DeprecationWarning``.)
         rampup: length of the ramp, either a number of iterations (``int >= 0``; 0 = no ramp) or a fraction
             of training (``float`` in ``(0, 1]``, which needs ``total_iters``).
         total_iters: total number of training iterations (needed when ``rampup`` is a fraction).
@@ -171,7 +171,7 @@ class ConsistencyWeight:
     Call it with the current (0-based) iteration to get the weight as a ``float``.
 
     Raises:
-        ValueError: on a negative ``weight``, an invalid ``rampup``, a missing / invalid
+        ValueError: on a negative ``lambda_u``, an invalid ``rampup``, a missing / invalid
             ``total_iters`` or an unknown ``schedule``.
 
     >>> w = ConsistencyWeight(30.0, rampup=0.1, total_iters=1000)  # the paper: 30 over the first 10%
@@ -181,23 +181,25 @@ class ConsistencyWeight:
 
     def __init__(
         self,
-        weight: float = 30.0,
+        lambda_u: float = 30.0,
         rampup: int | float = 0.1,
         total_iters: int | None = None,
         schedule: str = "sigmoid",
         *,
+        weight: float | None = None,
         final_weight: float | None = None,
     ) -> None:
-        if final_weight is not None:
-            warnings.warn(
-                "ConsistencyWeight(final_weight=) is deprecated: the argument is called weight (lambda_u)",
-                DeprecationWarning,
-                stacklevel=2,
-            )
-            weight = final_weight
-        value = _as_float(weight, "weight")
+        for name, old in (("weight", weight), ("final_weight", final_weight)):
+            if old is not None:
+                warnings.warn(
+                    f"ConsistencyWeight({name}=) is deprecated: the argument is called lambda_u",
+                    DeprecationWarning,
+                    stacklevel=2,
+                )
+                lambda_u = old
+        value = _as_float(lambda_u, "lambda_u")
         if value < 0 or math.isinf(value):
-            raise ValueError(f"weight must be finite and >= 0, got {weight}")
+            raise ValueError(f"lambda_u must be finite and >= 0, got {lambda_u}")
         if total_iters is not None and (
             isinstance(total_iters, bool) or not isinstance(total_iters, int) or total_iters < 1
         ):
@@ -220,7 +222,7 @@ class ConsistencyWeight:
             if total_iters is None:
                 raise ValueError("total_iters is required when rampup is a fraction of training")
             length = frac * total_iters
-        self.weight = value
+        self.lambda_u = value
         self.rampup = rampup
         self.total_iters = total_iters
         self.schedule = schedule
@@ -229,16 +231,27 @@ class ConsistencyWeight:
         self.rampup_iters = length
 
     @property
+    def weight(self) -> float:
+        """Deprecated name of :attr:`lambda_u`."""
+        warnings.warn(
+            "ConsistencyWeight.weight is deprecated: use .lambda_u", DeprecationWarning, stacklevel=2
+        )
+        return self.lambda_u
+
+    @property
     def final_weight(self) -> float:
-        """Deprecated name of :attr:`weight`."""
-        return self.weight
+        """Deprecated name of :attr:`lambda_u`."""
+        warnings.warn(
+            "ConsistencyWeight.final_weight is deprecated: use .lambda_u", DeprecationWarning, stacklevel=2
+        )
+        return self.lambda_u
 
     def __call__(self, iteration: int | float) -> float:
         """Weight at ``iteration`` (0-based; clipped to the ramp)."""
-        return float(self.weight * self._ramp(iteration, self.rampup_iters))
+        return float(self.lambda_u * self._ramp(iteration, self.rampup_iters))
 
     def __repr__(self) -> str:
         return (
-            f"{type(self).__name__}(weight={self.weight}, rampup={self.rampup}, "
+            f"{type(self).__name__}(lambda_u={self.lambda_u}, rampup={self.rampup}, "
             f"total_iters={self.total_iters}, schedule={self.schedule!r})"
         )

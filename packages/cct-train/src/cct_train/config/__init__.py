@@ -4,12 +4,13 @@ Every section forbids unknown keys, so a typo such as `trian.iterations` fails a
 key named, instead of being silently ignored for a multi-hour run.
 
 - :mod:`.base`: ``StrictSection`` (the base of every section, the study's too), ``ConfigError``,
-  ``format_errors``;
+  ``format_errors``, ``rename_keys`` (keys of earlier versions);
 - :mod:`.schema`: the sections (``ModelConfig``, ``DataConfig``, ``TrainConfig``...) and ``Config``;
-- :mod:`.loading`: ``load_config``, ``config_from_dict``, ``apply_overrides``, ``save_config``.
+- :mod:`.loading`: ``load_config``, ``config_from_dict``, ``apply_overrides``, ``save_config``,
+  ``upgrade_config`` (a stored config of an earlier version, translated).
 """
 
-from cct_train.config.base import ConfigError, Location, StrictSection, format_errors
+from cct_train.config.base import ConfigError, Location, StrictSection, format_errors, rename_keys
 from cct_train.config.loading import (
     apply_overrides,
     config_from_dict,
@@ -17,12 +18,12 @@ from cct_train.config.loading import (
     load_config,
     override_keys,
     save_config,
+    upgrade_config,
 )
 from cct_train.config.schema import (
     CPU_PERTURBATIONS,
     PAPER_PERTURBATIONS,
     Config,
-    ConsistencyConfig,
     CutMixConfig,
     DataConfig,
     DomainConfig,
@@ -36,6 +37,7 @@ from cct_train.config.schema import (
     Tracker,
     TrainConfig,
     UnlabeledConfig,
+    UnsupervisedWeightConfig,
     check_perturbation_kwargs,
     check_perturbations,
 )
@@ -45,7 +47,7 @@ __all__ = [
     "PAPER_PERTURBATIONS",
     "Config",
     "ConfigError",
-    "ConsistencyConfig",
+    "UnsupervisedWeightConfig",
     "CutMixConfig",
     "DataConfig",
     "DomainConfig",
@@ -69,5 +71,7 @@ __all__ = [
     "key_lines",
     "load_config",
     "override_keys",
+    "rename_keys",
     "save_config",
+    "upgrade_config",
 ]

@@ -7,7 +7,7 @@ from __future__ import annotations
 import difflib
 import typing
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
@@ -17,9 +17,15 @@ class ConfigError(ValueError):
 
 
 class StrictSection(BaseModel):
-    """A config section that forbids unknown keys (a typo is named, not ignored) and validates assignments."""
+    """A config section that forbids unknown keys (a typo is named, not ignored) and validates assignments.
+
+    ``renamed_keys``: this section's keys of earlier versions, ``{old: new}``. An old key is refused like any
+    unknown key, its error naming the new one (:func:`format_errors`); only a config stored by an earlier
+    version (a checkpoint's) is translated, by :func:`rename_keys`.
+    """
 
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    renamed_keys: ClassVar[Mapping[str, str]] = {}
 
 
 Location = tuple[str | int, ...]
@@ -113,12 +119,23 @@ def _all_keys(schema: type[BaseModel], prefix: str = "", depth: int = 0) -> list
     return keys
 
 
+def _renamed(section: type[BaseModel] | None) -> Mapping[str, str]:
+    return getattr(section, "renamed_keys", {}) if section is not None else {}
+
+
 def _suggestion(schema: type[BaseModel], loc: Location, top: str = "") -> str:
-    """ "; did you mean train.iterations?" from the keys of the section, else keys of that name elsewhere."""
+    """ "; did you mean train.iterations?" from the keys of the section, else keys of that name elsewhere;
+    for a key of an earlier version, its new name."""
     name = str(loc[-1])
     parent = ".".join(str(p) for p in loc[:-1])
     prefix = f"{top}{parent}." if parent else top
-    known = list(_fields(_section_at(schema, loc[:-1])))
+    section = _section_at(schema, loc[:-1])
+    new = _renamed(section).get(name)
+    if new is not None:
+        inner = _renamed(_section_at(schema, (*loc[:-1], new)))
+        inside = "".join(f", and its {o} is now {n}" for o, n in inner.items())
+        return f"; it was renamed {prefix}{new} (cct-train 0.4){inside}"
+    known = list(_fields(section))
     close = difflib.get_close_matches(name, known, n=3, cutoff=0.6)
     if close:
         return "; did you mean " + " or ".join(f"{prefix}{c}" for c in close) + "?"
@@ -129,3 +146,26 @@ def _suggestion(schema: type[BaseModel], loc: Location, top: str = "") -> str:
     if elsewhere:
         return f"; it belongs elsewhere: {' or '.join(top + k for k in elsewhere)}?"
     return f"; {parent or 'the top level'} has: {', '.join(known)}" if known else ""
+
+
+def rename_keys(data: Mapping[str, Any], schema: type[BaseModel], *, to_old: bool = False) -> dict[str, Any]:
+    """A copy of a config mapping with the keys ``schema``'s sections renamed (``renamed_keys``) under their
+    new names: how a config stored by an earlier version (a checkpoint's) is read. ``to_old``: the other
+    way, today's names back to the earlier ones (a study's run fingerprints stay those of its finished
+    runs). A key whose new name is also present is left as it is (validation then names it).
+    """
+    renames = {new: old for old, new in _renamed(schema).items()} if to_old else dict(_renamed(schema))
+    out: dict[str, Any] = {}
+    for key, value in data.items():
+        target = renames.get(key, key)
+        if target != key and target in data:
+            target = key
+        # Nested sections by today's field names: the key's new name reading, its own when writing back.
+        field = _fields(schema).get(key if to_old else target)
+        inner = _section(field.annotation) if field is not None else None
+        if inner is not None and isinstance(value, Mapping):
+            value = rename_keys(value, inner, to_old=to_old)
+        elif inner is not None and isinstance(value, list):
+            value = [rename_keys(v, inner, to_old=to_old) if isinstance(v, Mapping) else v for v in value]
+        out[target] = value
+    return out

@@ -11,7 +11,7 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
-from cct_train.config.base import ConfigError, Location, format_errors
+from cct_train.config.base import ConfigError, Location, format_errors, rename_keys
 from cct_train.config.schema import Config
 
 #: YAML 1.1 reads these as booleans; on the command line they are words (`data.check=off`). Pydantic
@@ -89,6 +89,14 @@ def config_from_dict(
     except ValidationError as error:
         details = format_errors(error, schema=Config, origins=origins, prefix=prefix)
         raise ConfigError(f"invalid configuration in {source}:\n{details}") from None
+
+
+def upgrade_config(data: Mapping[str, Any]) -> dict[str, Any]:
+    """A config stored by an earlier cct-train (a checkpoint's ``config``, a run folder's config.yaml) with
+    the keys renamed since under their new names (each section's ``renamed_keys``), for
+    :func:`config_from_dict`. Only stored configs are translated: in a config file, ``--set`` or a study,
+    an old key is refused with its new name."""
+    return rename_keys(data, Config)
 
 
 def key_lines(text: str) -> dict[Location, int]:

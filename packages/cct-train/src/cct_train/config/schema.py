@@ -6,8 +6,9 @@ from __future__ import annotations
 
 import difflib
 import inspect
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal, TypeVar
 
 from pydantic import Field, field_validator, model_validator
 
@@ -77,6 +78,11 @@ def check_perturbation_kwargs(value: dict[str, dict[str, Any]]) -> dict[str, dic
 
 
 class ModelConfig(StrictSection):
+    renamed_keys: ClassVar[Mapping[str, str]] = {
+        "consistency": "consistency_loss",
+        "confidence": "consistency_confidence",
+    }
+
     encoder: str = "timm:resnet50"
     pretrained: bool = False
     #: A local state dict (.pth / .pt / .safetensors) or "package:<name>", an installed weights package
@@ -87,10 +93,11 @@ class ModelConfig(StrictSection):
     perturbations: dict[str, int] = Field(default_factory=lambda: dict(PAPER_PERTURBATIONS))
     perturbation_kwargs: dict[str, dict[str, Any]] = Field(default_factory=dict)
     background: list[int] = Field(default_factory=lambda: [0])
-    consistency: Literal["mse", "kl", "js"] = "mse"
+    #: d(main, aux) of Lu: the kind of consistency loss (cct_losses.consistency_loss).
+    consistency_loss: Literal["mse", "kl", "js"] = "mse"
     #: Confidence masking of Lu (the original code's option, off there by default): the unlabeled pixels whose
     #: main max-probability is below this are left out. None: every pixel, as the paper.
-    confidence: float | None = Field(None, ge=0, le=1)
+    consistency_confidence: float | None = Field(None, ge=0, le=1)
     #: Input normalisation ``(x - mean) / std`` of [0, 1] RGB images; None: what the encoder's pretrained
     #: weights expect (timm's ``pretrained_cfg``, else ImageNet's), see ``models.encoders.resolve_normalization``.
     mean: tuple[float, ...] | None = None
@@ -214,9 +221,13 @@ class OptimConfig(StrictSection):
         return round(self.warmup * total) if self.warmup <= 1 else int(self.warmup)
 
 
-class ConsistencyConfig(StrictSection):
+class UnsupervisedWeightConfig(StrictSection):
+    """w_u(t), the weight of Lu at step t: from 0 up to ``lambda_u`` along a ramp (``ConsistencyWeight``)."""
+
+    renamed_keys: ClassVar[Mapping[str, str]] = {"weight": "lambda_u"}
+
     #: lambda_u, the weight of Lu once ramped up (the paper: 30).
-    weight: float = Field(30.0, ge=0)
+    lambda_u: float = Field(30.0, ge=0)
     #: The ramp's length: a fraction of training (0 < rampup <= 1) or a number of iterations (0 or > 1).
     rampup: int | float = Field(0.1, ge=0, description="fraction of training (<= 1) or iterations (> 1)")
     #: The ramp's shape (cct_losses.RAMPS): sigmoid exp(-5 (1 - t)^2) as the paper, linear, log or cosine.
@@ -298,10 +309,10 @@ class UnlabeledConfig(StrictSection):
     target is the main decoder's prediction on the weak view (the geometric augmentation only), detached;
     the strong view is that weak view under ``strong`` (photometric, then CutMix, the target mixed alike),
     encoded once more; the auxiliary decoders take CCT's feature perturbations of the strong view's features
-    and learn the target (``train.consistency``, ``model.consistency``); with ``main_on_strong`` the main
-    decoder on the strong view learns ``argmax(target)`` by cross-entropy over the confident pixels
-    (FixMatch / UniMatch), weighted ``main_weight`` ramped like ``train.consistency.weight``. With no
-    auxiliary decoders (``model.perturbations: {}``) this is a FixMatch-style baseline.
+    and learn the target (``train.unsupervised_weight``, ``model.consistency_loss``); with ``main_on_strong``
+    the main decoder on the strong view learns ``argmax(target)`` by cross-entropy over the confident pixels
+    (FixMatch / UniMatch), weighted ``main_weight`` ramped like lambda_u (``train.unsupervised_weight``).
+    With no auxiliary decoders (``model.perturbations: {}``) this is a FixMatch-style baseline.
     """
 
     views: Literal["same", "weak-strong"] = "same"
@@ -310,7 +321,7 @@ class UnlabeledConfig(StrictSection):
     confidence: float | None = Field(0.95, ge=0, le=1)
     #: The main decoder also learns the weak-view pseudo-label on the strong view (weak-strong only).
     main_on_strong: bool = True
-    #: That loss's weight once ramped up (the ramp of train.consistency: its rampup and schedule).
+    #: That loss's weight once ramped up (the ramp of train.unsupervised_weight: its rampup and schedule).
     main_weight: float = Field(1.0, ge=0)
     strong: StrongViewConfig = Field(default_factory=StrongViewConfig)
 
@@ -338,14 +349,16 @@ class UnlabeledConfig(StrictSection):
 
 
 class TrainConfig(StrictSection):
+    renamed_keys: ClassVar[Mapping[str, str]] = {"consistency": "unsupervised_weight"}
+
     mode: Literal["cct", "supervised"] = "cct"
     iterations: int = Field(10_000, ge=1)
     optimizer: OptimConfig = Field(default_factory=OptimConfig)
     supervised_loss: Literal["ce", "abce"] = "ce"
     abce_ramp: float = Field(0.4, gt=0, le=1)
-    consistency: ConsistencyConfig = Field(default_factory=ConsistencyConfig)
+    unsupervised_weight: UnsupervisedWeightConfig = Field(default_factory=UnsupervisedWeightConfig)
     weak_weight: float = Field(0.4, ge=0)
-    #: The original ramps the weak-label weight with the consistency weight: w_w * w_u(t) / lambda_u.
+    #: The original ramps the weak-label weight with the unsupervised weight: w_w * w_u(t) / lambda_u.
     weak_rampup: bool = True
     #: "auto": bf16 autocast where bf16 is native (CUDA compute capability >= 8.0, CPUs with AVX512-BF16 /
     #: AMX / Arm BF16), float32 elsewhere (cct_train.engine.machine.resolve_precision); "no": float32.
@@ -404,9 +417,11 @@ class DomainConfig(StrictSection):
     """One domain of a multi-domain run (paper 3.4): its data, its label space and its decoders.
 
     The encoder (backbone + PSP) is shared by every domain; each domain has its own main decoder and
-    auxiliary decoders. Keys left ``None`` take the run-wide value (``model.*`` / ``train.consistency.weight``
-    / ``eval``).
+    auxiliary decoders. Keys left ``None`` take the run-wide value (``model.*`` /
+    ``train.unsupervised_weight.lambda_u`` / ``eval``).
     """
+
+    renamed_keys: ClassVar[Mapping[str, str]] = {"consistency_weight": "lambda_u"}
 
     #: Used in logs, checkpoints, ``cct predict --domain NAME`` and ``--set domains.NAME.key=value``.
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
@@ -414,8 +429,8 @@ class DomainConfig(StrictSection):
     perturbations: dict[str, int] | None = None
     perturbation_kwargs: dict[str, dict[str, Any]] | None = None
     background: list[int] | None = None
-    #: lambda_u of this domain (the consistency weight after ramp-up).
-    consistency_weight: float | None = Field(None, ge=0)
+    #: lambda_u of this domain (the weight of its Lu after the ramp-up).
+    lambda_u: float | None = Field(None, ge=0)
     #: Weight of this domain's loss in the total (mixed steps) or in its own steps (alternating).
     loss_weight: float = Field(1.0, gt=0)
     eval: EvalConfig | None = None
@@ -458,10 +473,11 @@ class Config(StrictSection):
         for key, data in parts:
             _split_lists_under_root(data)
             _check_crop(key, data)
-        if self.train.unlabeled.cross_view and self.model.confidence is not None:
+        if self.train.unlabeled.cross_view and self.model.consistency_confidence is not None:
             raise ValueError(
-                "model.confidence masks the same-view CCT loss; with train.unlabeled.views: weak-strong the "
-                "weak-view target's threshold is train.unlabeled.confidence: set that one and model.confidence=null"
+                "model.consistency_confidence masks the same-view CCT loss; with train.unlabeled.views: "
+                "weak-strong the weak-view target's threshold is train.unlabeled.confidence: set that one and "
+                "model.consistency_confidence=null"
             )
         return self
 
@@ -497,19 +513,22 @@ class Config(StrictSection):
             return [(self.data.dataset, self)]
         views = []
         for domain in self.domains:
-            model = self.model.model_copy(deep=True)
-            for key in ("perturbations", "perturbation_kwargs", "background"):
-                value = getattr(domain, key)
-                if value is not None:
-                    model.__dict__[key] = dict(value) if isinstance(value, dict) else list(value)
-            train = self.train.model_copy(deep=True)
-            if domain.consistency_weight is not None:
-                train.consistency.__dict__["weight"] = domain.consistency_weight
+            own = {
+                key: getattr(domain, key)
+                for key in ("perturbations", "perturbation_kwargs", "background")
+                if getattr(domain, key) is not None
+            }
+            # Sections built anew from their values (validated again), never written into.
+            model = _revalidated(self.model, own)
+            train = self.train
+            if domain.lambda_u is not None:
+                weight = _revalidated(train.unsupervised_weight, {"lambda_u": domain.lambda_u})
+                train = _revalidated(train, {"unsupervised_weight": weight})
             view = Config.model_construct(
                 experiment=self.experiment.model_copy(deep=True),
                 model=model,
                 data=domain.data.model_copy(deep=True),
-                train=train,
+                train=train.model_copy(deep=True),
                 eval=(domain.eval or self.eval).model_copy(deep=True),
                 domains=[],
             )
@@ -519,6 +538,17 @@ class Config(StrictSection):
     def to_dict(self) -> dict[str, Any]:
         # A multi-domain config has no top-level data section of its own: leave the unused default out.
         return self.model_dump(mode="json", exclude={"data"} if self.domains else None)
+
+
+_S = TypeVar("_S", bound=StrictSection)
+
+
+def _revalidated(section: _S, update: Mapping[str, Any]) -> _S:
+    """A new ``section`` with ``update`` over its values, validated as if read from a file (its checks run
+    again); ``section`` itself is left as it was."""
+    copy = section.model_copy(deep=True)  # nothing of the result is shared with ``section``
+    values = {name: getattr(copy, name) for name in type(section).model_fields}
+    return type(section).model_validate({**values, **update})
 
 
 def _check_crop(key: str, data: DataConfig) -> None:
@@ -539,7 +569,10 @@ def _split_lists_under_root(data: DataConfig) -> None:
     if data.root is None:
         return
     split = data.split
+    under_root = {}
     for key in ("labeled_list", "unlabeled_list"):
         path: Path | None = getattr(split, key)
         if path is not None and not path.is_absolute() and not path.exists():
-            split.__dict__[key] = Path(data.root) / path  # no re-validation: the value stays a Path
+            under_root[key] = Path(data.root) / path
+    if under_root:
+        data.split = _revalidated(split, under_root)  # a validated assignment: a new section

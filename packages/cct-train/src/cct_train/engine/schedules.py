@@ -3,7 +3,7 @@
 - :func:`make_optimizer`: SGD (momentum) or AdamW over parameter groups; :func:`build_optimizer` from a
   config and a model's ``param_groups`` (the backbone at lr / 10, paper 4.3).
 - :func:`poly_schedule` / :func:`poly_scheduler`: the paper's poly policy, stepped per iteration.
-- :func:`consistency_schedule`: w_u(t), the consistency weight's ramp-up from a config.
+- :func:`consistency_schedule`: w_u(t), the unsupervised weight's ramp-up to lambda_u from a config.
 """
 
 from __future__ import annotations
@@ -81,13 +81,13 @@ def poly_scheduler(
     return torch.optim.lr_scheduler.LambdaLR(optimizer, poly_schedule(total, power, warmup))
 
 
-def consistency_schedule(config: Config, weight: float | None = None) -> ConsistencyWeight:
-    """w_u(t): from 0 up to lambda_u (``weight``, default ``train.consistency.weight``) along
-    ``train.consistency.schedule`` over ``rampup`` (a fraction of training, or iterations)."""
-    consistency = config.train.consistency
+def consistency_schedule(config: Config, lambda_u: float | None = None) -> ConsistencyWeight:
+    """w_u(t): from 0 up to ``lambda_u`` (default ``train.unsupervised_weight.lambda_u``) along
+    ``train.unsupervised_weight.schedule`` over its ``rampup`` (a fraction of training, or iterations)."""
+    unsupervised = config.train.unsupervised_weight
     return ConsistencyWeight(
-        consistency.weight if weight is None else weight,
-        rampup=consistency.rampup,
+        unsupervised.lambda_u if lambda_u is None else lambda_u,
+        rampup=unsupervised.rampup,
         total_iters=config.train.iterations,
-        schedule=consistency.schedule,
+        schedule=unsupervised.schedule,
     )

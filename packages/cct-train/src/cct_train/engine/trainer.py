@@ -207,7 +207,7 @@ class Trainer:
                     config=view,
                     data=data,
                     augment=data.augment.to(device),
-                    consistency_weight=consistency_schedule(config, view.train.consistency.weight),
+                    consistency_weight=consistency_schedule(config, view.train.unsupervised_weight.lambda_u),
                     loss_weight=loss_weights.get(name, 1.0),
                     strong_weight=consistency_schedule(config, config.train.unlabeled.main_weight)
                     if config.train.unlabeled.cross_view and config.train.unlabeled.main_on_strong
@@ -378,7 +378,7 @@ class Trainer:
         """w_w, ramped like the consistency weight (w_w * w_u(t) / lambda_u) unless train.weak_rampup is off."""
         run = run or self.domains[0]
         weight = self.config.train.weak_weight
-        lambda_u = run.consistency_weight.weight
+        lambda_u = run.consistency_weight.lambda_u
         if self.config.train.weak_rampup and lambda_u > 0:
             weight *= run.consistency_weight(step) / lambda_u
         return weight
@@ -748,6 +748,7 @@ class Trainer:
                 # Periodic validation stays single-scale; large images (Cityscapes) use the eval window.
                 window=run.config.eval.window,
                 stride=run.config.eval.stride,
+                ignore_index=run.config.data.ignore_index,
             )
             per_domain[run.name] = scores.as_dict(run.data.class_names)
         if not self.config.multi_domain:

@@ -16,7 +16,7 @@ from PIL import Image
 
 from cct_train.common.checkpoint import CheckpointError, export_weights, load_checkpoint, load_weights
 from cct_train.common.progress import progress_iter
-from cct_train.config import Config, config_from_dict, load_config
+from cct_train.config import Config, config_from_dict, load_config, upgrade_config
 from cct_train.data.base import check_pixels
 from cct_train.eval.evaluate import evaluate, predict_logits, prepare_images
 from cct_train.models.cct import CCTModel
@@ -104,13 +104,15 @@ def _read(path: Path) -> _Stored:
             json.loads(meta.get("input_size", "null")),
         )
     data = load_checkpoint(path)
+    config = data.get("config")
     return _Stored(
         path,
         data["model"],
         data["model_config"],
         data.get("class_names"),
         data.get("palette"),
-        data.get("config"),
+        # A checkpoint of an earlier version: its config's renamed keys under today's names.
+        None if config is None else upgrade_config(config),
     )
 
 
@@ -199,13 +201,14 @@ def evaluate_checkpoint(
     ``{"miou": mean over domains, "domains": {name: scores}}``; ``overrides`` then address the
     multi-domain config (``domains.<name>.data.root=...``).
     """
-    from cct_train.config import apply_overrides
+    from cct_train.config import apply_overrides, override_keys
 
     stored = _read(Path(checkpoint))
     if config_path is not None:
         cfg = load_config(config_path, overrides)
     elif stored.config is not None:
-        cfg = config_from_dict(apply_overrides(stored.config, overrides), str(checkpoint))
+        with_overrides = apply_overrides(stored.config, overrides)
+        cfg = config_from_dict(with_overrides, str(checkpoint), override_keys(overrides))
     else:
         raise ValueError(f"{checkpoint} carries no data config: pass --config")
     dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
@@ -256,6 +259,7 @@ def _evaluate(
         flip=flip if flip is not None else cfg.eval.flip,
         window=window if window is not None else cfg.eval.window,
         stride=stride if stride is not None else cfg.eval.stride,
+        ignore_index=cfg.data.ignore_index,
         progress=True,
     )
     return scores.as_dict(class_names)

@@ -30,8 +30,8 @@ def encoder_arguments(config: Config) -> dict[str, Any]:
         "output_stride": model.output_stride,
         "pretrained": model.pretrained,
         "weights": model.weights,
-        "consistency": model.consistency,
-        "confidence": model.confidence,
+        "consistency": model.consistency_loss,
+        "confidence": model.consistency_confidence,
         # The supervised loss's owner holds ab-CE's threshold schedule, over the run's length.
         "supervised_loss": config.train.supervised_loss,
         "abce_ramp": config.train.abce_ramp,
@@ -45,12 +45,14 @@ def encoder_arguments(config: Config) -> dict[str, Any]:
 
 
 def head_arguments(view: Config) -> dict[str, Any]:
-    """One domain's head: its auxiliary decoders (none for the supervised baseline), background classes
-    and perturbation arguments, from a single-domain view of the config (``Config.domain_views``)."""
+    """One domain's head: its auxiliary decoders (none for the supervised baseline), background classes,
+    perturbation arguments and the void label its losses leave out (``data.ignore_index``), from a
+    single-domain view of the config (``Config.domain_views``)."""
     return {
         "perturbations": {} if view.supervised_only else dict(view.model.perturbations),
         "background": list(view.model.background),
         "perturbation_kwargs": dict(view.model.perturbation_kwargs),
+        "ignore_index": view.data.ignore_index,
     }
 
 

@@ -42,7 +42,7 @@ from cct_train.objectives.cct import CrossViewInputs, cct_objective
 __all__ = ["DomainModel", "MultiDomainCCT"]
 
 #: Per-domain keys of ``MultiDomainCCT(domains={name: {...}})``.
-DOMAIN_KEYS = ("num_classes", "perturbations", "background", "perturbation_kwargs")
+DOMAIN_KEYS = ("num_classes", "perturbations", "background", "perturbation_kwargs", "ignore_index")
 
 #: Training inputs of one domain in ``forward(batches=...)`` (those of ``CCTModel.forward``).
 BATCH_KEYS = (
@@ -73,8 +73,8 @@ class MultiDomainCCT(nn.Module):
         encoder: an encoder name for :func:`~cct_train.models.encoders.build_encoder` or a module (as
             :class:`~cct_train.models.cct.CCTModel`).
         domains: ``{name: {"num_classes": C, "perturbations": {name: K} | None, "background": [...],
-            "perturbation_kwargs": {...}}}``, in order; ``perturbations`` ``None`` = the paper's 30, ``{}`` =
-            a supervised head.
+            "perturbation_kwargs": {...}, "ignore_index": void}}``, in order; ``perturbations`` ``None`` = the
+            paper's 30, ``{}`` = a supervised head; ``ignore_index`` left out: the shared one.
         psp_channels, psp_bins, output_stride, pretrained, weights, in_channels, encoder_kwargs, mean, std:
             the shared encoder and its input normalisation, as for ``CCTModel``.
         consistency, confidence, ignore_index, min_kept, decoder_final_relu, decoder_hidden_relu: the heads' settings, as for ``CCTModel``.
@@ -159,7 +159,7 @@ class MultiDomainCCT(nn.Module):
                     perturbation_kwargs=spec.get("perturbation_kwargs"),
                     consistency=consistency,
                     confidence=confidence,
-                    ignore_index=ignore_index,
+                    ignore_index=spec.get("ignore_index", ignore_index),
                     min_kept=min_kept,
                     supervised_loss=supervised_loss,
                     abce_ramp=abce_ramp,

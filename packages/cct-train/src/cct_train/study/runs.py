@@ -24,6 +24,8 @@ from cct_train.config import (
     Config,
     UnlabeledConfig,
     config_from_dict,
+    rename_keys,
+    upgrade_config,
 )
 from cct_train.engine.machine import (
     choose_threads,
@@ -78,7 +80,8 @@ class RunResult:
 def fingerprint(config: Mapping[str, Any]) -> str:
     """A hash of a run's training config, without where it is written or where the data lies: a result
     on disk counts as done only for the same settings."""
-    data = json.loads(json.dumps(dict(config), default=str))
+    # The keys renamed in 0.4 under their earlier names: runs finished before keep their fingerprint.
+    data = rename_keys(json.loads(json.dumps(dict(config), default=str)), Config, to_old=True)
     data.get("experiment", {}).pop("output_dir", None)
     data.get("data", {}).pop("root", None)
     train = data.get("train", {})
@@ -215,7 +218,9 @@ def _other_settings_on_disk(spec: RunSpec) -> str | None:
     saved = spec.run_dir / "config.yaml"
     if saved.is_file():
         try:
-            stored = fingerprint(config_from_dict(yaml.safe_load(saved.read_text()) or {}).to_dict())
+            # Written by this version or an earlier one (its renamed keys translated).
+            written = upgrade_config(yaml.safe_load(saved.read_text()) or {})
+            stored = fingerprint(config_from_dict(written).to_dict())
         except (yaml.YAMLError, ValueError):
             stored = "unreadable"
         return None if stored == fingerprint(config_from_dict(spec.config).to_dict()) else stored

@@ -126,7 +126,7 @@ def demo_config(
                 "eval_every": 0,
                 "checkpoint_every": iterations,
                 "log_every": 10,
-                "consistency": {"weight": 30.0, "rampup": 0.1},
+                "unsupervised_weight": {"lambda_u": 30.0, "rampup": 0.1},
                 # A pretrained backbone learns at lr / 10 (the paper); from scratch it learns at the full rate.
                 # A 10 % linear warm-up: the first full-lr steps are what kills decoder channels.
                 "optimizer": {"lr": 0.05, "backbone_lr_factor": 0.1 if weights else 1.0, "warmup": 0.1},

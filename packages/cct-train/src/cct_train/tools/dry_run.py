@@ -226,7 +226,8 @@ def _data_rows(report: DryRunReport, cfg: Config, prefix: str) -> tuple[int, dic
         unlabeled = _batch(bundle.unlabeled_loader)
         weak = "mask" in unlabeled
         step["unlabeled"], weak_targets = bundle.augment.batch(unlabeled, generator=generator)
-        step["consistency_weight"] = cfg.train.consistency.weight  # the full weight: every term computed
+        # w_u at its full weight, lambda_u: every term computed.
+        step["consistency_weight"] = cfg.train.unsupervised_weight.lambda_u
         if weak_targets is not None:
             step["weak_targets"], step["weak_weight"] = weak_targets, cfg.train.weak_weight
         report.add(
@@ -249,7 +250,7 @@ def _data_rows(report: DryRunReport, cfg: Config, prefix: str) -> tuple[int, dic
     report.add(
         f"{prefix}batches",
         f"{data.batch_size}+{data.unlabeled_batch_size or data.batch_size}, crop {data.crop_size[0]}x{data.crop_size[1]} "
-        f"scale {data.scale_range[0]}-{data.scale_range[1]}, lambda_u {train.consistency.weight}{weak_part}",
+        f"scale {data.scale_range[0]}-{data.scale_range[1]}, lambda_u {train.unsupervised_weight.lambda_u}{weak_part}",
     )
     ev = cfg.eval
     window = f", window {ev.window[0]}x{ev.window[1]}" if ev.window else ""
