@@ -329,7 +329,8 @@ _D = TypeVar("_D", bound="ImageDataset")
 class ImageDataset(Dataset[Sample]):
     """A list of :class:`Item` decoded on demand; the base of every dataset here.
 
-    Subclasses fill ``self._items`` and override :meth:`_load_mask` to map their mask encoding.
+    Labeled data sets are :class:`SegmentationDataset` subclasses (its hooks say how to list the items
+    and map the masks); images without masks are :class:`~cct_train.data.unlabeled.UnlabeledFolder`.
     Datasets built with ``missing="skip"`` record the entries they left out in ``skipped_entries``.
     """
 
