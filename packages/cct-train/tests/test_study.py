@@ -552,7 +552,7 @@ def test_study_is_a_cct_command() -> None:
 
 def test_study_methods_are_the_papers_seven_types() -> None:
     # The study lists the paper's seven types, spelled out: a perturbation registered later adds no run
-    # (tests/test_adding_things.py registers one).
+    # (test_adding_things.py registers one).
     from cct_perturb import PAPER_DECODERS
     from cct_train.study import ALL_METHODS, DEFAULT_METHODS, PERTURBATION_TYPES
 
