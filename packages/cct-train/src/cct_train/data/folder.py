@@ -278,16 +278,18 @@ class FolderDataset(SegmentationDataset):
         self.strict_masks = strict_masks
         colours = void_colors if void_colors is not None else meta.get("void_colors", ())
         self.void_colors = tuple((int(c[0]), int(c[1]), int(c[2])) for c in colours)
-        images = require_dir(self.root / image_dir, "FolderDataset image folder")
-        masks = require_dir(self.root / mask_dir, "FolderDataset mask folder")
-        self._resolver = _Resolver(self.root, images, masks, image_exts, mask_exts)
-        self._list = _find_list(self.root, self.split, list_file)
+        # Where the files are, for list_items.
+        self.list_file, self.image_dir, self.mask_dir = list_file, image_dir, mask_dir
+        self.image_exts, self.mask_exts = tuple(image_exts), tuple(mask_exts)
 
     def list_items(self) -> tuple[list[Item], list[SkippedEntry]]:
-        resolver = self._resolver
+        images = require_dir(self.root / self.image_dir, "FolderDataset image folder")
+        masks = require_dir(self.root / self.mask_dir, "FolderDataset mask folder")
+        resolver = _Resolver(self.root, images, masks, self.image_exts, self.mask_exts)
+        path = _find_list(self.root, self.split, self.list_file)
         skipped: list[SkippedEntry] = []
-        if self._list is not None:
-            items, skipped = read_list_file(self._list, resolver, self.missing)
+        if path is not None:
+            items, skipped = read_list_file(path, resolver, self.missing)
         else:
             items = [
                 Item(name=stem, image=image, mask=resolver.masks[stem])
