@@ -26,7 +26,14 @@ class Perturbation(nn.Module):
 
     - ``"features"``: ``forward(z)``
     - ``"prediction"``: ``forward(z, pred)`` with ``pred`` the main decoder's logits
-    - ``"decoder"``: ``forward(z, decoder, target)`` with the auxiliary decoder and the main logits
+    - ``"decoder"``: ``forward(z, decoder, target)`` with the auxiliary decoder and the main logits. As for
+      I-VAT, ``decoder`` may be any callable ``z -> logits`` whose pixels come in another order (cct-train's
+      fused path hands its decoder as GEMMs in sub-pixel order), with ``target`` in that same order: read
+      them as a pair, e.g. a loss summed over pixels. One whose ``target`` attribute is ``"decoder"``
+      (VAT's default: its own decoder's clean prediction) reads no ``target`` and may be handed none.
+
+    That is all a model needs to know of a perturbation: a new one is its module, its entry in
+    :data:`~cct_perturb.PERTURBATIONS` and its test.
 
     The generator is keyword-only everywhere (``module(z, generator=g)``); one passed positionally is a
     TypeError that says so, as the functions do, rather than Python's bare "forward() takes 2 positional

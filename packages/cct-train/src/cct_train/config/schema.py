@@ -22,7 +22,9 @@ PAPER_PERTURBATIONS: dict[str, int] = PAPER_DECODERS
 
 
 #: The paper's seven types with fewer decoders (its 6:6:6:6:2:2:2 proportions scaled to 11): the CPU budgets'
-#: full CCT (`cct demo`, the `cpu` bench workloads, the CPU study presets).
+#: full CCT (`cct demo`, the `cpu` bench workloads, the CPU study presets). Like PAPER_PERTURBATIONS it lists
+#: the paper's seven only: a perturbation registered later needs no entry here; it trains where a config
+#: names it (`model.perturbations: {mine: 2}`).
 CPU_PERTURBATIONS: dict[str, int] = {
     "feature_noise": 2,
     "feature_drop": 2,

@@ -13,10 +13,11 @@ Decoding runs on CPU workers with PIL; heavy augmentation runs later, batched, o
 from __future__ import annotations
 
 import copy
+import inspect
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal, TypedDict, TypeVar
+from typing import Any, ClassVar, Literal, TypedDict, TypeVar
 
 import numpy as np
 import torch
@@ -328,7 +329,8 @@ _D = TypeVar("_D", bound="ImageDataset")
 class ImageDataset(Dataset[Sample]):
     """A list of :class:`Item` decoded on demand; the base of every dataset here.
 
-    Subclasses fill ``self._items`` and override :meth:`_load_mask` to map their mask encoding.
+    Labeled data sets are :class:`SegmentationDataset` subclasses (its hooks say how to list the items
+    and map the masks); images without masks are :class:`~cct_train.data.unlabeled.UnlabeledFolder`.
     Datasets built with ``missing="skip"`` record the entries they left out in ``skipped_entries``.
     """
 
@@ -417,47 +419,145 @@ def _named(load: Callable[[], _T], path: Path, role: str, name: str) -> _T:
 
 
 class SegmentationDataset(ImageDataset):
-    """A labeled dataset: items with masks plus the label-space metadata.
+    """A labeled data set on disk, from one template: a data set is a subclass that fills in the hooks it
+    differs in; the constructor, the same for all, does the rest (checks the split and the label space,
+    selects ``names``, records what ``missing="skip"`` left out).
 
-    Attributes: ``num_classes``, ``class_names`` (tuple of str), ``palette`` (one RGB triple per class,
-    for colour overlays), ``ignore_index``.
+    The hooks:
+
+    - ``title`` (how messages name it), ``splits`` (the splits it accepts; empty: any name) and
+      ``default_split`` (the split when none is given);
+    - ``class_names`` and ``palette`` (one RGB triple per class; empty: :func:`default_palette`): its label
+      space, as class attributes, or set by :meth:`configure` where an option chooses it;
+      ``void_values`` (mask values read as ignore) and ``ignore_index`` likewise;
+    - :meth:`configure`: its own options, the keyword arguments beyond the common ones below
+      (``data.options`` of a training config);
+    - :meth:`find_root`: where its files are (default: ``root``, which must be a directory);
+    - :meth:`list_items` (the one hook every data set writes): its samples of ``self.split``, in order;
+    - :meth:`load_mask`: a mask file -> class ids; the default reads an 8-bit index PNG whose values are the
+      class ids (``void_values`` -> ``ignore_index``).
+
+    Common arguments: ``root``; ``split``; ``names`` (keep only these sample ids); ``resize`` (an optional
+    CPU resize ``(H, W)``: bilinear images, nearest masks); ``missing``: ``"raise"`` (a
+    :class:`MissingFilesError` listing every missing file) or ``"skip"`` (those entries are left out and
+    recorded in ``skipped_entries``).
+
+    Attributes: ``root``, ``split``, ``num_classes``, ``class_names`` (tuple of str), ``palette``,
+    ``ignore_index``, ``skipped_entries``.
     """
+
+    title: ClassVar[str] = "data set"
+    splits: ClassVar[tuple[str, ...]] = ()
+    default_split: ClassVar[str | None] = "train"
+    class_names: tuple[str, ...] = ()
+    palette: Sequence[Sequence[int]] = ()
+    void_values: tuple[int, ...] = ()
+    ignore_index: int = IGNORE_INDEX
+    strict_masks: bool = True
+    """Mask values outside the classes (and not void) raise a ValueError naming the file; False: ignored."""
 
     def __init__(
         self,
-        items: Sequence[Item],
-        *,
-        num_classes: int,
-        class_names: Sequence[str] | None = None,
-        palette: Sequence[Sequence[int]] | None = None,
-        ignore_index: int = IGNORE_INDEX,
+        root: str | Path,
+        split: str | None = None,
+        names: Sequence[str] | None = None,
         resize: Sequence[int] | None = None,
+        missing: MissingPolicy = "raise",
+        **options: Any,
     ) -> None:
-        super().__init__(items, resize)
-        if not 1 <= num_classes <= 255:
-            raise ValueError(f"num_classes must be in 1..255, got {num_classes}")
-        if not 0 <= ignore_index <= 255 or ignore_index < num_classes:
-            raise ValueError(f"ignore_index must be in {num_classes}..255, got {ignore_index}")
-        self.num_classes = num_classes
-        names = (
-            tuple(class_names) if class_names is not None else tuple(f"class_{i}" for i in range(num_classes))
+        split = self.default_split if split is None else split
+        if self.splits and split not in self.splits:
+            raise ValueError(f"{self.title} split must be one of {self.splits}, got {split!r}")
+        self.split = split
+        self.missing = check_missing_policy(missing)
+        self.root = self.find_root(Path(root))
+        self._configure(options)
+        self._check_label_space()
+        items, skipped = self.list_items()
+        super().__init__(
+            select_items(items, names, f"{type(self).__name__} {self.split or self.root}"), resize
         )
-        if len(names) != num_classes:
-            raise ValueError(f"{len(names)} class names for {num_classes} classes")
-        self.class_names: tuple[str, ...] = names
-        pal = [_rgb(c) for c in palette] if palette is not None else default_palette(num_classes)
-        if len(pal) < num_classes:
-            raise ValueError(f"palette has {len(pal)} colours for {num_classes} classes")
-        self.palette: Palette = pal[:num_classes]
-        self.ignore_index = ignore_index
+        self.skipped_entries = tuple(skipped)
 
-    def _read_index_mask(self, item: Item, what: str) -> np.ndarray:
+    # -- hooks -------------------------------------------------------------------------------
+    def find_root(self, root: Path) -> Path:
+        """Hook: the folder the data set's files are under (default: ``root``; FileNotFoundError naming it
+        when it is not a directory)."""
+        return require_dir(root, f"{self.title} root")
+
+    def configure(self) -> None:
+        """Hook: check and keep the data set's own options (its keyword arguments, e.g.
+        ``def configure(self, *, classes: int = 37)``) and what they choose (``class_names``...), before
+        :meth:`list_items` runs. The default takes none."""
+
+    def list_items(self) -> tuple[list[Item], list[SkippedEntry]]:
+        """Hook: the items of ``self.split`` under ``self.root`` in dataset order, and the entries left out.
+
+        Missing files follow ``self.missing``: :func:`split_missing` does it for a list of candidate
+        items (raise listing every missing file, or leave them out as :class:`SkippedEntry` records).
+        """
+        raise NotImplementedError(f"{type(self).__name__} must define list_items()")
+
+    def load_mask(self, path: Path) -> np.ndarray:
+        """Hook: decode the mask file ``path`` and map it to class ids ∪ {``ignore_index``}: int64 (H, W).
+
+        Default: an 8-bit index PNG whose values are the class ids; ``void_values`` become
+        ``ignore_index``, other values outside the classes raise (or, ``strict_masks=False``, are ignored).
+        """
+        return self.map_index(self.index_values(path), path)
+
+    # -- the template's machinery ------------------------------------------------------------
+    def index_values(self, path: Path) -> np.ndarray:
         """The raw (H, W) values of an index / id PNG mask; an RGB mask is an error naming the file."""
-        assert item.mask is not None
-        raw = read_mask_raw(item.mask)
+        raw = read_mask_raw(path)
         if raw.ndim != 2:
-            raise ValueError(f"{item.mask}: {what} must be 8-bit index PNGs, got an RGB image")
+            raise ValueError(f"{path}: {self.title} masks must be 8-bit index PNGs, got an RGB image")
         return raw
+
+    def map_index(self, values: np.ndarray, path: Path) -> np.ndarray:
+        """Index values (H, W) that are class ids -> int64 (H, W), with ``void_values`` -> ``ignore_index``
+        and other values outside the classes an error naming ``path`` (or ignored: ``strict_masks``)."""
+        return map_index_mask(
+            values,
+            self.num_classes,
+            ignore_index=self.ignore_index,
+            void_values=self.void_values,
+            strict=self.strict_masks,
+            source=path,
+        )
+
+    def _load_mask(self, item: Item) -> np.ndarray:
+        assert item.mask is not None
+        return self.load_mask(item.mask)
+
+    def _configure(self, options: dict[str, Any]) -> None:
+        """:meth:`configure` with ``options``; an unknown one is a TypeError naming it and the known ones."""
+        known = inspect.signature(self.configure).parameters
+        unknown = sorted(set(options) - set(known))
+        if unknown:
+            takes = ", ".join(known) or "none"
+            raise TypeError(
+                f"{type(self).__name__} got unknown option(s) {unknown} (data.options in a config); "
+                f"its options: {takes}; every data set takes root, split, names, resize, missing"
+            )
+        self.configure(**options)
+
+    def _check_label_space(self) -> None:
+        names = tuple(self.class_names)
+        if not 1 <= len(names) <= 255:
+            raise ValueError(f"{self.title}: the number of classes must be in 1..255, got {len(names)}")
+        if not 0 <= self.ignore_index <= 255 or self.ignore_index < len(names):
+            raise ValueError(f"ignore_index must be in {len(names)}..255, got {self.ignore_index}")
+        palette = [_rgb(c) for c in self.palette] if self.palette else default_palette(len(names))
+        if len(palette) < len(names):
+            raise ValueError(f"palette has {len(palette)} colours for {len(names)} classes")
+        self.class_names = names
+        self.palette = palette[: len(names)]
+
+    @property
+    def num_classes(self) -> int:
+        """The number of classes (``len(class_names)``)."""
+        return len(self.class_names)
 
 
 def _rgb(colour: Sequence[int]) -> tuple[int, int, int]:

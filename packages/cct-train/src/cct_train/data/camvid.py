@@ -10,24 +10,16 @@ as ``/SegNet/CamVid/train/0001TP_006690.png``: the last two path components are 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from pathlib import Path
 
-import numpy as np
-
 from cct_train.data.base import (
-    IGNORE_INDEX,
     Item,
     MissingPolicy,
     SegmentationDataset,
     SkippedEntry,
-    check_missing_policy,
     inside_root,
-    map_index_mask,
     outside_root_entry,
     refuse_lost,
-    require_dir,
-    select_items,
 )
 from cct_train.data.lists import expected_tokens, read_list
 
@@ -79,15 +71,13 @@ def _resolve(root: Path, token: str) -> Path:
 
 
 def read_camvid_list(
-    root: Path,
-    split: str,
-    missing: MissingPolicy = "raise",
-    skipped: list[SkippedEntry] | None = None,
-) -> list[Item]:
-    """Parse ``root/<split>.txt`` into items (name = image stem); checks that every file exists.
+    root: Path, split: str, missing: MissingPolicy = "raise"
+) -> tuple[list[Item], list[SkippedEntry]]:
+    """Parse ``root/<split>.txt`` into items (name = image stem), checking that every file exists:
+    ``(items, left out)``.
 
     Missing files raise :class:`~cct_train.data.base.MissingFilesError` listing all of them; with
-    ``missing="skip"`` their entries are left out and appended to ``skipped``.
+    ``missing="skip"`` their entries are left out, returned as :class:`~cct_train.data.base.SkippedEntry`.
     """
     list_file = root / f"{split}.txt"
     if not list_file.is_file():
@@ -118,59 +108,23 @@ def read_camvid_list(
         if len(lost) == before:
             items.append(Item(name=found[0].stem, image=found[0], mask=found[1]))
     refuse_lost(f"CamVid {split}", lost, missing)
-    if skipped is not None:
-        skipped.extend(lost)
-    return items
+    return items, lost
 
 
 class CamVid(SegmentationDataset):
     """CamVid, SegNet split: samples ``{"image": uint8 (3, 360, 480), "mask": int64 (360, 480), "name"}``.
 
-    Args:
-        root: the folder holding ``train/``, ``trainannot/``, ``train.txt`` etc.
-        split: ``"train"``, ``"val"`` or ``"test"``.
-        names: keep only these sample ids (image stems), e.g. a labeled subset from
-            :func:`cct_train.data.make_split`.
-        resize: optional CPU resize ``(H, W)`` (bilinear images, nearest masks).
-        missing: ``"raise"`` (a :class:`~cct_train.data.base.MissingFilesError` listing every missing
-            file) or ``"skip"`` (leave those entries out; they are recorded in ``skipped_entries``).
-
-    Masks hold 0..10 and 255 (void, 11 on disk).
+    ``root`` holds ``train/``, ``trainannot/``, ``train.txt`` etc.; ``split`` is ``"train"``, ``"val"`` or
+    ``"test"``; ``names`` are image stems (e.g. a labeled subset from :func:`cct_train.data.make_split`).
+    The other arguments are the template's (:class:`~cct_train.data.base.SegmentationDataset`). Masks hold
+    0..10 and 255 (void, 11 on disk).
     """
 
-    void_values: tuple[int, ...] = (CAMVID_VOID,)
+    title = "CamVid"
+    splits = CAMVID_SPLITS
+    class_names = CAMVID_CLASSES
+    palette = CAMVID_PALETTE
+    void_values = (CAMVID_VOID,)
 
-    def __init__(
-        self,
-        root: str | Path,
-        split: str = "train",
-        names: Sequence[str] | None = None,
-        resize: Sequence[int] | None = None,
-        missing: MissingPolicy = "raise",
-    ) -> None:
-        if split not in CAMVID_SPLITS:
-            raise ValueError(f"CamVid split must be one of {CAMVID_SPLITS}, got {split!r}")
-        self.root = require_dir(Path(root), "CamVid root")
-        self.split = split
-        skipped: list[SkippedEntry] = []
-        listed = read_camvid_list(self.root, split, check_missing_policy(missing), skipped)
-        items = select_items(listed, names, f"CamVid {split}")
-        super().__init__(
-            items,
-            num_classes=len(CAMVID_CLASSES),
-            class_names=CAMVID_CLASSES,
-            palette=CAMVID_PALETTE,
-            ignore_index=IGNORE_INDEX,
-            resize=resize,
-        )
-        self.skipped_entries = tuple(skipped)
-
-    def _load_mask(self, item: Item) -> np.ndarray:
-        raw = self._read_index_mask(item, "CamVid labels")
-        return map_index_mask(
-            raw,
-            self.num_classes,
-            ignore_index=self.ignore_index,
-            void_values=self.void_values,
-            source=item.mask,
-        )
+    def list_items(self) -> tuple[list[Item], list[SkippedEntry]]:
+        return read_camvid_list(self.root, str(self.split), self.missing)

@@ -19,7 +19,6 @@ labels). Images are 1024x2048: train on 512x1024 crops and evaluate with a slidi
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Literal
 
@@ -28,12 +27,9 @@ import numpy as np
 from cct_train.data.base import (
     IGNORE_INDEX,
     Item,
-    MissingPolicy,
     SegmentationDataset,
-    check_missing_policy,
-    map_index_mask,
+    SkippedEntry,
     require_dir,
-    select_items,
     split_missing,
 )
 
@@ -124,55 +120,37 @@ def label_ids_to_train_ids(label_ids: np.ndarray) -> np.ndarray:
 class Cityscapes(SegmentationDataset):
     """Cityscapes (gtFine): ``{"image": uint8 (3, 1024, 2048), "mask": int64 in 0..18 ∪ {255}, "name"}``.
 
-    Args:
-        root: the folder holding ``leftImg8bit/`` and ``gtFine/``.
-        split: ``"train"``, ``"val"`` or ``"test"``.
-        names: keep only these sample names (``<city>_<seq>_<frame>``).
-        resize: optional CPU resize ``(H, W)``.
-        missing: ``"raise"`` (an image without its mask is an error listing all of them) or ``"skip"``.
-        labels: ``"labelIds"`` (default; mapped to train ids) or ``"labelTrainIds"`` (already mapped).
+    ``root`` holds ``leftImg8bit/`` and ``gtFine/``; ``split`` is ``"train"``, ``"val"`` or ``"test"``;
+    ``names`` are ``<city>_<seq>_<frame>``. Its option ``labels``: ``"labelIds"`` (default; mapped to
+    train ids) or ``"labelTrainIds"`` (already mapped). An image without its mask is an error listing all
+    of them, or left out with ``missing="skip"``.
     """
 
-    def __init__(
-        self,
-        root: str | Path,
-        split: str = "train",
-        names: Sequence[str] | None = None,
-        resize: Sequence[int] | None = None,
-        missing: MissingPolicy = "raise",
-        labels: Literal["labelIds", "labelTrainIds"] = "labelIds",
-    ) -> None:
-        if split not in CITYSCAPES_SPLITS:
-            raise ValueError(f"Cityscapes split must be one of {CITYSCAPES_SPLITS}, got {split!r}")
+    title = "Cityscapes"
+    splits = CITYSCAPES_SPLITS
+    class_names = CITYSCAPES_CLASSES
+    palette = CITYSCAPES_PALETTE
+
+    def configure(self, *, labels: Literal["labelIds", "labelTrainIds"] = "labelIds") -> None:
         if labels not in ("labelIds", "labelTrainIds"):
             raise ValueError(f"labels must be 'labelIds' or 'labelTrainIds', got {labels!r}")
-        self.root = require_dir(Path(root), "Cityscapes root")
-        self.split = split
         self.labels = labels
-        images = require_dir(self.root / "leftImg8bit" / split, "Cityscapes images")
-        masks = self.root / "gtFine" / split
+
+    def list_items(self) -> tuple[list[Item], list[SkippedEntry]]:
+        images = require_dir(self.root / "leftImg8bit" / str(self.split), "Cityscapes images")
+        masks = self.root / "gtFine" / str(self.split)
         items: list[Item] = []
         for image in sorted(images.glob("*/*_leftImg8bit.png")):
             name = image.name[: -len("_leftImg8bit.png")]
-            city = image.parent.name
-            items.append(Item(name=name, image=image, mask=masks / city / f"{name}_gtFine_{labels}.png"))
+            mask = masks / image.parent.name / f"{name}_gtFine_{self.labels}.png"
+            items.append(Item(name=name, image=image, mask=mask))
         if not items:
-            raise FileNotFoundError(f"Cityscapes {split}: no <city>/*_leftImg8bit.png images under {images}")
-        items, skipped = split_missing(items, f"Cityscapes {split} masks", check_missing_policy(missing))
-        super().__init__(
-            select_items(items, names, f"Cityscapes {split}"),
-            num_classes=len(CITYSCAPES_CLASSES),
-            class_names=CITYSCAPES_CLASSES,
-            palette=CITYSCAPES_PALETTE,
-            ignore_index=IGNORE_INDEX,
-            resize=resize,
-        )
-        self.skipped_entries = tuple(skipped)
-
-    def _load_mask(self, item: Item) -> np.ndarray:
-        raw = self._read_index_mask(item, "Cityscapes masks")
-        if self.labels == "labelTrainIds":
-            return map_index_mask(
-                raw, len(CITYSCAPES_CLASSES), ignore_index=self.ignore_index, source=item.mask
+            raise FileNotFoundError(
+                f"Cityscapes {self.split}: no <city>/*_leftImg8bit.png images under {images}"
             )
-        return label_ids_to_train_ids(raw)
+        return split_missing(items, f"Cityscapes {self.split} masks", self.missing)
+
+    def load_mask(self, path: Path) -> np.ndarray:
+        if self.labels == "labelTrainIds":
+            return super().load_mask(path)  # already train ids
+        return label_ids_to_train_ids(self.index_values(path))

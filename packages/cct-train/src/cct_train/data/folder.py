@@ -19,7 +19,7 @@ import csv
 import json
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -30,15 +30,12 @@ from cct_train.data.base import (
     MissingPolicy,
     SegmentationDataset,
     SkippedEntry,
-    check_missing_policy,
     inside_root,
-    map_index_mask,
     map_rgb_mask,
     outside_root_entry,
     read_mask_raw,
     refuse_lost,
     require_dir,
-    select_items,
 )
 from cct_train.data.lists import expected_tokens, read_list
 
@@ -156,15 +153,14 @@ class _Resolver:
 
 
 def read_list_file(
-    path: Path,
-    resolver: _Resolver,
-    missing: MissingPolicy = "raise",
-    skipped: list[SkippedEntry] | None = None,
-) -> list[Item]:
-    """Parse a split list (.txt: ``name`` or ``image mask`` per line; .csv: columns image,mask[,name]).
+    path: Path, resolver: _Resolver, missing: MissingPolicy = "raise"
+) -> tuple[list[Item], list[SkippedEntry]]:
+    """Parse a split list (.txt: ``name`` or ``image mask`` per line; .csv: columns image,mask[,name]):
+    ``(items, left out)``.
 
     Entries whose files are missing raise :class:`~cct_train.data.base.MissingFilesError` listing every
-    missing file of the list; with ``missing="skip"`` they are left out and appended to ``skipped``.
+    missing file of the list; with ``missing="skip"`` they are left out, returned as
+    :class:`~cct_train.data.base.SkippedEntry` records.
     """
     items: list[Item] = []
     lost: list[SkippedEntry] = []
@@ -185,7 +181,8 @@ def read_list_file(
                     continue
                 image, mask = found
                 items.append(Item(name=row.get("name") or image.stem, image=image, mask=mask))
-        return _finish(path, items, lost, missing, skipped)
+        refuse_lost(str(path), lost, missing)
+        return items, lost
     for entry in read_list(path):
         parts = entry.tokens
         source = f"{path}:{entry.line}"
@@ -197,20 +194,8 @@ def read_list_file(
             continue
         image, mask = found
         items.append(Item(name=image.stem, image=image, mask=mask))
-    return _finish(path, items, lost, missing, skipped)
-
-
-def _finish(
-    path: Path,
-    items: list[Item],
-    lost: list[SkippedEntry],
-    missing: MissingPolicy,
-    skipped: list[SkippedEntry] | None,
-) -> list[Item]:
     refuse_lost(str(path), lost, missing)
-    if skipped is not None:
-        skipped.extend(lost)
-    return items
+    return items, lost
 
 
 def _find_list(root: Path, split: str | None, list_file: str | Path | None) -> Path | None:
@@ -232,35 +217,34 @@ def _find_list(root: Path, split: str | None, list_file: str | Path | None) -> P
 class FolderDataset(SegmentationDataset):
     """Images + masks from a folder: samples ``{"image": uint8 (3, H, W), "mask": int64 (H, W), "name"}``.
 
-    Args:
-        root: the dataset folder.
-        split: read ``root/<split>.txt`` or ``root/<split>.csv``; None (and no ``list_file``) takes every
-            image of ``image_dir`` that has a mask of the same stem in ``mask_dir``.
-        list_file: an explicit split list (.txt or .csv), relative to ``root`` or absolute.
-        image_dir, mask_dir: sub-folders of ``root`` (or absolute paths).
-        num_classes: number of classes; defaults to ``dataset.json``'s value.
-        class_names, palette: names and RGB colours of the classes (``dataset.json`` defaults). An explicit
-            palette also decodes RGB masks: class i has colour ``palette[i]``, other colours -> ignore.
-        ignore_index: the value of ignored pixels in the returned masks (255).
-        void_values: index values on disk mapped to ``ignore_index``.
-        names: keep only these sample ids.
-        resize: optional CPU resize ``(H, W)`` (bilinear images, nearest masks).
-        strict_masks: values outside the classes (and not void / ignore) raise a ValueError naming the
-            file; False maps them to ``ignore_index``.
-        void_colors: RGB colours of RGB masks that mean "ignore" (``dataset.json`` default); like every
-            colour outside the palette they decode to ``ignore_index``, but ``cct data check`` accepts
-            them where it reports other unknown colours.
-        missing: ``"raise"``: list entries whose files are missing raise a
-            :class:`~cct_train.data.base.MissingFilesError` listing all of them, and a duplicate name a
-            ValueError; ``"skip"``: such entries are left out and recorded in ``skipped_entries``.
+    ``split``: read ``root/<split>.txt`` or ``root/<split>.csv``; None (the default, and no ``list_file``)
+    takes every image of ``image_dir`` that has a mask of the same stem in ``mask_dir``. With
+    ``missing="raise"``, list entries whose files are missing raise a
+    :class:`~cct_train.data.base.MissingFilesError` listing all of them, and a duplicate name a
+    ValueError; ``"skip"`` leaves such entries out, recorded in ``skipped_entries``. A mask whose size
+    differs from its image raises a ValueError naming both files.
 
-    A mask whose size differs from its image raises a ValueError naming both files.
+    Its options (:meth:`configure`; the label space defaults to ``dataset.json``'s values):
+
+    - ``list_file``: an explicit split list (.txt or .csv), relative to ``root`` or absolute;
+    - ``image_dir``, ``mask_dir``: sub-folders of ``root`` (or absolute paths); ``image_exts``,
+      ``mask_exts``: the file extensions looked for (case-insensitive);
+    - ``num_classes``; ``class_names``, ``palette``: names and RGB colours of the classes. An explicit
+      palette also decodes RGB masks: class i has colour ``palette[i]``, other colours -> ignore;
+    - ``ignore_index``: the value of ignored pixels in the returned masks (255); ``void_values``: index
+      values on disk mapped to it; ``void_colors``: RGB colours of RGB masks that mean "ignore" (like
+      every colour outside the palette they decode to ``ignore_index``, but ``cct data check`` accepts
+      them where it reports other unknown colours);
+    - ``strict_masks``: values outside the classes (and not void / ignore) raise a ValueError naming the
+      file (default); False maps them to ``ignore_index``.
     """
 
-    def __init__(
+    title = "FolderDataset"
+    default_split: ClassVar[str | None] = None
+
+    def configure(
         self,
-        root: str | Path,
-        split: str | None = None,
+        *,
         list_file: str | Path | None = None,
         image_dir: str | Path = "images",
         mask_dir: str | Path = "masks",
@@ -269,42 +253,43 @@ class FolderDataset(SegmentationDataset):
         palette: Sequence[Sequence[int]] | None = None,
         ignore_index: int | None = None,
         void_values: Sequence[int] | None = None,
-        names: Sequence[str] | None = None,
-        resize: Sequence[int] | None = None,
         image_exts: Sequence[str] = IMAGE_EXTENSIONS,
         mask_exts: Sequence[str] = (".png", ".bmp", ".tif", ".tiff"),
         strict_masks: bool = True,
         void_colors: Sequence[Sequence[int]] | None = None,
-        missing: MissingPolicy = "raise",
     ) -> None:
-        self.root = require_dir(Path(root), "FolderDataset root")
-        missing = check_missing_policy(missing)
-        self.split = split
         meta = read_dataset_json(self.root)
-        num_classes = num_classes if num_classes is not None else meta.get("num_classes")
-        if num_classes is None:
+        classes = num_classes if num_classes is not None else meta.get("num_classes")
+        if classes is None:
             raise ValueError(f"FolderDataset({self.root}): pass num_classes (no {DATASET_JSON} gives it)")
-        class_names = class_names if class_names is not None else meta.get("class_names")
-        palette = palette if palette is not None else meta.get("palette")
-        ignore_index = (
-            ignore_index if ignore_index is not None else int(meta.get("ignore_index", IGNORE_INDEX))
+        if not 1 <= int(classes) <= 255:
+            raise ValueError(f"num_classes must be in 1..255, got {classes}")
+        names = class_names if class_names is not None else meta.get("class_names")
+        self.class_names = tuple(names) if names is not None else tuple(f"class_{i}" for i in range(classes))
+        if len(self.class_names) != int(classes):
+            raise ValueError(f"{len(self.class_names)} class names for {classes} classes")
+        self._mask_palette = palette if palette is not None else meta.get("palette")
+        self.palette = self._mask_palette or ()
+        self.ignore_index = int(
+            ignore_index if ignore_index is not None else meta.get("ignore_index", IGNORE_INDEX)
         )
         void = void_values if void_values is not None else meta.get("void_values", ())
-        self.void_values: tuple[int, ...] = tuple(int(v) for v in void)
+        self.void_values = tuple(int(v) for v in void)
         self.strict_masks = strict_masks
-        self._mask_palette = palette
         colours = void_colors if void_colors is not None else meta.get("void_colors", ())
-        self.void_colors: tuple[tuple[int, int, int], ...] = tuple(
-            (int(c[0]), int(c[1]), int(c[2])) for c in colours
-        )
+        self.void_colors = tuple((int(c[0]), int(c[1]), int(c[2])) for c in colours)
+        # Where the files are, for list_items.
+        self.list_file, self.image_dir, self.mask_dir = list_file, image_dir, mask_dir
+        self.image_exts, self.mask_exts = tuple(image_exts), tuple(mask_exts)
 
-        images = require_dir(self.root / image_dir, "FolderDataset image folder")
-        masks = require_dir(self.root / mask_dir, "FolderDataset mask folder")
-        resolver = _Resolver(self.root, images, masks, image_exts, mask_exts)
-        path = _find_list(self.root, split, list_file)
+    def list_items(self) -> tuple[list[Item], list[SkippedEntry]]:
+        images = require_dir(self.root / self.image_dir, "FolderDataset image folder")
+        masks = require_dir(self.root / self.mask_dir, "FolderDataset mask folder")
+        resolver = _Resolver(self.root, images, masks, self.image_exts, self.mask_exts)
+        path = _find_list(self.root, self.split, self.list_file)
         skipped: list[SkippedEntry] = []
         if path is not None:
-            items = read_list_file(path, resolver, missing, skipped)
+            items, skipped = read_list_file(path, resolver, self.missing)
         else:
             items = [
                 Item(name=stem, image=image, mask=resolver.masks[stem])
@@ -321,37 +306,21 @@ class FolderDataset(SegmentationDataset):
                     f"FolderDataset({self.root}): duplicate sample name {item.name!r} "
                     f"({item.image}; first listed as {seen[item.name].image})"
                 )
-                if missing == "raise":
+                if self.missing == "raise":
                     raise ValueError(message)
                 skipped.append(SkippedEntry("duplicate", item.image, message, item.name))
                 continue
             seen[item.name] = item
             unique.append(item)
-        super().__init__(
-            select_items(unique, names, f"FolderDataset({self.root})"),
-            num_classes=int(num_classes),
-            class_names=class_names,
-            palette=palette,
-            ignore_index=ignore_index,
-            resize=resize,
-        )
-        self.skipped_entries = tuple(skipped)
+        return unique, skipped
 
-    def _load_mask(self, item: Item) -> np.ndarray:
-        assert item.mask is not None
-        raw = read_mask_raw(item.mask)
+    def load_mask(self, path: Path) -> np.ndarray:
+        raw = read_mask_raw(path)
         if raw.ndim == 3:
             if self._mask_palette is not None:
                 return map_rgb_mask(raw, self._mask_palette, self.ignore_index)
             if (raw == raw[..., :1]).all():
                 raw = raw[..., 0]
             else:
-                raise ValueError(f"{item.mask}: RGB mask but no palette to decode it (pass palette=...)")
-        return map_index_mask(
-            raw,
-            self.num_classes,
-            ignore_index=self.ignore_index,
-            void_values=self.void_values,
-            strict=self.strict_masks,
-            source=item.mask,
-        )
+                raise ValueError(f"{path}: RGB mask but no palette to decode it (pass palette=...)")
+        return self.map_index(raw, path)

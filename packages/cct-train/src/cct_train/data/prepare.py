@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from cct_train.data.splits import LABELED_FILE, Split, make_split, save_split
+from cct_train.data.voc import PascalVOC, VOCLayout, image_level_labels, write_image_labels
 
 PREPARE_DATASETS = ("voc", "cityscapes", "camvid", "sunrgbd")
 
@@ -141,15 +142,39 @@ def _download(url: str, folder: Path, report: PrepareReport) -> bool:
 def prepare_voc(
     root: Path, out: Path, *, seed: int, force: bool, download: bool, image_labels: bool
 ) -> PrepareReport:
-    from cct_train.data.voc import PascalVOC, VOCLayout, image_level_labels, write_image_labels
-
     report = PrepareReport("voc", root)
+    layout = _voc_layout(report, root, download)
+    if layout is None:
+        return report
+    if not report.usable:
+        report.fetch.append(f"PASCAL VOC 2012 trainval ({VOC_URL}) is incomplete under {layout.voc}")
+        return report
+    train = PascalVOC(root, "train", missing="skip")
+    if train.skipped_entries:
+        report.notes.append(
+            f"{len(train.skipped_entries)} VOC train entries lack files, e.g. {train.skipped_entries[0].message}"
+        )
+    names = train.names
+    aug: PascalVOC | None = None
+    try:
+        aug = PascalVOC(root, "trainaug", missing="skip")
+        report.checks.append(Check("trainaug images with masks", layout.voc, len(aug), 10582, False))
+    except (FileNotFoundError, ImportError) as error:
+        report.notes.append(f"trainaug unavailable ({error}): unlabeled lists hold VOC train images only")
+    pool_aug = aug.names if aug is not None else list(names)
+    _write_voc_splits(report, root, out, names, pool_aug, with_aug=aug is not None, seed=seed, force=force)
+    if image_labels:
+        _write_image_labels(report, out / "image_labels.txt", aug if aug is not None else train, force)
+    return report
+
+
+def _voc_layout(report: PrepareReport, root: Path, download: bool) -> VOCLayout | None:
+    """The VOC (+ SBD) copy under ``root`` (downloaded first with ``download``) and its counts in
+    ``report``; None, with what to fetch, when there is no VOC at all."""
     try:
         layout = VOCLayout(root)
     except FileNotFoundError:
-        if download and _download(VOC_URL, root, report):
-            layout = VOCLayout(root)
-        else:
+        if not (download and _download(VOC_URL, root, report)):
             report.checks.append(
                 Check("VOC2012 JPEGImages", root / "VOCdevkit" / "VOC2012" / "JPEGImages", 0, 17125)
             )
@@ -158,21 +183,16 @@ def prepare_voc(
                 f"{root}/VOCdevkit/VOC2012/JPEGImages exists"
             )
             _fetch_sbd(report, root)
-            return report
+            return None
+        layout = VOCLayout(root)
     if layout.sbd is None and not layout.aug.is_dir() and download and _download(SBD_URL, root, report):
         layout = VOCLayout(root)
+    train_list, val_list = layout.list_file("train"), layout.list_file("val")
     report.checks += [
         Check("JPEGImages/*.jpg", layout.images, _count(layout.images, "*.jpg"), 17125),
         Check("SegmentationClass/*.png", layout.masks, _count(layout.masks, "*.png"), 2913),
-        Check(
-            "ImageSets/Segmentation/train.txt",
-            layout.list_file("train"),
-            _lines(layout.list_file("train")),
-            1464,
-        ),
-        Check(
-            "ImageSets/Segmentation/val.txt", layout.list_file("val"), _lines(layout.list_file("val")), 1449
-        ),
+        Check("ImageSets/Segmentation/train.txt", train_list, _lines(train_list), 1464),
+        Check("ImageSets/Segmentation/val.txt", val_list, _lines(val_list), 1449),
     ]
     if layout.aug.is_dir() or layout.sbd is None:
         report.checks.append(
@@ -183,50 +203,42 @@ def prepare_voc(
         report.checks.append(Check("SBD cls/*.mat", cls, _count(cls, "*.mat"), 11355, False))
     if not layout.aug.is_dir() and layout.sbd is None:
         _fetch_sbd(report, layout.voc)
-    if not report.usable:
-        report.fetch.append(f"PASCAL VOC 2012 trainval ({VOC_URL}) is incomplete under {layout.voc}")
-        return report
-    train = PascalVOC(root, "train", missing="skip")
-    if train.skipped_entries:
-        report.notes.append(
-            f"{len(train.skipped_entries)} VOC train entries lack files, e.g. {train.skipped_entries[0].message}"
-        )
-    names = train.names
-    try:
-        aug = PascalVOC(root, "trainaug", missing="skip")
-        pool_aug = aug.names
-        report.checks.append(Check("trainaug images with masks", layout.voc, len(pool_aug), 10582, False))
-    except (FileNotFoundError, ImportError) as error:
-        aug = None
-        pool_aug = list(names)
-        report.notes.append(f"trainaug unavailable ({error}): unlabeled lists hold VOC train images only")
+    return layout
+
+
+def _write_voc_splits(
+    report: PrepareReport,
+    root: Path,
+    out: Path,
+    names: Sequence[str],
+    pool_aug: Sequence[str],
+    *,
+    with_aug: bool,
+    seed: int,
+    force: bool,
+) -> None:
+    """VOC's standard splits: ``1464`` (VOC train labeled), the classic subsets of VOC train and, with
+    trainaug (``with_aug``), the blender fractions of it; the rest of ``pool_aug`` unlabeled."""
     source = f"voc:{root}"
     labeled = set(names)
-    _write(
-        report,
-        out,
-        "1464",
-        Split(
-            sorted(names),
-            sorted(set(pool_aug) - labeled),
-            source=f"{source}:ImageSets/Segmentation/train.txt",
-        ),
-        force,
+    full = Split(
+        sorted(names), sorted(set(pool_aug) - labeled), source=f"{source}:ImageSets/Segmentation/train.txt"
     )
+    _write(report, out, "1464", full, force)
     for n in VOC_CLASSIC:
         _subset(report, out, str(n), names, n, pool_aug, seed, force, source)
     for k in BLENDER:
         n = math.ceil(len(pool_aug) / k)
-        if aug is not None:
+        if with_aug:
             _subset(report, out, f"blender-1_{k}", pool_aug, n, pool_aug, seed, force, source)
-    if image_labels:
-        path = out / "image_labels.txt"
-        if path.is_file() and not force:
-            report.kept.append(path)
-        else:
-            dataset = aug if aug is not None else train
-            report.written.append(write_image_labels(image_level_labels(dataset), dataset.class_names, path))
-    return report
+
+
+def _write_image_labels(report: PrepareReport, path: Path, dataset: PascalVOC, force: bool) -> None:
+    """Image-level labels of ``dataset`` derived from its masks (the weak-label setting), unless kept."""
+    if path.is_file() and not force:
+        report.kept.append(path)
+    else:
+        report.written.append(write_image_labels(image_level_labels(dataset), dataset.class_names, path))
 
 
 def _fetch_sbd(report: PrepareReport, where: Path) -> None:

@@ -168,31 +168,10 @@ def build_data(config: Config, drop: Mapping[str, set[str]] | None = None) -> Da
     num_classes = _check_classes(config, train_set)
     labeled_names, unlabeled_names = split_names(config, train_set.names)
     present = set(train_set.names)  # split lists may name samples that were dropped as bad
-    labeled_names = [n for n in labeled_names if n in present]
-    unlabeled_names = [n for n in unlabeled_names if n in present]
-    labeled_set = train_set.subset(labeled_names)
-    unlabeled_sets: list[Dataset[Any]] = []
-    if unlabeled_names:
-        unlabeled_sets.append(train_set.subset(unlabeled_names).without_masks())
-    if data.unlabeled_root is not None:
-        folder = UnlabeledFolder(data.unlabeled_root, resize=data.resize)
-        unlabeled_sets.append(drop_samples(folder, drop.get("unlabeled_root", set())))
-    if data.pseudo_labels is not None and not config.supervised_only:
-        # Weak labels (paper 3.3): each unlabeled sample carries its pseudo-label as "mask".
-        unlabeled_sets = [
-            WithPseudoLabels(s, data.pseudo_labels, num_classes=num_classes, ignore_index=data.ignore_index)
-            for s in unlabeled_sets
-        ]
-    unlabeled_set: Any = None  # an ImageDataset or a ConcatDataset of them
-    if unlabeled_sets:
-        unlabeled_set = (
-            unlabeled_sets[0] if len(unlabeled_sets) == 1 else torch.utils.data.ConcatDataset(unlabeled_sets)
-        )
-    if not config.supervised_only and unlabeled_set is None:
-        raise ValueError(
-            "CCT (and cross-view training) needs unlabeled images: set data.split.n_labeled (the rest of the training split becomes "
-            "unlabeled), data.split.unlabeled_list or data.unlabeled_root; or use train.mode=supervised"
-        )
+    labeled_set = train_set.subset([n for n in labeled_names if n in present])
+    unlabeled_set = _unlabeled_set(
+        config, train_set.subset([n for n in unlabeled_names if n in present]), num_classes, drop
+    )
     seed = config.experiment.seed
     # Images of several sizes: a batch of them is scaled and cropped per sample in the loader (same
     # distribution as the batched augmentation on the device, which a batch of one size gets).
@@ -220,16 +199,7 @@ def build_data(config: Config, drop: Mapping[str, set[str]] | None = None) -> Da
     val_loader = None
     if data.val_split:
         val_set = drop_samples(build_split_dataset(config, data.val_split), drop.get("val", set()))
-        # Each image is evaluated at its own size (padded batches record the sizes; see evaluate).
-        val_loader = build_loader(
-            val_set,
-            batch_size=data.val_batch_size,
-            shuffle=False,
-            num_workers=data.num_workers,
-            seed=seed,
-            pad=True,
-            ignore_index=data.ignore_index,
-        )
+        val_loader = _evaluation_loader(config, val_set)
     normalize = Normalize(*model_normalization(config))
     augment = SegmentationAugment(
         crop_size=data.crop_size,
@@ -251,6 +221,50 @@ def build_data(config: Config, drop: Mapping[str, set[str]] | None = None) -> Da
     )
 
 
+def _unlabeled_set(
+    config: Config, unlabeled: ImageDataset, num_classes: int, drop: Mapping[str, set[str]]
+) -> Any:
+    """The unlabeled images of training: ``unlabeled`` (the training split's own, masks dropped) and
+    ``data.unlabeled_root``, each with its pseudo-label with ``data.pseudo_labels``; an ImageDataset, a
+    ConcatDataset of them or None (an error where CCT needs them)."""
+    data = config.data
+    sets: list[Dataset[Any]] = []
+    if len(unlabeled):
+        sets.append(unlabeled.without_masks())
+    if data.unlabeled_root is not None:
+        folder = UnlabeledFolder(data.unlabeled_root, resize=data.resize)
+        sets.append(drop_samples(folder, drop.get("unlabeled_root", set())))
+    if data.pseudo_labels is not None and not config.supervised_only:
+        # Weak labels (paper 3.3): each unlabeled sample carries its pseudo-label as "mask".
+        sets = [
+            WithPseudoLabels(s, data.pseudo_labels, num_classes=num_classes, ignore_index=data.ignore_index)
+            for s in sets
+        ]
+    if not config.supervised_only and not sets:
+        raise ValueError(
+            "CCT (and cross-view training) needs unlabeled images: set data.split.n_labeled (the rest of the training split becomes "
+            "unlabeled), data.split.unlabeled_list or data.unlabeled_root; or use train.mode=supervised"
+        )
+    if not sets:
+        return None
+    return sets[0] if len(sets) == 1 else torch.utils.data.ConcatDataset(sets)
+
+
+def _evaluation_loader(config: Config, dataset: Dataset[Any]) -> DataLoader:
+    """A loader over ``dataset`` for evaluation: in order, each image at its own size (padded batches
+    record the sizes; see evaluate)."""
+    data = config.data
+    return build_loader(
+        dataset,
+        batch_size=data.val_batch_size,
+        shuffle=False,
+        num_workers=data.num_workers,
+        seed=config.experiment.seed,
+        pad=True,
+        ignore_index=data.ignore_index,
+    )
+
+
 def build_eval_loader(
     config: Config, split: str | None = None
 ) -> tuple[DataLoader, Normalize, int, list[str]]:
@@ -260,15 +274,7 @@ def build_eval_loader(
         raise ValueError("no split to evaluate: set data.val_split or pass --split")
     dataset = build_split_dataset(config, name)
     num_classes = _check_classes(config, dataset)
-    loader = build_loader(
-        dataset,
-        batch_size=config.data.val_batch_size,
-        shuffle=False,
-        num_workers=config.data.num_workers,
-        seed=config.experiment.seed,
-        pad=True,
-        ignore_index=config.data.ignore_index,
-    )
+    loader = _evaluation_loader(config, dataset)
     return loader, Normalize(*model_normalization(config)), num_classes, list(dataset.class_names)
 
 

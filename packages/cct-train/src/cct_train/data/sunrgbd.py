@@ -34,12 +34,9 @@ import numpy as np
 from cct_train.data.base import (
     IGNORE_INDEX,
     Item,
-    MissingPolicy,
     SegmentationDataset,
-    check_missing_policy,
+    SkippedEntry,
     default_palette,
-    require_dir,
-    select_items,
     split_missing,
 )
 
@@ -188,26 +185,23 @@ class SUNRGBD(SegmentationDataset):
     """SUN RGB-D: ``{"image": uint8 (3, H, W), "mask": int64 in 0..C-1 ∪ {255}, "name"}`` with C = 37 or 13.
 
     Image sizes vary (mostly 530x730 or 531x681 ...): pass ``resize`` (the paper uses 480x640) or batch
-    through random crops. Args as :class:`~cct_train.data.CamVid`, plus ``classes`` (37 or 13).
+    through random crops. ``split``: ``"train"`` or ``"test"`` (``"val"`` reads the test split, the one the
+    paper evaluates on). Its option ``classes``: 37 (default) or 13.
     """
 
-    def __init__(
-        self,
-        root: str | Path,
-        split: str = "train",
-        names: Sequence[str] | None = None,
-        resize: Sequence[int] | None = None,
-        missing: MissingPolicy = "raise",
-        classes: int = 37,
-    ) -> None:
-        if split not in SUNRGBD_SPLITS:
-            raise ValueError(f"SUN RGB-D split must be one of {SUNRGBD_SPLITS}, got {split!r}")
+    title = "SUN RGB-D"
+    splits = SUNRGBD_SPLITS
+
+    def configure(self, *, classes: int = 37) -> None:
         if classes not in (13, 37):
             raise ValueError(f"SUN RGB-D classes must be 13 or 37, got {classes}")
-        self.root = require_dir(Path(root), "SUN RGB-D root")
-        self.split = "test" if split == "val" else split
         self.classes = classes
-        images = _find(self.root, IMAGE_DIRS[self.split], f"{self.split} images")
+        self.class_names = SUNRGBD_37_CLASSES if classes == 37 else SUNRGBD_13_CLASSES
+        self.palette = default_palette(len(self.class_names) + 1)[1:]
+        self.split = "test" if self.split == "val" else self.split  # val: the test split, as in the paper
+
+    def list_items(self) -> tuple[list[Item], list[SkippedEntry]]:
+        images = _find(self.root, IMAGE_DIRS[str(self.split)], f"{self.split} images")
         labels = _find(self.root, LABEL_DIRS, "labels")
         offset = SUNRGBD_TEST_SIZE if self.split == "train" else 0
         items: list[Item] = []
@@ -219,18 +213,7 @@ class SUNRGBD(SegmentationDataset):
             items.append(Item(name=image.stem, image=image, mask=label))
         if not items:
             raise FileNotFoundError(f"SUN RGB-D {self.split}: no img-NNNNNN.jpg images in {images}")
-        items, skipped = split_missing(items, f"SUN RGB-D {self.split} labels", check_missing_policy(missing))
-        class_names = SUNRGBD_37_CLASSES if classes == 37 else SUNRGBD_13_CLASSES
-        super().__init__(
-            select_items(items, names, f"SUNRGBD {self.split}"),
-            num_classes=len(class_names),
-            class_names=class_names,
-            palette=default_palette(len(class_names) + 1)[1:],
-            ignore_index=IGNORE_INDEX,
-            resize=resize,
-        )
-        self.skipped_entries = tuple(skipped)
+        return split_missing(items, f"SUN RGB-D {self.split} labels", self.missing)
 
-    def _load_mask(self, item: Item) -> np.ndarray:
-        raw = self._read_index_mask(item, "SUN RGB-D labels")
-        return map_sunrgbd_labels(raw, self.classes)
+    def load_mask(self, path: Path) -> np.ndarray:
+        return map_sunrgbd_labels(self.index_values(path), self.classes)

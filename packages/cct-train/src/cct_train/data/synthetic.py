@@ -24,18 +24,13 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from cct_train.data.base import IGNORE_INDEX, MissingPolicy
+from cct_train.data.base import IGNORE_INDEX
+from cct_train.data.cityscapes import CITYSCAPES_PALETTE
 from cct_train.data.folder import DATASET_JSON, FolderDataset
 
 SYNTHETIC_CLASSES: tuple[str, ...] = ("sky", "ground", "road", "circle", "rectangle", "triangle")
-SYNTHETIC_PALETTE: list[tuple[int, int, int]] = [
-    (70, 130, 180),
-    (107, 142, 35),
-    (128, 64, 128),
-    (220, 20, 60),
-    (0, 0, 142),
-    (250, 170, 30),
-]
+#: Cityscapes' colours of the nearest classes: sky, vegetation, road, person, car, traffic light.
+SYNTHETIC_PALETTE: list[tuple[int, int, int]] = [CITYSCAPES_PALETTE[i] for i in (10, 8, 0, 11, 13, 6)]
 _SPLIT_CODES = {"train": 0, "val": 1}
 
 
@@ -234,23 +229,19 @@ class SyntheticScenes(FolderDataset):
     """The output of :func:`generate_synthetic_dataset`, read back as a FolderDataset.
 
     ``num_classes``, ``class_names`` and ``palette`` come from ``dataset.json``; ``split`` is ``"train"``
-    or ``"val"``. A missing folder raises FileNotFoundError telling how to generate it.
+    (default) or ``"val"``. A missing folder raises FileNotFoundError telling how to generate it.
     """
 
-    def __init__(
-        self,
-        root: str | Path,
-        split: str = "train",
-        names: Sequence[str] | None = None,
-        resize: Sequence[int] | None = None,
-        missing: MissingPolicy = "raise",
-    ) -> None:
-        if not (Path(root) / DATASET_JSON).is_file():
+    title = "synthetic scenes"
+    default_split = "train"
+
+    def find_root(self, root: Path) -> Path:
+        if not (root / DATASET_JSON).is_file():
             raise FileNotFoundError(
-                f"synthetic dataset not found: {Path(root) / DATASET_JSON} "
+                f"synthetic dataset not found: {root / DATASET_JSON} "
                 "(create it with cct_train.data.generate_synthetic_dataset(root) or `cct demo`)"
             )
-        super().__init__(root, split=split, names=names, resize=resize, missing=missing)
+        return root
 
     @classmethod
     def generate(cls, root: str | Path, split: str = "train", **kwargs: Any) -> SyntheticScenes:

@@ -38,17 +38,14 @@ import torch
 from cct_train.data.base import (
     IGNORE_INDEX,
     Item,
-    MissingPolicy,
     Sample,
     SegmentationDataset,
     SkippedEntry,
-    check_missing_policy,
     check_resize,
     default_palette,
     map_index_mask,
     map_rgb_mask,
     read_mask_raw,
-    select_items,
     split_missing,
 )
 from cct_train.data.lists import list_names
@@ -241,65 +238,52 @@ class VOCLayout:
 class PascalVOC(SegmentationDataset):
     """PASCAL VOC 2012 (+ SBD): ``{"image": uint8 (3, H, W), "mask": int64 (H, W) in 0..20 ∪ {255}, "name"}``.
 
-    Args:
-        root: the folder holding ``VOCdevkit/`` (or ``VOCdevkit/`` or ``VOC2012/`` itself).
-        split: ``"train"`` (1,464), ``"val"`` (1,449), ``"trainval"`` or ``"trainaug"`` (10,582).
-        names: keep only these ids.
-        resize: optional CPU resize ``(H, W)``; VOC images vary in size (at most 500x500), so leave it
-            None for training (random crops batch them) and use ``val_batch_size: 1`` for evaluation.
-        missing: ``"raise"`` (every missing image or mask listed in one error) or ``"skip"``.
-        labels: mask source, ``"auto"`` (default), ``"voc"``, ``"aug"`` or ``"sbd"`` (see module docs).
-        strict_masks: values outside 0..20 and not 255 raise (default); False maps them to void.
-        pad_to: pad every sample at the bottom / right to this ``(H, W)`` (images with the ImageNet mean
-            colour, masks with 255, so padding is never trained on nor scored), as DeepLab and CCT's
-            loaders do: VOC images differ in size (at most 500x500), and batches need one size. The
-            shipped configs use ``pad_to: [500, 500]``; a larger image raises ValueError.
+    ``root``: the folder holding ``VOCdevkit/`` (or ``VOCdevkit/`` or ``VOC2012/`` itself); ``split``:
+    ``"train"`` (1,464), ``"val"`` (1,449), ``"trainval"`` or ``"trainaug"`` (10,582); ``names``: ids.
+    ``resize``: VOC images vary in size (at most 500x500), so leave it None for training (random crops
+    batch them) and use ``val_batch_size: 1`` or ``pad_to`` for evaluation. Missing images or masks are
+    listed in one error (``missing="raise"``) or left out; an id listed twice is left out, recorded.
+
+    Its options: ``labels``, the mask source: ``"auto"`` (default), ``"voc"``, ``"aug"`` or ``"sbd"`` (see
+    the module docs); ``strict_masks``: values outside 0..20 and not 255 raise (default), False maps them
+    to void; ``pad_to``: pad every sample at the bottom / right to this ``(H, W)`` (images with the
+    ImageNet mean colour, masks with 255, so padding is never trained on nor scored), as DeepLab and
+    CCT's loaders do: batches need one size. The shipped configs use ``pad_to: [500, 500]``; a larger
+    image raises ValueError.
     """
 
-    def __init__(
-        self,
-        root: str | Path,
-        split: str = "train",
-        names: Sequence[str] | None = None,
-        resize: Sequence[int] | None = None,
-        missing: MissingPolicy = "raise",
-        labels: LabelSource = "auto",
-        strict_masks: bool = True,
-        pad_to: Sequence[int] | None = None,
+    title = "PASCAL VOC"
+    splits = VOC_SPLITS
+    class_names = VOC_CLASSES
+    palette = VOC_PALETTE
+
+    def configure(
+        self, *, labels: LabelSource = "auto", strict_masks: bool = True, pad_to: Sequence[int] | None = None
     ) -> None:
-        if split not in VOC_SPLITS:
-            raise ValueError(f"PASCAL VOC split must be one of {VOC_SPLITS}, got {split!r}")
         if labels not in ("auto", "voc", "aug", "sbd"):
             raise ValueError(f"labels must be auto, voc, aug or sbd, got {labels!r}")
-        self.layout = VOCLayout(root)
-        self.root = self.layout.root
-        self.split = split
-        self.labels = labels
+        self.labels: LabelSource = labels
         self.strict_masks = strict_masks
-        ids = self.layout.split_ids(split)
-        items = [
-            Item(name=i, image=self.layout.image_path(i), mask=self.layout.mask_path(i, labels)) for i in ids
-        ]
-        kept, skipped = split_missing(items, f"PASCAL VOC {split}", check_missing_policy(missing))
-        kept, dups = _dedupe(kept)
-        super().__init__(
-            select_items(kept, names, f"PascalVOC {split}"),
-            num_classes=len(VOC_CLASSES),
-            class_names=VOC_CLASSES,
-            palette=VOC_PALETTE,
-            ignore_index=IGNORE_INDEX,
-            resize=resize,
-        )
-        self.skipped_entries = tuple(skipped + dups)
         self.pad_to = check_resize(pad_to)
+
+    def find_root(self, root: Path) -> Path:
+        self.layout = VOCLayout(root)  # FileNotFoundError naming the JPEGImages folders looked for
+        return self.layout.root
+
+    def list_items(self) -> tuple[list[Item], list[SkippedEntry]]:
+        layout, labels = self.layout, self.labels
+        ids = layout.split_ids(str(self.split))
+        items = [Item(name=i, image=layout.image_path(i), mask=layout.mask_path(i, labels)) for i in ids]
+        kept, skipped = split_missing(items, f"PASCAL VOC {self.split}", self.missing)
+        kept, dups = _dedupe(kept)
+        return kept, skipped + dups
+
+    def load_mask(self, path: Path) -> np.ndarray:
+        return load_voc_mask(path, strict=self.strict_masks)
 
     def __getitem__(self, index: int) -> Sample:
         sample = super().__getitem__(index)
         return pad_sample(sample, self.pad_to) if self.pad_to is not None else sample
-
-    def _load_mask(self, item: Item) -> np.ndarray:
-        assert item.mask is not None
-        return load_voc_mask(item.mask, strict=self.strict_masks)
 
 
 PAD_COLOUR: tuple[int, int, int] = (124, 116, 104)

@@ -33,7 +33,6 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from cct_losses import weak_label_loss
-from cct_perturb import VAT
 from cct_train.common.logits import fit_logits
 from cct_train.objectives.crossview import CrossViewInputs, strong_view_loss, weak_view_target
 from cct_train.objectives.fused import SubPixelRows, is_subpixel_decoder
@@ -236,9 +235,9 @@ def perturb_features(
             z_p = pert(z_u, generator=generator)
         elif kind == "prediction":
             z_p = pert(z_u, main_u, generator=generator)
-        elif isinstance(pert, VAT) and head.consistency_term.fused and is_subpixel_decoder(dec):
+        elif kind == "decoder" and head.consistency_term.fused and is_subpixel_decoder(dec):
             rows = SubPixelRows(dec)  # type: ignore[arg-type]
-            if pert.target == "main":
+            if getattr(pert, "target", "main") == "main":  # it reads main_u: give it in the same order
                 if rows_target is None:
                     rows_target = rows.target(main_u)
                 z_p = pert(z_u, rows, rows_target, generator=generator)

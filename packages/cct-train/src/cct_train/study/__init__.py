@@ -56,6 +56,7 @@ from cct_train.study.schema import (
     QualitativeConfig,
     StudyConfig,
     base_config,
+    known_methods,
     load_study_config,
     study_config_from_dict,
 )
@@ -97,6 +98,7 @@ __all__ = [
     "base_config",
     "execute_run",
     "fingerprint",
+    "known_methods",
     "format_cell",
     "git_commit",
     "hardware",

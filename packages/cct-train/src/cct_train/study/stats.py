@@ -10,7 +10,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from cct_train.study.runs import RunResult
-from cct_train.study.schema import ALL_METHODS, SUPERVISED
+from cct_train.study.schema import SUPERVISED, known_methods
 
 
 # ---------------------------------------------------------------------------------------------- maths
@@ -91,7 +91,7 @@ def aggregate(results: Iterable[RunResult], baseline: str = SUPERVISED) -> list[
     for r in ok:
         by_cell.setdefault((r.n, r.method), []).append(r)
     base = {(r.n, r.seed): 100 * r.miou for r in ok if r.method == baseline}
-    order = {m: i for i, m in enumerate(ALL_METHODS)}
+    order = {m: i for i, m in enumerate(known_methods())}
     summaries = []
     for (n, method), cell in sorted(by_cell.items(), key=lambda kv: (kv[0][0], order.get(kv[0][1], 99))):
         cell = sorted(cell, key=lambda r: r.seed)

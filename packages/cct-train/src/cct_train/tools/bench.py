@@ -357,7 +357,7 @@ def _perturbation_times(
             # VAT differentiates through its decoder (gradients on, as in training), which the model runs
             # as GEMMs in sub-pixel order when fused_aux is on.
             rows = SubPixelRows(decoder)
-            main_rows = rows.target(pred) if getattr(module, "target", "decoder") == "main" else None
+            main_rows = rows.target(pred) if getattr(module, "target", "main") == "main" else None
             fn = partial(module, z, rows, main_rows)
         else:
             fn = partial(module, z, decoder, pred)
