@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from cct_train.checkpoint import (
+from cct_train.common.checkpoint import (
     CheckpointError,
     load_checkpoint,
     load_weights,

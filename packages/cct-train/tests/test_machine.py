@@ -1,4 +1,4 @@
-"""cct_train.machine: the precision and thread decisions, with the CPU / GPU capability mocked both ways."""
+"""cct_train.engine.machine: the precision and thread decisions, with the CPU / GPU capability mocked both ways."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ import warnings
 import pytest
 import torch
 
-from cct_train import machine
-from cct_train.machine import (
+from cct_train.engine import machine
+from cct_train.engine.machine import (
     CPUInfo,
     SlowPrecisionWarning,
     choose_threads,

@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from cct_train.model import (
+from cct_train.models.cct import (
     DEFAULT_PERTURBATIONS,
     CCTModel,
     PSPModule,
@@ -322,7 +322,7 @@ def test_fused_consistency_loss_matches_decoders(
 ) -> None:
     """The fused GEMM path gives the ordinary decoders' loss and gradients (float64: to rounding)."""
     from cct_losses import consistency_loss
-    from cct_train.decoders import fused_consistency_loss
+    from cct_train.objectives.fused import fused_consistency_loss
 
     torch.manual_seed(0)
     k, b, d, c, h, w = 4, 2, 8, 5, 3, 2
@@ -362,7 +362,7 @@ def test_fused_consistency_loss_matches_decoders(
 def test_confidence_masked_lu_ignores_unconfident_pixels() -> None:
     """With confidence masking, an unconfident pixel of the main prediction sends no gradient to the
     auxiliary decoders whatever they predict there, and the loss is the mean over the confident pixels."""
-    from cct_train.decoders import fused_consistency_loss
+    from cct_train.objectives.fused import fused_consistency_loss
 
     torch.manual_seed(0)
     dec = UpsampleDecoder(6, 4, 4, hidden_relu=False).double()  # linear: no dead unit hides a gradient
@@ -381,7 +381,7 @@ def test_confidence_masked_lu_ignores_unconfident_pixels() -> None:
 
 
 def test_subpixel_order_is_the_decoders_pixel_order() -> None:
-    from cct_train.decoders import subpixel_order
+    from cct_train.objectives.fused import subpixel_order
     from cct_train.objectives.fused import _block_params  # private, moved out of decoders.py
 
     torch.manual_seed(0)
@@ -456,7 +456,7 @@ def test_model_confidence_masking(confidence: float) -> None:
 def test_vat_through_subpixel_rows_gives_the_same_perturbation() -> None:
     """I-VAT on SubPixelRows(decoder) (GEMMs, sub-pixel order) finds the ordinary decoder's direction."""
     from cct_perturb import vat
-    from cct_train.decoders import SubPixelRows
+    from cct_train.objectives.fused import SubPixelRows
 
     torch.manual_seed(0)
     dec = UpsampleDecoder(8, 5, 8).double()
@@ -473,7 +473,7 @@ def test_vat_through_subpixel_rows_gives_the_same_perturbation() -> None:
 def test_vat_own_target_through_subpixel_rows() -> None:
     """Standard VAT (the decoder's own target) on SubPixelRows finds the ordinary decoder's direction."""
     from cct_perturb import vat
-    from cct_train.decoders import SubPixelRows
+    from cct_train.objectives.fused import SubPixelRows
 
     torch.manual_seed(0)
     dec = UpsampleDecoder(8, 5, 8).double()

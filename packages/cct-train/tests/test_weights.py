@@ -13,9 +13,9 @@ from typer.testing import CliRunner
 from cct_train.cli import app
 from cct_train.config import config_from_dict
 from cct_train.data.setup import model_normalization
-from cct_train.encoders import build_encoder, convert_weights, input_normalization, load_encoder_weights
-from cct_train.model import CCTModel
-from cct_train.weights import WEIGHT_PACKAGES, WeightPackage, map_state_dict, resolve_weights
+from cct_train.models.encoders import build_encoder, convert_weights, input_normalization, load_encoder_weights
+from cct_train.models.cct import CCTModel
+from cct_train.models.weights import WEIGHT_PACKAGES, WeightPackage, map_state_dict, resolve_weights
 
 ENCODER = "timm:tf_efficientnet_lite0"
 X = torch.randn(1, 3, 64, 64)
@@ -203,7 +203,7 @@ def test_the_installed_lite0_package_classifies_camvid_frames(camvid_root: Path)
     assert package is not None
     assert package.encoder == ENCODER
     classifier = timm.create_model("tf_efficientnet_lite0").eval()
-    from cct_train.weights import read_state_dict
+    from cct_train.models.weights import read_state_dict
 
     mapped = map_state_dict(read_state_dict(file), classifier.state_dict(), match="order")
     classifier.load_state_dict(mapped.state)

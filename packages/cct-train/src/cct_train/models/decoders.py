@@ -25,7 +25,7 @@ __all__ = [
     "SubPixelBlock",
     "UpsampleDecoder",
     "icnr_",
-    # moved to cct_train.objectives.fused (issue #16), still importable from here and cct_train.decoders:
+    # moved to cct_train.objectives.fused (issue #16), still importable from here:
     "SubPixelRows",
     "fused_consistency_loss",
     "subpixel_order",
