@@ -7,9 +7,9 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
-
 SRC = Path(__file__).resolve().parents[1] / "src"
 PACKAGE = SRC / "cct_train"
+
 
 def _module_name(path: Path) -> str:
     parts = list(path.relative_to(SRC).with_suffix("").parts)
@@ -97,7 +97,9 @@ def test_the_cycle_check_sees_imports_under_type_checking() -> None:
     tree = ast.parse("from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from cct_train.b import B\n")
 
     def modules(type_checking: bool) -> list[str | None]:
-        return [n.module for n in _imports(tree, type_checking=type_checking) if isinstance(n, ast.ImportFrom)]
+        return [
+            n.module for n in _imports(tree, type_checking=type_checking) if isinstance(n, ast.ImportFrom)
+        ]
 
     assert modules(type_checking=False) == ["typing"]
     assert modules(type_checking=True) == ["typing", "cct_train.b"]

@@ -12,9 +12,14 @@ from typer.testing import CliRunner
 
 from cct_train.cli import app
 from cct_train.config import config_from_dict
-from cct_train.data.setup import model_normalization
-from cct_train.models.encoders import build_encoder, convert_weights, input_normalization, load_encoder_weights
+from cct_train.data.build import model_normalization
 from cct_train.models.cct import CCTModel
+from cct_train.models.encoders import (
+    build_encoder,
+    convert_weights,
+    input_normalization,
+    load_encoder_weights,
+)
 from cct_train.models.weights import WEIGHT_PACKAGES, WeightPackage, map_state_dict, resolve_weights
 
 ENCODER = "timm:tf_efficientnet_lite0"

@@ -39,8 +39,8 @@ DeviceOpt = Annotated[str | None, typer.Option(help="cpu or cuda (default: cuda 
 
 def _images(cfg: Any, split: str | None, names: Path | None, unlabeled_only: bool = False) -> Any:
     """The data set named by the config's data section, optionally restricted to some names."""
+    from cct_train.data.build import build_split_dataset, split_names
     from cct_train.data.lists import list_names
-    from cct_train.data.setup import build_split_dataset, split_names
 
     dataset = build_split_dataset(cfg, split or cfg.data.train_split)
     if names is not None:

@@ -50,9 +50,9 @@ from cct_train.common.rundir import (
 )
 from cct_train.config import Config, save_config
 from cct_train.data import InfiniteLoader, cycle
-from cct_train.data.setup import DataBundle, TrainTransform, build_data
+from cct_train.data.build import TrainingData, TrainTransform, build_data
 from cct_train.engine.batchnorm import has_batchnorm, recalibrate_batchnorm
-from cct_train.engine.machine import PrecisionChoice, resolve_precision
+from cct_train.engine.hardware import PrecisionChoice, resolve_precision
 from cct_train.engine.schedules import build_optimizer, consistency_schedule, poly_schedule, poly_scheduler
 from cct_train.engine.signals import NonFiniteLossError, StopRequest, TrainingInterrupted, stop_on_signals
 from cct_train.engine.trackers import CSVTracker, check_trackers, log_images
@@ -90,7 +90,7 @@ class DomainRun:
 
     name: str
     config: Config  # the domain's single-domain view (Config.domain_views)
-    data: DataBundle
+    data: TrainingData
     augment: TrainTransform
     consistency_weight: ConsistencyWeight
     abce: AnnealedBootstrappedCE | None
@@ -271,7 +271,7 @@ class Trainer:
 
     # ------------------------------------------------------------------ single-domain shortcuts
     @property
-    def data(self) -> DataBundle:
+    def data(self) -> TrainingData:
         """The (first) domain's data."""
         return self.domains[0].data
 

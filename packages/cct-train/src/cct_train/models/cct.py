@@ -354,7 +354,7 @@ class CCTModel(nn.Module):
         #: batched GEMMs, back-propagated chunk by chunk in the forward pass; same value and gradients,
         #: faster and without the K full-resolution outputs in memory). Used for ``consistency`` "mse" /
         #: "kl" without weak targets; ``False``: one ordinary decoder call per auxiliary decoder.
-        self.fused_aux = True
+        self.fuse_aux_decoders = True
         #: Output elements (``k * B * C * H * W``) per chunk of fused decoders: bounds the temporary memory.
         self.aux_chunk_elements = 1 << 21
 

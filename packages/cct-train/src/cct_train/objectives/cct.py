@@ -35,7 +35,7 @@ from cct_train.objectives.fused import SubPixelRows, fused_consistency_loss, is_
 
 __all__ = [
     "FUSED_KINDS",
-    "CCTHead",
+    "CCTDecoders",
     "CrossViewInputs",
     "cct_objective",
     "perturb_features",
@@ -49,7 +49,7 @@ __all__ = [
 FUSED_KINDS = ("mse", "kl")
 
 
-class CCTHead(Protocol):
+class CCTDecoders(Protocol):
     """What the objective reads of a model: its decoders, perturbations and loss settings (a
     :class:`~cct_train.models.cct.CCTModel`, or one domain's head of the multi-domain model)."""
 
@@ -69,7 +69,7 @@ class CCTHead(Protocol):
     @property
     def min_kept(self) -> int: ...
     @property
-    def fused_aux(self) -> bool: ...
+    def fuse_aux_decoders(self) -> bool: ...
     @property
     def aux_chunk_elements(self) -> int: ...
     @property
@@ -77,7 +77,7 @@ class CCTHead(Protocol):
 
 
 def cct_objective(
-    head: CCTHead,
+    head: CCTDecoders,
     z_l: Tensor,
     targets: Tensor,
     z_u: Tensor | None = None,
@@ -147,7 +147,7 @@ def cct_objective(
             confidence=head.confidence,
             weak_targets=weak_targets,
             ignore_index=head.ignore_index,
-            fused=head.fused_aux,
+            fused=head.fuse_aux_decoders,
             chunk_elements=head.aux_chunk_elements,
             stride=head.output_stride,
         )
@@ -162,7 +162,7 @@ def cct_objective(
 
 
 def _cross_view_objective(
-    head: CCTHead,
+    head: CCTDecoders,
     logits_l: Tensor,
     loss_sup: Tensor,
     z_s: Tensor,
@@ -188,7 +188,7 @@ def _cross_view_objective(
             confidence=cross_view.confidence,
             weak_targets=weak_targets,
             ignore_index=head.ignore_index,
-            fused=head.fused_aux,
+            fused=head.fuse_aux_decoders,
             chunk_elements=head.aux_chunk_elements,
             stride=head.output_stride,
         )
@@ -252,14 +252,14 @@ def supervised_loss(
 
 
 def perturb_features(
-    head: CCTHead, z_u: Tensor, main_u: Tensor, generator: torch.Generator | None = None
+    head: CCTDecoders, z_u: Tensor, main_u: Tensor, generator: torch.Generator | None = None
 ) -> list[Tensor]:
     """Each auxiliary decoder's perturbation of ``z_u`` (B_u, D, h, w): K tensors of that shape, in order.
 
     A perturbation's ``inputs`` says what it reads: the features alone (noise, dropout), the features and
     ``main_u`` (B_u, C, H, W), the main logits (object / context masks, guided cutout), or its own auxiliary
     decoder (VAT). VAT's target is that decoder's own clean prediction (standard VAT, the default) or, with
-    ``target="main"``, ``main_u``; with ``head.fused_aux`` its power iteration runs on the decoder as GEMMs
+    ``target="main"``, ``main_u``; with ``head.fuse_aux_decoders`` its power iteration runs on the decoder as GEMMs
     in sub-pixel order (:class:`~cct_train.objectives.fused.SubPixelRows`: the same decoder and parameters,
     the same direction, since its loss is a sum over pixels).
     """
@@ -271,7 +271,7 @@ def perturb_features(
             z_p = pert(z_u, generator=generator)
         elif kind == "prediction":
             z_p = pert(z_u, main_u, generator=generator)
-        elif isinstance(pert, VAT) and head.fused_aux and is_subpixel_decoder(dec):
+        elif isinstance(pert, VAT) and head.fuse_aux_decoders and is_subpixel_decoder(dec):
             rows = SubPixelRows(dec)  # type: ignore[arg-type]
             if pert.target == "main":
                 if rows_target is None:

@@ -10,7 +10,7 @@ from contextlib import suppress
 from pathlib import Path
 from typing import Any
 
-from cct_train.engine.machine import (
+from cct_train.engine.hardware import (
     available_cores,
     cpu_info,
 )

@@ -25,7 +25,7 @@ from cct_train.config import (
     UnlabeledConfig,
     config_from_dict,
 )
-from cct_train.engine.machine import (
+from cct_train.engine.hardware import (
     choose_threads,
 )
 from cct_train.engine.signals import StopRequest
@@ -363,7 +363,7 @@ def _worker_init(threads: int, share: CoreShare | None = None, parent: int | Non
 
     import torch
 
-    from cct_train.engine.machine import SlowPrecisionWarning
+    from cct_train.engine.hardware import SlowPrecisionWarning
 
     global _worker_share
     _worker_share = share

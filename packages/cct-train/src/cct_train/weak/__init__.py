@@ -3,7 +3,7 @@
 1. :mod:`.labels`: image-level labels from a CSV / text file (:func:`read_image_labels`) or the masks.
 2. :mod:`.cam`: :func:`train_cam_classifier`, an encoder plus :class:`cct_weak.CAMClassifier` (global
    average pooling + linear) trained with multi-label BCE; :func:`load_cam_classifier` reads it back.
-3. :mod:`.pseudo`: :func:`generate_pseudo_labels`, batched multi-scale CAMs thresholded into pseudo-labels,
+3. :mod:`.generate`: :func:`generate_pseudo_labels`, batched multi-scale CAMs thresholded into pseudo-labels,
    refined by a dense CRF in worker processes, written as index PNGs ``<name>.png`` (255 = ignored) with a
    ``report.json``.
 
@@ -11,6 +11,7 @@ Training with ``data.pseudo_labels`` pointing at that folder adds ``w_w * Lw`` o
 """
 
 from cct_train.weak.cam import CAMCheckpoint, CAMTrainResult, load_cam_classifier, train_cam_classifier
+from cct_train.weak.generate import generate_pseudo_labels
 from cct_train.weak.labels import (
     CAM_CHECKPOINT_KIND,
     ImageLabels,
@@ -19,7 +20,6 @@ from cct_train.weak.labels import (
     read_image_labels,
     require_crf,
 )
-from cct_train.weak.pseudo import generate_pseudo_labels
 
 __all__ = [
     "CAM_CHECKPOINT_KIND",

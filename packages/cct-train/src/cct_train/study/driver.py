@@ -17,7 +17,7 @@ from cct_train.config import (
     Config,
     config_from_dict,
 )
-from cct_train.engine.machine import (
+from cct_train.engine.hardware import (
     PrecisionChoice,
     ThreadChoice,
     choose_threads,
@@ -52,7 +52,7 @@ class StudyReport:
 
 def study_precision(base: Config) -> tuple[Config, PrecisionChoice]:
     """The base config with ``train.mixed_precision: auto`` resolved for the device the runs train on
-    (:func:`cct_train.engine.machine.resolve_precision`), and the choice with its reason.
+    (:func:`cct_train.engine.hardware.resolve_precision`), and the choice with its reason.
 
     The runs' configs hold the precision actually used, so that a run's fingerprint says what it computed:
     ``auto`` on a CPU with native bf16 is the same run as ``bf16`` (results on disk stay valid), and on one

@@ -21,7 +21,7 @@ from torch.utils.data import DataLoader
 
 from cct_train.common.progress import console, progress_columns
 from cct_train.data import IGNORE_INDEX, Normalize, build_loader, default_palette
-from cct_train.data.pseudo import pseudo_label_path
+from cct_train.data.pseudo_label_files import pseudo_label_path
 from cct_train.eval.metrics import confusion_matrix, scores_from_confusion
 from cct_train.models.encoders import IMAGENET_MEAN, IMAGENET_STD
 from cct_train.weak.labels import LabelLookup, require_crf, resolve_device
