@@ -32,6 +32,7 @@ from accelerate.utils import (
 from torch.utils.data import DataLoader
 
 from cct_losses import AnnealedBootstrappedCE, ConsistencyWeight
+from cct_train.common.atomic import atomic_write_text
 from cct_train.common.checkpoint import (
     CheckpointError,
     export_weights,
@@ -913,8 +914,8 @@ class Trainer:
         self.accelerator.end_training()
         seconds = time.perf_counter() - start_time
         if self.accelerator.is_main_process and metrics:
-            (self.output_dir / "metrics.json").write_text(
-                json.dumps({"step": self.step, **metrics}, indent=2)
+            atomic_write_text(
+                self.output_dir / "metrics.json", json.dumps({"step": self.step, **metrics}, indent=2)
             )
         return TrainResult(self.step, self.output_dir, metrics, self.best_miou, seconds)
 

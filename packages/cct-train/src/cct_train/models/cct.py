@@ -26,12 +26,11 @@ import torch
 from torch import Tensor, nn
 
 from cct_perturb import PAPER_DECODERS, PERTURBATIONS, Perturbation, create_perturbation
+from cct_train.common.imagenet import IMAGENET_MEAN, IMAGENET_STD
 from cct_train.common.limits import MAX_AUX_DECODERS
 from cct_train.common.logits import fit_logits
 from cct_train.models.decoders import PSPModule, SubPixelBlock, UpsampleDecoder, icnr_
 from cct_train.models.encoders import (
-    IMAGENET_MEAN,
-    IMAGENET_STD,
     Encoder,
     build_encoder,
     resolve_normalization,

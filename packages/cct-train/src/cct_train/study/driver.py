@@ -13,6 +13,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from cct_train.common.atomic import atomic_write_text
 from cct_train.config import (
     Config,
     config_from_dict,
@@ -231,7 +232,7 @@ def run_study(
     invocations = [*_earlier_invocations(output / "results.json", study), invocation]
     report = _study_report(study, invocation, invocations, results, summaries, source_data, runs_dir, grid)
     write_json(output / "results.json", report)
-    (output / "results.md").write_text(render_markdown(report))
+    atomic_write_text(output / "results.md", render_markdown(report))
     return StudyReport(report, results, files)
 
 

@@ -75,6 +75,7 @@ import torch
 from rich.console import Console
 from rich.table import Table
 
+from cct_train.common.atomic import atomic_write_text
 from cct_train.config import CPU_PERTURBATIONS, PAPER_PERTURBATIONS
 from cct_train.engine.hardware import (
     PRECISION_LABELS,
@@ -510,7 +511,7 @@ def _machine(
 
 def _write_json(results: dict[str, Any], json_out: Path, quiet: bool) -> None:
     json_out.parent.mkdir(parents=True, exist_ok=True)
-    json_out.write_text(json.dumps(results, indent=2))
+    atomic_write_text(json_out, json.dumps(results, indent=2))
     if not quiet:
         console.print(f"written to {json_out}")
 

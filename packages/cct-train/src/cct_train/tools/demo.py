@@ -17,6 +17,7 @@ import torch
 from rich.console import Console
 from rich.table import Table
 
+from cct_train.common.atomic import atomic_write_text
 from cct_train.config import CPU_PERTURBATIONS, Config, config_from_dict
 from cct_train.data.build import TrainingData, build_data
 from cct_train.engine.trainer import Trainer
@@ -228,7 +229,7 @@ def _run_demo(configs: dict[str, Config], output: Path, jobs: int, threads: int)
             results[mode] = {"seconds": round(result.seconds, 1), **result.metrics}
             models[mode] = trainer.unwrapped
     _print_comparison(results, bundle.class_names)
-    (output / "results.json").write_text(json.dumps(results, indent=2))
+    atomic_write_text(output / "results.json", json.dumps(results, indent=2))
     from cct_train.eval.plots import PLOTS_MISSING, plots_available
 
     grid = output / "predictions.png"
