@@ -16,7 +16,7 @@ import torch
 
 from cct_perturb import PERTURBATIONS, create_perturbation
 from cct_train.data import Normalize, build_dataset
-from cct_train.inference import load_model
+from cct_train.eval.inference import load_model
 
 
 def main() -> None:

@@ -21,7 +21,7 @@ import sys
 from pathlib import Path
 from safetensors.torch import save_file
 from cct_train.config import load_config
-from cct_train.trainer import Trainer
+from cct_train.engine.trainer import Trainer
 
 trainer = Trainer(load_config(sys.argv[1]), quiet=True)
 result = trainer.fit()

@@ -14,7 +14,7 @@ from PIL import Image
 
 from cct_train.config import Tracker, config_from_dict
 from cct_train.engine import trackers
-from cct_train.trainer import Trainer
+from cct_train.engine.trainer import Trainer
 
 
 def test_every_accelerate_tracker_is_accepted() -> None:

@@ -12,13 +12,13 @@ import torch
 from PIL import Image
 from typer.testing import CliRunner
 
-from cct_train.checkpoint import load_checkpoint
 from cct_train.cli import app
+from cct_train.common.checkpoint import load_checkpoint
 from cct_train.config import ConfigError, config_from_dict, load_config, save_config
-from cct_train.inference import evaluate_checkpoint, export_model, load_model
-from cct_train.model import CCTModel
-from cct_train.multidomain import MultiDomainCCT
-from cct_train.trainer import Trainer
+from cct_train.engine.trainer import Trainer
+from cct_train.eval.inference import evaluate_checkpoint, export_model, load_model
+from cct_train.models.cct import CCTModel
+from cct_train.models.multidomain import MultiDomainCCT
 
 runner = CliRunner()
 

@@ -1,7 +1,7 @@
 """`mixed_precision: auto` end to end (issue #18): the CPU study preset, `cct study`, `cct demo` and the trainer
 train in float32 on a CPU without native bf16 and in bf16 on one with it, and print which and why.
 
-The CPU's capability is mocked both ways (cct_train.machine.cpu_info); the training itself is real."""
+The CPU's capability is mocked both ways (cct_train.engine.hardware.cpu_info); the training itself is real."""
 
 from __future__ import annotations
 
@@ -14,8 +14,8 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
-from cct_train import machine
-from cct_train.machine import CPUInfo
+from cct_train.engine import hardware
+from cct_train.engine.hardware import CPUInfo
 
 REPO = Path(__file__).resolve().parents[1]
 NO_BF16 = CPUInfo("AMD EPYC 7B12", "AVX2", (), onednn_bf16=False)  # issue #18's CPU
@@ -28,10 +28,10 @@ CASES = [
 
 @pytest.fixture
 def as_cpu(monkeypatch: pytest.MonkeyPatch) -> Callable[[CPUInfo], None]:
-    monkeypatch.setattr(machine, "_warned", set())
+    monkeypatch.setattr(hardware, "_warned", set())
 
     def use(info: CPUInfo) -> None:
-        monkeypatch.setattr(machine, "cpu_info", lambda: info)
+        monkeypatch.setattr(hardware, "cpu_info", lambda: info)
 
     return use
 
@@ -68,7 +68,7 @@ def test_study_trains_in_the_resolved_precision_and_says_so(
     used: str,
     label: str,
 ) -> None:
-    from cct_train.cli_study import app
+    from cct_train.cli.study import app
 
     as_cpu(info)
     base = tiny_config(synthetic_root, tmp_path / "unused", iterations=1, checkpoint_every=0, trackers=[])
@@ -112,7 +112,7 @@ def test_demo_trains_in_the_resolved_precision_and_says_so(
     label: str,
 ) -> None:
     from cct_train.data import generate_synthetic_dataset
-    from cct_train.demo import DEMO_OBJECT_SCALE, DEMO_SIZE, demo_config, run_demo
+    from cct_train.tools.demo import DEMO_OBJECT_SCALE, DEMO_SIZE, demo_config, run_demo
 
     as_cpu(info)
     assert (
@@ -130,7 +130,7 @@ def test_demo_trains_in_the_resolved_precision_and_says_so(
     assert f"precision: {label} (auto:" in printed
     assert info.model in printed
     checkpoint = tmp_path / "cct" / "checkpoints" / "last.pt"
-    from cct_train.checkpoint import load_checkpoint
+    from cct_train.common.checkpoint import load_checkpoint
 
     assert load_checkpoint(checkpoint)["precision"]["used"] == used
 
@@ -143,11 +143,11 @@ def test_trainer_on_a_cpu_without_native_bf16_warns_for_explicit_bf16(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     from cct_train.config import config_from_dict
-    from cct_train.machine import SlowPrecisionWarning
-    from cct_train.trainer import Trainer
+    from cct_train.engine.hardware import SlowPrecisionWarning
+    from cct_train.engine.trainer import Trainer
 
     as_cpu(NO_BF16)
-    monkeypatch.setattr(machine, "measure_bf16_slowdown", lambda: 12.5)
+    monkeypatch.setattr(hardware, "measure_bf16_slowdown", lambda: 12.5)
     cfg = tiny_config(synthetic_root, tmp_path / "run", iterations=1, checkpoint_every=0, trackers=[])
     cfg["train"]["mixed_precision"] = "bf16"
     cfg["model"]["perturbations"] = {"feature_noise": 1}

@@ -11,8 +11,8 @@ import torch
 from PIL import Image
 
 from cct_train.config import config_from_dict
+from cct_train.engine.trainer import Trainer
 from cct_train.eval import inference
-from cct_train.trainer import Trainer
 
 
 def _train(root: Path, output: Path, tiny_config: Callable[..., dict[str, Any]]) -> Path:

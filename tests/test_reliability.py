@@ -16,9 +16,9 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from cct_train.checkpoint import CheckpointError, load_checkpoint
+from cct_train.common.checkpoint import CheckpointError, load_checkpoint
 from cct_train.config import config_from_dict, save_config
-from cct_train.trainer import NonFiniteLossError, Trainer
+from cct_train.engine.trainer import NonFiniteLossError, Trainer
 
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
 

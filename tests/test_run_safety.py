@@ -24,8 +24,8 @@ import yaml
 from PIL import Image
 from typer.testing import CliRunner
 
-from cct_train.checkpoint import load_checkpoint
 from cct_train.cli import app
+from cct_train.common.checkpoint import load_checkpoint
 
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
 runner = CliRunner()

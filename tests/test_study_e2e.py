@@ -14,7 +14,7 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
-from cct_train.cli_study import app
+from cct_train.cli.study import app
 
 PNG = b"\x89PNG\r\n\x1a\n"
 

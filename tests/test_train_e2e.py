@@ -11,11 +11,11 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from cct_train.checkpoint import load_checkpoint
 from cct_train.cli import app
+from cct_train.common.checkpoint import load_checkpoint
 from cct_train.config import config_from_dict, save_config
-from cct_train.inference import evaluate_checkpoint, load_model
-from cct_train.trainer import Trainer
+from cct_train.engine.trainer import Trainer
+from cct_train.eval.inference import evaluate_checkpoint, load_model
 
 runner = CliRunner()
 

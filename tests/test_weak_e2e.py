@@ -20,7 +20,7 @@ from typer.testing import CliRunner
 
 from cct_train.cli import app
 from cct_train.config import config_from_dict
-from cct_train.trainer import Trainer
+from cct_train.engine.trainer import Trainer
 from cct_train.weak import load_cam_classifier
 
 pytestmark = pytest.mark.data

@@ -10,7 +10,7 @@ from torch.utils.data import DataLoader
 
 from cct_train.config import load_config
 from cct_train.data.augment import Normalize
-from cct_train.data.setup import build_split_dataset, model_normalization, split_names
+from cct_train.data.build import build_split_dataset, model_normalization, split_names
 from cct_train.eval.evaluate import evaluate
 from cct_train.eval.inference import load_model
 

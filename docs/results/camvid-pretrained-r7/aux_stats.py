@@ -34,7 +34,7 @@ for run_dir in map(Path, sys.argv[2:]):
     model.load_state_dict(load_file(run_dir / "model.safetensors"))
     model.eval()
     model.perturbations.train()  # the random perturbations draw as in training
-    model.fused_aux = False  # VAT through the decoder module itself (same direction, simpler call)
+    model.fuse_aux_decoders = False  # VAT through the decoder module itself (same direction, simpler call)
     run = trainer.domains[0]
     classes = run.data.num_classes
     generator = torch.Generator().manual_seed(0)

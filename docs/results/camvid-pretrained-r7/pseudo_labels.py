@@ -13,7 +13,7 @@ from torch.utils.data import DataLoader
 
 from cct_train.config import load_config
 from cct_train.data.augment import Normalize
-from cct_train.data.setup import build_split_dataset, model_normalization, split_names
+from cct_train.data.build import build_split_dataset, model_normalization, split_names
 from cct_train.eval.evaluate import prepare_images
 from cct_train.eval.inference import load_model
 from cct_train.eval.metrics import ConfusionMatrix

@@ -25,7 +25,7 @@ from safetensors.torch import load_file
 
 from cct_train.config import config_from_dict
 from cct_train.engine.trainer import Trainer
-from cct_train.study.run import _with_study_data
+from cct_train.study.driver import _with_study_data
 from cct_train.study.runs import run_config
 from cct_train.study.schema import base_config, load_study_config
 

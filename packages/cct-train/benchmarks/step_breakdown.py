@@ -18,8 +18,8 @@ from unittest import mock
 
 import torch
 
-from cct_train.bench import PAPER_PERTURBATIONS
-from cct_train.model import CCTModel
+from cct_train.models.cct import CCTModel
+from cct_train.tools.bench import PAPER_PERTURBATIONS
 
 
 def _no_aux_loss(

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from cct_train.bench import DEFAULT_WORKLOADS, TARGETS, WORKLOADS, Workload, run_bench
+from cct_train.tools.bench import DEFAULT_WORKLOADS, TARGETS, WORKLOADS, Workload, run_bench
 
 
 def test_workloads_are_the_documented_ones() -> None:
@@ -107,13 +107,13 @@ def test_tiny_bench_json(tmp_path: Path) -> None:
 def test_precision_auto_follows_the_cpu(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], native: bool, used: str
 ) -> None:
-    from cct_train import machine
+    from cct_train.engine import hardware
 
-    info = machine.CPUInfo(
+    info = hardware.CPUInfo(
         "Test CPU", "AVX512" if native else "AVX2", ("avx512_bf16",) if native else (), onednn_bf16=native
     )
-    monkeypatch.setattr(machine, "cpu_info", lambda: info)
-    monkeypatch.setattr("cct_train.bench.cpu_info", lambda: info)
+    monkeypatch.setattr(hardware, "cpu_info", lambda: info)
+    monkeypatch.setattr("cct_train.tools.bench.cpu_info", lambda: info)
     tiny = Workload(
         "tiny", "timm:resnet18", (32, 32), batch=2, classes=2, psp_channels=8, perturbations={"dropout": 1}
     )

@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 import torch
 
-from cct_train.checkpoint import (
+from cct_train.common.atomic import atomic_write, atomic_write_text
+from cct_train.common.checkpoint import (
     CheckpointError,
     load_checkpoint,
     load_weights,
@@ -84,3 +85,25 @@ def test_weights_round_trip(tmp_path: Path) -> None:
     tensors, meta = load_weights(path)
     assert torch.equal(tensors["a"], torch.ones(2, 2))
     assert meta == {"model_config": "{}"}
+
+
+def test_atomic_text_write_replaces_whole_or_not_at_all(tmp_path: Path) -> None:
+    """The one writer of the files a user keeps (configs, metrics, reports): a failed write leaves the old
+    file and no temporary; a good one replaces it, with mode 0666 less the umask, parents created."""
+    path = tmp_path / "run" / "metrics.json"
+    atomic_write_text(path, '{"miou": 0.5}\n')
+    assert path.read_text() == '{"miou": 0.5}\n'
+    umask = os.umask(0)
+    os.umask(umask)
+    assert path.stat().st_mode & 0o777 == 0o666 & ~umask
+
+    def broken(tmp: Path) -> None:
+        tmp.write_text('{"mi')
+        raise KeyboardInterrupt  # a kill midway, as Ctrl-C raises it
+
+    with pytest.raises(KeyboardInterrupt):
+        atomic_write(path, broken)
+    assert path.read_text() == '{"miou": 0.5}\n'
+    assert sorted(os.listdir(path.parent)) == ["metrics.json"]
+    atomic_write_text(path, "a,b\r\n1,2\r\n", newline="")
+    assert path.read_bytes() == b"a,b\r\n1,2\r\n"  # csv's line ends kept as they are

@@ -78,7 +78,7 @@ def test_yaml_words_stay_words_on_the_command_line() -> None:
 
 
 def test_consistency_rampup_counts_iterations_above_one() -> None:
-    from cct_train.trainer import consistency_schedule
+    from cct_train.engine.trainer import consistency_schedule
 
     for text, expected in (("150", 150), ("150.0", 150), ("0", 0)):
         cfg = load_config(None, [f"train.unsupervised_weight.rampup={text}", "train.iterations=1000"])
@@ -112,7 +112,7 @@ def test_confidence_masking_reaches_every_head() -> None:
 
 
 def test_consistency_schedules_all_build() -> None:
-    from cct_train.trainer import consistency_schedule
+    from cct_train.engine.trainer import consistency_schedule
 
     for schedule in ("sigmoid", "linear", "log", "cosine"):
         cfg = load_config(None, [f"train.unsupervised_weight.schedule={schedule}", "train.iterations=100"])

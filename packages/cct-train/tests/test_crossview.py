@@ -168,7 +168,7 @@ def test_fused_and_plain_auxiliary_paths_agree_in_cross_view_mode() -> None:
     args = {k: v[k] for k in ("unlabeled", "strong", "cutmix_box", "cutmix_partner")}
     results = []
     for fused in (True, False):
-        model.fused_aux = fused
+        model.fuse_aux_decoders = fused
         model.zero_grad(set_to_none=True)
         out = model(
             v["images"],

@@ -16,7 +16,7 @@ from typer.testing import CliRunner
 from cct_train.cli import app
 from cct_train.data import load_split
 from cct_train.data.prepare import prepare_dataset
-from cct_train.evaluate import predict_logits, sliding_window_probs, window_starts
+from cct_train.eval.evaluate import predict_logits, sliding_window_probs, window_starts
 
 CONFIGS = Path(__file__).resolve().parents[3] / "configs"
 runner = CliRunner()

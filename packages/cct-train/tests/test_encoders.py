@@ -9,7 +9,7 @@ import pytest
 import torch
 from torch import nn
 
-from cct_train.encoders import (
+from cct_train.models.encoders import (
     ENCODER_SOURCES,
     Encoder,
     build_encoder,

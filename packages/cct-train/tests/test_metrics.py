@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from cct_train.metrics import ConfusionMatrix, confusion_matrix, scores_from_confusion
+from cct_train.eval.metrics import ConfusionMatrix, confusion_matrix, scores_from_confusion
 
 
 def test_confusion_ignores_void_and_counts() -> None:

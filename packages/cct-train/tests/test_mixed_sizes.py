@@ -24,7 +24,7 @@ from cct_train.data import (
     pad_collate,
     random_scale_crop,
 )
-from cct_train.data.setup import build_data
+from cct_train.data.build import build_data
 from cct_train.eval.evaluate import evaluate
 
 SIZES = [(30, 40), (52, 36), (24, 24), (41, 63), (33, 50), (60, 45)]

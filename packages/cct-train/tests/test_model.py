@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from cct_train.model import (
+from cct_train.models.cct import (
     DEFAULT_PERTURBATIONS,
     CCTModel,
     PSPModule,
@@ -404,7 +404,7 @@ def _fused_and_plain(model: CCTModel, batch: tuple[Tensor, Tensor, Tensor]) -> l
     model.train()
     results = []
     for fused in (True, False):
-        model.fused_aux = fused
+        model.fuse_aux_decoders = fused
         model.zero_grad(set_to_none=True)
         state = torch.get_rng_state()
         out = model(*batch, generator=torch.Generator().manual_seed(3))
@@ -412,7 +412,7 @@ def _fused_and_plain(model: CCTModel, batch: tuple[Tensor, Tensor, Tensor]) -> l
         out["loss"].backward()
         grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
         results.append((out, grads))
-    model.fused_aux = True
+    model.fuse_aux_decoders = True
     model.zero_grad(set_to_none=True)
     return results
 
@@ -500,7 +500,7 @@ def test_model_vat_target(fused: bool, target: str) -> None:
         {} if target == "decoder" else {"perturbation_kwargs": {"vat": {"target": "main"}}}
     )
     model = _model(perturbations={"vat": 1}, **kwargs).train()
-    model.fused_aux = fused
+    model.fuse_aux_decoders = fused
     (_, pert, dec), *_ = model.perturbation_instances()
     assert pert.target == target  # type: ignore[attr-defined]
     assert model.config["perturbation_kwargs"] == ({} if target == "decoder" else {"vat": {"target": "main"}})

@@ -141,7 +141,7 @@ def test_model_step_fused_equals_plain_for_every_kind(kind: str, confidence: flo
         kept = float(cct_losses.confidence_mask(torch.softmax(main_u, 1), confidence).float().mean())
         assert 0.1 < kept < 0.9
     fused, fused_grads = _step(model)
-    model.fused_aux = False
+    model.fuse_aux_decoders = False
     assert not model.consistency_term.fused
     plain, plain_grads = _step(model)
     assert _rel(fused["loss_unsup"], plain["loss_unsup"]) <= 1e-5
@@ -156,7 +156,7 @@ def test_an_edit_of_the_shared_definition_reaches_the_default_run(monkeypatch: p
     """The default run (kind mse, fused path, no weak targets) computes Lu from cct_losses' definition: an
     edit there changes the default objective's loss."""
     model = _tiny_model()
-    assert (model.consistency, model.fused_aux) == ("mse", True)
+    assert (model.consistency, model.fuse_aux_decoders) == ("mse", True)
     before, _ = _step(model)
     original = cct_losses.CONSISTENCY_POINTWISE["mse"]
     monkeypatch.setitem(cct_losses.CONSISTENCY_POINTWISE, "mse", lambda a, q, dim: 2.0 * original(a, q, dim))

@@ -129,7 +129,7 @@ def test_load_yaml_with_base_file_and_overrides(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("budget", ["cpu", "gpu"])
 def test_shipped_presets_validate(budget: str) -> None:
-    from cct_train.cli_study import preset_path
+    from cct_train.cli.study import preset_path
 
     path = preset_path("camvid", budget)
     assert path == REPO / "configs" / "study" / f"camvid-{budget}.yaml"
@@ -152,7 +152,7 @@ def test_shipped_presets_validate(budget: str) -> None:
 
 @pytest.mark.parametrize("budget", ["pretrained", "pretrained-hr", "pretrained-gpu"])
 def test_pretrained_presets_validate(budget: str) -> None:
-    from cct_train.cli_study import preset_path
+    from cct_train.cli.study import preset_path
 
     study = load_study_config(preset_path("camvid", budget))
     assert study.budget == budget
@@ -184,7 +184,7 @@ def test_each_pretrained_budget_doubles_only_the_resolution(
 ) -> None:
     """Each pretrained budget is the one below it at twice the linear size (frames, crops), 90x120 ->
     180x240 -> 360x480: anything else differing would confound their comparison in docs/log/research-log.md."""
-    from cct_train.cli_study import preset_path
+    from cct_train.cli.study import preset_path
 
     low, high = (load_study_config(preset_path("camvid", b)) for b in (low_budget, high_budget))
     high_resize = high.resize or (360, 480)  # None: CamVid's frames as stored
@@ -510,7 +510,7 @@ def test_resized_copy_is_written_once_by_studies_started_side_by_side(
 
 # ------------------------------------------------------------------------------------------ CLI
 def test_cli_needs_a_preset_or_a_config(tmp_path: Path) -> None:
-    from cct_train.cli_study import app
+    from cct_train.cli.study import app
 
     runner = CliRunner()
     result = runner.invoke(app, [])

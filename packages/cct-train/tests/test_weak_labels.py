@@ -10,7 +10,7 @@ import torch
 from PIL import Image
 
 from cct_train.data import UnlabeledFolder
-from cct_train.data.pseudo import WithPseudoLabels
+from cct_train.data.pseudo_label_files import WithPseudoLabels
 from cct_train.weak import labels_tensor, parse_background_index, read_image_labels
 
 CLASSES = ["background", "horse", "person"]

@@ -12,10 +12,15 @@ from typer.testing import CliRunner
 
 from cct_train.cli import app
 from cct_train.config import config_from_dict
-from cct_train.data.setup import model_normalization
-from cct_train.encoders import build_encoder, convert_weights, input_normalization, load_encoder_weights
-from cct_train.model import CCTModel
-from cct_train.weights import WEIGHT_PACKAGES, WeightPackage, map_state_dict, resolve_weights
+from cct_train.data.build import model_normalization
+from cct_train.models.cct import CCTModel
+from cct_train.models.encoders import (
+    build_encoder,
+    convert_weights,
+    input_normalization,
+    load_encoder_weights,
+)
+from cct_train.models.weights import WEIGHT_PACKAGES, WeightPackage, map_state_dict, resolve_weights
 
 ENCODER = "timm:tf_efficientnet_lite0"
 X = torch.randn(1, 3, 64, 64)
@@ -85,7 +90,7 @@ def test_convert_writes_safetensors_that_load_by_name(foreign_file, tmp_path: Pa
     # The file now loads by name into an encoder at another stride (dilation does not change weights).
     encoder = build_encoder(ENCODER, output_stride=8, weights=out)
     assert torch.equal(encoder.backbone.state_dict()["conv_stem.weight"], first)
-    assert not list(tmp_path.glob("*.partial"))
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == []  # no temporary left
     with pytest.raises(ValueError, match=r"\.safetensors"):
         convert_weights(path, ENCODER, tmp_path / "x.pth", match="order")
 
@@ -203,7 +208,7 @@ def test_the_installed_lite0_package_classifies_camvid_frames(camvid_root: Path)
     assert package is not None
     assert package.encoder == ENCODER
     classifier = timm.create_model("tf_efficientnet_lite0").eval()
-    from cct_train.weights import read_state_dict
+    from cct_train.models.weights import read_state_dict
 
     mapped = map_state_dict(read_state_dict(file), classifier.state_dict(), match="order")
     classifier.load_state_dict(mapped.state)

@@ -14,6 +14,7 @@ from cct_train.cli.common import CCTTyper, ConfigOpt, SetOpt, console, err, fail
 from cct_train.cli.study import study
 from cct_train.cli.weak import cam_app, pseudo_labels
 from cct_train.cli.weights import weights_app
+from cct_train.common.atomic import atomic_write_text
 
 if TYPE_CHECKING:
     from cct_train.config import Config
@@ -241,7 +242,7 @@ def eval_(
     print_scores(scores, f"{checkpoint.name}")
     if json_out is not None:
         json_out.parent.mkdir(parents=True, exist_ok=True)
-        json_out.write_text(json.dumps(scores, indent=2))
+        atomic_write_text(json_out, json.dumps(scores, indent=2))
         console.print(f"scores written to {json_out}")
 
 
@@ -477,7 +478,7 @@ def data_check(
     if json_out is not None:
         if cfg.multi_domain:
             json_out.parent.mkdir(parents=True, exist_ok=True)
-            json_out.write_text(json.dumps({n: r.to_dict() for n, r in reports.items()}, indent=2))
+            atomic_write_text(json_out, json.dumps({n: r.to_dict() for n, r in reports.items()}, indent=2))
         else:
             next(iter(reports.values())).write_json(json_out)
         console.print(f"report written to {json_out}")

@@ -1,15 +1,15 @@
 """`cct cam train` and `cct pseudo-labels`: weak (image-level) labels to pseudo-labels (paper 3.3).
 
-Both commands find their images through the data section of a training config (``data.dataset``,
-``data.root``, ``data.resize``, ``data.options``; ``--split`` defaults to ``data.train_split``), so the
-pseudo-labels are named and sized like the samples the trainer reads with ``data.pseudo_labels``.
-Heavy imports stay inside the commands, as in :mod:`cct_train.cli`.
+The commands only: their options, the checks typer cannot make, the messages. Both find their images through
+the data section of a training config (:mod:`cct_train.weak.from_config`), so the pseudo-labels are named and
+sized like the samples the trainer reads with ``data.pseudo_labels``. Heavy imports stay inside the commands,
+as in :mod:`cct_train.cli`.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal, cast
 
 import typer
 
@@ -37,34 +37,6 @@ FromMasksOpt = Annotated[
 DeviceOpt = Annotated[str | None, typer.Option(help="cpu or cuda (default: cuda when present).")]
 
 
-def _images(cfg: Any, split: str | None, names: Path | None, unlabeled_only: bool = False) -> Any:
-    """The data set named by the config's data section, optionally restricted to some names."""
-    from cct_train.data.lists import list_names
-    from cct_train.data.setup import build_split_dataset, split_names
-
-    dataset = build_split_dataset(cfg, split or cfg.data.train_split)
-    if names is not None:
-        dataset = dataset.subset(list_names(names))
-    elif unlabeled_only:
-        _, unlabeled = split_names(cfg, list(dataset.names))
-        if not unlabeled:
-            raise ValueError(
-                "--unlabeled-only: the config leaves no unlabeled image (set data.split.n_labeled or split lists)"
-            )
-        dataset = dataset.subset(unlabeled)
-    return dataset
-
-
-def _classes(cfg: Any, dataset: Any) -> tuple[int, list[str]]:
-    num = getattr(dataset, "num_classes", None) or cfg.data.num_classes
-    if num is None:
-        raise ValueError(
-            f"the {cfg.data.dataset} data set does not say its number of classes: set data.num_classes"
-        )
-    names = list(getattr(dataset, "class_names", None) or [f"class_{i}" for i in range(num)])
-    return int(num), names
-
-
 def _check_cam_options(labels: Path | None, from_masks: bool, output_stride: int, optimizer: str) -> None:
     """The option combinations typer cannot check, refused before the (slow) config and data loading."""
     if (labels is None) == (not from_masks):
@@ -73,46 +45,6 @@ def _check_cam_options(labels: Path | None, from_masks: bool, output_stride: int
         fail(f"--output-stride must be 8, 16 or 32, got {output_stride}")
     if optimizer not in ("sgd", "adamw"):
         fail(f"--optimizer must be sgd or adamw, got {optimizer!r}")
-
-
-def _train_cam(
-    cfg: Any,
-    output: Path,
-    labels: Path | None,
-    split: str | None,
-    names: Path | None,
-    options: dict[str, Any],
-) -> Any:
-    """The classifier trained on the config's images; ``options`` are the command's training options, the
-    rest (encoder weights, augmentation, weight decay, workers, seed) comes from the config."""
-    from cct_train.weak import read_image_labels, train_cam_classifier
-
-    dataset = _images(cfg, split, names)
-    num_classes, class_names = _classes(cfg, dataset)
-    image_labels = read_image_labels(labels, class_names) if labels is not None else None
-    encoder, seed = options["encoder"], options["seed"]
-    return train_cam_classifier(
-        dataset,
-        output / "cam_classifier.pt",
-        num_classes=num_classes,
-        class_names=class_names,
-        labels=image_labels,
-        encoder=encoder or cfg.model.encoder,
-        output_stride=options["output_stride"],
-        pretrained=cfg.model.pretrained and encoder is None,
-        weights=cfg.model.weights if encoder is None else None,
-        iterations=options["iterations"],
-        batch_size=options["batch_size"] or cfg.data.batch_size,
-        optimizer=options["optimizer"],
-        lr=options["lr"],
-        weight_decay=cfg.train.optimizer.weight_decay,
-        crop_size=cfg.data.crop_size,
-        scale_range=cfg.data.scale_range,
-        hflip=cfg.data.hflip,
-        num_workers=cfg.data.num_workers,
-        device=options["device"],
-        seed=cfg.experiment.seed if seed is None else seed,
-    )
 
 
 @cam_app.command("train")
@@ -140,18 +72,24 @@ def cam_train(
     """
     _check_cam_options(labels, from_masks, output_stride, optimizer)
     cfg = load(config, set_)
-    options = {
-        "iterations": iterations,
-        "batch_size": batch_size,
-        "encoder": encoder,
-        "output_stride": output_stride,
-        "optimizer": optimizer,
-        "lr": lr,
-        "device": device,
-        "seed": seed,
-    }
+    from cct_train.weak import train_cam_from_config
+
     try:
-        result = _train_cam(cfg, output, labels, split, names, options)
+        result = train_cam_from_config(
+            cfg,
+            output,
+            labels,
+            split,
+            names,
+            iterations=iterations,
+            batch_size=batch_size,
+            encoder=encoder,
+            output_stride=cast(Literal[8, 16, 32], output_stride),  # checked above
+            optimizer=cast(Literal["sgd", "adamw"], optimizer),
+            lr=lr,
+            device=device,
+            seed=seed,
+        )
     except (FileNotFoundError, ValueError, RuntimeError) as error:
         fail(str(error))
     console.print(
@@ -178,39 +116,6 @@ def _parse_scales(scales: str) -> list[float]:
         return [float(s) for s in scales.split(",") if s.strip()]
     except ValueError:
         fail(f"--scales must be comma-separated numbers, got {scales!r}")
-
-
-def _pseudo_inputs(
-    cfg: Any,
-    checkpoint: Path,
-    split: str | None,
-    names: Path | None,
-    unlabeled_only: bool,
-    labels: Path | None,
-    background_index: str,
-) -> tuple[Any, Any, int | None, Any]:
-    """The classifier, the images, the background index and the image-level labels (``None``: derived),
-    checked against each other so that a mismatch fails before the CAMs."""
-    from cct_train.weak import load_cam_classifier, parse_background_index, read_image_labels
-
-    loaded = load_cam_classifier(checkpoint)
-    background = parse_background_index(background_index, loaded.num_classes)
-    dataset = _images(cfg, split, names, unlabeled_only)
-    num_classes, _ = _classes(cfg, dataset)
-    if num_classes != loaded.num_classes:
-        raise ValueError(
-            f"{checkpoint} was trained for {loaded.num_classes} classes, the data set has {num_classes}"
-        )
-    if background is not None and loaded.class_names[background].lower() not in ("background", "bg"):
-        err.print(
-            f"[yellow]note:[/] background index {background} is class {loaded.class_names[background]!r}; "
-            "pass --background-index none for a data set without a background class"
-        )
-    image_labels = read_image_labels(labels, loaded.class_names) if labels is not None else None
-    if image_labels is not None and names is None and not unlabeled_only:
-        # No explicit image list: the images of the labels file.
-        dataset = dataset.subset([n for n in dataset.names if n in image_labels])
-    return loaded, dataset, background, image_labels
 
 
 def _print_pseudo_summary(report: dict[str, Any], output: Path) -> None:
@@ -252,27 +157,27 @@ def pseudo_labels(
     """Write pseudo-labels (index PNGs, 255 = ignored) and report.json from a CAM classifier."""
     _check_pseudo_options(labels, from_masks, crf)
     from cct_train.common.checkpoint import CheckpointError
-    from cct_train.weak import generate_pseudo_labels
+    from cct_train.weak import generate_pseudo_labels, pseudo_label_inputs
 
     cfg = load(config, set_)
     scale_list = _parse_scales(scales)
     try:
-        loaded, dataset, background, image_labels = _pseudo_inputs(
-            cfg, checkpoint, split, names, unlabeled_only, labels, background_index
-        )
+        inputs = pseudo_label_inputs(cfg, checkpoint, split, names, unlabeled_only, labels, background_index)
+        if inputs.note is not None:
+            err.print(f"[yellow]note:[/] {inputs.note}")
         report = generate_pseudo_labels(
-            loaded.model,
-            dataset,
+            inputs.classifier.model,
+            inputs.dataset,
             output,
-            class_names=loaded.class_names,
-            normalization=loaded.normalization,
-            palette=getattr(dataset, "palette", None),
-            labels=image_labels,
+            class_names=inputs.classifier.class_names,
+            normalization=inputs.classifier.normalization,
+            palette=getattr(inputs.dataset, "palette", None),
+            labels=inputs.labels,
             from_masks=from_masks,
             label_threshold=label_threshold,
             theta_bg=theta_bg,
             theta_fg=theta_fg,
-            background_index=background,
+            background_index=inputs.background,
             scales=scale_list,
             flip=flip,
             crf=crf,

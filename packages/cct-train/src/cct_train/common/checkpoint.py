@@ -1,21 +1,17 @@
 """Checkpoints written atomically and loaded safely.
 
-- Atomic: the file is written to a temporary name in the same directory, flushed and fsync'ed, then moved
-  over the old one with os.replace. A kill at any moment leaves either the old or the new checkpoint whole.
+- Atomic (:func:`cct_train.common.atomic.atomic_write`): the file is written to a temporary name in the same
+  directory, flushed and fsync'ed, then moved over the old one with os.replace. A kill at any moment leaves
+  either the old or the new checkpoint whole.
 - Safe: only tensors and plain Python values are stored, and loading uses torch.load(weights_only=True), so
   a checkpoint can never execute code. Weights for inference are also exported as .safetensors.
 """
 
 from __future__ import annotations
 
-import errno
 import json
-import os
 import random
-import re
-import secrets
-import shutil
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -23,80 +19,14 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
+from cct_train.common.atomic import atomic_write
+
 FORMAT = "cct-checkpoint"
 FORMAT_VERSION = 1
 
 
 class CheckpointError(RuntimeError):
     """A checkpoint is missing, corrupt or not one of ours; the message names the file."""
-
-
-#: How torch.save and safetensors report a write that failed (a full disk, a file-size limit): as a
-#: RuntimeError or SafetensorError, not an OSError, e.g. "[enforce fail at inline_container.cc:672] .
-#: unexpected pos 27332928 vs 27332816" or "I/O error: No space left on device (os error 28)".
-_WRITE_FAILURES = ("inline_container", "PytorchStreamWriter", "file write failed", "I/O error", "IoError")
-
-
-def _write_error(path: Path, tmp: Path, error: Exception) -> OSError:
-    """An OSError for a failed write of ``path`` (reported by torch / safetensors as ``error``), whose
-    strerror says what happened: how much was written, how much space is free, the library's words."""
-    try:
-        written = tmp.stat().st_size
-    except OSError:
-        written = 0
-    try:
-        free: int | None = shutil.disk_usage(path.parent).free
-    except OSError:
-        free = None
-    found = re.search(r"os error (\d+)", str(error))
-    code = int(found.group(1)) if found else None
-    if code is None:
-        # torch names no cause: a disk with (almost) nothing left is the common one.
-        code = errno.ENOSPC if free is not None and free < max(written, 1 << 20) else errno.EIO
-    space = "" if free is None else f", {free / 1e6:.1f} MB free"
-    detail = f"{os.strerror(code)} (the write stopped after {written / 1e6:.1f} MB{space}; {error})"
-    return OSError(code, detail, str(path))
-
-
-def _new_temporary(path: Path) -> Path:
-    """A new empty file beside ``path`` (``.<name>.<random>.tmp``), created with mode 0666 less the umask,
-    as ``open`` would (``mkstemp`` makes it 0600, and a checkpoint moved into place would keep that)."""
-    for _ in range(100):
-        tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
-        try:
-            os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
-        except FileExistsError:
-            continue
-        return tmp
-    raise FileExistsError(f"no free temporary name beside {path}")
-
-
-def _atomic_write(path: Path, write: Callable[[Path], None]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = _new_temporary(path)
-    try:
-        mode = tmp.stat().st_mode & 0o777  # 0666 less the umask, as the kernel applied it
-        try:
-            write(tmp)
-        except OSError:
-            raise
-        except Exception as error:
-            if not any(marker in str(error) for marker in _WRITE_FAILURES):
-                raise
-            raise _write_error(path, tmp, error) from error
-        os.chmod(tmp, mode)  # safetensors writes its file anew, as 0600
-        with open(tmp, "rb+") as handle:
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-        # fsync the directory too, so the rename itself survives a power loss.
-        dir_fd = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
 
 
 def rng_state() -> dict[str, Any]:
@@ -129,7 +59,7 @@ def set_rng_state(state: dict[str, Any]) -> None:
 def save_checkpoint(path: str | Path, payload: dict[str, Any]) -> None:
     """Atomically save a training checkpoint (model, optimizer, scheduler, step, RNG, config...)."""
     data = {"format": FORMAT, "format_version": FORMAT_VERSION, **payload}
-    _atomic_write(Path(path), lambda tmp: torch.save(data, tmp))
+    atomic_write(path, lambda tmp: torch.save(data, tmp))
 
 
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
@@ -155,7 +85,7 @@ def save_weights(
 ) -> None:
     """Export model weights as .safetensors (atomically), with string metadata such as the config."""
     tensors = {k: v.detach().contiguous().cpu() for k, v in state_dict.items()}
-    _atomic_write(Path(path), lambda tmp: save_file(tensors, str(tmp), metadata=metadata))
+    atomic_write(path, lambda tmp: save_file(tensors, str(tmp), metadata=metadata))
 
 
 def export_weights(

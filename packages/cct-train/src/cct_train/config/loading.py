@@ -11,6 +11,7 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
+from cct_train.common.atomic import atomic_write_text
 from cct_train.config.base import ConfigError, Location, format_errors, rename_keys
 from cct_train.config.schema import Config
 
@@ -190,4 +191,4 @@ def _resolve_relative_paths(data: dict[str, Any], base: Path) -> dict[str, Any]:
 
 
 def save_config(config: Config, path: str | Path) -> None:
-    Path(path).write_text(yaml.safe_dump(config.to_dict(), sort_keys=False))
+    atomic_write_text(path, yaml.safe_dump(config.to_dict(), sort_keys=False))

@@ -363,7 +363,7 @@ class TrainConfig(StrictSection):
     #: The original ramps the weak-label weight with the unsupervised weight: w_w * w_u(t) / lambda_u.
     weak_rampup: bool = True
     #: "auto": bf16 autocast where bf16 is native (CUDA compute capability >= 8.0, CPUs with AVX512-BF16 /
-    #: AMX / Arm BF16), float32 elsewhere (cct_train.engine.machine.resolve_precision); "no": float32.
+    #: AMX / Arm BF16), float32 elsewhere (cct_train.engine.hardware.resolve_precision); "no": float32.
     mixed_precision: Literal["auto", "no", "bf16", "fp16"] = "no"
     gradient_accumulation: int = Field(1, ge=1)
     eval_every: int = Field(1000, ge=0)

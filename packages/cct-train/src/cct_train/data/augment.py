@@ -28,10 +28,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from cct_train.common.imagenet import IMAGENET_MEAN, IMAGENET_STD
 from cct_train.data.base import IGNORE_INDEX
-
-IMAGENET_MEAN: tuple[float, float, float] = (0.485, 0.456, 0.406)
-IMAGENET_STD: tuple[float, float, float] = (0.229, 0.224, 0.225)
 
 
 def to_float_image(image: torch.Tensor) -> torch.Tensor:

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from cct_train.common.atomic import atomic_write_text
 from cct_train.data.lists import list_names
 
 LABELED_FILE = "labeled.txt"
@@ -63,8 +64,8 @@ def save_split(split: Split, directory: str | Path) -> Path:
     """Write ``labeled.txt``, ``unlabeled.txt`` and ``split.json`` into ``directory``; returns it."""
     out = Path(directory)
     out.mkdir(parents=True, exist_ok=True)
-    (out / LABELED_FILE).write_text("".join(f"{n}\n" for n in split.labeled))
-    (out / UNLABELED_FILE).write_text("".join(f"{n}\n" for n in split.unlabeled))
+    atomic_write_text(out / LABELED_FILE, "".join(f"{n}\n" for n in split.labeled))
+    atomic_write_text(out / UNLABELED_FILE, "".join(f"{n}\n" for n in split.unlabeled))
     meta = {
         "seed": split.seed,
         "n_labeled": len(split.labeled),
@@ -73,7 +74,7 @@ def save_split(split: Split, directory: str | Path) -> Path:
         "source": split.source,
         **split.extra,
     }
-    (out / SPLIT_JSON).write_text(json.dumps(meta, indent=2) + "\n")
+    atomic_write_text(out / SPLIT_JSON, json.dumps(meta, indent=2) + "\n")
     return out
 
 

@@ -35,6 +35,7 @@ from typing import Any, Literal
 import numpy as np
 import torch
 
+from cct_train.common.atomic import atomic_write_text
 from cct_train.data.base import (
     IGNORE_INDEX,
     Item,
@@ -357,5 +358,5 @@ def write_image_labels(labels: dict[str, list[int]], class_names: Sequence[str],
     """Write labels as ``name class class ...`` lines (the format `cct cam train --labels` reads)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     lines = [" ".join([name, *(class_names[c] for c in classes)]) for name, classes in sorted(labels.items())]
-    path.write_text("".join(f"{line}\n" for line in lines))
+    atomic_write_text(path, "".join(f"{line}\n" for line in lines))
     return path

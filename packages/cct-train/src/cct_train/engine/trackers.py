@@ -11,6 +11,7 @@ tracker, or fail minutes later).
 from __future__ import annotations
 
 import csv
+import io
 import json
 import re
 import warnings
@@ -20,6 +21,8 @@ from typing import Any
 
 import numpy as np
 from accelerate.tracking import GeneralTracker
+
+from cct_train.common.atomic import atomic_write_text
 
 #: Accelerate's trackers: name (``train.trackers``) -> the pip package that provides it.
 ACCELERATE_TRACKERS: dict[str, str] = {
@@ -98,7 +101,7 @@ class CSVTracker(GeneralTracker):
         return self.path
 
     def store_init_configuration(self, values: dict[str, Any]) -> None:
-        (self.directory / "hparams.json").write_text(json.dumps(values, indent=2, default=str))
+        atomic_write_text(self.directory / "hparams.json", json.dumps(values, indent=2, default=str))
 
     def drop_after(self, step: int) -> int:
         """Remove the rows logged after ``step`` (a resumed run replays those steps and logs them again;
@@ -115,10 +118,9 @@ class CSVTracker(GeneralTracker):
         if not kept:
             self.path.unlink()  # the next log writes the header again
             return len(body)
-        tmp = self.path.with_name(f".{self.path.name}.tmp")
-        with tmp.open("w", newline="") as handle:
-            csv.writer(handle).writerows(header + kept)
-        tmp.replace(self.path)
+        text = io.StringIO()
+        csv.writer(text).writerows(header + kept)
+        atomic_write_text(self.path, text.getvalue(), newline="")
         return len(body) - len(kept)
 
     def log(self, values: dict[str, Any], step: int | None = None, **kwargs: Any) -> None:

@@ -32,6 +32,7 @@ from accelerate.utils import (
 from torch.utils.data import DataLoader
 
 from cct_losses import ConsistencyWeight
+from cct_train.common.atomic import atomic_write_text
 from cct_train.common.checkpoint import (
     CheckpointError,
     export_weights,
@@ -50,9 +51,9 @@ from cct_train.common.rundir import (
 )
 from cct_train.config import Config, save_config
 from cct_train.data import InfiniteLoader, cycle
-from cct_train.data.setup import DataBundle, TrainTransform, build_data
+from cct_train.data.build import TrainingData, TrainTransform, build_data
 from cct_train.engine.batchnorm import has_batchnorm, recalibrate_batchnorm
-from cct_train.engine.machine import PrecisionChoice, resolve_precision
+from cct_train.engine.hardware import PrecisionChoice, resolve_precision
 from cct_train.engine.schedules import build_optimizer, consistency_schedule, poly_schedule, poly_scheduler
 from cct_train.engine.signals import NonFiniteLossError, StopRequest, TrainingInterrupted, stop_on_signals
 from cct_train.engine.trackers import CSVTracker, check_trackers, log_images
@@ -91,7 +92,7 @@ class DomainRun:
 
     name: str
     config: Config  # the domain's single-domain view (Config.domain_views)
-    data: DataBundle
+    data: TrainingData
     augment: TrainTransform
     consistency_weight: ConsistencyWeight
     #: The model's (this domain head's) supervised loss, the owner of ab-CE's threshold schedule.
@@ -269,7 +270,7 @@ class Trainer:
 
     # ------------------------------------------------------------------ single-domain shortcuts
     @property
-    def data(self) -> DataBundle:
+    def data(self) -> TrainingData:
         """The (first) domain's data."""
         return self.domains[0].data
 
@@ -912,8 +913,8 @@ class Trainer:
         self.accelerator.end_training()
         seconds = time.perf_counter() - start_time
         if self.accelerator.is_main_process and metrics:
-            (self.output_dir / "metrics.json").write_text(
-                json.dumps({"step": self.step, **metrics}, indent=2)
+            atomic_write_text(
+                self.output_dir / "metrics.json", json.dumps({"step": self.step, **metrics}, indent=2)
             )
         return TrainResult(self.step, self.output_dir, metrics, self.best_miou, seconds)
 

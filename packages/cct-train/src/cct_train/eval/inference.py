@@ -242,7 +242,7 @@ def _evaluate(
     stride: tuple[int, int] | None,
 ) -> dict[str, Any]:
     from cct_train.data import Normalize
-    from cct_train.data.setup import build_eval_loader
+    from cct_train.data.build import build_eval_loader
 
     loader, _, num_classes, class_names = build_eval_loader(cfg, split)
     normalize = Normalize(*loaded.model.normalization)  # as the model was trained, whatever cfg says

@@ -26,12 +26,11 @@ import torch
 from torch import Tensor, nn
 
 from cct_perturb import PAPER_DECODERS, PERTURBATIONS, Perturbation, create_perturbation
+from cct_train.common.imagenet import IMAGENET_MEAN, IMAGENET_STD
 from cct_train.common.limits import MAX_AUX_DECODERS
 from cct_train.common.logits import fit_logits
 from cct_train.models.decoders import PSPModule, SubPixelBlock, UpsampleDecoder, icnr_
 from cct_train.models.encoders import (
-    IMAGENET_MEAN,
-    IMAGENET_STD,
     Encoder,
     build_encoder,
     resolve_normalization,
@@ -374,15 +373,15 @@ class CCTModel(nn.Module):
         return self.consistency_term.confidence
 
     @property
-    def fused_aux(self) -> bool:
+    def fuse_aux_decoders(self) -> bool:
         """Compute Lu through the fused path (``consistency_term.fused``: the K auxiliary decoders as
         batched GEMMs, back-propagated chunk by chunk in the forward pass; same value and gradients, faster
         and without the K full-resolution outputs in memory), whenever there are no weak targets;
         ``False``: one ordinary decoder call per auxiliary decoder."""
         return self.consistency_term.fused
 
-    @fused_aux.setter
-    def fused_aux(self, value: bool) -> None:
+    @fuse_aux_decoders.setter
+    def fuse_aux_decoders(self, value: bool) -> None:
         self.consistency_term.fused = bool(value)
 
     @property

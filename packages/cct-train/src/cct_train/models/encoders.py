@@ -21,9 +21,7 @@ from __future__ import annotations
 import difflib
 import fnmatch
 import json
-import os
 import re
-import tempfile
 import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -31,6 +29,8 @@ from typing import Any, Protocol
 
 from torch import Tensor, nn
 
+from cct_train.common.checkpoint import save_weights
+from cct_train.common.imagenet import IMAGENET_MEAN, IMAGENET_STD
 from cct_train.models.depthwise import use_fast_depthwise
 from cct_train.models.weights import (
     Match,
@@ -362,11 +362,6 @@ def check_encoder_input(encoder: nn.Module, size: Sequence[int], *, where: str =
         encoder.train(was_training)
 
 
-#: The ImageNet statistics most pretrained backbones expect (torchvision, smp, most timm models).
-IMAGENET_MEAN: tuple[float, float, float] = (0.485, 0.456, 0.406)
-IMAGENET_STD: tuple[float, float, float] = (0.229, 0.224, 0.225)
-
-
 def input_normalization(name: str) -> tuple[tuple[float, ...], tuple[float, ...]]:
     """``(mean, std)`` of the images the encoder's pretrained weights were trained on, in [0, 1] units.
 
@@ -449,20 +444,6 @@ def load_encoder_weights(
     return report
 
 
-def _atomic_save(state: Mapping[str, Tensor], path: Path, metadata: dict[str, str]) -> None:
-    from safetensors.torch import save_file
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".partial")
-    os.close(handle)
-    try:
-        save_file({k: v.contiguous() for k, v in state.items()}, tmp, metadata=metadata)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-
-
 def convert_weights(
     source: str | Path,
     encoder: str,
@@ -507,7 +488,7 @@ def convert_weights(
         "cct_match": rule,
         "cct_pairs": json.dumps(mapped.pairs),
     }
-    _atomic_save(mapped.state, output, metadata)
+    save_weights(output, dict(mapped.state), metadata)  # atomic, as every weights file
     load_encoder_weights(build_encoder(encoder, output_stride=output_stride, in_channels=in_channels), output)
     return {
         **mapped.summary(),

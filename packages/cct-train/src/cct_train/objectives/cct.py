@@ -39,7 +39,7 @@ from cct_train.objectives.fused import SubPixelRows, is_subpixel_decoder
 from cct_train.objectives.losses import ConsistencyTerm, SupervisedTerm
 
 __all__ = [
-    "CCTHead",
+    "CCTDecoders",
     "CrossViewInputs",
     "cct_objective",
     "perturb_features",
@@ -49,7 +49,7 @@ __all__ = [
 ]
 
 
-class CCTHead(Protocol):
+class CCTDecoders(Protocol):
     """What the objective reads of a model: its decoders, perturbations and the owners of its losses (a
     :class:`~cct_train.models.cct.CCTModel`, or one domain's head of the multi-domain model)."""
 
@@ -71,7 +71,7 @@ class CCTHead(Protocol):
 
 
 def cct_objective(
-    head: CCTHead,
+    head: CCTDecoders,
     z_l: Tensor,
     targets: Tensor,
     z_u: Tensor | None = None,
@@ -154,7 +154,7 @@ def cct_objective(
 
 
 def _cross_view_objective(
-    head: CCTHead,
+    head: CCTDecoders,
     logits_l: Tensor,
     loss_sup: Tensor,
     z_s: Tensor,
@@ -216,7 +216,7 @@ def resize_logits(logits: Tensor, size: Sequence[int]) -> Tensor:
 
 
 def perturb_features(
-    head: CCTHead, z_u: Tensor, main_u: Tensor, generator: torch.Generator | None = None
+    head: CCTDecoders, z_u: Tensor, main_u: Tensor, generator: torch.Generator | None = None
 ) -> list[Tensor]:
     """Each auxiliary decoder's perturbation of ``z_u`` (B_u, D, h, w): K tensors of that shape, in order.
 

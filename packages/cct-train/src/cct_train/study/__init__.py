@@ -9,13 +9,18 @@ For every number of labeled images n, method and seed, one ordinary Trainer run 
 - :mod:`.data`: the resized copy of the data set, made once;
 - :mod:`.stats`: means, standard deviations and paired differences over seeds;
 - :mod:`.tables`: tables and figures; :mod:`.markdown`: results.md; :mod:`.provenance`: hardware, commit;
-- :mod:`.run`: ``run_study``, the whole study.
+- :mod:`.driver`: ``run_study``, the whole study (plan, run or resume, report).
 """
 
-from cct_train.engine.machine import threads_per_job as threads_per_job  # re-exported (tests, scripts)
+from cct_train.engine.hardware import threads_per_job as threads_per_job  # re-exported (tests, scripts)
 from cct_train.study.data import (
     resized_copy,
     with_resized_data,
+)
+from cct_train.study.driver import (
+    StudyReport,
+    run_study,
+    study_precision,
 )
 from cct_train.study.markdown import (
     render_markdown,
@@ -24,11 +29,6 @@ from cct_train.study.provenance import (
     git_commit,
     hardware,
     write_json,
-)
-from cct_train.study.run import (
-    StudyReport,
-    run_study,
-    study_precision,
 )
 from cct_train.study.runs import (
     RunCallback,

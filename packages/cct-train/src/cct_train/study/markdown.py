@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from cct_train.engine.machine import (
+from cct_train.engine.hardware import (
     PRECISION_LABELS,
 )
 from cct_train.study.schema import CCT, CROSSVIEW, FIXMATCH, SUPERVISED

@@ -10,7 +10,8 @@ from contextlib import suppress
 from pathlib import Path
 from typing import Any
 
-from cct_train.engine.machine import (
+from cct_train.common.atomic import atomic_write_text
+from cct_train.engine.hardware import (
     available_cores,
     cpu_info,
 )
@@ -52,7 +53,4 @@ def git_commit() -> str | None:
 
 
 def write_json(path: Path, data: Any) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2, default=str, allow_nan=True))
-    tmp.replace(path)
+    atomic_write_text(path, json.dumps(data, indent=2, default=str, allow_nan=True))

@@ -27,7 +27,7 @@ from cct_train.config import (
     rename_keys,
     upgrade_config,
 )
-from cct_train.engine.machine import (
+from cct_train.engine.hardware import (
     choose_threads,
 )
 from cct_train.engine.signals import StopRequest
@@ -368,7 +368,7 @@ def _worker_init(threads: int, share: CoreShare | None = None, parent: int | Non
 
     import torch
 
-    from cct_train.engine.machine import SlowPrecisionWarning
+    from cct_train.engine.hardware import SlowPrecisionWarning
 
     global _worker_share
     _worker_share = share

@@ -145,7 +145,7 @@ def qualitative_grid(
     methods' runs at one (n, seed), coloured with the data set's palette. None when a run is missing."""
     import torch
 
-    from cct_train.data.setup import build_eval_loader
+    from cct_train.data.build import build_eval_loader
     from cct_train.eval.inference import load_model
     from cct_train.eval.plots import predict_classes, prediction_grid
 

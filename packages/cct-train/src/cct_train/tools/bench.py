@@ -27,10 +27,10 @@ random initialisation, 21 classes, output stride 8, PSP 512, SGD with momentum:
   :mod:`cct_train.models.depthwise` (run both to see what the rewrite saves on this CPU).
 
 Precision. ``--precision`` (``auto``, ``fp32``, ``bf16``) overrides the workload's; ``auto`` is resolved by
-:func:`cct_train.engine.machine.resolve_precision` (bf16 where native, float32 elsewhere). The precision used,
-why, the CPU's model and the capability torch reports (:func:`cct_train.engine.machine.cpu_info`) are printed
+:func:`cct_train.engine.hardware.resolve_precision` (bf16 where native, float32 elsewhere). The precision used,
+why, the CPU's model and the capability torch reports (:func:`cct_train.engine.hardware.cpu_info`) are printed
 and stored in the JSON (``precision``, ``cpu``), as are the torch threads and why
-(:func:`cct_train.engine.machine.choose_threads`; ``threads_reason``).
+(:func:`cct_train.engine.hardware.choose_threads`; ``threads_reason``).
 
 Method. Each (mode, round) runs in a FRESH subprocess (multiprocessing "spawn"): on CPU the peak memory
 is the process's resident-set high-water mark (``ru_maxrss``), which only grows within a process, so one
@@ -75,8 +75,9 @@ import torch
 from rich.console import Console
 from rich.table import Table
 
+from cct_train.common.atomic import atomic_write_text
 from cct_train.config import CPU_PERTURBATIONS, PAPER_PERTURBATIONS
-from cct_train.engine.machine import (
+from cct_train.engine.hardware import (
     PRECISION_LABELS,
     PrecisionChoice,
     ThreadChoice,
@@ -99,11 +100,11 @@ class Workload:
     size: tuple[int, int]
     batch: int
     classes: int = 21
-    amp: str = "no"  # "auto" | "no" | "bf16" | "fp16" ("auto": cct_train.engine.machine.resolve_precision)
+    amp: str = "no"  # "auto" | "no" | "bf16" | "fp16" ("auto": cct_train.engine.hardware.resolve_precision)
     output_stride: int = 8
     psp_channels: int = 512
     perturbations: Mapping[str, int] = field(default_factory=lambda: dict(PAPER_PERTURBATIONS))
-    #: Extra attributes set on the CCT model (e.g. ``{"fused_aux": False}`` for the unfused reference).
+    #: Extra attributes set on the CCT model (e.g. ``{"fuse_aux_decoders": False}`` for the unfused reference).
     model_attrs: Mapping[str, Any] = field(default_factory=dict)
     #: Extra ``build_encoder`` arguments of both modes (e.g. ``{"fast_depthwise": False}``).
     encoder_kwargs: Mapping[str, Any] = field(default_factory=dict)
@@ -353,9 +354,9 @@ def _perturbation_times(
             fn: Callable[[], Any] = partial(module, z)
         elif module.inputs == "prediction":
             fn = partial(module, z, pred)
-        elif getattr(model, "fused_aux", False):
+        elif getattr(model, "fuse_aux_decoders", False):
             # VAT differentiates through its decoder (gradients on, as in training), which the model runs
-            # as GEMMs in sub-pixel order when fused_aux is on.
+            # as GEMMs in sub-pixel order when fuse_aux_decoders is on.
             rows = SubPixelRows(decoder)
             main_rows = rows.target(pred) if getattr(module, "target", "main") == "main" else None
             fn = partial(module, z, rows, main_rows)
@@ -510,7 +511,7 @@ def _machine(
 
 def _write_json(results: dict[str, Any], json_out: Path, quiet: bool) -> None:
     json_out.parent.mkdir(parents=True, exist_ok=True)
-    json_out.write_text(json.dumps(results, indent=2))
+    atomic_write_text(json_out, json.dumps(results, indent=2))
     if not quiet:
         console.print(f"written to {json_out}")
 
@@ -541,11 +542,11 @@ def run_bench(
             CPU); ``False`` runs in this process (tests; the CPU memory figures are then meaningless).
         quiet: do not print the tables.
         threads: ``torch.set_num_threads`` in each measuring process (default: chosen from the free
-            cores, :func:`cct_train.engine.machine.choose_threads`). On a CPU shared with other jobs, 1 thread gives
+            cores, :func:`cct_train.engine.hardware.choose_threads`). On a CPU shared with other jobs, 1 thread gives
             far steadier figures: with 2 OpenMP threads on 2 busy cores, each parallel region waits for the
             descheduled thread, and both wall and CPU time swing 2-5x.
         precision: ``auto``, ``fp32`` (``no``), ``bf16`` or ``fp16`` instead of the workload's own
-            (:func:`cct_train.engine.machine.resolve_precision`).
+            (:func:`cct_train.engine.hardware.resolve_precision`).
 
     Returns:
         the results (also written to ``json_out``): ``workload``, ``device``, ``train_steps`` (one row per

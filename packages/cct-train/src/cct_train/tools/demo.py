@@ -17,8 +17,9 @@ import torch
 from rich.console import Console
 from rich.table import Table
 
+from cct_train.common.atomic import atomic_write_text
 from cct_train.config import CPU_PERTURBATIONS, Config, config_from_dict
-from cct_train.data.setup import DataBundle, build_data
+from cct_train.data.build import TrainingData, build_data
 from cct_train.engine.trainer import Trainer
 
 console = Console()
@@ -154,10 +155,10 @@ def run_demo(
 
     ``jobs``: runs trained at once (default: both runs side by side, one torch thread each, when the
     machine has a core per run, :func:`demo_jobs`; else one after the other). ``threads``: torch threads per run
-    (default: chosen from the free cores, :func:`cct_train.engine.machine.choose_threads`); the precision
+    (default: chosen from the free cores, :func:`cct_train.engine.hardware.choose_threads`); the precision
     follows ``mixed_precision: auto``. Both choices are printed with their reasons.
     """
-    from cct_train.engine.machine import choose_threads
+    from cct_train.engine.hardware import choose_threads
 
     runs = 2 if compare else 1
     jobs = min(jobs or demo_jobs(runs, threads), runs)
@@ -199,7 +200,7 @@ def demo_jobs(runs: int, threads: int | None = None, cores: int | None = None) -
     the other, whose small kernels do not scale), else one; one when ``threads`` is set. The load average
     is deliberately not consulted: right after an install it still counts the install for a minute, and
     two 1-thread runs beside another job cost no more than the same runs one after the other."""
-    from cct_train.engine.machine import available_cores
+    from cct_train.engine.hardware import available_cores
 
     if threads is not None or runs <= 1:
         return 1
@@ -228,7 +229,7 @@ def _run_demo(configs: dict[str, Config], output: Path, jobs: int, threads: int)
             results[mode] = {"seconds": round(result.seconds, 1), **result.metrics}
             models[mode] = trainer.unwrapped
     _print_comparison(results, bundle.class_names)
-    (output / "results.json").write_text(json.dumps(results, indent=2))
+    atomic_write_text(output / "results.json", json.dumps(results, indent=2))
     from cct_train.eval.plots import PLOTS_MISSING, plots_available
 
     grid = output / "predictions.png"
@@ -247,7 +248,7 @@ def _train_side_by_side(
     configs: dict[str, Config], jobs: int, threads: int
 ) -> tuple[dict[str, Any], dict[str, torch.nn.Module]]:
     """The runs in parallel worker processes (the study's runner), then their metrics and exported models."""
-    from cct_train.engine.machine import resolve_precision
+    from cct_train.engine.hardware import resolve_precision
     from cct_train.engine.trainer import training_device
     from cct_train.eval.inference import load_model
     from cct_train.study.runs import RunSpec, run_all
@@ -305,7 +306,9 @@ def _print_comparison(results: dict[str, Any], class_names: list[str]) -> None:
     console.print(table)
 
 
-def _prediction_grid(models: dict[str, torch.nn.Module], data: DataBundle, path: Path, rows: int = 4) -> None:
+def _prediction_grid(
+    models: dict[str, torch.nn.Module], data: TrainingData, path: Path, rows: int = 4
+) -> None:
     """Validation images, ground truth and each model's prediction, side by side."""
     from cct_train.eval.plots import predict_classes, prediction_grid
 

@@ -107,7 +107,7 @@ def dry_run(config: Config) -> DryRunReport:
             "unlabeled",
             f"weak-strong views: confidence {unlabeled.confidence}, {main}, CutMix p {unlabeled.strong.cutmix.p}",
         )
-    from cct_train.engine.machine import resolve_precision
+    from cct_train.engine.hardware import resolve_precision
     from cct_train.engine.trainer import training_device
 
     choice = resolve_precision(train.mixed_precision, training_device(), warn=False)
@@ -191,7 +191,7 @@ def _one_step(cfg: Config, model: Any, inputs: dict[str, dict[str, Any]]) -> str
 def _data_rows(report: DryRunReport, cfg: Config, prefix: str) -> tuple[int, dict[str, Any]]:
     """Build one domain's data (one batch of each loader) and add its rows; returns its class count and
     the keyword inputs of one training step on those batches."""
-    from cct_train.data.setup import build_data
+    from cct_train.data.build import build_data
 
     data = cfg.data
     options = f" {data.options}" if data.options else ""

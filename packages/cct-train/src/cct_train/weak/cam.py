@@ -14,11 +14,12 @@ from typing import Any, Literal
 import torch
 
 from cct_train.common.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from cct_train.common.imagenet import IMAGENET_MEAN, IMAGENET_STD
 from cct_train.common.progress import training_progress
 from cct_train.data import Normalize, SegmentationAugment, build_loader, cycle
 from cct_train.data.loaders import SampleCrop
 from cct_train.engine.schedules import make_optimizer, poly_scheduler
-from cct_train.models.encoders import IMAGENET_MEAN, IMAGENET_STD, build_encoder, input_normalization
+from cct_train.models.encoders import build_encoder, input_normalization
 from cct_train.weak.labels import CAM_CHECKPOINT_KIND, LabelLookup, resolve_device
 from cct_weak import (
     CAMClassifier,

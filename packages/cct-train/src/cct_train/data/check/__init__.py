@@ -31,6 +31,7 @@ For the trainer: :func:`preflight` raises :class:`DataCheckError` on fatal probl
 :func:`skipping_config` and :func:`drop_samples`.
 """
 
+from cct_train.data.build import drop_samples
 from cct_train.data.check.problems import (
     SAMPLE_KINDS,
     SPLITS,
@@ -50,7 +51,6 @@ from cct_train.data.check.running import (
     samples_to_skip,
     skipping_config,
 )
-from cct_train.data.setup import drop_samples
 
 __all__ = [
     "SAMPLE_KINDS",

@@ -10,6 +10,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from cct_train.common.atomic import atomic_write_text
+
 if TYPE_CHECKING:
     pass
 
@@ -126,7 +128,7 @@ class DataReport:
         """Write :meth:`to_dict` as JSON to ``path`` (parents created); returns the path."""
         out = Path(path)
         out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(json.dumps(self.to_dict(), indent=2) + "\n")
+        atomic_write_text(out, json.dumps(self.to_dict(), indent=2) + "\n")
         return out
 
     def format(self, limit: int | None = 50) -> str:

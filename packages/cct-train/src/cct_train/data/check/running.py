@@ -18,6 +18,7 @@ from cct_train.data.base import (
     OutsideRootError,
     SkippedEntry,
 )
+from cct_train.data.build import build_split_dataset, split_names
 from cct_train.data.check.decoding import DecodeTask, decode_all, strict_decoding
 from cct_train.data.check.problems import (
     SAMPLE_KINDS,
@@ -31,7 +32,6 @@ from cct_train.data.check.problems import (
     Problem,
 )
 from cct_train.data.lists import list_names
-from cct_train.data.setup import build_split_dataset, split_names
 from cct_train.data.unlabeled import UnlabeledFolder
 
 if TYPE_CHECKING:

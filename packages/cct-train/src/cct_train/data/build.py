@@ -24,7 +24,7 @@ from cct_train.data.base import ImageDataset
 from cct_train.data.folder import DATASET_JSON, read_dataset_json
 from cct_train.data.lists import list_names
 from cct_train.data.loaders import SampleCrop
-from cct_train.data.pseudo import WithPseudoLabels
+from cct_train.data.pseudo_label_files import WithPseudoLabels
 from cct_train.models.encoders import resolve_normalization
 
 
@@ -84,7 +84,7 @@ class TrainTransform(nn.Module):
 
 
 @dataclass
-class DataBundle:
+class TrainingData:
     num_classes: int
     class_names: list[str]
     palette: list[list[int]]
@@ -159,7 +159,7 @@ def drop_samples(dataset: _D, names: Iterable[str]) -> _D:
     return dataset if len(keep) == len(dataset) else dataset.subset(keep)
 
 
-def build_data(config: Config, drop: Mapping[str, set[str]] | None = None) -> DataBundle:
+def build_data(config: Config, drop: Mapping[str, set[str]] | None = None) -> TrainingData:
     """Loaders and transforms for training. ``drop``: sample names to leave out per part ("train",
     "unlabeled_root", "val"), from the data check with ``data.skip_bad_samples``."""
     data = config.data
@@ -207,7 +207,7 @@ def build_data(config: Config, drop: Mapping[str, set[str]] | None = None) -> Da
         hflip=data.hflip,
         ignore_index=data.ignore_index,
     )
-    return DataBundle(
+    return TrainingData(
         num_classes=num_classes,
         class_names=list(train_set.class_names),
         palette=[list(c) for c in train_set.palette],

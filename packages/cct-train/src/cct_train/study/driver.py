@@ -13,11 +13,12 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from cct_train.common.atomic import atomic_write_text
 from cct_train.config import (
     Config,
     config_from_dict,
 )
-from cct_train.engine.machine import (
+from cct_train.engine.hardware import (
     PrecisionChoice,
     ThreadChoice,
     choose_threads,
@@ -52,7 +53,7 @@ class StudyReport:
 
 def study_precision(base: Config) -> tuple[Config, PrecisionChoice]:
     """The base config with ``train.mixed_precision: auto`` resolved for the device the runs train on
-    (:func:`cct_train.engine.machine.resolve_precision`), and the choice with its reason.
+    (:func:`cct_train.engine.hardware.resolve_precision`), and the choice with its reason.
 
     The runs' configs hold the precision actually used, so that a run's fingerprint says what it computed:
     ``auto`` on a CPU with native bf16 is the same run as ``bf16`` (results on disk stay valid), and on one
@@ -231,7 +232,7 @@ def run_study(
     invocations = [*_earlier_invocations(output / "results.json", study), invocation]
     report = _study_report(study, invocation, invocations, results, summaries, source_data, runs_dir, grid)
     write_json(output / "results.json", report)
-    (output / "results.md").write_text(render_markdown(report))
+    atomic_write_text(output / "results.md", render_markdown(report))
     return StudyReport(report, results, files)
 
 

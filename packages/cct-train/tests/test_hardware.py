@@ -1,4 +1,4 @@
-"""cct_train.machine: the precision and thread decisions, with the CPU / GPU capability mocked both ways."""
+"""cct_train.engine.hardware: the precision and thread decisions, with the CPU / GPU capability mocked both ways."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ import warnings
 import pytest
 import torch
 
-from cct_train import machine
-from cct_train.machine import (
+from cct_train.engine import hardware
+from cct_train.engine.hardware import (
     CPUInfo,
     SlowPrecisionWarning,
     choose_threads,
@@ -30,13 +30,13 @@ SPR = CPUInfo("Intel Xeon Platinum 8480", "AVX512", ("avx512_bf16", "amx_bf16"),
 @pytest.fixture
 def cpu(monkeypatch: pytest.MonkeyPatch) -> pytest.MonkeyPatch:
     """Fresh warn-once state and a fake probe (no timing in tests)."""
-    monkeypatch.setattr(machine, "_warned", set())
-    monkeypatch.setattr(machine, "measure_bf16_slowdown", lambda: 14.0)
+    monkeypatch.setattr(hardware, "_warned", set())
+    monkeypatch.setattr(hardware, "measure_bf16_slowdown", lambda: 14.0)
     return monkeypatch
 
 
 def _as(monkeypatch: pytest.MonkeyPatch, info: CPUInfo) -> None:
-    monkeypatch.setattr(machine, "cpu_info", lambda: info)
+    monkeypatch.setattr(hardware, "cpu_info", lambda: info)
 
 
 @pytest.mark.parametrize("info", [BF16_EPYC, SPR])
@@ -98,8 +98,8 @@ def test_explicit_choices_are_kept(cpu: pytest.MonkeyPatch) -> None:
 @pytest.mark.parametrize(("native", "expected"), [(True, "bf16"), (False, "no")])
 def test_auto_on_cuda_follows_the_device(cpu: pytest.MonkeyPatch, native: bool, expected: str) -> None:
     cpu.setattr(torch.cuda, "is_available", lambda: True)
-    cpu.setattr(machine, "cuda_native_bf16", lambda: native)
-    cpu.setattr(machine, "device_description", lambda device: "NVIDIA T4 (compute capability 7.5)")
+    cpu.setattr(hardware, "cuda_native_bf16", lambda: native)
+    cpu.setattr(hardware, "device_description", lambda device: "NVIDIA T4 (compute capability 7.5)")
     choice = resolve_precision("auto", "cuda")
     assert choice.precision == expected
     assert "NVIDIA T4" in choice.reason
@@ -117,7 +117,7 @@ def test_cpu_info_describes_this_machine() -> None:
     info = cpu_info()
     assert info.model
     assert info.capability
-    assert set(info.bf16_instructions) <= set(machine.BF16_INSTRUCTIONS)
+    assert set(info.bf16_instructions) <= set(hardware.BF16_INSTRUCTIONS)
     assert info.native_bf16 == (info.onednn_bf16 and bool(info.bf16_instructions))
     text = info.describe()
     assert info.model in text
@@ -137,7 +137,7 @@ def test_native_bf16_needs_both_instructions_and_onednn() -> None:
 
 
 def test_measure_bf16_slowdown_runs() -> None:
-    ratio = machine.measure_bf16_slowdown.__wrapped__(repeats=1)
+    ratio = hardware.measure_bf16_slowdown.__wrapped__(repeats=1)
     assert ratio is None or ratio > 0
 
 
@@ -180,15 +180,15 @@ def test_busy_machine_is_said() -> None:
 
 
 def test_load_is_scaled_to_this_process_share(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(machine.os, "getloadavg", lambda: (32.0, 0.0, 0.0))
-    monkeypatch.setattr(machine.os, "cpu_count", lambda: 64)
-    assert machine.other_load(cores=4) == pytest.approx(2.0)  # a container with 4 of 64 host cores
-    monkeypatch.setattr(machine.os, "cpu_count", lambda: 4)
-    assert machine.other_load(cores=4) == pytest.approx(32.0)
+    monkeypatch.setattr(hardware.os, "getloadavg", lambda: (32.0, 0.0, 0.0))
+    monkeypatch.setattr(hardware.os, "cpu_count", lambda: 64)
+    assert hardware.other_load(cores=4) == pytest.approx(2.0)  # a container with 4 of 64 host cores
+    monkeypatch.setattr(hardware.os, "cpu_count", lambda: 4)
+    assert hardware.other_load(cores=4) == pytest.approx(32.0)
 
 
 def test_available_cores_respects_a_cgroup_quota(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(machine, "_cgroup_quota", lambda: 1.5)
-    assert machine.available_cores() == min(2, len(machine.os.sched_getaffinity(0)))
-    monkeypatch.setattr(machine, "_cgroup_quota", lambda: None)
-    assert machine.available_cores() == len(machine.os.sched_getaffinity(0))
+    monkeypatch.setattr(hardware, "_cgroup_quota", lambda: 1.5)
+    assert hardware.available_cores() == min(2, len(hardware.os.sched_getaffinity(0)))
+    monkeypatch.setattr(hardware, "_cgroup_quota", lambda: None)
+    assert hardware.available_cores() == len(hardware.os.sched_getaffinity(0))

@@ -19,11 +19,12 @@ from PIL import Image
 from rich.progress import Progress
 from torch.utils.data import DataLoader
 
+from cct_train.common.atomic import atomic_write_text
+from cct_train.common.imagenet import IMAGENET_MEAN, IMAGENET_STD
 from cct_train.common.progress import console, progress_columns
 from cct_train.data import IGNORE_INDEX, Normalize, build_loader, default_palette
-from cct_train.data.pseudo import pseudo_label_path
+from cct_train.data.pseudo_label_files import pseudo_label_path
 from cct_train.eval.metrics import confusion_matrix, scores_from_confusion
-from cct_train.models.encoders import IMAGENET_MEAN, IMAGENET_STD
 from cct_train.weak.labels import LabelLookup, require_crf, resolve_device
 from cct_weak import (
     CAMClassifier,
@@ -436,5 +437,5 @@ def generate_pseudo_labels(
     final, before = _label_batches(model, loader, normalize, dev, source, settings, out_dir, colours, quiet)
     report = _report(len(dataset), names_, settings, source, extra_report, final, before)
     report["seconds"] = time.perf_counter() - started
-    (out_dir / "report.json").write_text(json.dumps(report, indent=2))
+    atomic_write_text(out_dir / "report.json", json.dumps(report, indent=2))
     return report
