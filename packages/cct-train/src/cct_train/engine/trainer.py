@@ -174,11 +174,7 @@ class Trainer:
         self.optimizer, self.scheduler = build_optimization(config, self.model)
         self.step = 0
         self.best_miou: float | None = None
-        # Two generators per process: one augments the labeled batches, the other the unlabeled batches
-        # and draws the perturbations. A seed reproduces a run and each rank draws differently; and since
-        # the labeled draws do not depend on whether the run uses unlabeled data, a CCT run and the
-        # supervised baseline of the same seed see the very same labeled crops (a paired comparison).
-        # Their states travel in the checkpoint.
+        # The labeled batches' generator and the unlabeled batches' and perturbations' (see _seed_generators).
         self.labeled_generator = torch.Generator(device=self.accelerator.device)
         self.generator = torch.Generator(device=self.accelerator.device)
         self._seed_generators(self.accelerator.process_index)
@@ -361,32 +357,7 @@ class Trainer:
             [{"labeled": self.labeled_generator.get_state(), "unlabeled": self.generator.get_state()}]
         )
         if self.accelerator.is_main_process:
-            streams: dict[str, Any] = {}
-            for run in self.domains:
-                assert run.labeled_stream is not None
-                streams[run.key("labeled")] = run.labeled_stream.state_dict()
-                streams[run.key("unlabeled")] = (
-                    run.unlabeled_stream.state_dict() if run.unlabeled_stream else None
-                )
-            num_classes, class_names, palette = self._class_info()
-            payload = {
-                "model": self.unwrapped.state_dict(),
-                "model_config": self.unwrapped.config,
-                "optimizer": self.optimizer.state_dict(),
-                "scheduler": self.scheduler.state_dict(),
-                "step": self.step,
-                "best_miou": self.best_miou,
-                "rng": rng_state(),
-                "generators": generators,
-                "streams": streams,
-                "nonfinite_skipped": self.nonfinite_skipped,
-                "precision": {"used": self.precision.precision, "reason": self.precision.reason},
-                "scaler": self.accelerator.scaler.state_dict() if self.accelerator.scaler else None,
-                "config": self.config.to_dict(),
-                "num_classes": num_classes,
-                "class_names": class_names,
-                "palette": palette,
-            }
+            payload = self._checkpoint(generators)
             try:
                 save_checkpoint(path, payload)
             except OSError as error:
@@ -399,6 +370,36 @@ class Trainer:
         if name == "last":
             self._last_saved_step = self.step
         return path
+
+    def _checkpoint(self, generators: list[Any]) -> dict[str, Any]:
+        """What a checkpoint holds: weights, optimizer, schedule, step, every random state (``generators``:
+        each process's) and stream position, and the config and class info to rebuild the model."""
+        streams: dict[str, Any] = {}
+        for run in self.domains:
+            assert run.labeled_stream is not None
+            streams[run.key("labeled")] = run.labeled_stream.state_dict()
+            streams[run.key("unlabeled")] = (
+                run.unlabeled_stream.state_dict() if run.unlabeled_stream else None
+            )
+        num_classes, class_names, palette = self._class_info()
+        return {
+            "model": self.unwrapped.state_dict(),
+            "model_config": self.unwrapped.config,
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "step": self.step,
+            "best_miou": self.best_miou,
+            "rng": rng_state(),
+            "generators": generators,
+            "streams": streams,
+            "nonfinite_skipped": self.nonfinite_skipped,
+            "precision": {"used": self.precision.precision, "reason": self.precision.reason},
+            "scaler": self.accelerator.scaler.state_dict() if self.accelerator.scaler else None,
+            "config": self.config.to_dict(),
+            "num_classes": num_classes,
+            "class_names": class_names,
+            "palette": palette,
+        }
 
     def _weights_finite(self) -> bool:
         """Whether every floating-point parameter and buffer is finite (one host sync)."""
@@ -510,6 +511,11 @@ class Trainer:
                 ) from error
 
     def _seed_generators(self, rank: int, step: int = 0) -> None:
+        """Two generators per process: one augments the labeled batches, the other the unlabeled batches
+        and draws the perturbations. A seed reproduces a run and each rank draws differently; and since
+        the labeled draws do not depend on whether the run uses unlabeled data, a CCT run and the
+        supervised baseline of the same seed see the very same labeled crops (a paired comparison).
+        Their states travel in the checkpoint."""
         seed = self.config.experiment.seed * 1000 + rank + 7919 * step
         self.labeled_generator.manual_seed(seed)
         self.generator.manual_seed(seed + UNLABELED_STREAM)
@@ -742,24 +748,20 @@ class Trainer:
             self.close()
 
     def _fit(self, callback: ProgressCallback | None) -> TrainResult:
+        """The loop: a step on each step's batches, then what is due (log, validation, checkpoint) or asked
+        (a signal: checkpoint and stop); after the last step, :meth:`_finish`."""
         cfg = self.config.train
-        self._start_logs()
+        self._start_training()
         start_time = time.perf_counter()
         metrics: dict[str, Any] = {}
-        latest: dict[
-            str, torch.Tensor
-        ] = {}  # each loss's latest value (with alternating domains, each one's)
-        self.model.train()
+        latest: dict[str, torch.Tensor] = {}  # each logged value's latest (alternating: each domain's)
         with (
             stop_on_signals(self.stop),
             training_progress(cfg.iterations, start=self.step, disable=self.quiet) as progress,
         ):
             while self.step < cfg.iterations:
                 out = self.train_step(self._next_batches())
-                # The losses, and cross-view's share of confident target pixels ("confident").
-                latest.update(
-                    (k, v.detach()) for k, v in out.items() if "loss" in k or k.endswith("confident")
-                )
+                latest.update(_logged_values(out))
                 self.step += 1
                 signum = self.stop.signum
                 if _due(self.step, cfg.log_every, cfg.iterations) or signum is not None:
@@ -777,11 +779,13 @@ class Trainer:
         self._write_metrics(metrics)
         return TrainResult(self.step, self.output_dir, metrics, self.best_miou, seconds)
 
-    def _start_logs(self) -> None:
-        """The run's config beside its checkpoints, and the trackers started with its flat settings."""
+    def _start_training(self) -> None:
+        """The run's config beside its checkpoints, the trackers started with its flat settings, the model
+        in training mode."""
         if self.accelerator.is_main_process:
             save_config(self.config, self.output_dir / "config.yaml")
         self.accelerator.init_trackers(self.config.experiment.name, config=_flat(self.config.to_dict()))
+        self.model.train()
 
     def _log(
         self, latest: dict[str, torch.Tensor], progress: TrainingProgress, callback: ProgressCallback | None
@@ -1061,6 +1065,12 @@ def _check_batches(run: DomainRun, processes: int) -> None:
                 f"x {processes} process(es) (batches drop the incomplete last one); lower {key} or label "
                 "more images"
             )
+
+
+def _logged_values(out: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """What the logs keep of a step's outputs: the losses and cross-view's share of confident target
+    pixels ("confident"), detached (read on the host only when logged)."""
+    return {k: v.detach() for k, v in out.items() if "loss" in k or k.endswith("confident")}
 
 
 def _due(step: int, every: int, last: int) -> bool:
