@@ -90,7 +90,7 @@ class TrainBatch:
 
     def moved(self, device: torch.device, limit: int | None = None) -> TrainBatch:
         """A copy with every tensor on ``device``, cut to its first ``limit`` samples (None: all)."""
-        changes = {
+        changes: dict[str, Any] = {
             f.name: (value[:limit] if value.dim() else value).to(device)
             for f in fields(self)
             if isinstance(value := getattr(self, f.name), Tensor)

@@ -456,7 +456,7 @@ class CCTModel(nn.Module):
         cutmix_partner: Tensor | None = None,
         target_confidence: float | None = None,
         strong_weight: float | Tensor | None = None,
-        batches: Mapping[str, TrainBatch] | None = None,
+        batches: Mapping[str, TrainBatch | Mapping[str, Any]] | None = None,
     ) -> Tensor | dict[str, Tensor]:
         """Inference (``targets=None``) or one training step's losses.
 
@@ -480,9 +480,9 @@ class CCTModel(nn.Module):
         ``target_confidence``; ``strong_weight`` (None: off) weights the main decoder's loss on the strong
         view (:mod:`~cct_train.objectives.crossview`). Works with no auxiliary decoder (FixMatch-style).
 
-        ``batches``: the same training inputs as one :class:`~cct_train.models.batch.TrainBatch`, as
-        ``{name: batch}`` with one entry (the trainer's call, the multi-domain model's with one domain);
-        ``images`` and the other inputs are then not given.
+        ``batches``: the same training inputs as one :class:`~cct_train.models.batch.TrainBatch` (or a
+        mapping of its fields), as ``{name: batch}`` with one entry, the call of the multi-domain model
+        (the trainer's, whatever the number of domains); ``images`` and the other inputs are then not given.
 
         Returns:
             logits at inference; in training a dict of tensors: ``loss``, ``loss_sup``, ``loss_unsup`` and
@@ -494,7 +494,8 @@ class CCTModel(nn.Module):
                 raise ValueError(
                     "a single-domain model takes batches={name: TrainBatch} with one entry, and no images"
                 )
-            return self.losses(TrainBatch.of(*batches.values()), generator)
+            (only,) = batches.values()
+            return self.losses(TrainBatch.of(only), generator)
         if images is None:
             raise ValueError("give images (inference), images and targets, or batches={name: TrainBatch}")
         if targets is None:
