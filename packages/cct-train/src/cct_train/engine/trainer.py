@@ -3,6 +3,12 @@
 Accelerate does device placement, mixed precision, gradient accumulation, DDP and tracking; this module
 adds what is specific to CCT: a labeled and an unlabeled stream per step, on-device augmentation, the
 consistency-weight ramp-up and the poly learning-rate schedule, periodic validation and checkpoints.
+
+Reading order: ``Trainer.__init__`` calls the builders (end of this module) in turn; ``Trainer._fit`` is the
+loop; ``_next_batches`` / ``_inputs`` turn each domain's loader batches into one
+:class:`~cct_train.models.batch.TrainBatch`, and ``train_step`` is the optimisation step. One domain is a
+multi-domain run of one: the same loop, batches and model call (``model(batches={name: batch})``); only
+the names in logs and checkpoints say whether there are several (:meth:`DomainRun.key`).
 """
 
 from __future__ import annotations
@@ -740,6 +746,8 @@ class Trainer:
                 yield images
 
     def fit(self, callback: ProgressCallback | None = None) -> TrainResult:
+        """Train from the current step (0, or the resumed one) to ``train.iterations``, then validate and
+        export; ``callback(step, logs)`` at every logged step. The run folder's lock is given back."""
         self.output_dir.mkdir(parents=True, exist_ok=True)
         self._on_main(self._start_run)
         try:
