@@ -258,9 +258,9 @@ def test_cct_and_supervised_runs_of_a_seed_see_the_same_labeled_crops(
         seen: list[torch.Tensor] = []
         inputs = trainer._inputs
 
-        def recording(*args: Any) -> dict[str, Any]:
+        def recording(*args: Any) -> Any:
             out = inputs(*args)
-            seen.append(out["images"].clone())
+            seen.append(out.images.clone())
             return out
 
         trainer._inputs = recording  # type: ignore[method-assign]

@@ -338,9 +338,9 @@ def test_trainer_cross_view_step(scenes: Path, tmp_path: Path) -> None:
     seen: list[dict[str, Any]] = []
     inputs = trainer._inputs
 
-    def recording(*args: Any) -> dict[str, Any]:
+    def recording(*args: Any) -> Any:
         out = inputs(*args)
-        seen.append({k: v for k, v in out.items() if isinstance(v, Tensor)})
+        seen.append({k: v for k, v in vars(out).items() if isinstance(v, Tensor)})
         return out
 
     trainer._inputs = recording  # type: ignore[method-assign]

@@ -3,6 +3,12 @@
 Accelerate does device placement, mixed precision, gradient accumulation, DDP and tracking; this module
 adds what is specific to CCT: a labeled and an unlabeled stream per step, on-device augmentation, the
 consistency-weight ramp-up and the poly learning-rate schedule, periodic validation and checkpoints.
+
+Reading order: ``Trainer.__init__`` calls the builders (end of this module) in turn; ``Trainer._fit`` is the
+loop; ``_next_batches`` / ``_inputs`` turn each domain's loader batches into one
+:class:`~cct_train.models.batch.TrainBatch`, and ``train_step`` is the optimisation step. One domain is a
+multi-domain run of one: the same loop, batches and model call (``model(batches={name: batch})``); only
+the names in logs and checkpoints say whether there are several (:meth:`DomainRun.key`).
 """
 
 from __future__ import annotations
@@ -13,7 +19,7 @@ import os
 import tempfile
 import time
 import weakref
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from itertools import islice
 from pathlib import Path
@@ -29,6 +35,7 @@ from accelerate.utils import (
     gather_object,
     set_seed,
 )
+from torch import nn
 from torch.utils.data import DataLoader
 
 from cct_losses import ConsistencyWeight
@@ -41,7 +48,7 @@ from cct_train.common.checkpoint import (
     save_checkpoint,
     set_rng_state,
 )
-from cct_train.common.progress import training_progress
+from cct_train.common.progress import TrainingProgress, console, training_progress
 from cct_train.common.rundir import (
     RunFolderError,
     RunFolderLock,
@@ -58,6 +65,7 @@ from cct_train.engine.schedules import build_optimizer, consistency_schedule, po
 from cct_train.engine.signals import NonFiniteLossError, StopRequest, TrainingInterrupted, stop_on_signals
 from cct_train.engine.trackers import CSVTracker, check_trackers, log_images
 from cct_train.eval.evaluate import evaluate
+from cct_train.models.batch import TrainBatch
 from cct_train.models.cct import CCTModel
 from cct_train.models.encoders import check_encoder_input
 from cct_train.models.factory import build_model
@@ -105,9 +113,21 @@ class DomainRun:
     val_loader: DataLoader | None = None
     labeled_stream: InfiniteLoader | None = None
     unlabeled_stream: InfiniteLoader | None = None
+    #: Its head in a multi-domain model (its name); None when the model is a single-domain CCTModel.
+    head: str | None = None
 
     def ce_threshold(self, step: int) -> float | None:
         return None if self.supervised is None else self.supervised.threshold(step)
+
+    def key(self, name: str) -> str:
+        """``name`` as this domain's log / checkpoint key: ``"<domain>/<name>"`` in a multi-domain run,
+        ``name`` alone in a single-domain one."""
+        return name if self.head is None else f"{self.head}/{name}"
+
+    def main_path(self, model: nn.Module) -> nn.Module:
+        """``model``'s main path on this domain's images: ``model`` itself for one domain, its head's
+        :class:`DomainModel` for several (``model`` may be the DDP wrapper)."""
+        return model if self.head is None else DomainModel(model, self.head, self.data.num_classes)
 
 
 @dataclass
@@ -144,123 +164,33 @@ class Trainer:
         self.overwrite = overwrite
         self._resumed = False
         _check_writable(self.output_dir)
-        # A tracker whose package is missing fails here, with the pip line, before any data is read.
-        check_trackers(config.train.trackers)
-        trackers: list[Any] = [name for name in config.train.trackers if name != "csv"]
-        self._csv: CSVTracker | None = None
-        if "csv" in config.train.trackers:
-            self._csv = CSVTracker(config.experiment.name, self.output_dir / "logs")
-            trackers.append(self._csv)
-        if accelerator is None:
-            # Accelerate keeps its settings (mixed precision...) in a process-wide singleton; a second
-            # Trainer in the same process (the demo, a notebook, tests) must be free to choose its own.
-            # The process group itself (PartialState) is kept.
-            AcceleratorState._reset_state(reset_partial_state=False)
-            GradientState._reset_state()
-        handlers: list[Any] = []
-        if config.multi_domain and config.train.domain_sampling == "alternate" and len(config.domains) > 1:
-            # Alternating steps leave the other domains' decoders out of the graph: DDP must expect that.
-            handlers.append(DistributedDataParallelKwargs(find_unused_parameters=True))
+        trackers, self._csv = build_trackers(config, self.output_dir)
         #: The precision this run trains in and why (train.mixed_precision "auto" resolved for the device).
-        self.precision = (
-            PrecisionChoice(str(accelerator.mixed_precision), "set by the Accelerator passed in")
-            if accelerator is not None
-            else resolve_precision(config.train.mixed_precision, training_device())
-        )
-        self.accelerator = accelerator or Accelerator(
-            mixed_precision=self.precision.precision,
-            gradient_accumulation_steps=config.train.gradient_accumulation,
-            log_with=trackers or None,
-            project_config=ProjectConfiguration(
-                project_dir=str(self.output_dir), logging_dir=str(self.output_dir / "logs")
-            ),
-            cpu=_multi_process_cpu(),
-            kwargs_handlers=handlers or None,
-        )
+        self.precision, self.accelerator = build_accelerator(config, trackers, accelerator)
         self.quiet = quiet or not self.accelerator.is_main_process
-        #: One run per folder: taken before anything is written, given back when fit ends (or the
-        #: trainer is collected, or the process ends, whichever comes first).
-        self._lock = RunFolderLock(self.output_dir)
-        self._on_main(self._claim_output_dir)
-        weakref.finalize(self, self._lock.release)
+        self._take_run_folder()
         if not self.quiet:
-            from cct_train.common.progress import console
-
             console.print(self.precision.describe())
         set_seed(config.experiment.seed, device_specific=False)
         if config.train.unlabeled.cross_view and not config.supervised_only:
             # Fail now, naming the pip line, rather than at the first step after the data check.
             import cct_perturb.image  # noqa: F401
         views = config.domain_views()
-        drops = self._check_data(views)
-        device = self.accelerator.device
-        self.domains: list[DomainRun] = []
-        loss_weights = {d.name: d.loss_weight for d in config.domains}
-        for name, view in views:
-            if view.data.skip_bad_samples:
-                from cct_train.data.check import skipping_config
-
-                view = skipping_config(view)
-            data = build_data(view, drops.get(name))
-            self.domains.append(
-                DomainRun(
-                    name=name,
-                    config=view,
-                    data=data,
-                    augment=data.augment.to(device),
-                    consistency_weight=consistency_schedule(config, view.train.unsupervised_weight.lambda_u),
-                    loss_weight=loss_weights.get(name, 1.0),
-                    strong_weight=consistency_schedule(config, config.train.unlabeled.main_weight)
-                    if config.train.unlabeled.cross_view and config.train.unlabeled.main_on_strong
-                    else None,
-                )
-            )
+        self.domains = build_domains(config, views, self._check_data(views), self.accelerator.device)
         if not config.multi_domain:
             self.config = self.domains[0].config  # with skip_bad_samples: the skipping copy
-        self.model: Any = build_model(
-            config,
-            {d.name: d.data.num_classes for d in self.domains}
-            if config.multi_domain
-            else self.domains[0].data.num_classes,
-        )
-        for run in self.domains:  # ab-CE's threshold schedule is owned by the head's supervised loss
-            domain_model = self.model.head(run.name) if isinstance(self.model, MultiDomainCCT) else self.model
-            run.supervised = domain_model.supervised_term
-        for run in self.domains:  # an encoder that cannot take the crops fails here, in a few lines
-            check_encoder_input(self.model.encoder, run.config.data.crop_size)
-        self.optimizer = build_optimizer(config, self.model)
-        # Stepped once per optimizer step: with gradient accumulation, iterations / accumulation of them.
-        steps = math.ceil(config.train.iterations / config.train.gradient_accumulation)
-        self.scheduler = poly_scheduler(
-            self.optimizer,
-            steps,
-            config.train.optimizer.poly_power,
-            config.train.optimizer.warmup_steps(steps),
-        )
+        self.model: Any = build_checked_model(config, self.domains)
+        self.optimizer, self.scheduler = build_optimization(config, self.model)
         self.step = 0
         self.best_miou: float | None = None
-        # Two generators per process: one augments the labeled batches, the other the unlabeled batches
-        # and draws the perturbations. A seed reproduces a run and each rank draws differently; and since
-        # the labeled draws do not depend on whether the run uses unlabeled data, a CCT run and the
-        # supervised baseline of the same seed see the very same labeled crops (a paired comparison).
-        # Their states travel in the checkpoint.
-        self.labeled_generator = torch.Generator(device=device)
-        self.generator = torch.Generator(device=device)
+        # The labeled batches' generator and the unlabeled batches' and perturbations' (see _seed_generators).
+        self.labeled_generator = torch.Generator(device=self.accelerator.device)
+        self.generator = torch.Generator(device=self.accelerator.device)
         self._seed_generators(self.accelerator.process_index)
-
         # The scheduler is deliberately not prepared: Accelerate would step it once per process, while the
         # paper's poly schedule is defined per iteration whatever the number of processes.
         self.model, self.optimizer = self.accelerator.prepare(self.model, self.optimizer)
-        for run in self.domains:
-            run.labeled_loader, run.unlabeled_loader, run.val_loader = (
-                self.accelerator.prepare_data_loader(loader) if loader is not None else None
-                for loader in (run.data.labeled_loader, run.data.unlabeled_loader, run.data.val_loader)
-            )
-            _check_batches(run, self.accelerator.num_processes, config.multi_domain)
-            # Endless streams whose position (pass, batches consumed) is saved, so a resume continues with
-            # exactly the batches an uninterrupted run would have seen.
-            run.labeled_stream = cycle(run.labeled_loader)
-            run.unlabeled_stream = cycle(run.unlabeled_loader) if run.unlabeled_loader is not None else None
+        prepare_streams(self.accelerator, self.domains)
         self.nonfinite_skipped = 0
         self._nonfinite_in_row = 0
         #: The step of the last checkpoint "last" this run saved or resumed from (None: there is none).
@@ -304,14 +234,19 @@ class Trainer:
         if isinstance(outcome[0], BaseException):
             raise outcome[0]
 
+    def _take_run_folder(self) -> None:
+        """One run per folder: locked before anything is written, given back when fit ends (or the trainer
+        is collected, or the process ends, whichever comes first)."""
+        self._lock = RunFolderLock(self.output_dir)
+        self._on_main(self._claim_output_dir)
+        weakref.finalize(self, self._lock.release)
+
     def _claim_output_dir(self) -> None:
         """Lock the folder, then clear what killed atomic writes left in it (no live run can be writing
         them now) and say so."""
         self._lock.acquire()
         count, size = remove_partial_files(self.output_dir)
         if count and not self.quiet:
-            from cct_train.common.progress import console
-
             console.print(
                 f"removed {count} partial file(s) ({size / 1e6:.1f} MB) that an interrupted write left in "
                 f"{self.output_dir}"
@@ -398,19 +333,20 @@ class Trainer:
     def checkpoint_path(self, name: str = "last") -> Path:
         return self.output_dir / "checkpoints" / f"{name}.pt"
 
-    def _stream_key(self, run: DomainRun, part: str) -> str:
-        return f"{run.name}/{part}" if self.config.multi_domain else part
-
     def _class_info(self) -> tuple[Any, Any, Any]:
         """num_classes, class names and palette: plain for one domain, ``{domain: ...}`` for several."""
-        if not self.config.multi_domain:
-            data = self.data
-            return data.num_classes, data.class_names, data.palette
         return (
-            {d.name: d.data.num_classes for d in self.domains},
-            {d.name: d.data.class_names for d in self.domains},
-            {d.name: d.data.palette for d in self.domains},
+            self._per_domain(lambda run: run.data.num_classes),
+            self._per_domain(lambda run: run.data.class_names),
+            self._per_domain(lambda run: run.data.palette),
         )
+
+    def _per_domain(self, value: Callable[[DomainRun], Any]) -> Any:
+        """``value`` of the domain (one domain), or ``{domain: value}`` (several): how checkpoints and the
+        exported weights store what each domain has of its own."""
+        if not self.config.multi_domain:
+            return value(self.domains[0])
+        return {run.name: value(run) for run in self.domains}
 
     def save(self, name: str = "last") -> Path:
         """Write a checkpoint atomically; a failed write keeps the previous one and says what to do.
@@ -430,32 +366,7 @@ class Trainer:
             [{"labeled": self.labeled_generator.get_state(), "unlabeled": self.generator.get_state()}]
         )
         if self.accelerator.is_main_process:
-            streams: dict[str, Any] = {}
-            for run in self.domains:
-                assert run.labeled_stream is not None
-                streams[self._stream_key(run, "labeled")] = run.labeled_stream.state_dict()
-                streams[self._stream_key(run, "unlabeled")] = (
-                    run.unlabeled_stream.state_dict() if run.unlabeled_stream else None
-                )
-            num_classes, class_names, palette = self._class_info()
-            payload = {
-                "model": self.unwrapped.state_dict(),
-                "model_config": self.unwrapped.config,
-                "optimizer": self.optimizer.state_dict(),
-                "scheduler": self.scheduler.state_dict(),
-                "step": self.step,
-                "best_miou": self.best_miou,
-                "rng": rng_state(),
-                "generators": generators,
-                "streams": streams,
-                "nonfinite_skipped": self.nonfinite_skipped,
-                "precision": {"used": self.precision.precision, "reason": self.precision.reason},
-                "scaler": self.accelerator.scaler.state_dict() if self.accelerator.scaler else None,
-                "config": self.config.to_dict(),
-                "num_classes": num_classes,
-                "class_names": class_names,
-                "palette": palette,
-            }
+            payload = self._checkpoint(generators)
             try:
                 save_checkpoint(path, payload)
             except OSError as error:
@@ -468,6 +379,36 @@ class Trainer:
         if name == "last":
             self._last_saved_step = self.step
         return path
+
+    def _checkpoint(self, generators: list[Any]) -> dict[str, Any]:
+        """What a checkpoint holds: weights, optimizer, schedule, step, every random state (``generators``:
+        each process's) and stream position, and the config and class info to rebuild the model."""
+        streams: dict[str, Any] = {}
+        for run in self.domains:
+            assert run.labeled_stream is not None
+            streams[run.key("labeled")] = run.labeled_stream.state_dict()
+            streams[run.key("unlabeled")] = (
+                run.unlabeled_stream.state_dict() if run.unlabeled_stream else None
+            )
+        num_classes, class_names, palette = self._class_info()
+        return {
+            "model": self.unwrapped.state_dict(),
+            "model_config": self.unwrapped.config,
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "step": self.step,
+            "best_miou": self.best_miou,
+            "rng": rng_state(),
+            "generators": generators,
+            "streams": streams,
+            "nonfinite_skipped": self.nonfinite_skipped,
+            "precision": {"used": self.precision.precision, "reason": self.precision.reason},
+            "scaler": self.accelerator.scaler.state_dict() if self.accelerator.scaler else None,
+            "config": self.config.to_dict(),
+            "num_classes": num_classes,
+            "class_names": class_names,
+            "palette": palette,
+        }
 
     def _weights_finite(self) -> bool:
         """Whether every floating-point parameter and buffer is finite (one host sync)."""
@@ -524,10 +465,10 @@ class Trainer:
         per_batch = self.accelerator.num_processes
         for run in self.domains:
             data = run.config.data
-            labeled = streams.get(self._stream_key(run, "labeled"))
+            labeled = streams.get(run.key("labeled"))
             if labeled and run.labeled_stream is not None:
                 run.labeled_stream.load_state_dict(labeled, per_batch * data.batch_size)
-            unlabeled = streams.get(self._stream_key(run, "unlabeled"))
+            unlabeled = streams.get(run.key("unlabeled"))
             if unlabeled and run.unlabeled_stream is not None:
                 run.unlabeled_stream.load_state_dict(
                     unlabeled, per_batch * (data.unlabeled_batch_size or data.batch_size)
@@ -568,8 +509,7 @@ class Trainer:
         """Weights for inference as .safetensors, with the model config and class info as metadata."""
         if self.accelerator.is_main_process:
             _, class_names, palette = self._class_info()
-            sizes = {d.name: d.config.data.resize for d in self.domains}
-            input_size = sizes if self.config.multi_domain else self.config.data.resize
+            input_size = self._per_domain(lambda run: run.config.data.resize)
             try:
                 export_weights(path, self.unwrapped, self.unwrapped.config, class_names, palette, input_size)
             except OSError as error:
@@ -580,6 +520,11 @@ class Trainer:
                 ) from error
 
     def _seed_generators(self, rank: int, step: int = 0) -> None:
+        """Two generators per process: one augments the labeled batches, the other the unlabeled batches
+        and draws the perturbations. A seed reproduces a run and each rank draws differently; and since
+        the labeled draws do not depend on whether the run uses unlabeled data, a CCT run and the
+        supervised baseline of the same seed see the very same labeled crops (a paired comparison).
+        Their states travel in the checkpoint."""
         seed = self.config.experiment.seed * 1000 + rank + 7919 * step
         self.labeled_generator.manual_seed(seed)
         self.generator.manual_seed(seed + UNLABELED_STREAM)
@@ -596,41 +541,48 @@ class Trainer:
             self.labeled_generator.set_state(saved[rank])
 
     # ------------------------------------------------------------------ loop
+    def _next_batches(self) -> dict[str, TrainBatch]:
+        """This step's batch of each domain that takes part in it (one for a single domain): the next
+        labeled and unlabeled batches of its streams, augmented (:meth:`_inputs`)."""
+        loaded = []
+        for run in self.active_domains(self.step):
+            assert run.labeled_stream is not None
+            labeled = next(run.labeled_stream)
+            loaded.append((run, labeled, next(run.unlabeled_stream) if run.unlabeled_stream else None))
+        return {run.name: self._inputs(run, labeled, unlabeled) for run, labeled, unlabeled in loaded}
+
     def _inputs(
         self, run: DomainRun, labeled: dict[str, Any], unlabeled: dict[str, Any] | None
-    ) -> dict[str, Any]:
-        """One domain's augmented batches and loss weights: the keyword inputs of the model's forward."""
+    ) -> TrainBatch:
+        """One domain's collated batches, augmented on the device, with this step's loss weights."""
         images, masks = run.augment.batch(labeled, generator=self.labeled_generator)
-        inputs: dict[str, Any] = {
-            "images": images,
-            "targets": masks,
-            "step": self.step,  # the model's supervised loss reads its ab-CE threshold of this step
-        }
-        if unlabeled is not None and not run.config.supervised_only:
-            # Unlabeled samples carry a "mask" only when pseudo-labels (weak labels) were given for them.
-            weak = unlabeled.get("mask")
-            if run.config.train.unlabeled.cross_view:
-                weak = self._cross_view_inputs(run, unlabeled, weak, inputs)
-            else:
-                unlabeled_images, weak = run.augment.batch(unlabeled, generator=self.generator)
-                inputs["unlabeled"] = unlabeled_images
-            inputs["consistency_weight"] = run.consistency_weight(self.step)
-            if weak is not None:
-                inputs["weak_targets"] = weak
-                inputs["weak_weight"] = self.weak_weight(self.step, run)
-        return inputs
+        assert masks is not None  # a labeled batch
+        # The head's supervised loss reads ab-CE's threshold of this step itself.
+        batch = TrainBatch(images, masks, step=self.step, loss_weight=run.loss_weight)
+        if unlabeled is None or run.config.supervised_only:
+            return batch
+        # Unlabeled samples carry a "mask" only when pseudo-labels (weak labels) were given for them.
+        weak = unlabeled.get("mask")
+        if run.config.train.unlabeled.cross_view:
+            weak = self._cross_view_inputs(run, unlabeled, weak, batch)
+        else:
+            batch.unlabeled, weak = run.augment.batch(unlabeled, generator=self.generator)
+        batch.consistency_weight = run.consistency_weight(self.step)
+        if weak is not None:
+            batch.weak_targets, batch.weak_weight = weak, self.weak_weight(self.step, run)
+        return batch
 
     def _cross_view_inputs(
         self,
         run: DomainRun,
         batch: dict[str, Any],
         weak_labels: torch.Tensor | None,
-        inputs: dict[str, Any],
+        inputs: TrainBatch,
     ) -> torch.Tensor | None:
-        """Cross-view CCT's two views of a collated unlabeled batch (uint8 ``image``), added to ``inputs``: ``unlabeled`` the weak
-        view (the geometric augmentation), ``strong`` its photometric perturbation with CutMix boxes
-        (``cutmix_box``, ``cutmix_partner``), both normalised, and the target's settings. Returns the
-        pseudo-labels (weak labels) mixed like the strong images, or None.
+        """Cross-view CCT's two views of a collated unlabeled batch (uint8 ``image``), set in ``inputs``:
+        ``unlabeled`` the weak view (the geometric augmentation), ``strong`` its photometric perturbation
+        with CutMix boxes (``cutmix_box``, ``cutmix_partner``), both normalised, and the target's settings.
+        Returns the pseudo-labels (weak labels) mixed like the strong images, or None.
 
         Every draw comes from the unlabeled generator, whose state the checkpoints keep: a resumed run
         makes the very same views.
@@ -655,43 +607,19 @@ class Trainer:
             strong01, box, partner = mixed.images, mixed.box, mixed.partner
             if weak_labels is not None:
                 weak_labels = mixed.others[0]
-        inputs["unlabeled"] = run.augment.normalize(weak01)
-        inputs["strong"] = run.augment.normalize(strong01)
-        inputs["cutmix_box"], inputs["cutmix_partner"] = box, partner
-        inputs["target_confidence"] = settings.confidence
+        inputs.unlabeled = run.augment.normalize(weak01)
+        inputs.strong = run.augment.normalize(strong01)
+        inputs.cutmix_box, inputs.cutmix_partner = box, partner
+        inputs.target_confidence = settings.confidence
         if run.strong_weight is not None:
-            inputs["strong_weight"] = run.strong_weight(self.step)
+            inputs.strong_weight = run.strong_weight(self.step)
         return weak_labels
 
-    def train_step(
-        self, labeled: dict[str, Any], unlabeled: dict[str, Any] | None
-    ) -> dict[str, torch.Tensor]:
-        """One step of the (first) domain on these batches."""
-        return self._step({self.domains[0].name: (labeled, unlabeled)})
-
-    def _next_batches(self) -> dict[str, tuple[dict[str, Any], dict[str, Any] | None]]:
-        batches = {}
-        for run in self.active_domains(self.step):
-            assert run.labeled_stream is not None
-            labeled = next(run.labeled_stream)
-            batches[run.name] = (labeled, next(run.unlabeled_stream) if run.unlabeled_stream else None)
-        return batches
-
-    def _step(
-        self, batches: dict[str, tuple[dict[str, Any], dict[str, Any] | None]]
-    ) -> dict[str, torch.Tensor]:
-        runs = {run.name: run for run in self.domains}
-        inputs = {name: self._inputs(runs[name], *pair) for name, pair in batches.items()}
+    def train_step(self, batches: Mapping[str, TrainBatch]) -> dict[str, torch.Tensor]:
+        """One optimisation step on this step's ``batches`` (``{domain: batch}``, one entry for a single
+        domain): the model's losses, back-propagated; the step skipped when they are not finite."""
         with self.accelerator.accumulate(self.model):
-            if self.config.multi_domain:
-                for name, domain_inputs in inputs.items():
-                    domain_inputs["loss_weight"] = runs[name].loss_weight
-                out = self.model(batches=inputs, generator=self.generator)
-            else:
-                (single,) = inputs.values()
-                out = self.model(
-                    single.pop("images"), single.pop("targets"), generator=self.generator, **single
-                )
+            out: dict[str, torch.Tensor] = self.model(batches=batches, generator=self.generator)
             # Backward even on a non-finite loss, so every DDP process takes part in the same collectives.
             self.accelerator.backward(out["loss"])
             if self.config.train.nonfinite_patience and not self._all_finite(out["loss"]):
@@ -735,13 +663,8 @@ class Trainer:
             if run.val_loader is None:
                 continue
             # Through the prepared model (DDP broadcasts BatchNorm buffers), not the unwrapped one.
-            model = (
-                DomainModel(self.model, run.name, run.data.num_classes)
-                if self.config.multi_domain
-                else self.model
-            )
             scores = evaluate(
-                model,
+                run.main_path(self.model),
                 run.val_loader,
                 run.data.num_classes,
                 accelerator=self.accelerator,
@@ -786,13 +709,10 @@ class Trainer:
             if dataset is None or len(dataset) == 0:
                 continue
             samples = [dataset[i] for i in range(min(count, len(dataset)))]
-            model = (
-                DomainModel(self.unwrapped, run.name, run.data.num_classes)
-                if self.config.multi_domain
-                else self.unwrapped
+            model = run.main_path(self.unwrapped)
+            images[f"val/{run.key('predictions')}"] = prediction_grid_image(
+                model, samples, run.data.palette, run.data.normalize
             )
-            key = f"val/{run.name}/predictions" if self.config.multi_domain else "val/predictions"
-            images[key] = prediction_grid_image(model, samples, run.data.palette, run.data.normalize)
         if images:
             log_images(self.accelerator.trackers, images, self.step)
 
@@ -829,6 +749,8 @@ class Trainer:
                 yield images
 
     def fit(self, callback: ProgressCallback | None = None) -> TrainResult:
+        """Train from the current step (0, or the resumed one) to ``train.iterations``, then validate and
+        export; ``callback(step, logs)`` at every logged step. The run folder's lock is given back."""
         self.output_dir.mkdir(parents=True, exist_ok=True)
         self._on_main(self._start_run)
         try:
@@ -837,69 +759,91 @@ class Trainer:
             self.close()
 
     def _fit(self, callback: ProgressCallback | None) -> TrainResult:
+        """The loop: a step on each step's batches, then what is due (log, validation, checkpoint) or asked
+        (a signal: checkpoint and stop); after the last step, :meth:`_finish`."""
         cfg = self.config.train
-        if self.accelerator.is_main_process:
-            save_config(self.config, self.output_dir / "config.yaml")
-        self.accelerator.init_trackers(self.config.experiment.name, config=_flat(self.config.to_dict()))
+        self._start_training()
         start_time = time.perf_counter()
         metrics: dict[str, Any] = {}
-        latest: dict[str, torch.Tensor] = {}
-        self.model.train()
+        latest: dict[str, torch.Tensor] = {}  # each logged value's latest (alternating: each domain's)
         with (
             stop_on_signals(self.stop),
             training_progress(cfg.iterations, start=self.step, disable=self.quiet) as progress,
         ):
             while self.step < cfg.iterations:
-                batches = self._next_batches()
-                if self.config.multi_domain:
-                    out = self._step(batches)
-                else:
-                    ((labeled, unlabeled),) = batches.values()
-                    out = self.train_step(labeled, unlabeled)
-                # The losses, and cross-view's share of confident target pixels ("confident").
-                latest.update(
-                    (k, v.detach()) for k, v in out.items() if "loss" in k or k.endswith("confident")
-                )
+                out = self.train_step(self._next_batches())
+                latest.update(_logged_values(out))
                 self.step += 1
-                stopping = self.stop.signum is not None
-                if self.step % cfg.log_every == 0 or self.step == cfg.iterations or stopping:
-                    # One host sync per log interval, not per step.
-                    # Alternating domains: each domain's latest losses, not only the last step's domain.
-                    logs = {k: float(v.detach()) for k, v in latest.items()}
-                    logs.update(self._learning_rates())
-                    logs["consistency_weight"] = float(self.consistency_weight(self.step))
-                    if self.config.multi_domain:
-                        for run in self.domains:
-                            logs[f"{run.name}/consistency_weight"] = float(run.consistency_weight(self.step))
-                            if (eta := run.ce_threshold(self.step)) is not None:
-                                logs[f"{run.name}/ce_threshold"] = eta  # starts at 1/C of each label space
-                    if (eta := self.ce_threshold(self.step)) is not None:
-                        logs["ce_threshold"] = eta  # ab-CE's eta: labeled pixels above it no longer count
-                    logs["nonfinite_skipped"] = float(self.nonfinite_skipped)
-                    self.accelerator.log(logs, step=self.step)
-                    progress.log(self.step, logs)
-                    if callback is not None:
-                        callback(self.step, logs)
+                signum = self.stop.signum
+                if _due(self.step, cfg.log_every, cfg.iterations) or signum is not None:
+                    self._log(latest, progress, callback)
                 else:
                     progress.update(self.step)
-                if stopping:  # logged above, so that the log holds every step the checkpoint has
-                    assert self.stop.signum is not None
-                    path = self.save("last")
-                    raise TrainingInterrupted(self.stop.signum, self.step, path)
-                if cfg.eval_every and (self.step % cfg.eval_every == 0 or self.step == cfg.iterations):
-                    metrics = self.validate()
-                    self.model.train()
-                    if metrics:
-                        self.accelerator.log(_val_logs(metrics), step=self.step)
-                        self.log_predictions()
-                        progress.note(f"step {self.step}: val mIoU {_describe_miou(metrics)}")
-                        if self.best_miou is None or metrics["miou"] > self.best_miou:
-                            self.best_miou = metrics["miou"]
-                            self.save("best")
-                if cfg.checkpoint_every and (
-                    self.step % cfg.checkpoint_every == 0 or self.step == cfg.iterations
-                ):
+                if signum is not None:  # logged above, so that the log holds every step the checkpoint has
+                    raise TrainingInterrupted(signum, self.step, self.save("last"))
+                if _due(self.step, cfg.eval_every, cfg.iterations):
+                    metrics = self._validate_and_keep_best(progress)
+                if _due(self.step, cfg.checkpoint_every, cfg.iterations):
                     self.save("last")
+        metrics = self._finish(metrics)
+        seconds = time.perf_counter() - start_time
+        self._write_metrics(metrics)
+        return TrainResult(self.step, self.output_dir, metrics, self.best_miou, seconds)
+
+    def _start_training(self) -> None:
+        """The run's config beside its checkpoints, the trackers started with its flat settings, the model
+        in training mode."""
+        if self.accelerator.is_main_process:
+            save_config(self.config, self.output_dir / "config.yaml")
+        self.accelerator.init_trackers(self.config.experiment.name, config=_flat(self.config.to_dict()))
+        self.model.train()
+
+    def _log(
+        self, latest: dict[str, torch.Tensor], progress: TrainingProgress, callback: ProgressCallback | None
+    ) -> None:
+        """Log the latest losses, the learning rates and this step's loss weights: one host sync per log
+        interval, not per step."""
+        logs = {k: float(v.detach()) for k, v in latest.items()}
+        logs.update(self._learning_rates())
+        logs.update(self._loss_weights())
+        logs["nonfinite_skipped"] = float(self.nonfinite_skipped)
+        self.accelerator.log(logs, step=self.step)
+        progress.log(self.step, logs)
+        if callback is not None:
+            callback(self.step, logs)
+
+    def _loss_weights(self) -> dict[str, float]:
+        """``consistency_weight`` w_u(t) and ab-CE's ``ce_threshold`` eta (labeled pixels above it no
+        longer count) at this step: the first domain's, and each domain's under its name when there are
+        several (eta starts at 1/C of each label space); one domain logs the plain keys alone."""
+        first = self.domains[0]
+        logs = {"consistency_weight": float(first.consistency_weight(self.step))}
+        for run in self.domains:
+            logs[run.key("consistency_weight")] = float(run.consistency_weight(self.step))
+            if (eta := run.ce_threshold(self.step)) is not None:
+                logs[run.key("ce_threshold")] = eta
+        if (eta := first.ce_threshold(self.step)) is not None:
+            logs["ce_threshold"] = eta
+        return logs
+
+    def _validate_and_keep_best(self, progress: TrainingProgress) -> dict[str, Any]:
+        """Periodic validation: its scores logged, with a prediction grid, and the best mIoU's weights
+        saved as the checkpoint "best"."""
+        metrics = self.validate()
+        self.model.train()
+        if metrics:
+            self.accelerator.log(_val_logs(metrics), step=self.step)
+            self.log_predictions()
+            progress.note(f"step {self.step}: val mIoU {_describe_miou(metrics)}")
+            if self.best_miou is None or metrics["miou"] > self.best_miou:
+                self.best_miou = metrics["miou"]
+                self.save("best")
+        return metrics
+
+    def _finish(self, metrics: dict[str, Any]) -> dict[str, Any]:
+        """After the last step: precise BatchNorm (then the scores of those weights), or the validation a
+        run without periodic validation had not done; the weights exported. Returns the final scores."""
+        cfg = self.config.train
         if cfg.precise_bn:
             self.recalibrate_batchnorm()
             metrics = self.validate()  # the reported scores are those of the weights exported
@@ -911,12 +855,141 @@ class Trainer:
             metrics = self.validate()
         self.export(self.output_dir / "model.safetensors")
         self.accelerator.end_training()
-        seconds = time.perf_counter() - start_time
+        return metrics
+
+    def _write_metrics(self, metrics: dict[str, Any]) -> None:
         if self.accelerator.is_main_process and metrics:
             atomic_write_text(
                 self.output_dir / "metrics.json", json.dumps({"step": self.step, **metrics}, indent=2)
             )
-        return TrainResult(self.step, self.output_dir, metrics, self.best_miou, seconds)
+
+
+# ---------------------------------------------------------------------------------------------- builders
+# What Trainer.__init__ assembles, in its order: trackers, the Accelerator, each domain's data and schedules,
+# the model, the optimizer and its schedule, the prepared loaders and their endless streams.
+
+
+def build_trackers(config: Config, output_dir: Path) -> tuple[list[Any], CSVTracker | None]:
+    """The Accelerate trackers of ``train.trackers`` (the CSV log as a tracker of its own, also returned).
+
+    A tracker whose package is missing fails here, with the pip line, before any data is read.
+    """
+    check_trackers(config.train.trackers)
+    trackers: list[Any] = [name for name in config.train.trackers if name != "csv"]
+    csv = None
+    if "csv" in config.train.trackers:
+        csv = CSVTracker(config.experiment.name, output_dir / "logs")
+        trackers.append(csv)
+    return trackers, csv
+
+
+def build_accelerator(
+    config: Config, trackers: list[Any], accelerator: Accelerator | None = None
+) -> tuple[PrecisionChoice, Accelerator]:
+    """``(precision, accelerator)``: the one passed in, or a new one for ``train.mixed_precision``
+    (``"auto"`` resolved for the device), ``train.gradient_accumulation`` and the trackers."""
+    if accelerator is not None:
+        return PrecisionChoice(
+            str(accelerator.mixed_precision), "set by the Accelerator passed in"
+        ), accelerator
+    # Accelerate keeps its settings (mixed precision...) in a process-wide singleton; a second Trainer in
+    # the same process (the demo, a notebook, tests) must be free to choose its own. The process group
+    # itself (PartialState) is kept.
+    AcceleratorState._reset_state(reset_partial_state=False)
+    GradientState._reset_state()
+    handlers: list[Any] = []
+    if config.train.domain_sampling == "alternate" and len(config.domains) > 1:
+        # Alternating steps leave the other domains' decoders out of the graph: DDP must expect that.
+        handlers.append(DistributedDataParallelKwargs(find_unused_parameters=True))
+    precision = resolve_precision(config.train.mixed_precision, training_device())
+    output_dir = Path(config.experiment.output_dir)
+    return precision, Accelerator(
+        mixed_precision=precision.precision,
+        gradient_accumulation_steps=config.train.gradient_accumulation,
+        log_with=trackers or None,
+        project_config=ProjectConfiguration(
+            project_dir=str(output_dir), logging_dir=str(output_dir / "logs")
+        ),
+        cpu=_multi_process_cpu(),
+        kwargs_handlers=handlers or None,
+    )
+
+
+def build_domains(
+    config: Config,
+    views: list[tuple[str, Config]],
+    drops: dict[str, dict[str, set[str]]],
+    device: torch.device,
+) -> list[DomainRun]:
+    """One :class:`DomainRun` per domain view (one for a single-domain config): its data (without the
+    samples ``drops`` names), its augmentation on ``device`` and its loss schedules."""
+    loss_weights = {d.name: d.loss_weight for d in config.domains}
+    runs = []
+    for name, view in views:
+        if view.data.skip_bad_samples:
+            from cct_train.data.check import skipping_config
+
+            view = skipping_config(view)
+        data = build_data(view, drops.get(name))
+        unlabeled = config.train.unlabeled
+        runs.append(
+            DomainRun(
+                name=name,
+                config=view,
+                data=data,
+                augment=data.augment.to(device),
+                consistency_weight=consistency_schedule(config, view.train.unsupervised_weight.lambda_u),
+                loss_weight=loss_weights.get(name, 1.0),
+                strong_weight=consistency_schedule(config, unlabeled.main_weight)
+                if unlabeled.cross_view and unlabeled.main_on_strong
+                else None,
+                head=name if config.multi_domain else None,
+            )
+        )
+    return runs
+
+
+def build_checked_model(config: Config, runs: list[DomainRun]) -> CCTModel | MultiDomainCCT:
+    """The model (:func:`~cct_train.models.factory.build_model`) for the domains' label spaces, each domain
+    given its head's supervised loss (the owner of ab-CE's threshold); an encoder that cannot take a
+    domain's crops fails here, in a few lines."""
+    model = build_model(config, {run.name: run.data.num_classes for run in runs})
+    for run in runs:
+        check_encoder_input(model.encoder, run.config.data.crop_size)
+        # ab-CE's threshold schedule is owned by the supervised loss of the domain's head.
+        run.supervised = (
+            model.head(run.name) if isinstance(model, MultiDomainCCT) else model
+        ).supervised_term
+    return model
+
+
+def build_optimization(config: Config, model: nn.Module) -> tuple[torch.optim.Optimizer, Any]:
+    """``(optimizer, scheduler)``: ``train.optimizer`` over the model's parameter groups and the poly
+    schedule (with warm-up), stepped once per optimizer step: with gradient accumulation, iterations /
+    accumulation of them."""
+    optimizer = build_optimizer(config, model)
+    steps = math.ceil(config.train.iterations / config.train.gradient_accumulation)
+    scheduler = poly_scheduler(
+        optimizer,
+        steps,
+        config.train.optimizer.poly_power,
+        config.train.optimizer.warmup_steps(steps),
+    )
+    return optimizer, scheduler
+
+
+def prepare_streams(accelerator: Accelerator, runs: list[DomainRun]) -> None:
+    """Each domain's loaders prepared (sharded over the processes) and its endless training streams, whose
+    position (pass, batches consumed) is saved, so a resume continues with exactly the batches an
+    uninterrupted run would have seen."""
+    for run in runs:
+        run.labeled_loader, run.unlabeled_loader, run.val_loader = (
+            accelerator.prepare_data_loader(loader) if loader is not None else None
+            for loader in (run.data.labeled_loader, run.data.unlabeled_loader, run.data.val_loader)
+        )
+        _check_batches(run, accelerator.num_processes)
+        run.labeled_stream = cycle(run.labeled_loader)
+        run.unlabeled_stream = cycle(run.unlabeled_loader) if run.unlabeled_loader is not None else None
 
 
 def _differences(
@@ -981,7 +1054,7 @@ def _multi_process_cpu() -> bool:
     return not torch.cuda.is_available() and int(os.environ.get("WORLD_SIZE", "1")) > 1
 
 
-def _check_batches(run: DomainRun, processes: int, multi_domain: bool) -> None:
+def _check_batches(run: DomainRun, processes: int) -> None:
     """A training set too small for one full batch on every process would stall the stream: say so."""
     data = run.config.data
     parts = [
@@ -996,12 +1069,24 @@ def _check_batches(run: DomainRun, processes: int, multi_domain: bool) -> None:
     ]
     for part, loader, count, batch, key in parts:
         if loader is not None and len(loader) == 0:
-            where = f"domain {run.name!r}: " if multi_domain else ""
+            where = f"domain {run.name!r}: " if run.head is not None else ""
             raise ValueError(
                 f"{where}the {part} set has {count} image(s), fewer than one batch of {batch} per process "
                 f"x {processes} process(es) (batches drop the incomplete last one); lower {key} or label "
                 "more images"
             )
+
+
+def _logged_values(out: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """What the logs keep of a step's outputs: the losses and cross-view's share of confident target
+    pixels ("confident"), detached (read on the host only when logged)."""
+    return {k: v.detach() for k, v in out.items() if "loss" in k or k.endswith("confident")}
+
+
+def _due(step: int, every: int, last: int) -> bool:
+    """Whether a periodic action (log, validation, checkpoint) is due after ``step``: every ``every``
+    steps (0: never) and at the ``last`` step."""
+    return bool(every) and (step % every == 0 or step == last)
 
 
 def _val_logs(metrics: dict[str, Any]) -> dict[str, float]:

@@ -29,13 +29,13 @@ from cct_perturb import PAPER_DECODERS, PERTURBATIONS, Perturbation, create_pert
 from cct_train.common.imagenet import IMAGENET_MEAN, IMAGENET_STD
 from cct_train.common.limits import MAX_AUX_DECODERS
 from cct_train.common.logits import fit_logits
+from cct_train.models.batch import TrainBatch, batch_objective
 from cct_train.models.decoders import PSPModule, SubPixelBlock, UpsampleDecoder, icnr_
 from cct_train.models.encoders import (
     Encoder,
     build_encoder,
     resolve_normalization,
 )
-from cct_train.objectives.cct import CrossViewInputs, cct_objective
 from cct_train.objectives.losses import ConsistencyTerm, SupervisedTerm
 
 __all__ = [
@@ -480,7 +480,7 @@ class CCTModel(nn.Module):
 
     def forward(
         self,
-        images: Tensor,
+        images: Tensor | None = None,
         targets: Tensor | None = None,
         unlabeled: Tensor | None = None,
         *,
@@ -495,6 +495,7 @@ class CCTModel(nn.Module):
         cutmix_partner: Tensor | None = None,
         target_confidence: float | None = None,
         strong_weight: float | Tensor | None = None,
+        batches: Mapping[str, TrainBatch | Mapping[str, Any]] | None = None,
     ) -> Tensor | dict[str, Tensor]:
         """Inference (``targets=None``) or one training step's losses.
 
@@ -519,17 +520,50 @@ class CCTModel(nn.Module):
         ``target_confidence``; ``strong_weight`` (None: off) weights the main decoder's loss on the strong
         view (:mod:`~cct_train.objectives.crossview`). Works with no auxiliary decoder (FixMatch-style).
 
+        ``batches``: the same training inputs as one :class:`~cct_train.models.batch.TrainBatch` (or a
+        mapping of its fields), as ``{name: batch}`` with one entry, the call of the multi-domain model
+        (the trainer's, whatever the number of domains); ``images`` and the other inputs are then not given.
+
         Returns:
             logits at inference; in training a dict of tensors: ``loss``, ``loss_sup``, ``loss_unsup`` and
             ``loss_weak`` (0-d; the unweighted terms, 0 when absent), ``logits`` (labeled main logits at the
             targets' size, detached, for metrics); cross-view: ``loss_strong`` and ``confident`` too.
         """
+        if batches is not None:
+            if images is not None or targets is not None or len(batches) != 1:
+                raise ValueError(
+                    "a single-domain model takes batches={name: TrainBatch} with one entry, and no images"
+                )
+            (only,) = batches.values()
+            return self.losses(TrainBatch.of(only), generator)
+        if images is None:
+            raise ValueError("give images (inference), images and targets, or batches={name: TrainBatch}")
         if targets is None:
             if unlabeled is not None or weak_targets is not None or strong is not None:
                 raise ValueError("training inputs (unlabeled / weak_targets / strong) given without targets")
             return self.predict(images)
-        z_u: Tensor | None = None
-        cross_view: CrossViewInputs | None = None
+        batch = TrainBatch(
+            images,
+            targets,
+            ce_threshold=ce_threshold,
+            step=step,
+            unlabeled=unlabeled,
+            consistency_weight=consistency_weight,
+            weak_targets=weak_targets,
+            weak_weight=weak_weight,
+            strong=strong,
+            cutmix_box=cutmix_box,
+            cutmix_partner=cutmix_partner,
+            target_confidence=target_confidence,
+            strong_weight=strong_weight,
+        )
+        return self.losses(batch, generator)
+
+    def losses(self, batch: TrainBatch, generator: torch.Generator | None = None) -> dict[str, Tensor]:
+        """One training step's losses on ``batch`` (see :meth:`forward`); call it through ``forward``
+        (``model(batches={name: batch})``) when the model is wrapped (DDP)."""
+        strong, unlabeled = batch.strong, batch.unlabeled
+        z_u = z_w = None
         if strong is not None:
             if unlabeled is None or strong.shape != unlabeled.shape:
                 raise ValueError(
@@ -540,32 +574,12 @@ class CCTModel(nn.Module):
             # The target's view: no graph (it is a constant, and its backward would cost a third pass).
             with torch.no_grad():
                 z_w = self.encode(unlabeled)
-            z_l, z_u = self._encode_pair(images, strong)
-            cross_view = CrossViewInputs(
-                z_w,
-                (int(strong.shape[-2]), int(strong.shape[-1])),
-                cutmix_box,
-                cutmix_partner,
-                target_confidence,
-                strong_weight,
-            )
+            z_l, z_u = self._encode_pair(batch.images, strong)
         elif unlabeled is not None and self.num_aux_decoders > 0:
-            z_l, z_u = self._encode_pair(images, unlabeled)
+            z_l, z_u = self._encode_pair(batch.images, unlabeled)
         else:
-            z_l = self.encode(images)
-        return cct_objective(
-            self,
-            z_l,
-            targets,
-            z_u,
-            consistency_weight=consistency_weight,
-            step=step,
-            ce_threshold=ce_threshold,
-            weak_targets=weak_targets,
-            weak_weight=weak_weight,
-            generator=generator,
-            cross_view=cross_view,
-        )
+            z_l = self.encode(batch.images)
+        return batch_objective(self, batch, z_l, z_u, z_w, generator)
 
     def _encode_pair(self, images: Tensor, unlabeled: Tensor) -> tuple[Tensor, Tensor]:
         """``(h(images), h(unlabeled))``: one concatenated pass when their shapes match and

@@ -60,7 +60,8 @@ def build_model(config: Config, num_classes: int | Mapping[str, int]) -> CCTMode
     """The CCT model (or the supervised baseline: same model, no auxiliary decoders) from a config.
 
     A multi-domain config (``domains``) gives a :class:`MultiDomainCCT`; ``num_classes`` is then a mapping
-    domain name -> C (an int is used for every domain).
+    domain name -> C (an int is used for every domain). A single-domain config takes C, or ``{name: C}``
+    (the trainer's one-domain run).
     """
     shared = encoder_arguments(config)
     if config.multi_domain:
@@ -72,6 +73,8 @@ def build_model(config: Config, num_classes: int | Mapping[str, int]) -> CCTMode
             for name, view in config.domain_views()
         }
         return MultiDomainCCT(domains=heads, **shared)
-    if isinstance(num_classes, Mapping):
-        raise TypeError("a single-domain config takes num_classes as an int")
+    if isinstance(num_classes, Mapping):  # {name: C} of the one domain, as for several
+        if len(num_classes) != 1:
+            raise TypeError("a single-domain config takes num_classes as an int or a mapping of one entry")
+        (num_classes,) = num_classes.values()
     return CCTModel(num_classes=num_classes, **head_arguments(config), **shared)

@@ -30,6 +30,7 @@ import torch
 from torch import Tensor, nn
 
 from cct_train.common.logits import fit_logits
+from cct_train.models.batch import TrainBatch, batch_objective
 from cct_train.models.cct import (
     CCTModel,
     build_feature_extractor,
@@ -37,30 +38,11 @@ from cct_train.models.cct import (
     recorded_arguments,
 )
 from cct_train.models.encoders import Encoder, resolve_normalization
-from cct_train.objectives.cct import CrossViewInputs, cct_objective
 
 __all__ = ["DomainModel", "MultiDomainCCT"]
 
 #: Per-domain keys of ``MultiDomainCCT(domains={name: {...}})``.
 DOMAIN_KEYS = ("num_classes", "perturbations", "background", "perturbation_kwargs", "ignore_index")
-
-#: Training inputs of one domain in ``forward(batches=...)`` (those of ``CCTModel.forward``).
-BATCH_KEYS = (
-    "images",
-    "targets",
-    "unlabeled",
-    "consistency_weight",
-    "step",
-    "ce_threshold",
-    "weak_targets",
-    "weak_weight",
-    "loss_weight",
-    "strong",
-    "cutmix_box",
-    "cutmix_partner",
-    "target_confidence",
-    "strong_weight",
-)
 
 #: The per-domain outputs of a cross-view step besides the losses.
 _CROSS_VIEW_OUTPUTS = ("confident",)
@@ -259,14 +241,15 @@ class MultiDomainCCT(nn.Module):
         images: Tensor | None = None,
         *,
         domain: str | None = None,
-        batches: Mapping[str, Mapping[str, Any]] | None = None,
+        batches: Mapping[str, TrainBatch | Mapping[str, Any]] | None = None,
         generator: torch.Generator | None = None,
     ) -> Tensor | dict[str, Tensor]:
         """Inference of one domain, or one training step over one or several domains.
 
         Inference: ``forward(images (B, 3, H, W), domain=name) -> (B, C_d, H, W)`` logits.
 
-        Training: ``forward(batches={name: inputs})``; ``inputs`` holds ``images`` ``(B_l, 3, H, W)``,
+        Training: ``forward(batches={name: inputs})``; ``inputs`` is a
+        :class:`~cct_train.models.batch.TrainBatch` or a mapping of its fields: ``images`` ``(B_l, 3, H, W)``,
         ``targets`` ``(B_l, H, W)`` and optionally ``unlabeled`` ``(B_u, 3, H', W')``, ``consistency_weight``,
         ``step``, ``ce_threshold``, ``weak_targets``, ``weak_weight``, and for cross-view CCT ``strong``,
         ``cutmix_box``, ``cutmix_partner``, ``target_confidence``, ``strong_weight`` (as
@@ -290,69 +273,37 @@ class MultiDomainCCT(nn.Module):
             raise ValueError("pass the training images inside batches={name: {'images': ...}}")
         if not batches:
             raise ValueError("batches is empty: give at least one domain's inputs")
-        for name, inputs in batches.items():
-            self.head(name)
-            unknown = sorted(set(inputs) - set(BATCH_KEYS))
-            if unknown:
-                raise ValueError(f"batches[{name!r}]: unknown keys {unknown}; known: {list(BATCH_KEYS)}")
-            if "images" not in inputs or "targets" not in inputs:
-                raise ValueError(f"batches[{name!r}] needs 'images' and 'targets'")
-            strong, weak = inputs.get("strong"), inputs.get("unlabeled")
-            if strong is not None and (weak is None or strong.shape != weak.shape):
-                raise ValueError(
-                    f"batches[{name!r}]: 'strong' needs the weak view of the same images as 'unlabeled', "
-                    "of the same shape"
-                )
-
-        features = self._encode_all(batches)
+        checked = {name: self._checked_batch(name, inputs) for name, inputs in batches.items()}
+        features = self._encode_all(checked)
         total: Tensor | None = None
         out: dict[str, Tensor] = {}
-        shares: list[Tensor] = []
-        for name, inputs in batches.items():
-            z_l, z_u, z_w = features[name]
-            cross_view = None
-            if z_w is not None:
-                strong = inputs["strong"]
-                cross_view = CrossViewInputs(
-                    z_w,
-                    (int(strong.shape[-2]), int(strong.shape[-1])),
-                    inputs.get("cutmix_box"),
-                    inputs.get("cutmix_partner"),
-                    inputs.get("target_confidence"),
-                    inputs.get("strong_weight"),
-                )
-            head_out = cct_objective(
-                self.head(name),
-                z_l,
-                inputs["targets"],
-                z_u,
-                consistency_weight=inputs.get("consistency_weight", 1.0),
-                step=inputs.get("step"),
-                ce_threshold=inputs.get("ce_threshold"),
-                weak_targets=inputs.get("weak_targets"),
-                weak_weight=inputs.get("weak_weight", 0.0),
-                generator=generator,
-                cross_view=cross_view,
-            )
-            weighted = head_out["loss"] * float(inputs.get("loss_weight", 1.0))
+        for name, batch in checked.items():
+            head_out = batch_objective(self.head(name), batch, *features[name], generator)
+            weighted = head_out["loss"] * float(batch.loss_weight)
             total = weighted if total is None else total + weighted
-            out[f"{name}/loss"] = head_out["loss"].detach()
-            for key in ("loss_sup", "loss_unsup", "loss_weak", "loss_strong"):
-                if key in head_out:
-                    out[f"{name}/{key}"] = head_out[key]
-                    out[key] = head_out[key] if key not in out else out[key] + head_out[key]
-            for key in _CROSS_VIEW_OUTPUTS:
-                if key in head_out:
-                    out[f"{name}/{key}"] = head_out[key]
-                    shares.append(head_out[key])
+            _add_domain_outputs(out, name, head_out)
         assert total is not None
         out["loss"] = total
+        shares = [out[f"{name}/confident"] for name in checked if f"{name}/confident" in out]
         if shares:
             out["confident"] = torch.stack(shares).mean()
         return out
 
+    def _checked_batch(self, name: str, inputs: TrainBatch | Mapping[str, Any]) -> TrainBatch:
+        """``inputs`` of domain ``name`` as a batch; a clear error for an unknown domain, unknown keys or a
+        strong view without its weak view."""
+        self.head(name)
+        batch = TrainBatch.of(inputs, where=f"batches[{name!r}]")
+        strong, weak = batch.strong, batch.unlabeled
+        if strong is not None and (weak is None or strong.shape != weak.shape):
+            raise ValueError(
+                f"batches[{name!r}]: 'strong' needs the weak view of the same images as 'unlabeled', "
+                "of the same shape"
+            )
+        return batch
+
     def _encode_all(
-        self, batches: Mapping[str, Mapping[str, Any]]
+        self, batches: Mapping[str, TrainBatch]
     ) -> dict[str, tuple[Tensor, Tensor | None, Tensor | None]]:
         """``{name: (z_l, z_u | None, z_w | None)}``: one encoder pass per distinct image shape (one in all
         when the crops match and ``concat_batches``), so BatchNorm sees the whole step at once. Cross-view
@@ -360,13 +311,13 @@ class MultiDomainCCT(nn.Module):
         without a graph, every domain's weak views together when their shapes match."""
         parts: list[tuple[str, str, Tensor]] = []
         weak_parts: list[tuple[str, str, Tensor]] = []
-        for name, inputs in batches.items():
-            parts.append((name, "l", inputs["images"]))
-            if inputs.get("strong") is not None:
-                parts.append((name, "u", inputs["strong"]))
-                weak_parts.append((name, "w", inputs["unlabeled"]))
-            elif inputs.get("unlabeled") is not None and self.head(name).num_aux_decoders > 0:
-                parts.append((name, "u", inputs["unlabeled"]))
+        for name, batch in batches.items():
+            parts.append((name, "l", batch.images))
+            if batch.strong is not None and batch.unlabeled is not None:
+                parts.append((name, "u", batch.strong))
+                weak_parts.append((name, "w", batch.unlabeled))
+            elif batch.unlabeled is not None and self.head(name).num_aux_decoders > 0:
+                parts.append((name, "u", batch.unlabeled))
         encoded: dict[tuple[str, str], Tensor] = {}
         if weak_parts:
             with torch.no_grad():  # the targets' views: constants
@@ -393,6 +344,19 @@ class MultiDomainCCT(nn.Module):
         else:
             encoded = {(name, kind): self.encode(t) for name, kind, t in parts}
         return encoded
+
+
+def _add_domain_outputs(out: dict[str, Tensor], name: str, head_out: Mapping[str, Tensor]) -> None:
+    """Add one domain's outputs to the step's ``out``: its detached loss and terms under ``"<name>/..."``,
+    and its terms to the sums over domains."""
+    out[f"{name}/loss"] = head_out["loss"].detach()
+    for key in ("loss_sup", "loss_unsup", "loss_weak", "loss_strong"):
+        if key in head_out:
+            out[f"{name}/{key}"] = head_out[key]
+            out[key] = head_out[key] if key not in out else out[key] + head_out[key]
+    for key in _CROSS_VIEW_OUTPUTS:
+        if key in head_out:
+            out[f"{name}/{key}"] = head_out[key]
 
 
 class DomainModel(nn.Module):

@@ -1,6 +1,6 @@
 """One CCT training step's objective, top to bottom (paper 3.1-3.3): L = Ls + w_u Lu + w_w Lw.
 
-Where the step runs: the trainer (``engine.trainer.Trainer._step``) augments a labeled and an unlabeled
+Where the step runs: the trainer (``engine.trainer.Trainer.train_step``) augments a labeled and an unlabeled
 batch, reads the weights w_u(t) / w_w of this step (``engine.schedules``) and calls the model once (one DDP
 forward); the model encodes both batches, ``z = h(x)`` (``CCTModel.forward``, or the shared encoder of
 ``MultiDomainCCT``), and hands the features to :func:`cct_objective`, which is the rest of the step:

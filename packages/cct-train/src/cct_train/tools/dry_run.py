@@ -12,11 +12,15 @@ from __future__ import annotations
 import time
 from collections.abc import Sized
 from dataclasses import dataclass, field
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 import torch
 
 from cct_train.config import Config, config_from_dict
+from cct_train.models.batch import TrainBatch
+
+if TYPE_CHECKING:
+    from cct_train.data.build import TrainingData
 
 #: Labeled (and unlabeled) images of the dry run's training step on a CPU (a GPU takes the whole batch).
 CPU_STEP_IMAGES = 2
@@ -60,17 +64,25 @@ def dry_run(config: Config) -> DryRunReport:
         "experiment", f"{cfg.experiment.name} -> {cfg.experiment.output_dir} (seed {cfg.experiment.seed})"
     )
     num_classes: dict[str, int] = {}
-    inputs: dict[str, dict[str, Any]] = {}
+    batches: dict[str, TrainBatch] = {}
     for name, view in cfg.domain_views():
         prefix = f"[{name}] " if cfg.multi_domain else ""
         try:
-            num_classes[name], inputs[name] = _data_rows(report, view, prefix)
+            num_classes[name], batches[name] = _data_rows(report, view, prefix)
         except (FileNotFoundError, ValueError, RuntimeError, KeyError) as error:
             if not cfg.multi_domain:
                 raise
             raise type(error)(f"domain {name!r}: {error}") from error
-    classes: int | dict[str, int] = num_classes if cfg.multi_domain else next(iter(num_classes.values()))
-    model = build_model(cfg, classes)  # loads the weights file / downloads the weights when asked
+    model = build_model(cfg, num_classes)  # loads the weights file / downloads the weights when asked
+    report.add("model", _model_row(cfg, model))
+    report.add("one training step", _one_step(cfg, model, batches))
+    _settings_rows(report, cfg)
+    report.seconds = time.perf_counter() - start
+    return report
+
+
+def _model_row(cfg: Config, model: Any) -> str:
+    """The model's row: encoder and output stride, parameters, auxiliary decoders (per domain)."""
     params = sum(p.numel() for p in model.parameters())
     counts = {
         name: 0 if view.supervised_only else sum(view.model.perturbations.values())
@@ -85,11 +97,11 @@ def dry_run(config: Config) -> DryRunReport:
     stride = f"OS{model.output_stride}"
     if model.output_stride != cfg.model.output_stride:
         stride += f" (model.output_stride {cfg.model.output_stride} is not possible with this encoder)"
-    report.add(
-        "model",
-        f"{cfg.model.encoder} {stride}, {shared}{params / 1e6:.1f} M parameters, auxiliary decoders: {decoders}",
-    )
-    report.add("one training step", _one_step(cfg, model, inputs))
+    return f"{cfg.model.encoder} {stride}, {shared}{params / 1e6:.1f} M parameters, auxiliary decoders: {decoders}"
+
+
+def _settings_rows(report: DryRunReport, cfg: Config) -> None:
+    """The rows of the run's settings: schedule, unlabeled views, precision, trackers."""
     train = cfg.train
     report.add(
         "schedule",
@@ -117,11 +129,9 @@ def dry_run(config: Config) -> DryRunReport:
     check_trackers(train.trackers)  # a missing package: the pip line, now rather than at the first log
     images = f"; {train.log_images} validation images per validation" if train.log_images else ""
     report.add("trackers", f"{', '.join(train.trackers) or 'none'} (every {train.log_every} steps{images})")
-    report.seconds = time.perf_counter() - start
-    return report
 
 
-def _one_step(cfg: Config, model: Any, inputs: dict[str, dict[str, Any]]) -> str:
+def _one_step(cfg: Config, model: Any, batches: dict[str, TrainBatch]) -> str:
     """One forward and backward pass of the model on the batches (no optimizer step); what it measured.
 
     Failures become a ValueError that names the encoder and the crop size and says what to change.
@@ -138,23 +148,16 @@ def _one_step(cfg: Config, model: Any, inputs: dict[str, dict[str, Any]]) -> str
     # On a GPU the whole batch, so that a step too large for its memory fails here; on a CPU two labeled and
     # two unlabeled images, enough to prove that the model trains, without minutes of arithmetic.
     limit = None if device.type == "cuda" else CPU_STEP_IMAGES
-    moved = {
-        name: {k: v[:limit].to(device) if isinstance(v, torch.Tensor) else v for k, v in part.items()}
-        for name, part in inputs.items()
-    }
+    moved = {name: batch.moved(device, limit) for name, batch in batches.items()}
     images = ", ".join(
-        f"{part['images'].shape[0]}+{part['unlabeled'].shape[0] if 'unlabeled' in part else 0}"
-        for part in moved.values()
+        f"{b.images.shape[0]}+{b.unlabeled.shape[0] if b.unlabeled is not None else 0}"
+        for b in moved.values()
     )
     generator = torch.Generator(device=device).manual_seed(0)
     model.train()
     start = time.perf_counter()
     try:
-        if cfg.multi_domain:
-            out = model(batches=moved, generator=generator)
-        else:
-            (single,) = moved.values()
-            out = model(single.pop("images"), single.pop("targets"), generator=generator, **single)
+        out = model(batches=moved, generator=generator)  # one domain: a multi-domain step of one
         out["loss"].backward()
     except torch.cuda.OutOfMemoryError as error:
         raise RuntimeError(
@@ -162,14 +165,26 @@ def _one_step(cfg: Config, model: Any, inputs: dict[str, dict[str, Any]]) -> str
             "data.unlabeled_batch_size or data.crop_size, or set train.mixed_precision=bf16"
         ) from None
     except Exception as error:  # any failure here would stop the real run at its first step
-        detail = (str(error).strip().splitlines() or [type(error).__name__])[0][:300].rstrip(".")
-        hint = "Check model.encoder, data.crop_size and the batch sizes"
-        if "more than 1 value per channel" in detail:  # BatchNorm on a batch of one pooled image
-            hint = "BatchNorm needs at least 2 images per batch: raise data.batch_size (and data.unlabeled_batch_size)"
-        raise ValueError(
-            f"one training step of {cfg.model.encoder} failed: {type(error).__name__}: {detail}. {hint}"
-        ) from None
+        raise _step_error(cfg, error) from None
     seconds = time.perf_counter() - start
+    return _step_summary(model, out, device, images, seconds)
+
+
+def _step_error(cfg: Config, error: Exception) -> ValueError:
+    """The dry run's error for a failed training step: what failed, and what to change."""
+    detail = (str(error).strip().splitlines() or [type(error).__name__])[0][:300].rstrip(".")
+    hint = "Check model.encoder, data.crop_size and the batch sizes"
+    if "more than 1 value per channel" in detail:  # BatchNorm on a batch of one pooled image
+        hint = "BatchNorm needs at least 2 images per batch: raise data.batch_size (and data.unlabeled_batch_size)"
+    return ValueError(
+        f"one training step of {cfg.model.encoder} failed: {type(error).__name__}: {detail}. {hint}"
+    )
+
+
+def _step_summary(
+    model: Any, out: dict[str, torch.Tensor], device: torch.device, images: str, seconds: float
+) -> str:
+    """The row of the training step: its losses, whether they are finite, the gradients it left."""
     grads = sum(1 for p in model.parameters() if p.grad is not None)
     loss = float(out["loss"].detach())
     terms = ", ".join(
@@ -188,9 +203,9 @@ def _one_step(cfg: Config, model: Any, inputs: dict[str, dict[str, Any]]) -> str
     )
 
 
-def _data_rows(report: DryRunReport, cfg: Config, prefix: str) -> tuple[int, dict[str, Any]]:
+def _data_rows(report: DryRunReport, cfg: Config, prefix: str) -> tuple[int, TrainBatch]:
     """Build one domain's data (one batch of each loader) and add its rows; returns its class count and
-    the keyword inputs of one training step on those batches."""
+    one training step's batch of those loaders."""
     from cct_train.data.build import build_data
 
     data = cfg.data
@@ -211,32 +226,7 @@ def _data_rows(report: DryRunReport, cfg: Config, prefix: str) -> tuple[int, dic
         f"{prefix}train split '{data.train_split}'",
         f"{bundle.n_labeled} labeled + {bundle.n_unlabeled} unlabeled ({how})",
     )
-    generator = torch.Generator().manual_seed(0)
-    labeled = _batch(bundle.labeled_loader)
-    images, masks = bundle.augment.batch(labeled, generator=generator)
-    assert masks is not None
-    # The first step: the model's supervised loss reads its threshold of it (ab-CE: 1/C).
-    step: dict[str, Any] = {"images": images, "targets": masks, "step": 0}
-    seen = torch.unique(masks)
-    report.add(
-        f"{prefix}labeled batch",
-        f"{_shape(labeled, 'image')} -> augmented {'x'.join(map(str, images.shape))}; mask values {seen.tolist()[:12]}",
-    )
-    if bundle.unlabeled_loader is not None:
-        unlabeled = _batch(bundle.unlabeled_loader)
-        weak = "mask" in unlabeled
-        step["unlabeled"], weak_targets = bundle.augment.batch(unlabeled, generator=generator)
-        # w_u at its full weight, lambda_u: every term computed.
-        step["consistency_weight"] = cfg.train.unsupervised_weight.lambda_u
-        if weak_targets is not None:
-            step["weak_targets"], step["weak_weight"] = weak_targets, cfg.train.weak_weight
-        report.add(
-            f"{prefix}unlabeled batch",
-            f"{_shape(unlabeled, 'image')}"
-            + (f" with pseudo-labels {_shape(unlabeled, 'mask')}" if weak else ""),
-        )
-    else:
-        report.add(f"{prefix}unlabeled batch", "none (supervised)")
+    batch = _step_batch(report, cfg, bundle, prefix)
     if bundle.val_loader is not None:
         val = _batch(bundle.val_loader)
         n_val = len(cast(Sized, bundle.val_loader.dataset))
@@ -255,4 +245,32 @@ def _data_rows(report: DryRunReport, cfg: Config, prefix: str) -> tuple[int, dic
     ev = cfg.eval
     window = f", window {ev.window[0]}x{ev.window[1]}" if ev.window else ""
     report.add(f"{prefix}evaluation", f"scales {ev.scales}{', flip' if ev.flip else ''}{window}")
-    return bundle.num_classes, step
+    return bundle.num_classes, batch
+
+
+def _step_batch(report: DryRunReport, cfg: Config, bundle: TrainingData, prefix: str) -> TrainBatch:
+    """One training step's batch of the first labeled and unlabeled batches, augmented, at the full
+    weights (every term computed); adds their rows."""
+    generator = torch.Generator().manual_seed(0)
+    labeled = _batch(bundle.labeled_loader)
+    images, masks = bundle.augment.batch(labeled, generator=generator)
+    assert masks is not None
+    batch = TrainBatch(images, masks)
+    if cfg.train.supervised_loss == "abce":
+        batch.ce_threshold = 1.0 / bundle.num_classes  # ab-CE's threshold at the first step
+    seen = torch.unique(masks)
+    report.add(
+        f"{prefix}labeled batch",
+        f"{_shape(labeled, 'image')} -> augmented {'x'.join(map(str, images.shape))}; mask values {seen.tolist()[:12]}",
+    )
+    if bundle.unlabeled_loader is None:
+        report.add(f"{prefix}unlabeled batch", "none (supervised)")
+        return batch
+    unlabeled = _batch(bundle.unlabeled_loader)
+    batch.unlabeled, weak_targets = bundle.augment.batch(unlabeled, generator=generator)
+    batch.consistency_weight = cfg.train.unsupervised_weight.lambda_u  # the full weight: every term computed
+    if weak_targets is not None:
+        batch.weak_targets, batch.weak_weight = weak_targets, cfg.train.weak_weight
+    weak = f" with pseudo-labels {_shape(unlabeled, 'mask')}" if "mask" in unlabeled else ""
+    report.add(f"{prefix}unlabeled batch", f"{_shape(unlabeled, 'image')}{weak}")
+    return batch
