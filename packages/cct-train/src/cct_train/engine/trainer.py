@@ -56,7 +56,7 @@ from cct_train.common.rundir import (
     refuse_to_replace,
     remove_partial_files,
 )
-from cct_train.config import Config, save_config
+from cct_train.config import Config, save_config, upgrade_config
 from cct_train.data import InfiniteLoader, cycle
 from cct_train.data.build import TrainingData, TrainTransform, build_data
 from cct_train.engine.batchnorm import has_batchnorm, recalibrate_batchnorm
@@ -477,7 +477,7 @@ class Trainer:
     def _mismatch(self, path: Path, state: dict[str, Any], error: RuntimeError) -> str:
         """Why a checkpoint's weights do not fit this model, in config keys: ``model.*``, ``train.mode``
         and the number of classes that differ between the checkpoint's config and this one."""
-        saved = state.get("config") or {}
+        saved = upgrade_config(state.get("config") or {})  # a 0.3 checkpoint names its keys the old way
         now = self.config.to_dict()
         differ = [
             f"{key}={before!r} (the config says {after!r})"
