@@ -156,3 +156,41 @@ def test_each_sub_package_imports_only_the_ones_below_it(type_checking: bool) ->
         if (a := _layer(name)) and (b := _layer(dep)) and LAYERS.index(b) > LAYERS.index(a)
     )
     assert upward == []
+
+
+def _body_lines(node: ast.FunctionDef | ast.AsyncFunctionDef) -> int:
+    """A function's body lines, its docstring left out (the signature and docstring are not what a reader
+    has to hold in their head)."""
+    body = node.body
+    if body and isinstance(body[0], ast.Expr) and isinstance(getattr(body[0], "value", None), ast.Constant):
+        body = body[1:]
+    return 0 if not body else (body[-1].end_lineno or body[-1].lineno) - body[0].lineno + 1
+
+
+def _functions() -> dict[str, int]:
+    """``module:qualified name`` -> body lines, for every function and method of cct_train."""
+    found: dict[str, int] = {}
+    for name, path in _modules().items():
+
+        def visit(node: ast.AST, prefix: str, module: str = name) -> None:
+            for child in ast.iter_child_nodes(node):
+                if isinstance(child, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                    found[f"{module}:{prefix}{child.name}"] = _body_lines(child)
+                    visit(child, f"{prefix}{child.name}.")
+                elif isinstance(child, ast.ClassDef):
+                    visit(child, f"{prefix}{child.name}.")
+
+        visit(ast.parse(path.read_text()), "")
+    return found
+
+
+def test_no_function_body_is_longer_than_60_lines() -> None:
+    """Issue #42: a function a reader can hold at once (six were over 60 lines, the longest 113)."""
+    long = {name: n for name, n in _functions().items() if n > 60}
+    assert not long, f"function bodies over 60 lines: {long}"
+
+
+def test_the_training_loop_fits_on_one_screen() -> None:
+    functions = _functions()
+    assert functions["cct_train.engine.trainer:Trainer._fit"] <= 30
+    assert functions["cct_train.engine.trainer:Trainer.fit"] <= 30
