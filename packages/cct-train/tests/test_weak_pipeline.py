@@ -138,7 +138,7 @@ def test_the_encoders_stride_reaches_the_cams(
     # cct_weak.compute_cams crops stride-aligned maps onto an image whose size is not a multiple of the
     # stride (its own tests check the alignment); the pipeline must pass the encoder's stride, and none for a
     # module that declares none (maps resized as before).
-    import cct_train.weak.pseudo as pseudo
+    import cct_train.weak.generate as pseudo
 
     seen: list[int | None] = []
 
