@@ -162,6 +162,64 @@ def test_weak_view_is_encoded_without_a_graph_and_strong_with_one() -> None:
     assert seen == [(2, False), (4, True)]
 
 
+def _cross_args(v: dict[str, Tensor]) -> dict[str, Any]:
+    return {k: v[k] for k in ("unlabeled", "strong", "cutmix_box", "cutmix_partner")}
+
+
+def test_aux_on_weak_is_the_papers_cct_on_the_weak_view_plus_the_strong_view_loss() -> None:
+    """``aux_view: weak``: Lu is exactly the paper's CCT step on the weak view (same draws, same value),
+    and the strong-view loss is exactly the one of cross-view CCT with the same views."""
+    model = _model(concat_batches=False).train()  # each view encoded alone: the same BatchNorm batches
+    v = _views(4)
+    common = {"target_confidence": 0.5, "consistency_weight": 1.0}
+
+    def step(**kwargs: Any) -> dict[str, Tensor]:
+        return model(
+            v["images"], v["targets"], generator=torch.Generator().manual_seed(7), **common, **kwargs
+        )
+
+    hybrid = step(**_cross_args(v), strong_weight=1.0, aux_on_weak=True)
+    paper = model(v["images"], v["targets"], v["unlabeled"], generator=torch.Generator().manual_seed(7))
+    cross = step(**_cross_args(v), strong_weight=1.0)
+    torch.testing.assert_close(hybrid["loss_unsup"], paper["loss_unsup"], rtol=0, atol=0)
+    torch.testing.assert_close(hybrid["loss_strong"], cross["loss_strong"], rtol=0, atol=0)
+    torch.testing.assert_close(hybrid["confident"], cross["confident"], rtol=0, atol=0)
+    assert not torch.equal(hybrid["loss_unsup"], cross["loss_unsup"])  # another view, another target
+    torch.testing.assert_close(
+        hybrid["loss"].detach(), hybrid["loss_sup"] + hybrid["loss_unsup"] + hybrid["loss_strong"]
+    )
+
+
+def test_aux_on_weak_routes_gradients_through_the_weak_view() -> None:
+    """The weak view is encoded with a graph; Lu trains the encoder and the auxiliary decoders, never the
+    main decoder, which learns from the unlabeled images only through the strong-view loss."""
+    model = _model(concat_batches=False).train()
+    v = _views(5)
+    void = torch.full_like(v["targets"], 255)
+    seen: list[tuple[int, bool]] = []
+    hook = model.psp.register_forward_hook(lambda m, i, o: seen.append((o.shape[0], o.requires_grad)))
+    try:
+        out = model(v["images"], void, **_cross_args(v), target_confidence=None, aux_on_weak=True)
+    finally:
+        hook.remove()
+    assert seen == [(2, True), (2, True), (2, True)]  # weak, labeled, strong: all with a graph
+    assert float(out["loss_strong"]) == 0.0
+    assert out["loss_unsup"] > 0
+    out["loss"].backward()
+    assert _grad_norm(model.main_decoder) == 0.0
+    assert _grad_norm(model.encoder) > 0
+    assert all(_grad_norm(d) > 0 for d in model.aux_decoders)
+    # Without auxiliary decoders nothing needs the weak view's graph: FixMatch-style, as before.
+    fixmatch = _model({}).train()
+    seen.clear()
+    hook = fixmatch.psp.register_forward_hook(lambda m, i, o: seen.append((o.shape[0], o.requires_grad)))
+    try:
+        fixmatch(v["images"], void, **_cross_args(v), strong_weight=1.0, aux_on_weak=True)
+    finally:
+        hook.remove()
+    assert seen[0] == (2, False)
+
+
 def test_fused_and_plain_auxiliary_paths_agree_in_cross_view_mode() -> None:
     model = _model(confidence=None).train()
     v = _views(4)
@@ -312,6 +370,20 @@ def test_config_keys_and_their_checks(tmp_path: Path) -> None:
         )
     with pytest.raises(ConfigError, match="views"):
         config_from_dict({"train": {"unlabeled": {"views": "weak"}}})
+    # aux_view: only with weak-strong; with weak, the same-view loss's confidence is allowed again.
+    assert cfg.train.unlabeled.aux_view == "strong"
+    assert not cfg.train.unlabeled.aux_on_weak
+    with pytest.raises(ConfigError, match=r"train.unlabeled.aux_view only apply to views: weak-strong"):
+        config_from_dict({"train": {"unlabeled": {"aux_view": "weak"}}})
+    on_weak = config_from_dict(
+        {
+            "model": {"consistency_confidence": 0.5},
+            "train": {"unlabeled": {"views": "weak-strong", "aux_view": "weak"}},
+        }
+    )
+    assert on_weak.train.unlabeled.aux_on_weak
+    with pytest.raises(ConfigError, match="aux_view"):
+        config_from_dict({"train": {"unlabeled": {"views": "weak-strong", "aux_view": "both"}}})
 
 
 # ---------------------------------------------------------------------------------------------------- trainer
@@ -358,13 +430,14 @@ def test_trainer_cross_view_step(scenes: Path, tmp_path: Path) -> None:
     assert {"loss_strong", "confident", "loss_unsup", "loss_sup"} <= keys
 
 
-def test_trainer_cross_view_resumes_exactly(scenes: Path, tmp_path: Path) -> None:
+@pytest.mark.parametrize("aux_view", ["strong", "weak"])
+def test_trainer_cross_view_resumes_exactly(scenes: Path, tmp_path: Path, aux_view: str) -> None:
     """Interrupted after 2 of 4 steps and resumed: the very weights of the uninterrupted run (the strong
     views and CutMix boxes come from the checkpointed unlabeled generator)."""
     from cct_train.engine.trainer import Trainer
 
     def raw(out: str) -> dict[str, Any]:
-        return _tiny(scenes, tmp_path / out, confidence=0.3)
+        return _tiny(scenes, tmp_path / out, confidence=0.3, aux_view=aux_view)
 
     straight = Trainer(config_from_dict(raw("a")), quiet=True)
     assert straight.unwrapped.num_aux_decoders == sum(PERTS.values())
@@ -384,13 +457,14 @@ def test_trainer_cross_view_resumes_exactly(scenes: Path, tmp_path: Path) -> Non
         assert torch.equal(value, final[key]), key
 
 
-def test_trainer_two_domains_cross_view(scenes: Path, tmp_path: Path) -> None:
+@pytest.mark.parametrize("aux_view", ["strong", "weak"])
+def test_trainer_two_domains_cross_view(scenes: Path, tmp_path: Path, aux_view: str) -> None:
     from cct_train.data import generate_synthetic_dataset
     from cct_train.engine.trainer import Trainer
 
     other = tmp_path / "shapes"
     generate_synthetic_dataset(other, n_train=8, n_val=2, size=(48, 64), seed=1, num_classes=3)
-    raw = _tiny(scenes, tmp_path / "run", confidence=None)
+    raw = _tiny(scenes, tmp_path / "run", confidence=None, aux_view=aux_view)
     data_a = raw.pop("data")
     data_b = {**data_a, "root": str(other), "split": {"n_labeled": 4, "seed": 1}, "crop_size": [32, 48]}
     raw["domains"] = [
@@ -425,7 +499,7 @@ def test_study_methods_fixmatch_and_crossview(tmp_path: Path) -> None:
     from cct_train.study import ALL_METHODS, DEFAULT_METHODS, fingerprint, plan_runs, study_config_from_dict
     from cct_train.study.schema import base_config
 
-    assert ALL_METHODS[-3:] == ("cct", "fixmatch", "crossview")
+    assert ALL_METHODS[-4:] == ("cct", "fixmatch", "crossview", "cct_fixmatch")
     # A study that names no methods plans the paper's ablation, as before these methods existed.
     assert study_config_from_dict(_study()).methods == list(DEFAULT_METHODS)
     assert "crossview" not in DEFAULT_METHODS
@@ -456,6 +530,36 @@ def test_study_methods_fixmatch_and_crossview(tmp_path: Path) -> None:
     del old["train"]["unlabeled"]
     assert fingerprint(specs["cct"].config) == fingerprint(old)
     assert fingerprint(specs["crossview"].config) != fingerprint(specs["cct"].config)
+    # Cross-view runs finished before aux_view existed (its default, strong) keep their fingerprint too.
+    before = {**specs["crossview"].config, "train": dict(specs["crossview"].config["train"])}
+    before["train"]["unlabeled"] = dict(before["train"]["unlabeled"])
+    assert before["train"]["unlabeled"].pop("aux_view") == "strong"
+    assert fingerprint(specs["crossview"].config) == fingerprint(before)
+
+
+def test_study_method_cct_fixmatch(tmp_path: Path) -> None:
+    """cct_fixmatch: the full CCT's decoders on the weak view, and the main decoder on the strong view."""
+    from cct_train.study import fingerprint, plan_runs, study_config_from_dict
+    from cct_train.study.schema import base_config
+
+    study = study_config_from_dict(
+        _study(
+            methods=["cct_fixmatch", "crossview", "cct"],
+            crossview={"confidence": 0.8, "main_on_strong": False},
+            cct_decoders={"feature_noise": 2, "vat": 1},
+        )
+    )
+    assert study.methods == ["cct", "crossview", "cct_fixmatch"]
+    specs = {s.method: s for s in plan_runs(study, base_config(study), tmp_path)}
+    unlabeled = specs["cct_fixmatch"].config["train"]["unlabeled"]
+    assert unlabeled["views"] == "weak-strong"
+    assert unlabeled["aux_view"] == "weak"
+    assert unlabeled["main_on_strong"] is True  # whatever the block says: it defines the method
+    assert unlabeled["confidence"] == 0.8
+    assert specs["crossview"].config["train"]["unlabeled"]["aux_view"] == "strong"
+    assert specs["cct_fixmatch"].config["model"]["perturbations"] == {"feature_noise": 2, "vat": 1}
+    assert config_from_dict(specs["cct_fixmatch"].config).train.unlabeled.aux_on_weak
+    assert fingerprint(specs["cct_fixmatch"].config) != fingerprint(specs["crossview"].config)
 
 
 def test_study_cross_view_settings_go_in_their_block() -> None:

@@ -300,7 +300,7 @@ class StrongViewConfig(StrictSection):
 
 
 #: Keys of ``train.unlabeled`` that only mean something with ``views: weak-strong``.
-_CROSS_VIEW_KEYS = ("confidence", "main_on_strong", "main_weight", "strong")
+_CROSS_VIEW_KEYS = ("confidence", "main_on_strong", "main_weight", "strong", "aux_view")
 
 
 class UnlabeledConfig(StrictSection):
@@ -315,6 +315,12 @@ class UnlabeledConfig(StrictSection):
     the main decoder on the strong view learns ``argmax(target)`` by cross-entropy over the confident pixels
     (FixMatch / UniMatch), weighted ``main_weight`` ramped like lambda_u (``train.unsupervised_weight``).
     With no auxiliary decoders (``model.perturbations: {}``) this is a FixMatch-style baseline.
+
+    ``aux_view: weak`` moves the auxiliary decoders to the weak view: there they run the paper's CCT (the
+    target is the main prediction on the same weak view, unmixed; ``model.consistency_confidence`` masks it,
+    as with ``views: same``), and the main decoder still learns the weak view's pseudo-label on the strong
+    view: the sum of the paper's CCT and the FixMatch-style term (UniMatch also perturbs the weak view's
+    features). The weak view is then encoded with a graph (Lu trains the encoder through it).
     """
 
     views: Literal["same", "weak-strong"] = "same"
@@ -326,6 +332,10 @@ class UnlabeledConfig(StrictSection):
     #: That loss's weight once ramped up (the ramp of train.unsupervised_weight: its rampup and schedule).
     main_weight: float = Field(1.0, ge=0)
     strong: StrongViewConfig = Field(default_factory=StrongViewConfig)
+    #: Which view's features the auxiliary decoders perturb (weak-strong only): ``strong`` (cross-view
+    #: CCT: they learn the weak view's target on the strong view) or ``weak`` (the paper's CCT on the weak
+    #: view, beside the main decoder's strong-view loss).
+    aux_view: Literal["strong", "weak"] = "strong"
 
     @model_validator(mode="after")
     def _views(self) -> UnlabeledConfig:
@@ -348,6 +358,11 @@ class UnlabeledConfig(StrictSection):
     @property
     def cross_view(self) -> bool:
         return self.views == "weak-strong"
+
+    @property
+    def aux_on_weak(self) -> bool:
+        """Weak-strong views with the auxiliary decoders on the weak view (``aux_view: weak``)."""
+        return self.cross_view and self.aux_view == "weak"
 
 
 class TrainConfig(StrictSection):
@@ -475,11 +490,17 @@ class Config(StrictSection):
         for key, data in parts:
             _split_lists_under_root(data)
             _check_crop(key, data)
-        if self.train.unlabeled.cross_view and self.model.consistency_confidence is not None:
+        unlabeled = self.train.unlabeled
+        if (
+            unlabeled.cross_view
+            and not unlabeled.aux_on_weak
+            and self.model.consistency_confidence is not None
+        ):
             raise ValueError(
                 "model.consistency_confidence masks the same-view CCT loss; with train.unlabeled.views: "
                 "weak-strong the weak-view target's threshold is train.unlabeled.confidence: set that one and "
-                "model.consistency_confidence=null"
+                "model.consistency_confidence=null (or train.unlabeled.aux_view=weak, where the auxiliary decoders "
+                "run the same-view loss)"
             )
         return self
 

@@ -600,17 +600,19 @@ class Trainer:
         box = partner = None
         mix = settings.strong.cutmix
         if mix.p > 0:
-            others = () if weak_labels is None else (weak_labels,)
+            # With the auxiliary decoders on the weak view, their pseudo-labels stay the weak view's.
+            others = () if weak_labels is None or settings.aux_on_weak else (weak_labels,)
             mixed = cutmix(
                 strong01, *others, p=mix.p, scale=mix.scale, ratio=mix.ratio, generator=self.generator
             )
             strong01, box, partner = mixed.images, mixed.box, mixed.partner
-            if weak_labels is not None:
+            if others:
                 weak_labels = mixed.others[0]
         inputs.unlabeled = run.augment.normalize(weak01)
         inputs.strong = run.augment.normalize(strong01)
         inputs.cutmix_box, inputs.cutmix_partner = box, partner
         inputs.target_confidence = settings.confidence
+        inputs.aux_on_weak = settings.aux_on_weak
         if run.strong_weight is not None:
             inputs.strong_weight = run.strong_weight(self.step)
         return weak_labels

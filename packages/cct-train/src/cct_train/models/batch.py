@@ -48,6 +48,8 @@ class TrainBatch:
         cutmix_partner: ``(B_u,)`` long, the image each box is taken from, or None.
         target_confidence: the weak view's confidence threshold, or None.
         strong_weight: w_s(t), the main decoder's strong-view weight; None: it does not learn from it.
+        aux_on_weak: cross-view with the auxiliary decoders on the WEAK view (``train.unlabeled.aux_view:
+            weak``): the weak view is encoded with a graph and Lu is the paper's same-view CCT on it.
         loss_weight: the weight of this domain's loss in the step's sum (``domains[].loss_weight``).
     """
 
@@ -64,6 +66,7 @@ class TrainBatch:
     cutmix_partner: Tensor | None = None
     target_confidence: float | None = None
     strong_weight: float | Tensor | None = None
+    aux_on_weak: bool = False
     loss_weight: float = 1.0
 
     @classmethod
@@ -89,6 +92,7 @@ class TrainBatch:
             self.cutmix_partner,
             self.target_confidence,
             self.strong_weight,
+            self.aux_on_weak,
         )
 
     def moved(self, device: torch.device, limit: int | None = None) -> TrainBatch:

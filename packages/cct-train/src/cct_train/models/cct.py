@@ -495,6 +495,7 @@ class CCTModel(nn.Module):
         cutmix_partner: Tensor | None = None,
         target_confidence: float | None = None,
         strong_weight: float | Tensor | None = None,
+        aux_on_weak: bool = False,
         batches: Mapping[str, TrainBatch | Mapping[str, Any]] | None = None,
     ) -> Tensor | dict[str, Tensor]:
         """Inference (``targets=None``) or one training step's losses.
@@ -519,6 +520,8 @@ class CCTModel(nn.Module):
         decoders learn the weak view's mixed target on perturbations of the strong features, masked with
         ``target_confidence``; ``strong_weight`` (None: off) weights the main decoder's loss on the strong
         view (:mod:`~cct_train.objectives.crossview`). Works with no auxiliary decoder (FixMatch-style).
+        ``aux_on_weak`` (``train.unlabeled.aux_view: weak``): the weak view is encoded with a graph and the
+        auxiliary decoders run the paper's CCT on it; the main decoder still learns on the strong view.
 
         ``batches``: the same training inputs as one :class:`~cct_train.models.batch.TrainBatch` (or a
         mapping of its fields), as ``{name: batch}`` with one entry, the call of the multi-domain model
@@ -556,6 +559,7 @@ class CCTModel(nn.Module):
             cutmix_partner=cutmix_partner,
             target_confidence=target_confidence,
             strong_weight=strong_weight,
+            aux_on_weak=aux_on_weak,
         )
         return self.losses(batch, generator)
 
@@ -571,9 +575,12 @@ class CCTModel(nn.Module):
                     f" (got strong {tuple(strong.shape)}, unlabeled "
                     f"{None if unlabeled is None else tuple(unlabeled.shape)})"
                 )
-            # The target's view: no graph (it is a constant, and its backward would cost a third pass).
-            with torch.no_grad():
-                z_w = self.encode(unlabeled)
+            if batch.aux_on_weak and self.num_aux_decoders > 0:
+                z_w = self.encode(unlabeled)  # Lu trains the encoder through the weak view
+            else:
+                # The target's view: no graph (it is a constant, and its backward would cost a third pass).
+                with torch.no_grad():
+                    z_w = self.encode(unlabeled)
             z_l, z_u = self._encode_pair(batch.images, strong)
         elif unlabeled is not None and self.num_aux_decoders > 0:
             z_l, z_u = self._encode_pair(batch.images, unlabeled)

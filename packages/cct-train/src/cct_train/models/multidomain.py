@@ -315,7 +315,9 @@ class MultiDomainCCT(nn.Module):
             parts.append((name, "l", batch.images))
             if batch.strong is not None and batch.unlabeled is not None:
                 parts.append((name, "u", batch.strong))
-                weak_parts.append((name, "w", batch.unlabeled))
+                # With the auxiliary decoders on the weak view, Lu trains the encoder through it: a graph.
+                on_weak = batch.aux_on_weak and self.head(name).num_aux_decoders > 0
+                (parts if on_weak else weak_parts).append((name, "w", batch.unlabeled))
             elif batch.unlabeled is not None and self.head(name).num_aux_decoders > 0:
                 parts.append((name, "u", batch.unlabeled))
         encoded: dict[tuple[str, str], Tensor] = {}

@@ -166,21 +166,7 @@ def _cross_view_objective(
     generator: torch.Generator | None,
 ) -> dict[str, Tensor]:
     """Steps 2-5 of a cross-view step (see :func:`cct_objective`), from the strong view's features ``z_s``."""
-    # 2. The weak view's target, mixed like the strong images: a constant.
-    target, target_image = weak_view_target(head.main_decoder, cross_view, head.output_stride)
-    loss_unsup = loss_weak = loss_sup.new_zeros(())
-    if len(head.aux_decoders) > 0:
-        # 3-4. CCT's perturbations of the strong features, each through its auxiliary decoder, against the
-        #      weak view's target: the paper's Lu code path (fused or not) with the target's threshold.
-        loss_unsup, loss_weak = unsupervised_losses(
-            list(head.aux_decoders),
-            perturb_features(head, z_s, target, generator),
-            target,
-            head.consistency_term.with_confidence(cross_view.confidence),
-            weak_targets=weak_targets,
-            ignore_index=head.ignore_index,
-            stride=head.output_stride,
-        )
+    loss_unsup, loss_weak, target_image = _cross_view_lu(head, z_s, cross_view, weak_targets, generator)
     loss = total_loss(loss_sup, loss_unsup, loss_weak, consistency_weight, weak_weight)
     if cross_view.strong_weight is not None:
         # The main decoder on the strong view learns the weak view's hard pseudo-label (FixMatch).
@@ -202,6 +188,44 @@ def _cross_view_objective(
         "confident": confident.detach(),
         "logits": logits_l.detach(),
     }
+
+
+def _cross_view_lu(
+    head: CCTDecoders,
+    z_s: Tensor,
+    cross_view: CrossViewInputs,
+    weak_targets: Tensor | None,
+    generator: torch.Generator | None,
+) -> tuple[Tensor, Tensor, Tensor]:
+    """Steps 2-4 of a cross-view step: ``(Lu, Lw, the strong view's pseudo-label logits (B_u, C, H, W))``."""
+    main_w = None
+    if cross_view.aux_on_weak:
+        # The paper's CCT on the weak view: its own main prediction (a constant, unmixed) is the target of
+        # the K perturbations of z_weak, by the head's consistency term; mixed, it is the strong view's label.
+        with torch.no_grad():
+            main_w = head.main_decoder(cross_view.z_weak)
+    # 2. The weak view's target, mixed like the strong images: a constant.
+    target, target_image = weak_view_target(head.main_decoder, cross_view, head.output_stride, main_w)
+    zero = z_s.new_zeros((), dtype=torch.float32)
+    if len(head.aux_decoders) == 0:
+        return zero, zero, target_image
+    if main_w is not None:
+        features, aux_target, term = cross_view.z_weak, main_w, head.consistency_term
+    else:
+        # 3-4. CCT's perturbations of the strong features, each through its auxiliary decoder, against the
+        #      weak view's target: the paper's Lu code path (fused or not) with the target's threshold.
+        features, aux_target = z_s, target
+        term = head.consistency_term.with_confidence(cross_view.confidence)
+    loss_unsup, loss_weak = unsupervised_losses(
+        list(head.aux_decoders),
+        perturb_features(head, features, aux_target, generator),
+        aux_target,
+        term,
+        weak_targets=weak_targets,
+        ignore_index=head.ignore_index,
+        stride=head.output_stride,
+    )
+    return loss_unsup, loss_weak, target_image
 
 
 def resize_logits(logits: Tensor, size: Sequence[int]) -> Tensor:

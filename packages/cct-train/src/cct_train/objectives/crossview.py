@@ -47,6 +47,9 @@ class CrossViewInputs:
             auxiliary decoders' loss and of the strong-view loss; None: every pixel.
         strong_weight: weight of the main decoder's strong-view loss (this step's, ramped); None: the main
             decoder does not learn from the strong view.
+        aux_on_weak: the auxiliary decoders perturb ``z_weak`` (then computed WITH a graph) and learn the
+            main prediction on that same weak view, unmixed, by the head's own consistency term (the paper's
+            CCT on the weak view); ``confidence`` then applies to the strong-view loss only.
     """
 
     z_weak: Tensor
@@ -55,6 +58,7 @@ class CrossViewInputs:
     partner: Tensor | None = None
     confidence: float | None = None
     strong_weight: float | Tensor | None = None
+    aux_on_weak: bool = False
 
     def __post_init__(self) -> None:
         if (self.box is None) != (self.partner is None):
@@ -98,7 +102,7 @@ def box_at(box: Tensor, size: Sequence[int]) -> Tensor:
 
 @torch.no_grad()
 def weak_view_target(
-    main_decoder: nn.Module, cross_view: CrossViewInputs, stride: int
+    main_decoder: nn.Module, cross_view: CrossViewInputs, stride: int, logits: Tensor | None = None
 ) -> tuple[Tensor, Tensor]:
     """The weak view's target, mixed like the strong images: ``(native, image)``.
 
@@ -108,9 +112,12 @@ def weak_view_target(
     ``fit_logits`` (``stride``: the encoder's output stride; as the labeled loss maps logits onto labels),
     mixed with the box itself; the main decoder's pseudo-label on the strong view. Mixing logits and then
     taking the softmax is the same as mixing probabilities (the softmax is per pixel); so are the confidence
-    masks computed from them. No graph (a constant target).
+    masks computed from them. No graph (a constant target). ``logits``: the main decoder's logits on
+    ``z_weak`` when the caller has them already (computed without a graph).
     """
-    logits = main_decoder(cross_view.z_weak)
+    if logits is None:
+        with torch.no_grad():  # z_weak has a graph when the auxiliary decoders train through it
+            logits = main_decoder(cross_view.z_weak)
     box, partner = cross_view.box, cross_view.partner
     image = mix(fit_logits(logits, cross_view.size, stride=stride), box, partner)
     if tuple(logits.shape[-2:]) == tuple(cross_view.size):

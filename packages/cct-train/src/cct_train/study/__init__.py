@@ -46,6 +46,7 @@ from cct_train.study.runs import (
 from cct_train.study.schema import (
     ALL_METHODS,
     CCT,
+    CCT_FIXMATCH,
     CROSS_VIEW_METHODS,
     CROSSVIEW,
     DEFAULT_METHODS,
@@ -79,6 +80,7 @@ from cct_train.study.tables import (
 __all__ = [
     "ALL_METHODS",
     "CCT",
+    "CCT_FIXMATCH",
     "CROSSVIEW",
     "CROSS_VIEW_METHODS",
     "DEFAULT_METHODS",

@@ -8,7 +8,7 @@ from typing import Any
 from cct_train.engine.hardware import (
     PRECISION_LABELS,
 )
-from cct_train.study.schema import CCT, CROSSVIEW, FIXMATCH, SUPERVISED
+from cct_train.study.schema import CCT, CCT_FIXMATCH, CROSSVIEW, FIXMATCH, SUPERVISED
 from cct_train.study.stats import Summary
 from cct_train.study.tables import METHOD_LABELS, per_class_table, render_tables
 
@@ -37,7 +37,9 @@ def render_markdown(report: Mapping[str, Any]) -> str:
         *_interval_lines(summaries),
         "Per-class IoU (%, mean over seeds):",
         "",
-        per_class_table(summaries, [m for m in (SUPERVISED, CCT, FIXMATCH, CROSSVIEW) if m in methods]),
+        per_class_table(
+            summaries, [m for m in (SUPERVISED, CCT, FIXMATCH, CROSSVIEW, CCT_FIXMATCH) if m in methods]
+        ),
         "![mIoU vs n](miou_vs_n.png)",
         "",
     ]

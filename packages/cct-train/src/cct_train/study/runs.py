@@ -88,6 +88,9 @@ def fingerprint(config: Mapping[str, Any]) -> str:
     if train.get("unlabeled") == UnlabeledConfig().model_dump(mode="json"):
         # The paper's CCT, as before train.unlabeled existed: runs finished before it keep their fingerprint.
         train.pop("unlabeled")
+    elif train.get("unlabeled", {}).get("aux_view") == "strong":
+        # Cross-view runs finished before aux_view existed (its default) keep their fingerprint too.
+        train["unlabeled"].pop("aux_view")
     return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
 
 

@@ -29,10 +29,12 @@ SUPERVISED = "supervised"
 CCT = "cct"
 #: Cross-view methods (issue #39; train.unlabeled.views: weak-strong with the study's ``crossview`` block):
 #: the FixMatch-style baseline (strong view, main decoder only, no auxiliary decoder) and cross-view CCT
-#: (cct_decoders on the strong view's features, and the main decoder on the strong view).
+#: (cct_decoders on the strong view's features, and the main decoder on the strong view); and the sum of the
+#: paper's CCT and the FixMatch-style term (cct_decoders on the WEAK view's features, ``aux_view: weak``).
 FIXMATCH = "fixmatch"
 CROSSVIEW = "crossview"
-CROSS_VIEW_METHODS: tuple[str, ...] = (FIXMATCH, CROSSVIEW)
+CCT_FIXMATCH = "cct_fixmatch"
+CROSS_VIEW_METHODS: tuple[str, ...] = (FIXMATCH, CROSSVIEW, CCT_FIXMATCH)
 #: The paper's seven perturbation types (its CamVid ablation), in the report's order. Spelled out, not read
 #: off the registry: a perturbation registered later is a method a study may name in ``methods:`` (see
 #: :func:`known_methods`), never a run that a study gains by itself.
@@ -106,7 +108,7 @@ class StudyConfig(StrictSection):
     #: torch threads of each run; None: the cores shared out between the jobs.
     threads: int | None = Field(None, ge=1)
     qualitative: QualitativeConfig = Field(default_factory=QualitativeConfig)
-    #: ``train.unlabeled`` of the fixmatch and crossview runs (views: weak-strong; confidence, main_on_strong,
+    #: ``train.unlabeled`` of the cross-view runs (views: weak-strong; confidence, main_on_strong,
     #: main_weight, strong: photometric / cutmix). The other methods train with the paper's CCT (views:
     #: same); fixmatch's main decoder always learns from the strong view (its only unlabeled loss).
     crossview: UnlabeledConfig = Field(default_factory=lambda: UnlabeledConfig(views="weak-strong"))
@@ -169,20 +171,23 @@ class StudyConfig(StrictSection):
         return self
 
     def unlabeled(self, method: str) -> dict[str, Any]:
-        """``train.unlabeled`` of a method's runs: the ``crossview`` block for fixmatch and crossview (with
-        main_on_strong for fixmatch, whose only unlabeled loss it is), the paper's CCT for the others."""
+        """``train.unlabeled`` of a method's runs: the ``crossview`` block for the cross-view methods (with
+        main_on_strong for fixmatch and cct_fixmatch, whose strong-view loss defines them, and aux_view: weak
+        for cct_fixmatch), the paper's CCT for the others."""
         if method not in CROSS_VIEW_METHODS:
             return UnlabeledConfig().model_dump(mode="json")
         settings = self.crossview.model_dump(mode="json")
-        if method == FIXMATCH:
+        if method in (FIXMATCH, CCT_FIXMATCH):
             settings["main_on_strong"] = True
+        if method == CCT_FIXMATCH:
+            settings["aux_view"] = "weak"
         return settings
 
     def decoders(self, method: str) -> dict[str, int]:
         """The auxiliary decoders of a method's runs ({} for the supervised baseline and fixmatch)."""
         if method in (SUPERVISED, FIXMATCH):
             return {}
-        if method in (CCT, CROSSVIEW):
+        if method in (CCT, CROSSVIEW, CCT_FIXMATCH):
             return {name: k for name, k in self.cct_decoders.items() if k > 0}
         k = self.single_decoders if self.single_decoders is not None else self.cct_decoders.get(method, 0)
         return {method: max(1, k)}

@@ -10,7 +10,7 @@ from cct_train.config import (
     config_from_dict,
 )
 from cct_train.study.runs import RunResult, RunSpec
-from cct_train.study.schema import CCT, CROSSVIEW, FIXMATCH, SUPERVISED, StudyConfig
+from cct_train.study.schema import CCT, CCT_FIXMATCH, CROSSVIEW, FIXMATCH, SUPERVISED, StudyConfig
 from cct_train.study.stats import Summary
 
 # ---------------------------------------------------------------------------------------------- report
@@ -26,6 +26,7 @@ METHOD_LABELS: dict[str, str] = {
     CCT: "full CCT",
     FIXMATCH: "FixMatch-style (strong view, main decoder)",
     CROSSVIEW: "cross-view CCT",
+    CCT_FIXMATCH: "CCT + FixMatch-style (aux decoders on the weak view)",
 }
 
 
