@@ -559,7 +559,12 @@ def test_study_methods_are_the_papers_seven_types() -> None:
     assert sorted(PERTURBATION_TYPES) == sorted(PAPER_DECODERS)
     assert ALL_METHODS[0] == DEFAULT_METHODS[0] == "supervised"
     assert DEFAULT_METHODS[-1] == "cct"
-    assert (*DEFAULT_METHODS, "fixmatch", "crossview") == ALL_METHODS  # asked for by name only
+    assert (
+        *DEFAULT_METHODS,
+        "fixmatch",
+        "crossview",
+        "cct_fixmatch",
+    ) == ALL_METHODS  # asked for by name only
 
 
 def test_core_share_divides_the_cores_among_the_runs_training() -> None:
