@@ -115,9 +115,8 @@ def weak_view_target(
     masks computed from them. No graph (a constant target). ``logits``: the main decoder's logits on
     ``z_weak`` when the caller has them already (computed without a graph).
     """
-    if logits is None:
-        with torch.no_grad():  # z_weak has a graph when the auxiliary decoders train through it
-            logits = main_decoder(cross_view.z_weak)
+    if logits is None:  # no graph even when z_weak has one (aux_view weak): this function is no_grad
+        logits = main_decoder(cross_view.z_weak)
     box, partner = cross_view.box, cross_view.partner
     image = mix(fit_logits(logits, cross_view.size, stride=stride), box, partner)
     if tuple(logits.shape[-2:]) == tuple(cross_view.size):
